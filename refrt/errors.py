@@ -1,0 +1,56 @@
+"""Typed errors. Every message names the node, op or input at fault and what was expected.
+
+    RefrtError
+    ├── ModelError          the model itself is malformed (bad bytes, cycles, duplicate names,
+    │   │                   missing initializer, unknown attribute, unsafe external data path)
+    │   └── UnsupportedOpError   no implementation for (domain, op_type, opset)
+    ├── InputError          the caller's feeds: missing/unknown name, wrong dtype, rank or dim
+    └── NodeError           an op failed while running; wraps the cause, names node and op
+"""
+
+from __future__ import annotations
+
+
+class RefrtError(Exception):
+    """Base class of every error refrt raises on purpose."""
+
+
+class ModelError(RefrtError, ValueError):
+    """The model is malformed or uses something refrt refuses to run."""
+
+
+class UnsupportedOpError(ModelError, NotImplementedError):
+    """No implementation for an operator at the model's opset."""
+
+    def __init__(self, op_type: str, domain: str, opset: int | None, available: list[int],
+                 node: str = ""):
+        self.op_type, self.domain, self.opset, self.available = op_type, domain, opset, available
+        where = f" (node {node!r})" if node else ""
+        dom = domain or "ai.onnx"
+        if available:
+            have = f"refrt implements versions {', '.join(map(str, available))}"
+        else:
+            have = "refrt has no implementation of it"
+        super().__init__(
+            f"unsupported operator {dom}.{op_type}{where} at model opset {opset} for domain "
+            f"{dom!r}: {have}")
+
+
+class InputError(RefrtError, ValueError):
+    """A feed does not fit the model's declared inputs."""
+
+
+class NodeError(RefrtError, RuntimeError):
+    """An operator raised while running; the original exception is the __cause__."""
+
+    def __init__(self, node_name: str, op_type: str, message: str):
+        self.node_name, self.op_type = node_name, op_type
+        super().__init__(f"node {node_name!r} ({op_type}): {message}")
+
+
+def node_label(node) -> str:
+    """A readable name for a NodeProto: its name, else its op type and first output."""
+    if node.name:
+        return node.name
+    first = next((o for o in node.output if o), "?")
+    return f"{node.op_type}->{first}"

@@ -1,0 +1,283 @@
+"""The operator registry: ``@op("Gemm", since=13)`` on a plain function.
+
+An op is one function. Its Python signature *is* its spec:
+
+* positional parameters are the node's inputs, in order; an optional input defaults to ``None``;
+  ``*inputs`` takes a variadic input list;
+* keyword-only parameters are the attributes, and their defaults are the spec's defaults (a test
+  compares them with ``onnx.defs`` for every registered op); an attribute without a default is
+  required, one that defaults to ``None`` is optional without a spec default;
+* a keyword-only ``ctx`` parameter, if present, receives the :class:`NodeContext` (numerics mode,
+  number of outputs, random generator, node name); other ops never see it.
+
+``since`` lists every schema version the function implements (an int or a tuple). The registry
+resolves a node to the highest registered version <= the model's opset for the op's domain, and
+refuses to run a node whose schema has a newer version at that opset than refrt implements, so a
+semantic change in the spec can never be run silently with an older body.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import onnx
+from onnx import AttributeProto, numpy_helper
+
+from .errors import ModelError, UnsupportedOpError, node_label
+
+# Canonical domain names: the default domain is spelled "" in protos and "ai.onnx" here.
+DEFAULT_DOMAIN = "ai.onnx"
+KNOWN_DOMAINS = ("ai.onnx", "ai.onnx.ml", "com.microsoft", "ai.onnx.preview.training",
+                 "ai.onnx.preview")
+
+REQUIRED = inspect.Parameter.empty
+
+
+def canonical_domain(domain: str) -> str:
+    return DEFAULT_DOMAIN if domain in ("", "ai.onnx") else domain
+
+
+def proto_domain(domain: str) -> str:
+    """The spelling onnx.defs uses ('' for the default domain)."""
+    return "" if domain in ("", "ai.onnx") else domain
+
+
+@dataclass
+class NodeContext:
+    """Run-time context handed to ops that declare a keyword-only ``ctx`` parameter."""
+    node_name: str
+    op_type: str
+    domain: str
+    opset: int
+    n_outputs: int
+    options: Any = None            # the session's SessionOptions
+    outputs: tuple = ()            # the node's output names ('' for an omitted optional output)
+    input_types: tuple = ()        # declared TypeProtos of the inputs where known, else None
+    cache: dict = field(default_factory=dict)  # per-node scratch (e.g. packed constant weights)
+
+    @property
+    def numerics(self) -> str:
+        return getattr(self.options, "numerics", "ort")
+
+    def rng(self, seed: float | None):
+        """NumPy generator: deterministic when the op carries a ``seed`` attribute."""
+        if seed is None:
+            return np.random.default_rng()
+        return np.random.default_rng(int(np.float32(seed).view(np.uint32)))
+
+    def output_requested(self, i: int) -> bool:
+        return i < len(self.outputs) and self.outputs[i] != ""
+
+
+@dataclass
+class OpImpl:
+    op_type: str
+    domain: str
+    since: int
+    fn: Callable
+    n_inputs: int                      # positional parameters
+    n_required: int                    # positional parameters without a default
+    variadic: bool                     # takes *inputs
+    attrs: dict[str, Any]              # attribute name -> default (REQUIRED if none)
+    wants_ctx: bool
+
+    @property
+    def qualname(self) -> str:
+        return f"{self.domain}.{self.op_type}-{self.since}"
+
+    def parse_attributes(self, node, convert_graph: Callable | None = None) -> dict[str, Any]:
+        """Node attributes -> keyword arguments, checked against the signature once at plan time."""
+        kwargs: dict[str, Any] = {}
+        for a in node.attribute:
+            if a.name not in self.attrs:
+                known = ", ".join(sorted(self.attrs)) or "none"
+                raise ModelError(
+                    f"node {node_label(node)!r} ({node.op_type}): unknown attribute {a.name!r}; "
+                    f"{self.op_type}-{self.since} takes: {known}")
+            if a.ref_attr_name:
+                raise ModelError(f"node {node_label(node)!r} ({node.op_type}): attribute "
+                                 f"{a.name!r} refers to {a.ref_attr_name!r} outside a function")
+            kwargs[a.name] = attribute_value(a, convert_graph)
+        for name, default in self.attrs.items():
+            if default is REQUIRED and name not in kwargs:
+                raise ModelError(f"node {node_label(node)!r} ({node.op_type}): required attribute "
+                                 f"{name!r} is missing")
+        return kwargs
+
+    def check_arity(self, node) -> None:
+        n = len(node.input)
+        while n and node.input[n - 1] == "":
+            n -= 1
+        label = f"node {node_label(node)!r} ({node.op_type})"
+        if n > self.n_inputs and not self.variadic:
+            raise ModelError(f"{label}: {n} inputs given, {self.op_type}-{self.since} takes at "
+                             f"most {self.n_inputs}")
+        for i in range(min(self.n_required, max(n, self.n_required))):
+            if i >= len(node.input) or node.input[i] == "":
+                raise ModelError(f"{label}: required input #{i} is missing")
+
+
+_REGISTRY: dict[tuple[str, str], dict[int, OpImpl]] = {}
+
+
+def op(op_type: str, since: int | tuple[int, ...] = 1, domain: str = DEFAULT_DOMAIN):
+    """Register ``fn`` as the implementation of ``domain.op_type`` for each version in ``since``."""
+    versions = (since,) if isinstance(since, int) else tuple(since)
+    domain = canonical_domain(domain)
+
+    def decorate(fn):
+        impl_args = _describe(fn)
+        table = _REGISTRY.setdefault((domain, op_type), {})
+        for v in versions:
+            if v in table and table[v].fn is not fn:
+                raise RuntimeError(f"{domain}.{op_type}-{v} registered twice "
+                                   f"({table[v].fn.__module__}.{table[v].fn.__name__} and "
+                                   f"{fn.__module__}.{fn.__name__})")
+            table[v] = OpImpl(op_type, domain, v, fn, **impl_args)
+        return fn
+
+    return decorate
+
+
+def _describe(fn) -> dict:
+    n_inputs = n_required = 0
+    variadic = wants_ctx = False
+    attrs: dict[str, Any] = {}
+    for p in inspect.signature(fn).parameters.values():
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+            n_inputs += 1
+            if p.default is REQUIRED:
+                n_required += 1
+        elif p.kind is p.VAR_POSITIONAL:
+            variadic = True
+        elif p.kind is p.KEYWORD_ONLY:
+            if p.name == "ctx":
+                wants_ctx = True
+            else:
+                attrs[p.name] = p.default
+    return dict(n_inputs=n_inputs, n_required=n_required, variadic=variadic, attrs=attrs,
+                wants_ctx=wants_ctx)
+
+
+def registered() -> dict[tuple[str, str], dict[int, OpImpl]]:
+    """Everything registered: {(domain, op_type): {since: OpImpl}}. Loads all op families."""
+    _load_ops()
+    return _REGISTRY
+
+
+def versions(op_type: str, domain: str) -> list[int]:
+    _load_ops()
+    return sorted(_REGISTRY.get((canonical_domain(domain), op_type), {}))
+
+
+def _schema_since(op_type: str, domain: str, opset: int) -> int | None:
+    try:
+        return onnx.defs.get_schema(op_type, opset, proto_domain(domain)).since_version
+    except Exception:
+        return None
+
+
+def lookup(op_type: str, domain: str, opset: int) -> OpImpl | None:
+    """The implementation to run at ``opset``, or None when refrt has none that fits."""
+    _load_ops()
+    table = _REGISTRY.get((canonical_domain(domain), op_type))
+    if not table:
+        return None
+    fitting = [v for v in table if v <= opset]
+    if not fitting:
+        return None
+    impl = table[max(fitting)]
+    spec_since = _schema_since(op_type, domain, opset)
+    if spec_since is not None and spec_since > impl.since:
+        return None  # the spec changed after the newest version refrt implements
+    return impl
+
+
+def resolve(node, opset: int) -> OpImpl:
+    impl = lookup(node.op_type, node.domain, opset)
+    if impl is None:
+        raise UnsupportedOpError(node.op_type, canonical_domain(node.domain), opset,
+                                 versions(node.op_type, node.domain), node_label(node))
+    return impl
+
+
+# ---------------------------------------------------------------- attribute values
+
+def _decode(s: bytes):
+    try:
+        return s.decode("utf-8")
+    except UnicodeDecodeError:
+        return s
+
+
+def attribute_value(a: AttributeProto, convert_graph: Callable | None = None):
+    """AttributeProto -> Python value: int, float, str, ndarray, list of those, or a subgraph."""
+    T = AttributeProto
+    if a.type == T.FLOAT:
+        return float(a.f)
+    if a.type == T.INT:
+        return int(a.i)
+    if a.type == T.STRING:
+        return _decode(a.s)
+    if a.type == T.TENSOR:
+        return tensor_to_array(a.t)
+    if a.type == T.SPARSE_TENSOR:
+        return sparse_to_dense(a.sparse_tensor)
+    if a.type == T.GRAPH:
+        return convert_graph(a.g) if convert_graph else a.g
+    if a.type == T.TYPE_PROTO:
+        return a.tp
+    if a.type == T.FLOATS:
+        return [float(x) for x in a.floats]
+    if a.type == T.INTS:
+        return [int(x) for x in a.ints]
+    if a.type == T.STRINGS:
+        return [_decode(x) for x in a.strings]
+    if a.type == T.TENSORS:
+        return [tensor_to_array(t) for t in a.tensors]
+    if a.type == T.SPARSE_TENSORS:
+        return [sparse_to_dense(t) for t in a.sparse_tensors]
+    if a.type == T.GRAPHS:
+        return [convert_graph(g) if convert_graph else g for g in a.graphs]
+    if a.type == T.TYPE_PROTOS:
+        return list(a.type_protos)
+    raise ModelError(f"attribute {a.name!r} has unknown type {a.type}")
+
+
+def tensor_to_array(t, base_dir: str | None = None) -> np.ndarray:
+    """TensorProto -> ndarray (strings become an object array of str/bytes)."""
+    if t.data_location == onnx.TensorProto.EXTERNAL:
+        raise ModelError(f"tensor {t.name!r} keeps its data externally; load the model from "
+                         f"its path so that refrt can resolve it")
+    arr = numpy_helper.to_array(t)
+    if arr.dtype.kind in "SU" or (arr.dtype == object and t.data_type == onnx.TensorProto.STRING):
+        arr = np.array([_decode(x) if isinstance(x, bytes) else x for x in arr.ravel()],
+                       dtype=object).reshape(arr.shape)
+    return arr
+
+
+def sparse_to_dense(sp) -> np.ndarray:
+    values = tensor_to_array(sp.values)
+    idx = tensor_to_array(sp.indices).astype(np.int64)
+    dims = tuple(sp.dims)
+    dense = np.zeros(dims, dtype=values.dtype)
+    if idx.ndim == 1:   # linearized indices
+        dense.reshape(-1)[idx] = values
+    else:
+        dense[tuple(idx.T)] = values
+    return dense
+
+
+# ---------------------------------------------------------------- loading op families
+
+_loaded = False
+
+
+def _load_ops():
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        from . import ops  # noqa: F401  (importing the package registers every family)
