@@ -1,0 +1,71 @@
+"""The executor walks a plan. It does nothing but: fetch inputs, call the op, store outputs, free
+dead values, call hooks. Everything else (order, attributes, liveness) was settled by the planner.
+
+A hook is a callable ``on_node(node, inputs, outputs)`` or an object with an ``on_node`` method
+and optionally ``before_node(node, inputs)``; with no hooks the loop checks one empty tuple per
+node and nothing more.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import NodeError, RefrtError
+
+
+def split_hooks(hooks) -> tuple[tuple, tuple]:
+    before, after = [], []
+    for h in hooks or ():
+        if hasattr(h, "before_node"):
+            before.append(h.before_node)
+        after.append(h.on_node if hasattr(h, "on_node") else h)
+    return tuple(before), tuple(after)
+
+
+NO_HOOKS = ((), ())
+
+
+def run_plan(plan, env: dict, hooks: tuple = NO_HOOKS) -> list:
+    """Run ``plan`` over ``env`` (initializers, feeds and outer values; consumed) -> outputs.
+
+    ``hooks`` is the pair (before_node callables, on_node callables) from :func:`split_hooks`.
+    """
+    before, after = hooks
+    for name in plan.free_at_start:
+        env.pop(name, None)
+    for step in plan.steps:
+        args = [env[n] if n else None for n in step.inputs]
+        kwargs = step.kwargs
+        if step.subgraphs:
+            kwargs = dict(kwargs)
+            for k in step.subgraphs:
+                kwargs[k] = kwargs[k].bind(env, hooks)
+        if before:
+            for h in before:
+                h(step.node, args)
+        try:
+            result = step.fn(*args, **kwargs)
+        except RefrtError as e:
+            if isinstance(e, NodeError):
+                raise
+            raise NodeError(step.label, step.node.op_type, str(e)) from e
+        except Exception as e:
+            raise NodeError(step.label, step.node.op_type, f"{type(e).__name__}: {e}") from e
+        if not isinstance(result, tuple):
+            result = (result,)
+        outs = step.outputs
+        if len(result) < len(outs) and any(outs[len(result):]):
+            raise NodeError(step.label, step.node.op_type,
+                            f"produced {len(result)} outputs, the node wants {len(outs)}")
+        for name, value in zip(outs, result):
+            if name:
+                if isinstance(value, np.generic):
+                    value = np.asarray(value)
+                env[name] = value
+        if after:
+            produced = [env.get(n) if n else None for n in outs]
+            for h in after:
+                h(step.node, args, produced)
+        for name in step.free:
+            env.pop(name, None)
+    return [env[o.name] for o in plan.outputs]

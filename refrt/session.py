@@ -1,0 +1,195 @@
+"""``InferenceSession`` with onnxruntime's surface, so that ``import refrt as ort`` works."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import executor
+from .errors import InputError, ModelError
+from .graph import PlanContext, build_plan, load_model, opset_map
+from .types import check_value, shape_of, type_string
+
+NUMERICS_MODES = ("ort", "spec")
+
+
+class GraphOptimizationLevel:
+    """Accepted for compatibility; refrt never rewrites the graph."""
+    ORT_DISABLE_ALL = 0
+    ORT_ENABLE_BASIC = 1
+    ORT_ENABLE_EXTENDED = 2
+    ORT_ENABLE_LAYOUT = 3
+    ORT_ENABLE_ALL = 99
+
+
+class SessionOptions:
+    """onnxruntime's SessionOptions, plus refrt's numerics switches.
+
+    * ``numerics``: ``"ort"`` (default) reproduces onnxruntime's CPU results where the spec leaves a
+      choice; ``"spec"`` follows the ONNX specification literally.
+    * ``emulate_avx2_u8s8``: reproduce onnxruntime's AVX2 (no VNNI) u8 x s8 GEMM, whose int16
+      saturation returns wrong sums for full-range int8 weights. Off by default (refrt is exact).
+    """
+
+    def __init__(self, **options):
+        self.graph_optimization_level = GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.intra_op_num_threads = 0
+        self.inter_op_num_threads = 0
+        self.log_severity_level = 2
+        self.numerics = "ort"
+        self.emulate_avx2_u8s8 = False
+        self.config_entries: dict[str, str] = {}
+        for k, v in options.items():
+            if not hasattr(self, k):
+                raise TypeError(f"unknown session option {k!r}")
+            setattr(self, k, v)
+
+    def add_session_config_entry(self, key: str, value: str) -> None:
+        self.config_entries[key] = value
+
+    def get_session_config_entry(self, key: str) -> str:
+        return self.config_entries[key]
+
+
+@dataclass
+class NodeArg:
+    """An input or output description: ``.name``, ``.type`` ("tensor(float)"), ``.shape``."""
+    name: str
+    type: str
+    shape: list
+
+
+@dataclass
+class ModelMetadata:
+    producer_name: str = ""
+    graph_name: str = ""
+    domain: str = ""
+    description: str = ""
+    graph_description: str = ""
+    version: int = 0
+    custom_metadata_map: dict = field(default_factory=dict)
+
+
+def _node_arg(vi) -> NodeArg:
+    return NodeArg(vi.name, type_string(vi.type), shape_of(vi.type))
+
+
+class InferenceSession:
+    """Load a model (path, bytes or ModelProto), plan it once, run it many times."""
+
+    def __init__(self, path_or_bytes, sess_options=None, providers=None, provider_options=None,
+                 **options):
+        self._options = _merge_options(sess_options, options)
+        model, self._base_dir = load_model(path_or_bytes)
+        self._model = model
+        self._hooks: list = []
+        self._split = executor.NO_HOOKS
+        if not model.opset_import:
+            raise ModelError("the model declares no opset_import")
+        pctx = PlanContext(opsets=opset_map(model.opset_import),
+                           functions={(_dom(f.domain), f.name): f for f in model.functions},
+                           options=self._options, run=executor.run_plan)
+        self._plan = build_plan(model.graph, pctx)
+        inits = self._plan.initializers
+        self._inputs = [vi for vi in model.graph.input if vi.name not in inits]
+        self._overridable = [vi for vi in model.graph.input if vi.name in inits]
+        self._declared = {vi.name: vi.type for vi in model.graph.input}
+        self._providers = list(providers) if providers else ["CPUExecutionProvider"]
+
+    # ---- onnxruntime's description API
+    def get_inputs(self) -> list[NodeArg]:
+        return [_node_arg(vi) for vi in self._inputs]
+
+    def get_outputs(self) -> list[NodeArg]:
+        return [_node_arg(vi) for vi in self._model.graph.output]
+
+    def get_overridable_initializers(self) -> list[NodeArg]:
+        return [_node_arg(vi) for vi in self._overridable]
+
+    def get_modelmeta(self) -> ModelMetadata:
+        m = self._model
+        return ModelMetadata(
+            producer_name=m.producer_name, graph_name=m.graph.name, domain=m.domain,
+            description=m.doc_string, graph_description=m.graph.doc_string,
+            version=m.model_version,
+            custom_metadata_map={p.key: p.value for p in m.metadata_props})
+
+    def get_providers(self) -> list[str]:
+        return list(self._providers)
+
+    def get_session_options(self) -> SessionOptions:
+        return self._options
+
+    @property
+    def model(self):
+        """The loaded ModelProto (external data resolved)."""
+        return self._model
+
+    # ---- hooks (tracing, intermediate capture, the debugger)
+    def add_hook(self, hook) -> None:
+        """Call ``hook(node, inputs, outputs)`` after every node (``hook.on_node`` for objects;
+        an object's ``before_node(node, inputs)`` is called before it)."""
+        self._hooks.append(hook)
+        self._split = executor.split_hooks(self._hooks)
+
+    def remove_hook(self, hook) -> None:
+        self._hooks.remove(hook)
+        self._split = executor.split_hooks(self._hooks)
+
+    # ---- running
+    def run(self, output_names, input_feed: dict, run_options=None) -> list:
+        """Outputs as numpy arrays (lists for sequences, None for empty optionals)."""
+        plan = self._plan
+        if output_names is None:
+            output_names = plan.output_names
+        known = set(plan.output_names)
+        for name in output_names:
+            if name not in known:
+                raise InputError(f"unknown output name {name!r}; the model's outputs are "
+                                 f"{plan.output_names}")
+        if not isinstance(input_feed, dict):
+            raise InputError(f"input_feed must be a dict of name -> array, not "
+                             f"{type(input_feed).__name__}")
+        env = dict(plan.initializers)
+        for name, value in input_feed.items():
+            if name not in self._declared:
+                raise InputError(f"unknown input {name!r}; the model's inputs are "
+                                 f"{[vi.name for vi in self._inputs]}")
+            env[name] = check_value(name, value, self._declared[name])
+        missing = [vi.name for vi in self._inputs if vi.name not in input_feed]
+        if missing:
+            raise InputError(f"missing input(s) {missing}; the model needs "
+                             f"{[_describe(vi) for vi in self._inputs]}")
+        results = executor.run_plan(plan, env, self._split)
+        by_name = dict(zip(plan.output_names, results))
+        return [by_name[n] for n in output_names]
+
+
+def _describe(vi) -> str:
+    shape = shape_of(vi.type)
+    return f"{vi.name}: {type_string(vi.type)}{'' if shape is None else list(shape)}"
+
+
+def _dom(domain: str) -> str:
+    return "ai.onnx" if domain in ("", "ai.onnx") else domain
+
+
+def _merge_options(sess_options, extra: dict) -> SessionOptions:
+    opts = SessionOptions()
+    if sess_options is not None:   # refrt's own, or onnxruntime's SessionOptions
+        for k in ("graph_optimization_level", "intra_op_num_threads", "inter_op_num_threads",
+                  "log_severity_level", "numerics", "emulate_avx2_u8s8"):
+            if hasattr(sess_options, k):
+                setattr(opts, k, getattr(sess_options, k))
+        opts.config_entries.update(getattr(sess_options, "config_entries", {}) or {})
+    for k, v in extra.items():
+        if not hasattr(opts, k):
+            raise TypeError(f"unknown session option {k!r}")
+        setattr(opts, k, v)
+    if opts.numerics not in NUMERICS_MODES:
+        raise ValueError(f"numerics must be one of {NUMERICS_MODES}, not {opts.numerics!r}")
+    return opts
+
+
+def run(model, feeds: dict, output_names=None, **options) -> list:
+    """One-off: ``refrt.run(model, {"x": x})`` -> list of outputs."""
+    return InferenceSession(model, **options).run(output_names, feeds)
