@@ -406,7 +406,9 @@ def function_graph(fproto, node) -> onnx.GraphProto:
     g.name = fproto.name
     g.node.extend(_substitute(fproto.node, attrs))
     g.input.extend(onnx.helper.make_empty_tensor_value_info(n) for n in fproto.input)
-    g.output.extend(onnx.helper.make_empty_tensor_value_info(n) for n in fproto.output)
+    # only the outputs the caller asks for: a body may skip computing the others
+    g.output.extend(onnx.helper.make_empty_tensor_value_info(n)
+                    for n, want in zip(fproto.output, node.output) if want)
     return g
 
 
@@ -426,6 +428,7 @@ def _function_step(node, fproto, pctx: PlanContext):
 
 def _call_plan(plan: Plan, run, node):
     n_in = len(plan.inputs)
+    wanted = [bool(o) for o in node.output]
 
     def call(*inputs):
         env = dict(plan.initializers)
@@ -435,8 +438,8 @@ def _call_plan(plan: Plan, run, node):
         if len(inputs) > n_in:
             raise ModelError(f"node {node_label(node)!r}: {len(inputs)} inputs for a function of "
                              f"{n_in}")
-        results = run(plan, env, ((), ()))
-        return tuple(results)
+        results = iter(run(plan, env, ((), ())))
+        return tuple(next(results) if want else None for want in wanted)
     return call
 
 

@@ -1,0 +1,1 @@
+"""Tools for testing other runtimes against refrt (and refrt against others)."""

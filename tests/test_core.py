@@ -1,0 +1,370 @@
+"""Session surface, planning, executor and the typed error matrix."""
+
+import gc
+import os
+import weakref
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+import refrt
+from refrt.errors import InputError, ModelError, NodeError, UnsupportedOpError
+
+from helpers import F, const, model, readonly, vi
+
+X = vi("x", F, ["N", 3])
+Z = vi("z", F, ["N", 3])
+
+
+def add_chain():
+    """z = relu(x + c) * 2, nodes stored in reverse order."""
+    nodes = [helper.make_node("Mul", ["r", "two"], ["z"], name="scale"),
+             helper.make_node("Relu", ["s"], ["r"], name="relu"),
+             helper.make_node("Add", ["x", "c"], ["s"], name="add")]
+    inits = [const("c", np.array([-1, 0, 1], np.float32)), const("two", np.array(2, np.float32))]
+    return model(nodes, [X], [Z], inits)
+
+
+# ---------------------------------------------------------------- session surface
+
+def test_ort_surface_and_topological_order():
+    sess = refrt.InferenceSession(add_chain().SerializeToString())
+    (inp,), (out,) = sess.get_inputs(), sess.get_outputs()
+    assert (inp.name, inp.type, inp.shape) == ("x", "tensor(float)", ["N", 3])
+    assert (out.name, out.type, out.shape) == ("z", "tensor(float)", ["N", 3])
+    x = readonly(np.array([[0.5, -2, 3]], np.float32))
+    (z,) = sess.run(None, {"x": x})
+    np.testing.assert_array_equal(z, [[0, 0, 8]])
+    assert z.dtype == np.float32
+    assert sess.run(["z"], {"x": x})[0].shape == (1, 3)
+    assert [s.node.name for s in sess._plan.steps] == ["add", "relu", "scale"]
+
+
+def test_path_bytes_and_proto_give_the_same(tmp_path):
+    m = add_chain()
+    p = tmp_path / "m.onnx"
+    onnx.save(m, p)
+    x = np.ones((2, 3), np.float32)
+    results = [refrt.InferenceSession(src).run(None, {"x": x})[0]
+               for src in (str(p), p, p.read_bytes(), m)]
+    for r in results[1:]:
+        np.testing.assert_array_equal(r, results[0])
+    assert refrt.run(m, {"x": x})[0].shape == (2, 3)
+
+
+def test_modelmeta_and_import_as_ort():
+    m = add_chain()
+    m.producer_name, m.model_version, m.doc_string = "tests", 7, "doc"
+    helper.set_model_props(m, {"k": "v"})
+    import refrt as ort
+    meta = ort.InferenceSession(m).get_modelmeta()
+    assert (meta.producer_name, meta.version, meta.description) == ("tests", 7, "doc")
+    assert meta.custom_metadata_map == {"k": "v"}
+    assert meta.graph_name == "g"
+
+
+def test_initializer_as_overridable_input():
+    m = model([helper.make_node("Add", ["x", "c"], ["z"])], [X, vi("c", F, [3])], [Z],
+              [const("c", np.array([1, 1, 1], np.float32))])
+    sess = refrt.InferenceSession(m)
+    assert [i.name for i in sess.get_inputs()] == ["x"]
+    assert [i.name for i in sess.get_overridable_initializers()] == ["c"]
+    x = np.zeros((1, 3), np.float32)
+    np.testing.assert_array_equal(sess.run(None, {"x": x})[0], [[1, 1, 1]])
+    np.testing.assert_array_equal(sess.run(None, {"x": x, "c": np.full(3, 5, np.float32)})[0],
+                                  [[5, 5, 5]])
+
+
+def test_feeds_are_not_mutated():
+    sess = refrt.InferenceSession(add_chain())
+    x = np.array([[1, 2, 3]], np.float32)
+    before = x.copy()
+    sess.run(None, {"x": x})
+    np.testing.assert_array_equal(x, before)
+
+
+# ---------------------------------------------------------------- executor and hooks
+
+def test_hooks_see_every_node_and_intermediates_are_freed():
+    sess = refrt.InferenceSession(add_chain())
+    seen, refs = [], {}
+
+    def hook(node, inputs, outputs):
+        seen.append((node.op_type, [o.shape for o in outputs]))
+        refs[node.output[0]] = weakref.ref(outputs[0])
+        if node.name == "scale":
+            gc.collect()
+            assert refs["s"]() is None, "Add's output should be freed after Relu used it"
+
+    sess.add_hook(hook)
+    sess.run(None, {"x": np.ones((2, 3), np.float32)})
+    assert seen == [("Add", [(2, 3)]), ("Relu", [(2, 3)]), ("Mul", [(2, 3)])]
+    sess.remove_hook(hook)
+    sess.run(None, {"x": np.ones((2, 3), np.float32)})
+    assert len(seen) == 3
+
+
+def test_before_node_hook_object():
+    class H:
+        def __init__(self):
+            self.log = []
+
+        def before_node(self, node, inputs):
+            self.log.append(("before", node.name))
+
+        def on_node(self, node, inputs, outputs):
+            self.log.append(("after", node.name))
+
+    h = H()
+    sess = refrt.InferenceSession(add_chain())
+    sess.add_hook(h)
+    sess.run(None, {"x": np.ones((1, 3), np.float32)})
+    assert h.log[:2] == [("before", "add"), ("after", "add")] and len(h.log) == 6
+
+
+def test_if_subgraph_sees_outer_scope_values():
+    then = helper.make_graph([helper.make_node("Add", ["x", "c"], ["t"])], "then", [],
+                             [vi("t", F, None)])
+    other = helper.make_graph([helper.make_node("Mul", ["x", "c"], ["e"])], "else", [],
+                              [vi("e", F, None)])
+    m = model([helper.make_node("Relu", ["x0"], ["x"]),
+               helper.make_node("If", ["b"], ["o"], then_branch=then, else_branch=other)],
+              [vi("b", TensorProto.BOOL, []), vi("x0", F, [3])], [vi("o", F, [3])],
+              [const("c", np.array([1, 2, 3], np.float32))])
+    sess = refrt.InferenceSession(m)
+    x = np.array([1, -1, 2], np.float32)
+    np.testing.assert_array_equal(sess.run(None, {"b": np.array(True), "x0": x})[0], [2, 2, 5])
+    np.testing.assert_array_equal(sess.run(None, {"b": np.array(False), "x0": x})[0], [1, 0, 6])
+
+
+def test_loop_with_outer_scope_and_scan_output():
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+         helper.make_node("Add", ["acc_in", "step"], ["acc_out"]),
+         helper.make_node("Identity", ["acc_out"], ["scan_out"])],
+        "body", [vi("i", TensorProto.INT64, []), vi("cond_in", TensorProto.BOOL, []),
+                 vi("acc_in", F, [2])],
+        [vi("cond_out", TensorProto.BOOL, []), vi("acc_out", F, [2]), vi("scan_out", F, [2])])
+    m = model([helper.make_node("Loop", ["n", "", "a0"], ["a", "hist"], body=body)],
+              [vi("n", TensorProto.INT64, []), vi("a0", F, [2])],
+              [vi("a", F, [2]), vi("hist", F, [None, 2])],
+              [const("step", np.array([1, 10], np.float32))])
+    a, hist = refrt.run(m, {"n": np.array(3, np.int64), "a0": np.zeros(2, np.float32)})
+    np.testing.assert_array_equal(a, [3, 30])
+    np.testing.assert_array_equal(hist, [[1, 10], [2, 20], [3, 30]])
+
+
+def _with_ref(node, name, attr_type):
+    node.attribute.append(helper.make_attribute_ref(name, attr_type))
+    return node
+
+
+def test_model_local_function_with_attribute_reference():
+    fn = helper.make_function(
+        "custom", "AddThenLeaky", ["a", "b"], ["y"],
+        [helper.make_node("Add", ["a", "b"], ["s"]),
+         _with_ref(helper.make_node("LeakyRelu", ["s"], ["y"]), "alpha", onnx.AttributeProto.FLOAT)],
+        [helper.make_opsetid("", 17)], attributes=["alpha"])
+    m = model([helper.make_node("AddThenLeaky", ["x", "x"], ["z"], domain="custom", alpha=0.5)],
+              [X], [Z], functions=[fn], extra_opsets=[("custom", 1)])
+    z = refrt.run(m, {"x": np.array([[-1, 0, 2]], np.float32)})[0]
+    np.testing.assert_allclose(z, [[-1, 0, 4]])
+
+
+def test_model_local_function_shadows_nothing_else():
+    fn = helper.make_function("custom", "Negate", ["a"], ["y"],
+                              [helper.make_node("Neg", ["a"], ["y"])], [helper.make_opsetid("", 17)])
+    m = model([helper.make_node("Negate", ["x"], ["z"], domain="custom")], [X], [Z],
+              functions=[fn], extra_opsets=[("custom", 1)])
+    np.testing.assert_array_equal(refrt.run(m, {"x": np.ones((1, 3), np.float32)})[0],
+                                  -np.ones((1, 3)))
+
+
+@pytest.mark.parametrize("op_type, attrs, opset", [
+    ("HardSwish", {}, 14),                                   # plain function body
+    ("LayerNormalization", {"axis": -1, "epsilon": 1e-3}, 17),   # context-dependent body
+])
+def test_schema_function_fallback(monkeypatch, op_type, attrs, opset):
+    """With refrt's own body hidden, an op whose schema has a function body runs that body and
+    agrees with refrt's implementation."""
+    from refrt import registry
+    inputs = [vi("x", F, [2, 3])]
+    names = ["x"]
+    inits = []
+    if op_type == "LayerNormalization":
+        inits = [const("s", np.array([1, 2, 3], np.float32)), const("b", np.array([0, 1, 0], np.float32))]
+        names += ["s", "b"]
+    m = model([helper.make_node(op_type, names, ["z"], **attrs)], inputs, [vi("z", F, [2, 3])],
+              inits, opset=opset)
+    x = np.array([[-4, -1, 0.5], [1, 2, 9]], np.float32)
+    own = refrt.run(m, {"x": x})[0]
+    real_lookup = registry.lookup
+    monkeypatch.setattr(registry, "lookup",
+                        lambda t, d, o: None if t == op_type else real_lookup(t, d, o))
+    sess = refrt.InferenceSession(m)
+    assert all(s.node.op_type == op_type for s in sess._plan.steps)
+    np.testing.assert_allclose(sess.run(None, {"x": x})[0], own, rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------- the error matrix
+
+def _expect(exc_type, fn, *fragments):
+    with pytest.raises(exc_type) as info:
+        fn()
+    msg = str(info.value)
+    for f in fragments:
+        assert f in msg, f"{f!r} not in {msg!r}"
+    return info.value
+
+
+def test_unknown_op_names_op_domain_opset_and_versions():
+    m = model([helper.make_node("Frobnicate", ["x"], ["z"], name="n1")], [X], [Z])
+    e = _expect(UnsupportedOpError, lambda: refrt.InferenceSession(m),
+                "Frobnicate", "ai.onnx", "opset 17", "n1")
+    assert e.available == []
+    # a known op at an opset older than every version refrt implements
+    m = model([helper.make_node("Gelu", ["x"], ["z"], name="g")], [X], [Z], opset=17)
+    e = _expect(UnsupportedOpError, lambda: refrt.InferenceSession(m), "Gelu", "opset 17",
+                "implements versions 20")
+    assert e.available == [20]
+
+
+def test_unknown_domain_not_imported():
+    m = model([helper.make_node("Foo", ["x"], ["z"], domain="com.example")], [X], [Z])
+    _expect(ModelError, lambda: refrt.InferenceSession(m), "com.example", "opset_import")
+
+
+def test_unknown_attribute_is_a_model_error():
+    m = model([helper.make_node("Relu", ["x"], ["z"], name="r", bogus=1)], [X], [Z])
+    _expect(ModelError, lambda: refrt.InferenceSession(m), "'r'", "bogus", "Relu")
+
+
+def test_feed_errors():
+    sess = refrt.InferenceSession(add_chain())
+    ok = np.ones((2, 3), np.float32)
+    _expect(InputError, lambda: sess.run(None, {}), "missing", "'x'", "tensor(float)")
+    _expect(InputError, lambda: sess.run(None, {"x": ok, "y": ok}), "unknown input 'y'")
+    _expect(InputError, lambda: sess.run(None, {"x": ok.astype(np.float64)}),
+            "'x'", "tensor(float)", "float64")
+    _expect(InputError, lambda: sess.run(None, {"x": np.ones(3, np.float32)}),
+            "'x'", "rank 2", "rank 1")
+    _expect(InputError, lambda: sess.run(None, {"x": np.ones((2, 4), np.float32)}),
+            "'x'", "dimension 1 must be 3", "got 4")
+    _expect(InputError, lambda: sess.run(None, {"x": [[1.0, 2.0, 3.0]]}), "'x'", "list")
+    _expect(InputError, lambda: sess.run(["nope"], {"x": ok}), "unknown output name 'nope'")
+
+
+@pytest.mark.parametrize("cut", [5, 0.5, -1])
+def test_malformed_or_truncated_bytes(cut):
+    data = add_chain().SerializeToString()
+    end = int(len(data) * cut) if isinstance(cut, float) else cut
+    _expect(ModelError, lambda: refrt.InferenceSession(data[:end]), "malformed or truncated")
+
+
+def test_garbage_bytes_and_missing_file(tmp_path):
+    _expect(ModelError, lambda: refrt.InferenceSession(b"\xff\xfe not a model"), "not a valid")
+    _expect(ModelError, lambda: refrt.InferenceSession(str(tmp_path / "nope.onnx")),
+            "cannot read", "nope.onnx")
+
+
+def test_duplicate_value_names():
+    m = model([helper.make_node("Relu", ["x"], ["z"], name="a"),
+               helper.make_node("Neg", ["x"], ["z"], name="b")], [X], [Z])
+    _expect(ModelError, lambda: refrt.InferenceSession(m), "'z'", "'a'", "'b'", "duplicate")
+    m = model([helper.make_node("Relu", ["x"], ["x"], name="a")], [X], [X])
+    _expect(ModelError, lambda: refrt.InferenceSession(m), "'x'", "graph input")
+
+
+def test_missing_initializer_names_node_and_input():
+    m = model([helper.make_node("Add", ["x", "w"], ["z"], name="adder")], [X], [Z])
+    _expect(ModelError, lambda: refrt.InferenceSession(m), "'adder'", "'w'", "missing initializer")
+
+
+def test_cycle_names_the_nodes():
+    m = model([helper.make_node("Add", ["x", "b"], ["a"], name="n_a"),
+               helper.make_node("Relu", ["a"], ["b"], name="n_b"),
+               helper.make_node("Relu", ["x"], ["z"], name="free")], [X], [Z])
+    _expect(ModelError, lambda: refrt.InferenceSession(m), "cycle", "n_a", "n_b")
+
+
+def test_missing_required_input_and_attribute():
+    m = model([helper.make_node("Add", ["x", ""], ["z"], name="half")], [X], [Z])
+    _expect(ModelError, lambda: refrt.InferenceSession(m), "'half'", "required input #1")
+    m = model([helper.make_node("Concat", ["x", "x"], ["z"], name="cat")], [X], [Z])
+    _expect(ModelError, lambda: refrt.InferenceSession(m), "'cat'", "required attribute", "axis")
+
+
+def test_runtime_failure_is_a_node_error_naming_the_node():
+    shape = const("shape", np.array([4, 4], np.int64))
+    m = model([helper.make_node("Reshape", ["x", "shape"], ["z"], name="bad_reshape")],
+              [X], [vi("z", F, None)], [shape])
+    sess = refrt.InferenceSession(m)
+    e = _expect(NodeError, lambda: sess.run(None, {"x": np.ones((1, 3), np.float32)}),
+                "bad_reshape", "Reshape")
+    assert e.node_name == "bad_reshape" and e.__cause__ is not None
+
+
+# ---------------------------------------------------------------- external data
+
+def _save_external(tmp_path, location):
+    w = np.arange(3, dtype=np.float32)
+    m = model([helper.make_node("Add", ["x", "w"], ["z"])], [X], [Z], [const("w", w)])
+    folder = tmp_path / "model"
+    folder.mkdir()
+    onnx.save(m, folder / "m.onnx", save_as_external_data=True, all_tensors_to_one_file=True,
+              location="weights.bin", size_threshold=0)
+    loaded = onnx.load(folder / "m.onnx", load_external_data=False)
+    for t in loaded.graph.initializer:
+        for e in t.external_data:
+            if e.key == "location":
+                e.value = location
+    onnx.save(loaded, folder / "m.onnx")
+    return folder / "m.onnx"
+
+
+def test_external_data_relative_to_model_folder(tmp_path, monkeypatch):
+    path = _save_external(tmp_path, "weights.bin")
+    monkeypatch.chdir(tmp_path)     # resolution must not depend on the working directory
+    z = refrt.InferenceSession(str(path)).run(None, {"x": np.zeros((1, 3), np.float32)})[0]
+    np.testing.assert_array_equal(z, [[0, 1, 2]])
+
+
+@pytest.mark.parametrize("location", ["../weights.bin", "/etc/passwd", "sub/../../weights.bin"])
+def test_external_data_escaping_the_folder_is_refused(tmp_path, location):
+    path = _save_external(tmp_path, location)
+    (tmp_path / "weights.bin").write_bytes(np.zeros(3, np.float32).tobytes())
+    _expect(ModelError, lambda: refrt.InferenceSession(str(path)), "'w'", location)
+
+
+def test_external_data_from_bytes_needs_a_path(tmp_path):
+    path = _save_external(tmp_path, "weights.bin")
+    _expect(ModelError, lambda: refrt.InferenceSession(path.read_bytes()), "external")
+
+
+def test_backend_interface():
+    import refrt.backend as backend
+    rep = backend.prepare(add_chain())
+    (z,) = rep.run([np.ones((1, 3), np.float32)])
+    np.testing.assert_array_equal(z, [[0, 2, 4]])
+    node = helper.make_node("Relu", ["a"], ["b"])
+    (b,) = backend.run_node(node, [np.array([-1.0, 2.0], np.float32)])
+    np.testing.assert_array_equal(b, [0, 2])
+    assert backend.supports_device("CPU") and not backend.supports_device("CUDA")
+
+
+def test_cli_run_json(tmp_path, capsys):
+    import json
+
+    from refrt.cli import main
+    p = tmp_path / "m.onnx"
+    onnx.save(add_chain(), p)
+    np.save(tmp_path / "x.npy", np.ones((2, 3), np.float32))
+    assert main(["run", str(p), "--input", f"x={tmp_path / 'x.npy'}", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["outputs"]["z"]["shape"] == [2, 3] and report["outputs"]["z"]["max"] == 4.0
+    assert main(["run", str(p), "--random-inputs", "--dim", "N=4", "--trace"]) == 0
+    out = capsys.readouterr().out
+    assert "Relu" in out and "z: float32[4, 3]" in out
+    assert main(["run", str(tmp_path / "missing.onnx")]) == 1
