@@ -1,0 +1,328 @@
+"""Reductions: Reduce*, ArgMax/ArgMin, CumSum/CumProd, TopK, LpNormalization and the softmax
+family (Softmax, LogSoftmax, Hardmax).
+
+Float math on float16, bfloat16 and float8 runs in float32 and is rounded once at the end
+(:func:`refrt.ops._common.compute_dtype`); integer sums and products wrap like C.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..registry import op
+from ._common import as_int_list, compute_dtype, normalize_axes, normalize_axis
+
+
+def _result(y, dtype) -> np.ndarray:
+    return np.asarray(y).astype(dtype, copy=False)
+
+
+# ---------------------------------------------------------------- Reduce*
+
+def reduction_axes(rank: int, axes, noop_with_empty_axes: int = 0) -> tuple[int, ...]:
+    """The axes a Reduce* op reduces, normalized, from its ``axes`` attribute (older opsets) or
+    input (newer ones). Absent or empty axes mean every axis, unless ``noop_with_empty_axes`` is
+    set: then no axis is reduced, but (as the spec says) composite reductions still apply their
+    elementwise steps: ReduceL1 gives |X|, ReduceSumSquare X^2, ReduceLogSum ln(X)."""
+    axes = [] if axes is None else as_int_list(axes, "axes")
+    if not axes:
+        return () if noop_with_empty_axes else tuple(range(rank))
+    axes = normalize_axes(axes, rank)
+    if len(set(axes)) != len(axes):
+        raise ValueError(f"axes {list(axes)} name an axis more than once")
+    return axes
+
+
+def _reduce(kernel, data: np.ndarray, axes, keepdims: int, noop_with_empty_axes: int):
+    axes = reduction_axes(data.ndim, axes, noop_with_empty_axes)
+    x = data.astype(compute_dtype(data.dtype), copy=False)
+    with np.errstate(all="ignore"):
+        y = kernel(x, axes, bool(keepdims))
+    return _result(y, data.dtype)
+
+
+def _reduce_op(name: str, axes_attribute: tuple, axes_input: tuple):
+    """Register ``kernel(x, axes, keepdims)`` as Reduce op ``name``: in the versions
+    ``axes_attribute`` axes is an attribute, in ``axes_input`` it is an optional input and
+    ``noop_with_empty_axes`` exists. Both share :func:`reduction_axes` and :func:`_reduce`."""
+
+    def register(kernel):
+        def with_axes_attribute(data, *, axes=None, keepdims=1):
+            return _reduce(kernel, data, axes, keepdims, 0)
+
+        def with_axes_input(data, axes=None, *, keepdims=1, noop_with_empty_axes=0):
+            return _reduce(kernel, data, axes, keepdims, noop_with_empty_axes)
+
+        for fn, suffix in ((with_axes_attribute, "axes_attribute"),
+                           (with_axes_input, "axes_input")):
+            fn.__name__ = fn.__qualname__ = f"{kernel.__name__}_{suffix}"
+            fn.__doc__ = kernel.__doc__
+        op(name, since=axes_attribute)(with_axes_attribute)
+        op(name, since=axes_input)(with_axes_input)
+        return kernel
+
+    return register
+
+
+def _lowest(dtype):
+    """The identity of max: -inf, or the smallest integer, or False."""
+    if dtype == np.bool_:
+        return False
+    return np.iinfo(dtype).min if dtype.kind in "iu" else -np.inf
+
+
+def _highest(dtype):
+    if dtype == np.bool_:
+        return True
+    return np.iinfo(dtype).max if dtype.kind in "iu" else np.inf
+
+
+@_reduce_op("ReduceSum", axes_attribute=(1, 11), axes_input=(13,))
+def reduce_sum(x, axes, keepdims):
+    """Y = sum(X) over axes (0 for an empty set)"""
+    return np.sum(x, axis=axes, keepdims=keepdims)
+
+
+@_reduce_op("ReduceMean", axes_attribute=(1, 11, 13), axes_input=(18,))
+def reduce_mean(x, axes, keepdims):
+    """Y = sum(X) / count over axes. The spec leaves an empty set undefined: refrt gives 0, as
+    onnxruntime does. Integers: the mean truncated toward zero."""
+    count = int(np.prod([x.shape[a] for a in axes]))
+    return np.sum(x, axis=axes, keepdims=keepdims) / max(count, 1)
+
+
+@_reduce_op("ReduceMax", axes_attribute=(1, 11, 12, 13), axes_input=(18, 20))
+def reduce_max(x, axes, keepdims):
+    """Y = max(X) over axes (the type's lowest value, -inf for floats, for an empty set)"""
+    return np.max(x, axis=axes, keepdims=keepdims, initial=_lowest(x.dtype))
+
+
+@_reduce_op("ReduceMin", axes_attribute=(1, 11, 12, 13), axes_input=(18, 20))
+def reduce_min(x, axes, keepdims):
+    """Y = min(X) over axes (the type's highest value, inf for floats, for an empty set)"""
+    return np.min(x, axis=axes, keepdims=keepdims, initial=_highest(x.dtype))
+
+
+@_reduce_op("ReduceProd", axes_attribute=(1, 11, 13), axes_input=(18,))
+def reduce_prod(x, axes, keepdims):
+    """Y = product of X over axes (1 for an empty set)"""
+    return np.prod(x, axis=axes, keepdims=keepdims)
+
+
+@_reduce_op("ReduceL1", axes_attribute=(1, 11, 13), axes_input=(18,))
+def reduce_l1(x, axes, keepdims):
+    """Y = sum(|X|) over axes"""
+    return np.sum(np.abs(x), axis=axes, keepdims=keepdims)
+
+
+@_reduce_op("ReduceL2", axes_attribute=(1, 11, 13), axes_input=(18,))
+def reduce_l2(x, axes, keepdims):
+    """Y = sqrt(sum(X^2)) over axes (integers: computed in float64, truncated)"""
+    x = x.astype(np.float64) if x.dtype.kind in "iub" else x
+    return np.sqrt(np.sum(x * x, axis=axes, keepdims=keepdims))
+
+
+@_reduce_op("ReduceSumSquare", axes_attribute=(1, 11, 13), axes_input=(18,))
+def reduce_sum_square(x, axes, keepdims):
+    """Y = sum(X^2) over axes"""
+    return np.sum(x * x, axis=axes, keepdims=keepdims)
+
+
+@_reduce_op("ReduceLogSum", axes_attribute=(1, 11, 13), axes_input=(18, 28))
+def reduce_log_sum(x, axes, keepdims):
+    """Y = ln(sum(X)) over axes (-inf for an empty set)"""
+    return np.log(np.sum(x, axis=axes, keepdims=keepdims))
+
+
+@_reduce_op("ReduceLogSumExp", axes_attribute=(1, 11, 13), axes_input=(18, 28))
+def reduce_log_sum_exp(x, axes, keepdims):
+    """Y = ln(sum(e^X)) over axes, computed as m + ln(sum(e^(X - m))) with m = max(X) so that it
+    does not overflow (-inf for an empty set)"""
+    if x.dtype.kind in "iub":
+        x = x.astype(np.float64)
+    m = np.max(x, axis=axes, keepdims=True, initial=-np.inf)
+    m = np.where(np.isfinite(m), m, 0)
+    y = np.log(np.sum(np.exp(x - m), axis=axes, keepdims=True)) + m
+    return y if keepdims else np.squeeze(y, axis=axes)
+
+
+# ---------------------------------------------------------------- ArgMax, ArgMin
+
+def _arg_extreme(data, axis, keepdims, select_last_index, largest):
+    """Index of the first (or last) largest/smallest value along axis, int64. The spec says
+    nothing about NaN; refrt follows onnxruntime's scan, where a NaN never wins except when it
+    comes first (then the index is 0)."""
+    axis = normalize_axis(axis, data.ndim)
+    if data.shape[axis] == 0:
+        raise ValueError(f"cannot take the index of an extreme value over empty axis {axis}")
+    x = data.astype(compute_dtype(data.dtype), copy=False)
+    with np.errstate(invalid="ignore"):
+        best = (np.fmax if largest else np.fmin).reduce(x, axis=axis, keepdims=True)
+        hit = x == best
+    if x.dtype.kind == "f":
+        leading_nan = np.isnan(np.take(x, [0], axis=axis))
+        first = np.arange(x.shape[axis]).reshape((-1,) + (1,) * (x.ndim - axis - 1)) == 0
+        hit = np.where(leading_nan, first, hit)
+    if select_last_index:
+        idx = x.shape[axis] - 1 - np.argmax(np.flip(hit, axis), axis=axis)
+    else:
+        idx = np.argmax(hit, axis=axis)
+    if keepdims:
+        idx = np.expand_dims(idx, axis)
+    return _result(idx, np.int64)
+
+
+@op("ArgMax", since=(1, 11, 12, 13))
+def arg_max(data, *, axis=0, keepdims=1, select_last_index=0):
+    """Y = index of the largest value along axis (the first one, or the last with
+    select_last_index), int64"""
+    return _arg_extreme(data, axis, keepdims, select_last_index, largest=True)
+
+
+@op("ArgMin", since=(1, 11, 12, 13))
+def arg_min(data, *, axis=0, keepdims=1, select_last_index=0):
+    """Y = index of the smallest value along axis (the first one, or the last with
+    select_last_index), int64"""
+    return _arg_extreme(data, axis, keepdims, select_last_index, largest=False)
+
+
+# ---------------------------------------------------------------- Softmax, LogSoftmax, Hardmax
+
+def _softmax_op(name: str):
+    """Register ``kernel(x, axis)`` as ``name`` for both shapes of the spec: opsets 1 and 11
+    flatten the input to 2-D at ``axis`` (default 1) and work on each row; opset 13 works along the
+    single axis ``axis`` (default -1)."""
+
+    def register(kernel):
+        def run(x, axis):
+            with np.errstate(all="ignore"):
+                y = kernel(x.astype(compute_dtype(x.dtype), copy=False), axis)
+            return _result(y, x.dtype)
+
+        def coerced_2d(input, *, axis=1):  # noqa: A002
+            axis = normalize_axis(axis, input.ndim)
+            rows = int(np.prod(input.shape[:axis]))
+            cols = int(np.prod(input.shape[axis:]))
+            return run(input.reshape(rows, cols), 1).reshape(input.shape)
+
+        def single_axis(input, *, axis=-1):  # noqa: A002
+            return run(input, normalize_axis(axis, input.ndim))
+
+        for fn, suffix in ((coerced_2d, "coerced_2d"), (single_axis, "single_axis")):
+            fn.__name__ = fn.__qualname__ = f"{kernel.__name__}_{suffix}"
+            fn.__doc__ = kernel.__doc__
+        op(name, since=(1, 11))(coerced_2d)
+        op(name, since=13)(single_axis)
+        return kernel
+
+    return register
+
+
+@_softmax_op("Softmax")
+def softmax(x, axis):
+    """Y = e^(X - max) / sum(e^(X - max)) along axis"""
+    e = np.exp(x - np.max(x, axis=axis, keepdims=True))
+    return e / np.sum(e, axis=axis, keepdims=True)
+
+
+@_softmax_op("LogSoftmax")
+def log_softmax(x, axis):
+    """Y = X - max - ln(sum(e^(X - max))) along axis"""
+    shifted = x - np.max(x, axis=axis, keepdims=True)
+    return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
+
+
+@_softmax_op("Hardmax")
+def hardmax(x, axis):
+    """Y = 1 at the first largest value along axis, 0 elsewhere"""
+    y = np.zeros_like(x)
+    if x.size:
+        np.put_along_axis(y, np.expand_dims(np.argmax(x, axis=axis), axis), 1, axis=axis)
+    return y
+
+
+# ---------------------------------------------------------------- CumSum, CumProd
+
+def _cumulative(accumulate, identity, x, axis, exclusive, reverse):
+    axis = as_int_list(axis, "axis")
+    if len(axis) != 1:
+        raise ValueError(f"axis must hold one value, got {axis}")
+    axis = normalize_axis(axis[0], x.ndim)
+    v = x.astype(compute_dtype(x.dtype), copy=False)
+    if reverse:
+        v = np.flip(v, axis)
+    with np.errstate(all="ignore"):
+        y = accumulate(v, axis=axis)
+    if exclusive:  # shift by one along axis, the identity coming in first
+        shifted = np.full_like(y, identity)
+        dst, src = [slice(None)] * y.ndim, [slice(None)] * y.ndim
+        dst[axis], src[axis] = slice(1, None), slice(None, -1)
+        shifted[tuple(dst)] = y[tuple(src)]
+        y = shifted
+    if reverse:
+        y = np.flip(y, axis)
+    return _result(y, x.dtype)
+
+
+@op("CumSum", since=(11, 14))
+def cum_sum(x, axis, *, exclusive=0, reverse=0):
+    """Y[i] = sum of X[j] along axis for j <= i (j < i exclusive; j >= i / j > i reversed)"""
+    return _cumulative(np.cumsum, 0, x, axis, exclusive, reverse)
+
+
+@op("CumProd", since=26)
+def cum_prod(x, axis, *, exclusive=0, reverse=0):
+    """Y[i] = product of X[j] along axis for j <= i (j < i exclusive; j >= i / j > i reversed)"""
+    return _cumulative(np.cumprod, 1, x, axis, exclusive, reverse)
+
+
+# ---------------------------------------------------------------- TopK
+
+def _top_k(x, k, axis, largest):
+    """The k largest (or smallest) values along axis and their int64 indices, sorted; equal
+    values keep their order (lower index first), as the spec requires."""
+    axis = normalize_axis(axis, x.ndim)
+    n = x.shape[axis]
+    if not 0 <= k <= n:
+        raise ValueError(f"k = {k} is outside [0, {n}] for axis {axis} of shape {x.shape}")
+    v = x.astype(compute_dtype(x.dtype), copy=False)
+    if largest:  # descending values, ties by ascending index: sort the reversed axis, reverse
+        order = np.argsort(np.flip(v, axis), axis=axis, kind="stable")
+        order = n - 1 - np.flip(order, axis)
+    else:
+        order = np.argsort(v, axis=axis, kind="stable")
+    indices = np.take(order, np.arange(k), axis=axis).astype(np.int64)
+    return np.take_along_axis(x, indices, axis=axis), indices
+
+
+@op("TopK", since=1)
+def top_k_1(x, *, k, axis=-1):
+    """(Values, Indices) = the k largest entries of X along axis, sorted descending"""
+    return _top_k(x, int(k), axis, True)
+
+
+@op("TopK", since=(10, 11, 24))
+def top_k(x, k, *, axis=-1, largest=1, sorted=1):  # noqa: A002
+    """(Values, Indices) = the K largest (or smallest) entries of X along axis. refrt always
+    returns them sorted, which sorted=0 allows."""
+    ks = as_int_list(k, "K")
+    if len(ks) != 1:
+        raise ValueError(f"K must hold one value, got {ks}")
+    return _top_k(x, ks[0], axis, largest)
+
+
+# ---------------------------------------------------------------- LpNormalization
+
+@op("LpNormalization", since=(1, 22))
+def lp_normalization(input, *, axis=-1, p=2):  # noqa: A002
+    """Y = X / ||X||_p along axis, p in {1, 2}; where the norm is 0 the output is 0 (as the
+    backend test data expect)"""
+    if p not in (1, 2):
+        raise ValueError(f"p must be 1 or 2, got {p}")
+    axis = normalize_axis(axis, input.ndim)
+    x = input.astype(compute_dtype(input.dtype), copy=False)
+    with np.errstate(all="ignore"):
+        norm = np.sum(np.abs(x) if p == 1 else x * x, axis=axis, keepdims=True)
+        norm = norm if p == 1 else np.sqrt(norm)
+        y = np.where(norm == 0, 0, x / norm)
+    return _result(y, input.dtype)
