@@ -225,6 +225,8 @@ def build_plan(graph, pctx: PlanContext, outer_scope: frozenset = frozenset(),
         inits[t.name] = tensor_to_array(t)
     for sp in graph.sparse_initializer:
         inits[sp.values.name] = registry.sparse_to_dense(sp)
+    for arr in inits.values():
+        arr.setflags(write=False)   # an op writing into a weight would corrupt the next run
 
     input_names = [i.name for i in graph.input]
     if len(set(input_names)) != len(input_names):

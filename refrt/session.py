@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from . import executor
 from .errors import InputError, ModelError
 from .graph import PlanContext, build_plan, load_model, opset_map
@@ -161,7 +163,16 @@ class InferenceSession:
                              f"{[_describe(vi) for vi in self._inputs]}")
         results = executor.run_plan(plan, env, self._split)
         by_name = dict(zip(plan.output_names, results))
-        return [by_name[n] for n in output_names]
+        return [_detach(by_name[n]) for n in output_names]
+
+
+def _detach(value):
+    """Outputs never alias the session's weights or the caller's feeds (ops may return views)."""
+    if isinstance(value, np.ndarray) and value.base is not None:
+        return value.copy()
+    if isinstance(value, list):
+        return [_detach(v) for v in value]
+    return value
 
 
 def _describe(vi) -> str:

@@ -30,3 +30,152 @@ def normalize_axis(axis: int, rank: int) -> int:
 
 def normalize_axes(axes, rank: int) -> tuple[int, ...]:
     return tuple(normalize_axis(int(a), rank) for a in axes)
+
+
+def as_int_list(values, what: str = "value") -> list[int]:
+    """A shape/axes/pads tensor (0-D or 1-D integer array, or a list) -> list of Python ints."""
+    arr = np.asarray(values)
+    if arr.ndim > 1:
+        raise ValueError(f"{what} must be a 1-D tensor, got shape {arr.shape}")
+    if arr.size and arr.dtype.kind not in "iub":
+        raise TypeError(f"{what} must hold integers, got {arr.dtype}")
+    return [int(v) for v in arr.reshape(-1)]
+
+
+def normalize_indices(indices, dim: int, what: str = "indices") -> np.ndarray:
+    """Map indices in [-dim, dim) into [0, dim) as int64; raise ValueError for any outside.
+
+    Index tensors are never wrapped silently: an out-of-range index is a model or input error.
+    """
+    idx = np.asarray(indices)
+    if idx.dtype.kind not in "iu":
+        raise TypeError(f"{what} must be an integer tensor, got {idx.dtype}")
+    idx = idx.astype(np.int64)
+    bad = (idx < -dim) | (idx >= dim)
+    if bad.any():
+        first = idx[bad].reshape(-1)[0]
+        raise ValueError(f"{what} value {first} is out of range for a dimension of size {dim} "
+                         f"(allowed: [{-dim}, {dim - 1}])")
+    return np.where(idx < 0, idx + dim, idx)
+
+
+# ---------------------------------------------------------------- float attributes and compute types
+
+def f32(value: float) -> float:
+    """``value`` rounded to float32, as a Python float. FLOAT attributes are float32 in ONNX, so the
+    schema default ``epsilon=1e-5`` arrives as 9.999999747378752e-06: signatures say ``f32(1e-5)``."""
+    return float(np.float32(value))
+
+
+def compute_dtype(dtype) -> np.dtype:
+    """The dtype float arithmetic runs in, as onnxruntime's CPU kernels do it: float16, bfloat16 and
+    the float8 types compute in float32 (callers cast the result back); float32, float64 and the
+    integer types stay themselves."""
+    dtype = np.dtype(dtype)
+    if dtype == np.float64 or dtype == np.float32 or dtype.kind in "iub" or dtype == object:
+        return dtype
+    return np.dtype(np.float32)
+
+
+# ---------------------------------------------------------------- sliding windows (Conv, pools)
+
+from typing import NamedTuple  # noqa: E402
+
+
+class Window(NamedTuple):
+    """Geometry of a sliding-window op over the spatial axes (all tuples, one entry per axis)."""
+    kernel: tuple
+    strides: tuple
+    dilations: tuple
+    pads_begin: tuple
+    pads_end: tuple
+    out: tuple        # output spatial shape
+
+    @property
+    def extent(self) -> tuple:
+        """Dilated kernel size (k - 1) * d + 1 per axis."""
+        return tuple((k - 1) * d + 1 for k, d in zip(self.kernel, self.dilations))
+
+
+def window_geometry(in_shape, kernel, strides=None, dilations=None, pads=None,
+                    auto_pad: str = "NOTSET", ceil_mode: int = 0) -> Window:
+    """Output shape and pads of a window op over spatial shape ``in_shape``; ek = (k - 1) * d + 1.
+
+    NOTSET: out = floor((in + pb + pe - ek) / s) + 1 (ceil with ceil_mode, dropping a last window
+    that would start inside the end padding, as onnxruntime and PyTorch do).
+    SAME_UPPER / SAME_LOWER: out = ceil(in / s), total pad (out - 1) * s + ek - in split in halves,
+    the odd one at the end (UPPER) or the beginning (LOWER). VALID: no pads.
+    """
+    n = len(in_shape)
+    kernel = tuple(int(k) for k in kernel)
+    strides = tuple(int(s) for s in strides) if strides else (1,) * n
+    dilations = tuple(int(d) for d in dilations) if dilations else (1,) * n
+    pads = tuple(int(p) for p in pads) if pads else (0,) * (2 * n)
+    for name, v, size in (("kernel_shape", kernel, n), ("strides", strides, n),
+                          ("dilations", dilations, n), ("pads", pads, 2 * n)):
+        if len(v) != size:
+            raise ValueError(f"{name} has {len(v)} entries, expected {size} for {n} spatial axes")
+    if min(strides) < 1 or min(dilations) < 1 or min(kernel) < 1:
+        raise ValueError(f"kernel_shape {kernel}, strides {strides} and dilations {dilations} "
+                         f"must be positive")
+    extent = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
+    begin, end, out = list(pads[:n]), list(pads[n:]), []
+    for i in range(n):
+        size, s, ek = int(in_shape[i]), strides[i], extent[i]
+        if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+            o = -(-size // s)
+            total = max(0, (o - 1) * s + ek - size)
+            small, large = total // 2, total - total // 2
+            begin[i], end[i] = (small, large) if auto_pad == "SAME_UPPER" else (large, small)
+        elif auto_pad in ("NOTSET", "VALID"):
+            if auto_pad == "VALID":
+                begin[i] = end[i] = 0
+            span = size + begin[i] + end[i] - ek
+            if span < 0:
+                raise ValueError(f"kernel extent {ek} is larger than the padded input "
+                                 f"({size + begin[i] + end[i]}) on spatial axis {i}")
+            o = (-(-span // s) if ceil_mode else span // s) + 1
+            if ceil_mode and (o - 1) * s >= size + begin[i]:
+                o -= 1
+        else:
+            raise ValueError(f"unknown auto_pad {auto_pad!r}")
+        out.append(o)
+    return Window(kernel, strides, dilations, tuple(begin), tuple(end), tuple(out))
+
+
+def sliding_windows(x: np.ndarray, win: Window, fill=0) -> np.ndarray:
+    """Read-only view of ``x`` (N, C, *spatial) as (N, C, *win.out, *win.kernel):
+    ``[n, c, o.., k..] = x[n, c, o * s - pb + k * d]``, reading ``fill`` outside the input."""
+    n_sp = len(win.kernel)
+    spatial = x.shape[2:]
+    pad_width, start = [(0, 0), (0, 0)], []
+    for i in range(n_sp):
+        need_end = (win.out[i] - 1) * win.strides[i] + win.extent[i] - spatial[i] - win.pads_begin[i]
+        pad_width.append((max(win.pads_begin[i], 0), max(need_end, 0)))
+        start.append(max(-win.pads_begin[i], 0))
+    if any(p != (0, 0) for p in pad_width):
+        x = np.pad(x, pad_width, constant_values=fill)
+    view = np.lib.stride_tricks.sliding_window_view(x, win.extent, axis=tuple(range(2, 2 + n_sp)))
+    index = ((slice(None), slice(None))
+             + tuple(slice(b, b + (o - 1) * s + 1, s) for b, o, s in zip(start, win.out, win.strides))
+             + tuple(slice(None, None, d) for d in win.dilations))
+    return view[index]
+
+
+def add_windows(cols: np.ndarray, win: Window, in_shape) -> np.ndarray:
+    """The adjoint of :func:`sliding_windows` (col2im): sum ``cols`` (N, C, *win.kernel, *win.out)
+    into an array (N, C, *in_shape), each value going where sliding_windows read it from; values
+    that fall in the padding are dropped. Loops over kernel positions only."""
+    lead = cols.shape[:2]
+    full = [max(b + size, (o - 1) * s + ek)
+            for b, size, o, s, ek in zip(win.pads_begin, in_shape, win.out, win.strides, win.extent)]
+    if min(win.pads_begin) < 0:
+        raise ValueError(f"negative begin pads {win.pads_begin} are not supported")
+    acc = np.zeros(lead + tuple(full), dtype=cols.dtype)
+    for k in np.ndindex(*win.kernel):
+        index = (slice(None), slice(None)) + tuple(
+            slice(ki * d, ki * d + (o - 1) * s + 1, s)
+            for ki, d, o, s in zip(k, win.dilations, win.out, win.strides))
+        acc[index] += cols[(slice(None), slice(None)) + k]
+    crop = tuple(slice(b, b + size) for b, size in zip(win.pads_begin, in_shape))
+    return acc[(slice(None), slice(None)) + crop]
