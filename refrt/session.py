@@ -163,15 +163,18 @@ class InferenceSession:
                              f"{[_describe(vi) for vi in self._inputs]}")
         results = executor.run_plan(plan, env, self._split)
         by_name = dict(zip(plan.output_names, results))
-        return [_detach(by_name[n]) for n in output_names]
+        fed = {id(v) for v in input_feed.values()}
+        return [_detach(by_name[n], fed) for n in output_names]
 
 
-def _detach(value):
-    """Outputs never alias the session's weights or the caller's feeds (ops may return views)."""
-    if isinstance(value, np.ndarray) and value.base is not None:
+def _detach(value, fed: set):
+    """Outputs never alias the session's (read-only) weights or the caller's feeds: ops such as
+    Identity, Reshape or Transpose may return their input or a view of it."""
+    if isinstance(value, np.ndarray) and (value.base is not None or not value.flags.writeable
+                                          or id(value) in fed):
         return value.copy()
     if isinstance(value, list):
-        return [_detach(v) for v in value]
+        return [_detach(v, fed) for v in value]
     return value
 
 

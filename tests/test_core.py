@@ -368,3 +368,16 @@ def test_cli_run_json(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "Relu" in out and "z: float32[4, 3]" in out
     assert main(["run", str(tmp_path / "missing.onnx")]) == 1
+
+
+def test_outputs_do_not_alias_weights_or_feeds():
+    w = const("w", np.array([1, 2, 3], np.float32))
+    m = model([helper.make_node("Identity", ["w"], ["z"]), helper.make_node("Identity", ["x"], ["y"])],
+              [vi("x", F, [3])], [vi("z", F, [3]), vi("y", F, [3])], [w])
+    sess = refrt.InferenceSession(m)
+    x = np.zeros(3, np.float32)
+    z, y = sess.run(None, {"x": x})
+    z[:] = 99
+    y[:] = 7
+    assert x.tolist() == [0, 0, 0]
+    assert sess.run(None, {"x": x})[0].tolist() == [1, 2, 3]
