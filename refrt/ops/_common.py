@@ -59,11 +59,12 @@ def normalize_indices(indices, dim: int, what: str = "indices") -> np.ndarray:
     return np.where(idx < 0, idx + dim, idx)
 
 
-# ---------------------------------------------------------------- float attributes and compute types
+# ---------------------------------------------------------------- float attributes, compute types
 
 def f32(value: float) -> float:
-    """``value`` rounded to float32, as a Python float. FLOAT attributes are float32 in ONNX, so the
-    schema default ``epsilon=1e-5`` arrives as 9.999999747378752e-06: signatures say ``f32(1e-5)``."""
+    """``value`` rounded to float32, as a Python float. FLOAT attributes are float32 in ONNX, so
+    the schema default ``epsilon=1e-5`` arrives as 9.999999747378752e-06: signatures say
+    ``epsilon=f32(1e-5)``."""
     return float(np.float32(value))
 
 
@@ -150,14 +151,16 @@ def sliding_windows(x: np.ndarray, win: Window, fill=0) -> np.ndarray:
     spatial = x.shape[2:]
     pad_width, start = [(0, 0), (0, 0)], []
     for i in range(n_sp):
-        need_end = (win.out[i] - 1) * win.strides[i] + win.extent[i] - spatial[i] - win.pads_begin[i]
+        reach = (win.out[i] - 1) * win.strides[i] + win.extent[i]   # padded cells read
+        need_end = reach - spatial[i] - win.pads_begin[i]
         pad_width.append((max(win.pads_begin[i], 0), max(need_end, 0)))
         start.append(max(-win.pads_begin[i], 0))
     if any(p != (0, 0) for p in pad_width):
         x = np.pad(x, pad_width, constant_values=fill)
     view = np.lib.stride_tricks.sliding_window_view(x, win.extent, axis=tuple(range(2, 2 + n_sp)))
     index = ((slice(None), slice(None))
-             + tuple(slice(b, b + (o - 1) * s + 1, s) for b, o, s in zip(start, win.out, win.strides))
+             + tuple(slice(b, b + (o - 1) * s + 1, s)
+                     for b, o, s in zip(start, win.out, win.strides))
              + tuple(slice(None, None, d) for d in win.dilations))
     return view[index]
 
@@ -167,8 +170,8 @@ def add_windows(cols: np.ndarray, win: Window, in_shape) -> np.ndarray:
     into an array (N, C, *in_shape), each value going where sliding_windows read it from; values
     that fall in the padding are dropped. Loops over kernel positions only."""
     lead = cols.shape[:2]
-    full = [max(b + size, (o - 1) * s + ek)
-            for b, size, o, s, ek in zip(win.pads_begin, in_shape, win.out, win.strides, win.extent)]
+    full = [max(b + size, (o - 1) * s + ek) for b, size, o, s, ek
+            in zip(win.pads_begin, in_shape, win.out, win.strides, win.extent)]
     if min(win.pads_begin) < 0:
         raise ValueError(f"negative begin pads {win.pads_begin} are not supported")
     acc = np.zeros(lead + tuple(full), dtype=cols.dtype)
@@ -179,3 +182,19 @@ def add_windows(cols: np.ndarray, win: Window, in_shape) -> np.ndarray:
         acc[index] += cols[(slice(None), slice(None)) + k]
     crop = tuple(slice(b, b + size) for b, size in zip(win.pads_begin, in_shape))
     return acc[(slice(None), slice(None)) + crop]
+
+
+# ---------------------------------------------------------------- scalar inputs
+
+def as_scalar(value, what: str = "value", kinds: str = "iu"):
+    """A scalar input tensor (0-D, or 1-D with one element) -> Python int/float.
+
+    ``kinds`` lists the accepted NumPy dtype kinds ("iu" integers, "f" floats); anything else, or a
+    tensor holding more than one value, raises with a message naming ``what``."""
+    arr = np.asarray(value)
+    if arr.ndim > 1 or arr.size != 1:
+        raise ValueError(f"{what} must be a scalar, got a tensor of shape {arr.shape}")
+    if arr.dtype.kind not in kinds and not (arr.dtype.kind == "V" and "f" in kinds):
+        raise TypeError(f"{what} must be of kind {kinds!r}, got {arr.dtype}")
+    item = arr.reshape(())
+    return int(item) if arr.dtype.kind in "iub" else float(item.astype(np.float64))

@@ -1,0 +1,227 @@
+"""Convolutions: Conv, ConvTranspose, DeformConv, Col2Im.
+
+Every convolution here is im2col + one batched BLAS matmul over the groups: the input is viewed as
+windows (``sliding_windows``), the windows are laid out as columns, and ``W @ columns`` gives the
+output. ConvTranspose runs the same picture backwards: ``W^T @ X`` gives columns, which
+``add_windows`` (col2im) sums into the image. float16 / bfloat16 compute in float32 and are cast
+back, as onnxruntime does; float32 accumulates in float32.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..registry import op
+from ._common import Window, add_windows, compute_dtype, sliding_windows, window_geometry
+
+
+def _check_conv_inputs(x, w, group, name):
+    if x.ndim < 3:
+        raise ValueError(f"{name}: X must have rank >= 3 (N, C, spatial...), got shape {x.shape}")
+    if w.ndim != x.ndim:
+        raise ValueError(f"{name}: W has rank {w.ndim}, X has rank {x.ndim}")
+    if group < 1:
+        raise ValueError(f"{name}: group must be >= 1, got {group}")
+
+
+def _kernel_shape(w, kernel_shape, name):
+    if kernel_shape is not None and tuple(kernel_shape) != w.shape[2:]:
+        raise ValueError(f"{name}: kernel_shape {list(kernel_shape)} does not match W's spatial "
+                         f"shape {list(w.shape[2:])}")
+    return w.shape[2:]
+
+
+def _conv_columns(x, win, group):
+    """X (N, C, *in) -> columns (N, group, C/group * prod(kernel), prod(out)) for ``W @ cols``."""
+    n, c = x.shape[:2]
+    windows = sliding_windows(x, win, 0)                       # (N, C, *out, *kernel)
+    n_sp = len(win.kernel)
+    # (N, C, *out, *kernel) -> (N, C, *kernel, *out): each column is one output position
+    order = (0, 1) + tuple(range(2 + n_sp, 2 + 2 * n_sp)) + tuple(range(2, 2 + n_sp))
+    k_size, p_size = int(np.prod(win.kernel)), int(np.prod(win.out))
+    return windows.transpose(order).reshape(n, group, (c // group) * k_size, p_size)
+
+
+@op("Conv", since=(1, 11, 22))
+def conv(x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None,
+         pads=None, strides=None):
+    """Y[n, m] = sum_{c in group(m), k} W[m, c, k] * X[n, c, o * s - pb + k * d] + B[m]"""
+    _check_conv_inputs(x, w, group, "Conv")
+    n, c = x.shape[:2]
+    m = w.shape[0]
+    if c % group or m % group or w.shape[1] * group != c:
+        raise ValueError(f"Conv: X has {c} channels and W shape {list(w.shape)}; with group="
+                         f"{group}, W must be (M, C/group, ...) with M and C divisible by group")
+    kernel = _kernel_shape(w, kernel_shape, "Conv")
+    win = window_geometry(x.shape[2:], kernel, strides, dilations, pads, auto_pad)
+    ct = compute_dtype(x.dtype)
+    cols = _conv_columns(x.astype(ct, copy=False), win, group)       # (N, G, Cg*K, P)
+    wg = w.astype(ct, copy=False).reshape(group, m // group, -1)     # (G, Mg, Cg*K)
+    y = np.matmul(wg, cols).reshape((n, m) + win.out)
+    if b is not None:
+        y += b.astype(ct, copy=False).reshape((m,) + (1,) * len(kernel))
+    return y.astype(x.dtype, copy=False)
+
+
+def _transpose_geometry(in_shape, kernel, strides, dilations, pads, output_padding, output_shape,
+                        auto_pad) -> tuple[Window, tuple]:
+    """Window of the equivalent forward conv (output image -> X) and the output image shape.
+
+    Natural size: s * (in - 1) + output_padding + ek - pb - pe. With ``output_shape`` (or SAME_*,
+    target in * s) the total padding is natural size without pads - target, split in halves with
+    the odd one at the end for SAME_UPPER and at the beginning otherwise (spec and onnxruntime);
+    for SAME_* a negative total becomes 0 (the output stays smaller than in * s), as onnxruntime.
+    """
+    n = len(in_shape)
+    strides = tuple(strides) if strides else (1,) * n
+    dilations = tuple(dilations) if dilations else (1,) * n
+    out_pad = tuple(output_padding) if output_padding else (0,) * n
+    pads = list(pads) if pads else [0] * (2 * n)
+    if len(out_pad) != n or len(pads) != 2 * n:
+        raise ValueError(f"ConvTranspose: output_padding {list(out_pad)} / pads {pads} do not fit "
+                         f"{n} spatial axes")
+    if output_shape is not None:
+        target = tuple(output_shape)[-n:]
+    elif auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        target = tuple(size * s for size, s in zip(in_shape, strides))
+    else:
+        target = None
+    begin, end, image = [], [], []
+    for i in range(n):
+        ek = (kernel[i] - 1) * dilations[i] + 1
+        natural = strides[i] * (in_shape[i] - 1) + out_pad[i] + ek
+        if target is not None:
+            total = natural - target[i]
+            if output_shape is None:      # SAME_*: never negative pads (onnxruntime)
+                total = max(total, 0)
+            small, large = total // 2, total - total // 2
+            head, tail = (small, large) if auto_pad == "SAME_UPPER" else (large, small)
+        elif auto_pad == "VALID":
+            head, tail = 0, 0
+        else:
+            head, tail = pads[i], pads[n + i]
+        size = natural - head - tail
+        if size < 1 or head < 0:
+            raise ValueError(f"ConvTranspose: output size {size} with pads ({head}, {tail}) on "
+                             f"spatial axis {i} is invalid")
+        begin.append(head)
+        end.append(tail - out_pad[i])      # output_padding: extra rows at the end, no input there
+        image.append(size)
+    win = Window(tuple(kernel), strides, dilations, tuple(begin), tuple(end), tuple(in_shape))
+    return win, tuple(image)
+
+
+@op("ConvTranspose", since=(1, 11, 22))
+def conv_transpose(x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1,
+                   kernel_shape=None, output_padding=None, output_shape=None, pads=None,
+                   strides=None):
+    """Y[n, m, i * s - pb + k * d] += sum_{c in group(m)} X[n, c, i] * W[c, m, k], then + B[m]"""
+    _check_conv_inputs(x, w, group, "ConvTranspose")
+    n, c = x.shape[:2]
+    if c != w.shape[0] or c % group:
+        raise ValueError(f"ConvTranspose: X has {c} channels, W shape {list(w.shape)} must be "
+                         f"(C, M/group, ...) with C divisible by group={group}")
+    mg = w.shape[1]
+    m = mg * group
+    kernel = _kernel_shape(w, kernel_shape, "ConvTranspose")
+    win, image = _transpose_geometry(x.shape[2:], kernel, strides, dilations, pads,
+                                     output_padding, output_shape, auto_pad)
+    ct = compute_dtype(x.dtype)
+    p_size = int(np.prod(x.shape[2:]))
+    xg = x.astype(ct, copy=False).reshape(n, group, c // group, p_size)      # (N, G, Cg, P)
+    wg = w.astype(ct, copy=False).reshape(group, c // group, -1)             # (G, Cg, Mg*K)
+    cols = np.matmul(wg.transpose(0, 2, 1), xg)                              # (N, G, Mg*K, P)
+    cols = cols.reshape((n, m) + tuple(kernel) + tuple(x.shape[2:]))
+    y = add_windows(cols, win, image)
+    if b is not None:
+        y = y + b.astype(ct, copy=False).reshape((m,) + (1,) * len(kernel))
+    return y.astype(x.dtype, copy=False)
+
+
+@op("Col2Im", since=18)
+def col2im(x, image_shape, block_shape, *, dilations=None, pads=None, strides=None):
+    """Y[n, c, o * s - pb + k * d] += X[n, c * prod(block) + k, o]: the inverse layout of im2col"""
+    image = tuple(int(v) for v in np.asarray(image_shape).ravel())
+    block = tuple(int(v) for v in np.asarray(block_shape).ravel())
+    if len(image) != len(block):
+        raise ValueError(f"Col2Im: image_shape {list(image)} and block_shape {list(block)} "
+                         f"differ in length")
+    if x.ndim != 3:
+        raise ValueError(f"Col2Im: input must be (N, C * prod(block_shape), L), got {x.shape}")
+    k_size = int(np.prod(block))
+    win = window_geometry(image, block, strides, dilations, pads)
+    n, ck, length = x.shape
+    if ck % k_size or length != int(np.prod(win.out)):
+        raise ValueError(f"Col2Im: input shape {list(x.shape)} does not fit block_shape "
+                         f"{list(block)} and {int(np.prod(win.out))} blocks")
+    cols = x.reshape((n, ck // k_size) + block + win.out)
+    return add_windows(cols, win, image).astype(x.dtype, copy=False)
+
+
+def _multilinear_sample(planes, coords):
+    """Sample planes (N, G, Cg, *spatial) at real-valued positions coords (N, G, n_sp, *grid):
+    multilinear interpolation over the 2^n_sp surrounding cells, cells outside the input read as
+    0 (so a point a whole cell or more outside reads 0, as torchvision's deform_conv2d)."""
+    n, g, cg = planes.shape[:3]
+    spatial = planes.shape[3:]
+    n_sp = len(spatial)
+    grid = coords.shape[3:]
+    flat = planes.reshape(n, g, cg, -1)
+    low = np.floor(coords)
+    frac = coords - low
+    low = low.astype(np.int64)
+    out = np.zeros((n, g, cg) + grid, dtype=planes.dtype)
+    for corner in np.ndindex(*(2,) * n_sp):
+        weight = np.ones((n, g) + grid, dtype=planes.dtype)
+        index = np.zeros((n, g) + grid, dtype=np.int64)
+        valid = np.ones((n, g) + grid, dtype=bool)
+        for a in range(n_sp):
+            pos = low[:, :, a] + corner[a]
+            weight *= frac[:, :, a] if corner[a] else 1 - frac[:, :, a]
+            valid &= (pos >= 0) & (pos < spatial[a])
+            index = index * spatial[a] + np.clip(pos, 0, spatial[a] - 1)
+        gathered = np.take_along_axis(flat, index.reshape(n, g, 1, -1), axis=3)
+        out += (gathered.reshape((n, g, cg) + grid) * (weight * valid)[:, :, None])
+    return out
+
+
+@op("DeformConv", since=(19, 22))
+def deform_conv(x, w, offset, b=None, mask=None, *, dilations=None, group=1, kernel_shape=None,
+                offset_group=1, pads=None, strides=None):
+    """Y[n, m, o] = sum_{c, k} W[m, c, k] * mask[n, k, o] * X[n, c](o * s - pb + k * d + off)
+    (off = offset[n, k, o]) with X read at real positions by multilinear interpolation (0 outside), as torchvision's
+    deform_conv2d; offsets and mask are shared by the channels of each offset group."""
+    _check_conv_inputs(x, w, group, "DeformConv")
+    n, c = x.shape[:2]
+    m = w.shape[0]
+    if c % group or m % group or w.shape[1] * group != c or c % offset_group:
+        raise ValueError(f"DeformConv: X has {c} channels, W shape {list(w.shape)}, group={group}, "
+                         f"offset_group={offset_group} do not fit")
+    kernel = _kernel_shape(w, kernel_shape, "DeformConv")
+    n_sp = len(kernel)
+    win = window_geometry(x.shape[2:], kernel, strides, dilations, pads)
+    k_size, grid = int(np.prod(kernel)), win.out
+    ct = compute_dtype(x.dtype)
+    expected = (n, offset_group * k_size * n_sp) + grid
+    if offset.shape != expected:
+        raise ValueError(f"DeformConv: offset shape {list(offset.shape)}, expected "
+                         f"{list(expected)}")
+    # sampling positions (N, offset_group, K, n_sp, *out) = base grid + kernel tap + learned offset
+    off = offset.astype(ct).reshape((n, offset_group, k_size, n_sp) + grid)
+    taps = np.array(list(np.ndindex(*kernel)), dtype=ct) * np.array(win.dilations, dtype=ct)
+    base = np.stack(np.meshgrid(*[np.arange(o, dtype=ct) * s - b for o, s, b in
+                                  zip(grid, win.strides, win.pads_begin)], indexing="ij"))
+    pos = (off + taps.reshape((1, 1, k_size, n_sp) + (1,) * n_sp) + base[None, None, None])
+    # (N, OG, n_sp, K, *out): one sampling grid of shape (K, *out) per offset group
+    pos = np.moveaxis(pos, 3, 2)
+    planes = x.astype(ct, copy=False).reshape((n, offset_group, c // offset_group) + x.shape[2:])
+    sampled = _multilinear_sample(planes, pos)                 # (N, OG, C/OG, K, *out)
+    if mask is not None:
+        mk = mask.astype(ct, copy=False).reshape((n, offset_group, 1, k_size) + grid)
+        sampled = sampled * mk
+    cols = sampled.reshape(n, group, (c // group) * k_size, -1)
+    y = np.matmul(w.astype(ct, copy=False).reshape(group, m // group, -1), cols)
+    y = y.reshape((n, m) + grid)
+    if b is not None:
+        y += b.astype(ct, copy=False).reshape((m,) + (1,) * n_sp)
+    return y.astype(x.dtype, copy=False)
