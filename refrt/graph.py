@@ -473,14 +473,18 @@ def _as_function(data) -> onnx.FunctionProto:
 
 
 def _with_signature(fproto, schema, node):
-    """Schema function bodies name their formal attributes in the schema, not the proto."""
+    """Schema function bodies declare their formal attributes by name only; the defaults live in
+    the schema. Give every attribute with a schema default that default."""
     f = onnx.FunctionProto()
     f.CopyFrom(fproto)
-    have = set(f.attribute) | {a.name for a in f.attribute_proto}
-    for name, attr in schema.attributes.items():
-        if name in have:
+    with_default = {a.name for a in f.attribute_proto}
+    names = list(f.attribute)
+    del f.attribute[:]
+    for name in dict.fromkeys(names + list(schema.attributes)):
+        if name in with_default:
             continue
-        if attr.default_value.type != onnx.AttributeProto.UNDEFINED:
+        attr = schema.attributes.get(name)
+        if attr is not None and attr.default_value.type != onnx.AttributeProto.UNDEFINED:
             d = onnx.AttributeProto()
             d.CopyFrom(attr.default_value)
             d.name = name
