@@ -1,0 +1,249 @@
+"""Integer convolution (ConvInteger, QLinearConv) as im2col + exact integer GEMM, N-D, grouped.
+
+    y[n, m, o] = sum_{c, r} (w[m, c, r] - w_zp[m]) * (x_pad[n, g*Cg + c, o*stride + r*dilation - pad] - x_zp)
+
+with g = m // (M / group), Cg = C / group, o and r multi-indices over the spatial dimensions, and
+padding filled with x_zp (so padded taps contribute zero).  Result int32 (wrapping like
+``gemm_int8``).  Pads are explicit ``[begin_1, ..., begin_n, end_1, ..., end_n]``; resolving
+``auto_pad`` belongs to the caller.
+
+The column matrix has one row per (input channel c, kernel offset r) -- row ``c * prod(kernel) + r``
+with r in C order, matching ``w.reshape(M, -1)`` -- and one column per output position.  Each group
+is then a GEMM ``w_g [Mg, Kg] @ cols_g [Kg, L]`` with the weight zero point per row (output
+channel) and the input zero point per column.  Groups with a short reduction (depthwise: Kg = prod
+of the kernel) skip the GEMM and use a direct kernel.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .gemm import _gemm_dot_kernel, _gemm_prepared, _padded_k, _prepare_a
+
+__all__ = ["im2col_int8", "conv_int8", "conv_output_shape"]
+
+_INT8_TYPES = (np.dtype(np.uint8), np.dtype(np.int8))
+_DIRECT_MAX_K = 64  # groups whose reduction length is at most this use the direct kernel
+
+
+def conv_output_shape(in_spatial, kernel_shape, pads, strides, dilations):
+    """Output spatial shape: floor((in + pad_begin + pad_end - dilation*(k-1) - 1) / stride) + 1."""
+    nd = len(kernel_shape)
+    return tuple(
+        (in_spatial[d] + pads[d] + pads[d + nd] - dilations[d] * (kernel_shape[d] - 1) - 1) // strides[d] + 1
+        for d in range(nd)
+    )
+
+
+def _geometry(in_spatial, kernel_shape, pads, strides, dilations):
+    """Validate and default the convolution attributes; return them as tuples plus the output shape."""
+    nd = len(in_spatial)
+    kernel_shape = tuple(int(k) for k in kernel_shape)
+    pads = tuple(int(p) for p in (pads if pads is not None else [0] * (2 * nd)))
+    strides = tuple(int(s) for s in (strides if strides is not None else [1] * nd))
+    dilations = tuple(int(d) for d in (dilations if dilations is not None else [1] * nd))
+    if len(kernel_shape) != nd or len(strides) != nd or len(dilations) != nd or len(pads) != 2 * nd:
+        raise ValueError(
+            f"for {nd} spatial dims expected kernel_shape/strides/dilations of length {nd} and pads of "
+            f"length {2 * nd}, got {kernel_shape}, {strides}, {dilations}, {pads}"
+        )
+    if min(kernel_shape, default=1) < 1 or min(strides, default=1) < 1 or min(dilations, default=1) < 1:
+        raise ValueError(f"kernel_shape, strides and dilations must be >= 1: {kernel_shape}, {strides}, {dilations}")
+    if min(pads, default=0) < 0:
+        raise ValueError(f"pads must be >= 0, got {pads}")
+    out = conv_output_shape(in_spatial, kernel_shape, pads, strides, dilations)
+    if min(out, default=1) < 1:
+        raise ValueError(
+            f"input spatial shape {tuple(in_spatial)} with kernel {kernel_shape}, pads {pads}, strides "
+            f"{strides}, dilations {dilations} gives an empty output {out}"
+        )
+    return kernel_shape, pads, strides, dilations, out
+
+
+def _gather_index(in_spatial, kernel_shape, pads, strides, dilations, out_spatial):
+    """int64 [L, KK]: flat input position read by output position l at kernel offset r, -1 in padding."""
+    nd = len(in_spatial)
+    flat = np.zeros(tuple(out_spatial) + tuple(kernel_shape), dtype=np.int64)
+    valid = np.ones(flat.shape, dtype=bool)
+    in_strides = np.cumprod((1,) + tuple(in_spatial[:0:-1]))[::-1]  # C-order strides of the input
+    for d in range(nd):
+        shape = [1] * (2 * nd)
+        shape[d] = out_spatial[d]
+        shape[nd + d] = kernel_shape[d]
+        coord = (np.arange(out_spatial[d])[:, None] * strides[d] - pads[d]
+                 + np.arange(kernel_shape[d])[None, :] * dilations[d])
+        coord = coord.reshape(shape)
+        valid &= (coord >= 0) & (coord < in_spatial[d])
+        flat += coord * int(in_strides[d])
+    flat[~valid] = -1
+    return flat.reshape(int(np.prod(out_spatial)), int(np.prod(kernel_shape)))
+
+
+@njit(cache=True, parallel=True)
+def _im2col_kernel(x2, index, x_zp, out):
+    """out[c*KK + r, l] = x2[c, index[l, r]], or x_zp where index[l, r] < 0 (padding)."""
+    n_l, kk = index.shape
+    for cr in prange(x2.shape[0] * kk):
+        c = cr // kk
+        r = cr - c * kk
+        for l in range(n_l):
+            p = index[l, r]
+            out[cr, l] = x2[c, p] if p >= 0 else x_zp
+
+
+@njit(cache=True, parallel=True)
+def _im2row_packed_kernel(x2, index, x_zp, c0, cg, out16, colsum):
+    """Columns of one group, already packed for the GEMM (transposed, int16):
+    out16[l, c*KK + r] = x2[c0 + c, index[l, r]] (x_zp in padding), colsum[l] = sum of that row."""
+    n_l, kk = index.shape
+    for l in prange(n_l):
+        s = np.int64(0)
+        for c in range(cg):
+            for r in range(kk):
+                p = index[l, r]
+                v = np.int16(x2[c0 + c, p]) if p >= 0 else np.int16(x_zp)
+                out16[l, c * kk + r] = v
+                s += v
+        colsum[l] = s
+
+
+def _window_offsets(padded_spatial, kernel_shape, strides, dilations, out_spatial):
+    """Flat positions in a padded input: window origin of each output position (int64 [L]) and
+    offset of each kernel tap (int64 [KK]); output l reads tap r at origin[l] + tap[r]."""
+    strides_in = np.cumprod((1,) + tuple(padded_spatial[:0:-1]))[::-1].astype(np.int64)
+    origin = np.zeros(tuple(out_spatial), dtype=np.int64)
+    tap = np.zeros(tuple(kernel_shape), dtype=np.int64)
+    for d in range(len(out_spatial)):
+        shape = [1] * len(out_spatial)
+        shape[d] = -1
+        origin += (np.arange(out_spatial[d]) * strides[d] * strides_in[d]).reshape(shape)
+        tap += (np.arange(kernel_shape[d]) * dilations[d] * strides_in[d]).reshape(shape)
+    return origin.reshape(-1), tap.reshape(-1)
+
+
+@njit(cache=True, parallel=True)
+def _grouped_direct_kernel(xpad, origin, tap, x_zp, w2, w_zp, group, out2):
+    """out2[m, l] = sum_{c < Cg, r < KK} (w2[m, c*KK + r] - w_zp[m]) * (xpad[g*Cg + c, origin[l] + tap[r]] - x_zp)
+
+    with g = m // (M / group) and xpad the flat input already padded with x_zp.  The sum of
+    (w - w_zp) * x is first taken at every flat position p <= origin[-1] (a contiguous stride-1
+    sweep, one tap at a time, int32 accumulation in a row buffer per output channel), then sampled
+    at the output origins, and x_zp * sum(w - w_zp) is subtracted (exact modulo 2**32).  Strided
+    convolutions compute prod(strides) times more positions than they keep: simple, and cheap for
+    the short reductions this kernel serves.
+    """
+    m_total = w2.shape[0]
+    kk = tap.shape[0]
+    cg = w2.shape[1] // kk
+    mg = m_total // group
+    n_p = origin[-1] + 1  # the last origin plus the last tap is the last padded position read
+    for m in prange(m_total):
+        c0 = (m // mg) * cg
+        wz = w_zp[m]
+        acc = np.zeros(n_p, dtype=np.int32)  # one buffer per output channel, outside the hot loops
+        w_sum = np.int64(0)
+        for c in range(cg):
+            xrow = xpad[c0 + c]
+            for r in range(kk):
+                wv = np.int32(np.int64(w2[m, c * kk + r]) - wz)
+                w_sum += wv
+                xs = xrow[tap[r]:tap[r] + n_p]  # a view: plain range indices below vectorize
+                for p in range(n_p):
+                    acc[p] = np.int32(acc[p] + wv * np.int32(xs[p]))
+        correction = x_zp * w_sum
+        for l in range(origin.shape[0]):
+            out2[m, l] = np.int32(acc[origin[l]] - correction)
+
+
+def _check_int8(x, name, min_ndim):
+    x = np.asarray(x)
+    if x.dtype not in _INT8_TYPES:
+        raise TypeError(f"{name} must be uint8 or int8, got {x.dtype}")
+    if x.ndim < min_ndim:
+        raise ValueError(f"{name} must have rank >= {min_ndim}, got shape {x.shape}")
+    return np.ascontiguousarray(x)
+
+
+def _scalar_zero_point(zp, name):
+    z = np.asarray(0 if zp is None else zp)
+    if z.size != 1 or z.dtype.kind not in "iu":
+        raise ValueError(f"{name} must be an integer scalar, got {z.dtype} of shape {z.shape}")
+    return int(z.reshape(-1)[0])
+
+
+def im2col_int8(x, kernel_shape, pads=None, strides=None, dilations=None, x_zp=0):
+    """Column matrix of one image x [C, *spatial] (uint8/int8), N-D.
+
+    Returns ``cols [C * prod(kernel_shape), prod(out_spatial)]`` (x's dtype) with
+    ``cols[c*KK + r, l] = x_pad[c, o_l * strides + r * dilations - pads_begin]`` (r, o_l as
+    multi-indices in C order), padding read as ``x_zp``.
+    """
+    x = _check_int8(x, "x", 2)
+    kernel_shape, pads, strides, dilations, out_spatial = _geometry(x.shape[1:], kernel_shape, pads, strides,
+                                                                    dilations)
+    index = _gather_index(x.shape[1:], kernel_shape, pads, strides, dilations, out_spatial)
+    zp = _scalar_zero_point(x_zp, "x_zp")
+    info = np.iinfo(x.dtype)
+    if not info.min <= zp <= info.max:
+        raise ValueError(f"x_zp {zp} does not fit {x.dtype}")
+    cols = np.empty((x.shape[0] * index.shape[1], index.shape[0]), dtype=x.dtype)
+    _im2col_kernel(x.reshape(x.shape[0], -1), index, x.dtype.type(zp), cols)
+    return cols
+
+
+def conv_int8(x, w, x_zp=0, w_zp=0, group=1, pads=None, strides=None, dilations=None):
+    """Exact integer convolution: x [N, C, *spatial], w [M, C/group, *kernel] (uint8/int8 each),
+    x_zp scalar, w_zp scalar or one per output channel (length M).  Returns int32 [N, M, *out].
+    """
+    x = _check_int8(x, "x", 3)
+    w = _check_int8(w, "w", 3)
+    if w.ndim != x.ndim:
+        raise ValueError(f"x has rank {x.ndim} but w has rank {w.ndim}")
+    group = int(group)
+    n, c = x.shape[:2]
+    m = w.shape[0]
+    if group < 1 or c % group or m % group:
+        raise ValueError(f"group {group} must divide both input channels {c} and output channels {m}")
+    cg, mg = c // group, m // group
+    if w.shape[1] != cg:
+        raise ValueError(f"w.shape[1] must be C / group = {cg}, got {w.shape[1]} (w shape {w.shape})")
+    kernel_shape, pads, strides, dilations, out_spatial = _geometry(x.shape[2:], w.shape[2:], pads, strides,
+                                                                    dilations)
+    xz = _scalar_zero_point(x_zp, "x_zp")
+    info = np.iinfo(x.dtype)
+    if not info.min <= xz <= info.max:
+        raise ValueError(f"x_zp {xz} does not fit {x.dtype}")
+    wz = np.asarray(0 if w_zp is None else w_zp)
+    if wz.dtype.kind not in "iu" or wz.size not in (1, m):
+        raise ValueError(f"w_zp must be an integer scalar or have {m} elements, got shape {wz.shape}")
+    wz = np.array(np.broadcast_to(wz.astype(np.int64).reshape(-1), (m,)))  # writable copy
+
+    n_l = int(np.prod(out_spatial))
+    kg = cg * int(np.prod(kernel_shape))
+    y = np.empty((n, m) + tuple(out_spatial), dtype=np.int32)
+    x3 = x.reshape(n, c, -1)
+    w2 = w.reshape(m, kg)
+    if group > 1 and kg <= _DIRECT_MAX_K:
+        nd = x.ndim - 2
+        padded = np.pad(x, [(0, 0), (0, 0)] + [(pads[d], pads[d + nd]) for d in range(nd)], constant_values=xz)
+        origin, tap = _window_offsets(padded.shape[2:], kernel_shape, strides, dilations, out_spatial)
+        xp = padded.reshape(n, c, -1)
+        for i in range(n):
+            _grouped_direct_kernel(xp[i], origin, tap, np.int64(xz), w2, wz, group, y[i].reshape(m, n_l))
+        return y
+
+    index = _gather_index(x.shape[2:], kernel_shape, pads, strides, dilations, out_spatial)
+    kp = _padded_k(kg)
+    bz = np.full(n_l, xz, dtype=np.int64)
+    weights = [_prepare_a(w2[g * mg:(g + 1) * mg], kp) for g in range(group)]  # int16 rows, row sums
+    cols16 = np.zeros((n_l, kp), dtype=np.int16)  # padding beyond Kg stays zero
+    colsum = np.empty(n_l, dtype=np.int64)
+    for i in range(n):
+        yi = y[i].reshape(m, n_l)
+        for g in range(group):
+            _im2row_packed_kernel(x3[i], index, np.int64(xz), g * cg, cg, cols16, colsum)
+            w16, rowsum = weights[g]
+            _gemm_prepared(_gemm_dot_kernel, w16, rowsum, cols16, colsum, kg, wz[g * mg:(g + 1) * mg], bz,
+                           yi[g * mg:(g + 1) * mg])
+    return y

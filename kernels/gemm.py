@@ -1,0 +1,283 @@
+"""Integer GEMM kernels: exact u8/s8 matrix products with int32 results.
+
+    C[m, n] = sum_k (A[m, k] - a_zp[m]) * (B[k, n] - b_zp[n])          (int32)
+
+Serves MatMulInteger, QLinearMatMul, QGemm, DynamicQuantizeMatMul and MatMulIntegerToFloat
+(the float/requantization epilogues live in ``quantize.py``) and, through im2col, ConvInteger and
+QLinearConv (``conv.py``).
+
+How the exact kernel is organised:
+
+* B is packed once (``pack_b``): transposed to ``[N, Kp]`` int16 rows, K padded with zeros to a
+  multiple of 16, plus its column sums. A session packs constant weights when it is built.
+* Zero points are folded in through row and column sums instead of being subtracted from every
+  element (raw products of the stored values are summed):
+
+      sum_k (a - az)(b - bz) = sum_k a*b - bz * rowsum(a) - az * colsum(b) + K * az * bz
+
+* The inner loop is one int16 dot product per output with a single explicit ``np.int32``
+  accumulator.  LLVM turns exactly this shape (each multiply has its own sign-extended loads) into
+  ``vpmaddwd`` reductions; sharing one loaded operand between several accumulators defeats that
+  match (the multiply widens to 64 bits or falls back to ``vpmulld``), so register tiles are not
+  used here.
+* Work is split into independent (row block x column block) tasks run with ``prange``.  Inside a
+  task the column loop is outside the row loop: the task's A rows (sized to stay in L1) are reused
+  by every B column, and each B column is read from L2 once per task.
+
+Integer overflow: the result is the exact sum reduced modulo 2**32 into int32 (two's complement
+wraparound), which is what ORT's int32 accumulators produce too.  With 8-bit operands a wrap needs
+K > 33,000 or so.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+__all__ = ["PackedB", "pack_b", "gemm_int8", "gemm_u8s8_avx2_saturating"]
+
+_K_ALIGN = 16  # K padding of packed operands (zeros), so vector loops have no remainder
+_L1_BUDGET = 24 * 1024  # bytes of A rows kept hot in L1 while B columns stream past them
+_COL_BLOCK = 64  # columns of B per parallel task
+_INT8_TYPES = (np.dtype(np.uint8), np.dtype(np.int8))
+
+
+class PackedB:
+    """B [K, N] prepared for the GEMM kernels.
+
+    ``data`` is B transposed, int16 ``[N, Kp]`` with ``Kp`` = K rounded up to a multiple of 16
+    (padding is zero), ``colsum`` the int64 column sums of B, ``dtype`` the original element type.
+    Build it with ``pack_b``; pass it instead of ``b`` to reuse the packing across calls.
+    """
+
+    __slots__ = ("data", "colsum", "k", "n", "dtype")
+
+    def __init__(self, data, colsum, k, n, dtype):
+        self.data = data
+        self.colsum = colsum
+        self.k = k
+        self.n = n
+        self.dtype = np.dtype(dtype)
+
+    @property
+    def shape(self):
+        return (self.k, self.n)
+
+    def __repr__(self):
+        return f"PackedB(shape={self.shape}, dtype={self.dtype.name})"
+
+
+def _padded_k(k: int) -> int:
+    return -(-k // _K_ALIGN) * _K_ALIGN
+
+
+def _check_int8_matrix(x, name: str) -> np.ndarray:
+    x = np.asarray(x)
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be 2-D, got shape {x.shape}")
+    if x.dtype not in _INT8_TYPES:
+        raise TypeError(f"{name} must be uint8 or int8, got {x.dtype}")
+    return x
+
+
+def pack_b(b, transposed=False) -> PackedB:
+    """Pack B [K, N] (uint8 or int8) once: int16 transposed rows, K zero-padded, column sums.
+
+    ``transposed=True`` takes B already as ``[N, K]`` (Gemm with transB=1, convolution weights).
+    """
+    if isinstance(b, PackedB):
+        return b
+    b = _check_int8_matrix(b, "b")
+    bt = b if transposed else b.T
+    n, k = bt.shape
+    data = np.zeros((n, _padded_k(k)), dtype=np.int16)
+    data[:, :k] = bt
+    colsum = bt.sum(axis=1, dtype=np.int64)
+    return PackedB(data, colsum, k, n, b.dtype)
+
+
+def _prepare_a(a, kp: int):
+    """A [M, K] -> (int16 copy [M, kp] zero-padded along K, int64 row sums)."""
+    m, k = a.shape
+    a16 = np.zeros((m, kp), dtype=np.int16)
+    a16[:, :k] = a
+    return a16, a.sum(axis=1, dtype=np.int64)
+
+
+def _zero_point_vector(zp, length: int, name: str, what: str) -> np.ndarray:
+    """Scalar / length-1 / length-`length` zero point -> int64 vector of `length`."""
+    z = np.asarray(0 if zp is None else zp)
+    if z.dtype.kind not in "iu":
+        raise TypeError(f"{name} must be an integer array, got {z.dtype}")
+    z = z.astype(np.int64).reshape(-1)
+    if z.size == 1:
+        return np.full(length, z[0], dtype=np.int64)
+    if z.size != length:
+        raise ValueError(f"{name} must have 1 or {length} ({what}) elements, got {z.size}")
+    return z.copy()  # a fresh writable array: one compiled specialization for every caller
+
+
+@njit(cache=True, parallel=True)
+def _gemm_dot_kernel(a16, bt16, rowsum, colterm, a_zp, b_zp, out, row_block):
+    """out[i, j] = int32( sum_k a16[i,k]*bt16[j,k]  - b_zp[j]*rowsum[i] - a_zp[i]*colterm[j] )
+
+    with colterm[j] = colsum[j] - K*b_zp[j].  The dot product accumulates in int32 (wrapping);
+    the fold is done in int64 and truncated, which is exact modulo 2**32.
+    """
+    m, kp = a16.shape
+    n = bt16.shape[0]
+    n_rb = (m + row_block - 1) // row_block
+    n_cb = (n + _COL_BLOCK - 1) // _COL_BLOCK
+    for task in prange(n_rb * n_cb):
+        cb = task // n_rb
+        rb = task - cb * n_rb
+        i_end = min(m, (rb + 1) * row_block)
+        j_end = min(n, (cb + 1) * _COL_BLOCK)
+        for j in range(cb * _COL_BLOCK, j_end):
+            for i in range(rb * row_block, i_end):
+                rs = rowsum[i]
+                az = a_zp[i]
+                acc = np.int32(0)
+                for k in range(kp):
+                    acc = np.int32(acc + np.int32(a16[i, k]) * np.int32(bt16[j, k]))
+                out[i, j] = np.int32(np.int64(acc) - b_zp[j] * rs - az * colterm[j])
+
+
+@njit(cache=True, parallel=True)
+def _gemm_pair_saturating_kernel(a16, bt16, rowsum, colterm, a_zp, b_zp, out, row_block):
+    """Like _gemm_dot_kernel, but every pair (k, k+1), k even, of raw products is saturated:
+
+        acc += clamp(a[2p]*b[2p] + a[2p+1]*b[2p+1], -32768, 32767)
+
+    (K is zero-padded, so an odd K's last product pairs with 0.)
+    """
+    m, kp = a16.shape
+    n = bt16.shape[0]
+    half = kp // 2
+    n_rb = (m + row_block - 1) // row_block
+    n_cb = (n + _COL_BLOCK - 1) // _COL_BLOCK
+    for task in prange(n_rb * n_cb):
+        cb = task // n_rb
+        rb = task - cb * n_rb
+        i_end = min(m, (rb + 1) * row_block)
+        j_end = min(n, (cb + 1) * _COL_BLOCK)
+        for j in range(cb * _COL_BLOCK, j_end):
+            for i in range(rb * row_block, i_end):
+                rs = rowsum[i]
+                az = a_zp[i]
+                acc = np.int32(0)
+                for p in range(half):
+                    k = 2 * p
+                    pair = np.int32(
+                        np.int32(a16[i, k]) * np.int32(bt16[j, k])
+                        + np.int32(a16[i, k + 1]) * np.int32(bt16[j, k + 1])
+                    )
+                    pair = min(max(pair, np.int32(-32768)), np.int32(32767))
+                    acc = np.int32(acc + pair)
+                out[i, j] = np.int32(np.int64(acc) - b_zp[j] * rs - az * colterm[j])
+
+
+def _run(kernel, a, b, a_zp, b_zp):
+    a = _check_int8_matrix(a, "a")
+    packed = pack_b(b)
+    m, k = a.shape
+    if k != packed.k:
+        raise ValueError(f"inner dimensions differ: a is {a.shape}, b is {packed.shape}")
+    n = packed.n
+    az = _zero_point_vector(a_zp, m, "a_zp", "one per row of a")
+    bz = _zero_point_vector(b_zp, n, "b_zp", "one per column of b")
+    out = np.empty((m, n), dtype=np.int32)
+    if m == 0 or n == 0:
+        return out
+    a16, rowsum = _prepare_a(a, packed.data.shape[1])
+    _gemm_prepared(kernel, a16, rowsum, packed.data, packed.colsum, k, az, bz, out)
+    return out
+
+
+def _gemm_prepared(kernel, a16, rowsum, bt16, colsum, k, a_zp, b_zp, out):
+    """Run a GEMM kernel on prepared operands (shapes already checked by the caller):
+    a16 int16 [M, Kp], rowsum int64 [M], bt16 int16 [N, Kp], colsum int64 [N], K, int64 zero point
+    vectors [M] and [N], out int32 [M, N] (C-contiguous)."""
+    colterm = colsum - np.int64(k) * b_zp
+    row_block = max(1, min(64, _L1_BUDGET // (2 * max(1, a16.shape[1]))))
+    kernel(a16, bt16, rowsum, colterm, a_zp, b_zp, out, row_block)
+
+
+def gemm_int8(a, b, a_zp=0, b_zp=0) -> np.ndarray:
+    """Exact integer GEMM: ``C[m, n] = sum_k (a[m, k] - a_zp[m]) * (b[k, n] - b_zp[n])`` as int32.
+
+    a: uint8 or int8 [M, K]; b: uint8 or int8 [K, N], or a ``PackedB`` from ``pack_b``.
+    a_zp: integer scalar, or length 1 or M (per row); b_zp: scalar, or length 1 or N (per column).
+    Sums wrap modulo 2**32 (int32 two's complement), like ORT's int32 accumulation.
+    """
+    return _run(_gemm_dot_kernel, a, b, a_zp, b_zp)
+
+
+def gemm_u8s8_avx2_saturating(a_u8, b_s8, a_zp=0, b_zp=0) -> np.ndarray:
+    """Reproduce onnxruntime's AVX2 (no VNNI) u8 x s8 GEMM, saturation included.
+
+    ORT's MLAS kernel (``vpmaddubsw`` then ``vpmaddwd`` with ones) multiplies the *stored* uint8
+    and int8 values, adds the two products of each K pair (k, k+1) with k even (K is padded with
+    zeros to a multiple of 4, so an odd K's last product stands alone) into a saturating int16,
+    and sums those pairs in int32.  Zero points are folded in afterwards, exactly:
+
+        C[m, n] = sum_p sat16(a[m,2p]*b[2p,n] + a[m,2p+1]*b[2p+1,n])
+                  - b_zp[n]*rowsum(a)[m] - a_zp[m]*colsum(b)[n] + K*a_zp[m]*b_zp[n]
+
+    with sat16(v) = clamp(v, -32768, 32767).  A pair saturates only when both products are
+    large with the same sign (|b| > 64 with a near 255), so full-range int8 weights are needed to
+    see it.  Checked bit for bit against onnxruntime 1.32 MatMulInteger (ORT_DISABLE_ALL, on a
+    CPU without VNNI): M in {1, 7, 64}, K in {1, 3, 64, 255, 768}, N in {1, 5, 64}, B as a graph
+    input and as a constant initializer, scalar and per-column b_zero_point.
+
+    a_u8: uint8 [M, K]; b_s8: int8 [K, N] (or a ``PackedB`` of int8 data); zero points as in
+    ``gemm_int8``.
+    """
+    a_u8 = _check_int8_matrix(a_u8, "a_u8")
+    if a_u8.dtype != np.uint8:
+        raise TypeError(f"a_u8 must be uint8, got {a_u8.dtype}")
+    b_dtype = b_s8.dtype if isinstance(b_s8, PackedB) else np.asarray(b_s8).dtype
+    if b_dtype != np.int8:
+        raise TypeError(f"b_s8 must be int8, got {b_dtype}")
+    return _run(_gemm_pair_saturating_kernel, a_u8, b_s8, a_zp, b_zp)
+
+
+def _vector_instructions(kernel, names=("vpmaddwd", "vpdpwssd", "vpmulld")) -> dict:
+    """Count selected instructions in a fresh (uncached) compile of `kernel` for 2-D int16 input."""
+    import re
+
+    from numba import types
+
+    fresh = njit(cache=False, parallel=True)(kernel.py_func)
+    a2, i1, o2 = types.int16[:, ::1], types.int64[::1], types.int32[:, ::1]
+    fresh.compile((a2, a2, i1, i1, i1, i1, o2, types.int64))
+    asm = "\n".join(fresh.inspect_asm().values())
+    return {name: len(re.findall(rf"\b{name}\b", asm)) for name in names}
+
+
+if __name__ == "__main__":  # quick throughput check: python kernels/gemm.py
+    import time
+
+    import numba
+
+    M, K, N = 128, 768, 3072
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (M, K), dtype=np.uint8)
+    b = rng.integers(-128, 128, (K, N), dtype=np.int8)
+    packed = pack_b(b)
+    af, bf = a.astype(np.float32), b.astype(np.float32)
+    gemm_int8(a, packed, 3, -2)
+
+    def best(f, reps=15):
+        times = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            f()
+            times.append(time.perf_counter() - t)
+        return 2.0 * M * N * K / min(times) / 1e9
+
+    for threads in sorted({1, numba.config.NUMBA_NUM_THREADS}):
+        numba.set_num_threads(threads)
+        print(f"gemm_int8 {M}x{K}x{N}, {threads} thread(s): {best(lambda: gemm_int8(a, packed, 3, -2)):.1f} GOPS")
+    print(f"numpy float32 matmul (BLAS threads): {best(lambda: af @ bf):.1f} GOPS")
+    print("instructions in the dot kernel:", _vector_instructions(_gemm_dot_kernel))

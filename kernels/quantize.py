@@ -1,0 +1,382 @@
+"""Quantization kernels: QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear, requantization.
+
+All arithmetic is float32, as in onnxruntime's CPU kernels:
+
+* quantize:     y = clamp(rint(x / scale), qmin - zp, qmax - zp) + zp;  NaN -> qmin
+* dequantize:   y = float32(x - zp) * scale
+* requantize:   y = clamp(rint(float32(acc) * multiplier), qmin - zp, qmax - zp) + zp
+
+``rint`` rounds half to even.  Clamping before rounding gives the same integers as rounding and
+then saturating, and keeps infinities finite; a NaN quotient becomes ``qmin`` (ORT's result,
+measured for uint8, int8, uint16 and int16 outputs, per tensor and per axis).
+
+Scale and zero point layouts (``axis`` and ``block_size`` as in QuantizeLinear):
+per tensor (one element), per axis (1-D, one per index of ``x.shape[axis]``) or blocked
+(``block_size`` > 0: the shape of ``x`` with ``ceil(x.shape[axis] / block_size)`` along ``axis``).
+The kernels view ``x`` as ``[outer, C, inner]`` around ``axis`` and the scale as
+``[outer or 1, ceil(C / block) or 1, inner or 1]``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+__all__ = [
+    "quantize_linear",
+    "dequantize_linear",
+    "dynamic_quantize_linear",
+    "requantize",
+    "requantize_multiplier",
+]
+
+_QUANT_TYPES = tuple(np.dtype(t) for t in (np.uint8, np.int8, np.uint16, np.int16))
+
+
+# --------------------------------------------------------------------------- element rules
+
+
+@njit(inline="always")
+def _quantize_value(q, lo, hi, zp, qmin):
+    """q: float32 quotient; lo/hi: float32 (qmin - zp), (qmax - zp) -> int64 quantized value."""
+    if q != q:  # NaN
+        return qmin
+    if q < lo:
+        q = lo
+    elif q > hi:
+        q = hi
+    return np.int64(np.rint(q)) + zp
+
+
+# --------------------------------------------------------------------------- quantize
+
+
+@njit(cache=True, parallel=True)
+def _quantize_kernel(x3, scale3, zp3, block, qmin, qmax, out3):
+    """out3[o, c, i] = clamp(rint(x3[o,c,i] / s), qmin - z, qmax - z) + z, NaN -> qmin,
+    with s, z = scale3/zp3[o or 0, c // block, i or 0] (float32 division)."""
+    n_outer, n_c, n_inner = x3.shape
+    s_outer, _, s_inner = scale3.shape
+    for oc in prange(n_outer * n_c):
+        o = oc // n_c
+        c = oc - o * n_c
+        so = o if s_outer > 1 else 0
+        cb = c // block
+        if s_inner == 1:
+            s = scale3[so, cb, 0]
+            z = np.int64(zp3[so, cb, 0])
+            lo = np.float32(qmin - z)
+            hi = np.float32(qmax - z)
+            for i in range(n_inner):
+                out3[o, c, i] = _quantize_value(x3[o, c, i] / s, lo, hi, z, qmin)
+        else:
+            for i in range(n_inner):
+                s = scale3[so, cb, i]
+                z = np.int64(zp3[so, cb, i])
+                lo = np.float32(qmin - z)
+                hi = np.float32(qmax - z)
+                out3[o, c, i] = _quantize_value(x3[o, c, i] / s, lo, hi, z, qmin)
+
+
+@njit(cache=True, parallel=True)
+def _dequantize_kernel(x3, scale3, zp3, block, out3):
+    """out3[o, c, i] = float32(x3[o,c,i] - z) * s, with s, z picked as in _quantize_kernel."""
+    n_outer, n_c, n_inner = x3.shape
+    s_outer, _, s_inner = scale3.shape
+    for oc in prange(n_outer * n_c):
+        o = oc // n_c
+        c = oc - o * n_c
+        so = o if s_outer > 1 else 0
+        cb = c // block
+        if s_inner == 1:
+            s = scale3[so, cb, 0]
+            z = np.int64(zp3[so, cb, 0])
+            for i in range(n_inner):
+                out3[o, c, i] = np.float32(np.int64(x3[o, c, i]) - z) * s
+        else:
+            for i in range(n_inner):
+                s = scale3[so, cb, i]
+                z = np.int64(zp3[so, cb, i])
+                out3[o, c, i] = np.float32(np.int64(x3[o, c, i]) - z) * s
+
+
+def _integer_range(dtype, qmin, qmax):
+    info = np.iinfo(dtype)
+    qmin = info.min if qmin is None else int(qmin)
+    qmax = info.max if qmax is None else int(qmax)
+    if not info.min <= qmin <= qmax <= info.max:
+        raise ValueError(f"[qmin, qmax] = [{qmin}, {qmax}] does not fit {np.dtype(dtype).name}")
+    return qmin, qmax
+
+
+def _three_d(x_shape, axis, block_size, param, name):
+    """Reshape a scale or zero point for the [outer, C, inner] view of x; validate its layout.
+
+    Returns (param3, block) where the kernels read param3[o or 0, c // block, i or 0].
+    """
+    ndim = len(x_shape)
+    p = np.asarray(param)
+    if block_size:
+        if ndim == 0:
+            raise ValueError("blocked quantization needs an input of rank >= 1")
+        c = x_shape[axis]
+        expected = list(x_shape)
+        expected[axis] = -(-c // block_size)
+        if list(p.shape) != expected:
+            raise ValueError(
+                f"{name} of shape {p.shape} does not match blocks of {block_size} along axis {axis} "
+                f"of an input of shape {tuple(x_shape)} (expected {tuple(expected)})"
+            )
+        outer = int(np.prod(x_shape[:axis], dtype=np.int64))
+        inner = int(np.prod(x_shape[axis + 1:], dtype=np.int64))
+        return np.array(p.reshape(outer, expected[axis], inner)), block_size
+    if p.size == 1:
+        return np.array(p.reshape(1, 1, 1)), 1
+    if p.ndim != 1 or ndim == 0 or p.shape[0] != x_shape[axis]:
+        raise ValueError(
+            f"{name} must be a scalar or 1-D of length x.shape[{axis}]"
+            f"{' = ' + str(x_shape[axis]) if ndim else ''}, got shape {p.shape}"
+        )
+    return np.array(p.reshape(1, -1, 1)), 1  # copies: writable, so one specialization per dtype
+
+
+def _x_view(x, axis, per_tensor):
+    """x as a C-contiguous [outer, C, inner] array.  Per tensor: [1, rows, last dim], so that the
+    kernels' parallel loop has rows to share out (parameters then come from index 0 throughout)."""
+    if x.ndim == 0:
+        return x.reshape(1, 1, 1)
+    if per_tensor:
+        last = x.shape[-1] if x.ndim > 1 and x.shape[-1] else x.size
+        return x.reshape(1, -1, max(last, 1))
+    outer = int(np.prod(x.shape[:axis], dtype=np.int64))
+    inner = int(np.prod(x.shape[axis + 1:], dtype=np.int64))
+    return x.reshape(outer, x.shape[axis], inner)
+
+
+def _scale_and_zero_point(x, scale, zp, axis, block_size):
+    """-> (float32 scale, int64 zero point, per_tensor, normalized axis); axis is unused per tensor."""
+    scale = np.asarray(scale, dtype=np.float32)
+    zp = np.zeros(scale.shape, dtype=np.int64) if zp is None else np.asarray(zp)
+    if zp.dtype.kind not in "iu":
+        raise TypeError(f"zero point must be integer, got {zp.dtype}")
+    if zp.shape != scale.shape:
+        raise ValueError(f"zero point shape {zp.shape} differs from scale shape {scale.shape}")
+    if block_size < 0:
+        raise ValueError(f"block_size must be >= 0, got {block_size}")
+    per_tensor = scale.size == 1 and not block_size
+    axis = 0 if per_tensor else _normalize_axis(axis, x.ndim)
+    return scale, zp.astype(np.int64), per_tensor, axis
+
+
+def _normalize_axis(axis, ndim):
+    if ndim == 0:
+        return 0
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"axis {axis} is out of range for an input of rank {ndim}")
+    return axis % ndim
+
+
+def quantize_linear(x, scale, zp=None, axis=1, qmin=None, qmax=None, out_dtype=None, block_size=0):
+    """QuantizeLinear with onnxruntime's numerics.
+
+        y = clamp(rint(float32(x) / scale), qmin - zp, qmax - zp) + zp      (float32, half to even)
+
+    NaN becomes qmin.  ``scale`` float32 and ``zp`` per tensor, per axis or blocked (see the module
+    docstring).  ``out_dtype`` defaults to zp's dtype (uint8 when zp is None); ``qmin``/``qmax``
+    default to out_dtype's range (pass e.g. -8/7 for int4 values kept in int8).  Inputs of other
+    float types are converted to float32 first (ORT divides float16 in float32 too).
+    """
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if out_dtype is None:
+        out_dtype = np.asarray(zp).dtype if zp is not None else np.uint8
+    out_dtype = np.dtype(out_dtype)
+    if out_dtype not in _QUANT_TYPES:
+        raise TypeError(f"unsupported quantized type {out_dtype}")
+    qmin, qmax = _integer_range(out_dtype, qmin, qmax)
+    scale, zp, per_tensor, axis = _scale_and_zero_point(x, scale, zp, axis, block_size)
+    scale3, block = _three_d(x.shape, axis, block_size, scale, "scale")
+    zp3, _ = _three_d(x.shape, axis, block_size, zp, "zero point")
+    out = np.empty(x.shape, dtype=out_dtype)
+    if x.size:
+        x3 = _x_view(x, axis, per_tensor)
+        _quantize_kernel(x3, scale3, zp3, x3.shape[1] if per_tensor else block, qmin, qmax,
+                         _x_view(out, axis, per_tensor))
+    return out
+
+
+def dequantize_linear(x, scale, zp=None, axis=1, block_size=0):
+    """DequantizeLinear: ``y = float32(x - zp) * scale`` (float32 result).
+
+    The integer difference is exact (int64) and converted to float32 once, then multiplied by the
+    float32 scale, as ORT does.  Layouts as in ``quantize_linear``.  A float16 scale is widened to
+    float32; cast the result back if the model's output type is float16.
+    """
+    x = np.ascontiguousarray(x)
+    if x.dtype.kind not in "iu":
+        raise TypeError(f"dequantize_linear expects an integer input, got {x.dtype}")
+    scale, zp, per_tensor, axis = _scale_and_zero_point(x, scale, zp, axis, block_size)
+    scale3, block = _three_d(x.shape, axis, block_size, scale, "scale")
+    zp3, _ = _three_d(x.shape, axis, block_size, zp, "zero point")
+    out = np.empty(x.shape, dtype=np.float32)
+    if x.size:
+        x3 = _x_view(x, axis, per_tensor)
+        _dequantize_kernel(x3, scale3, zp3, x3.shape[1] if per_tensor else block,
+                           _x_view(out, axis, per_tensor))
+    return out
+
+
+# --------------------------------------------------------------------------- requantize
+
+
+@njit(cache=True, parallel=True)
+def _requantize_kernel(acc3, mult3, zp3, qmin, qmax, out3):
+    """out3[o, c, i] = clamp(rint(float32(acc3[o,c,i]) * m[c]), qmin - z[c], qmax - z[c]) + z[c]."""
+    n_outer, n_c, n_inner = acc3.shape
+    for oc in prange(n_outer * n_c):
+        o = oc // n_c
+        c = oc - o * n_c
+        m = mult3[0, c, 0]
+        z = np.int64(zp3[0, c, 0])
+        lo = np.float32(qmin - z)
+        hi = np.float32(qmax - z)
+        for i in range(n_inner):
+            out3[o, c, i] = _quantize_value(np.float32(acc3[o, c, i]) * m, lo, hi, z, qmin)
+
+
+def requantize_multiplier(in_scale, w_scale, out_scale) -> np.ndarray:
+    """``in_scale * w_scale / out_scale`` in float32, in that order (ORT's QLinearConv/QLinearMatMul)."""
+    in_scale = np.asarray(in_scale, dtype=np.float32)
+    w_scale = np.asarray(w_scale, dtype=np.float32)
+    out_scale = np.asarray(out_scale, dtype=np.float32)
+    return (in_scale * w_scale / out_scale).astype(np.float32)
+
+
+def requantize(acc, multiplier, y_zp=0, qmin=None, qmax=None, out_dtype=np.uint8, axis=1):
+    """int32 accumulators -> quantized outputs, as ORT's QLinearMatMul / QLinearConv do it:
+
+        y = clamp(rint(float32(acc) * multiplier), qmin - y_zp, qmax - y_zp) + y_zp
+
+    float32 product, round half to even.  ``multiplier`` (float32, e.g. from
+    ``requantize_multiplier``) and ``y_zp`` are scalars or 1-D along ``axis`` (per output channel:
+    axis 1 for NCHW convolution outputs, -1 for matmul columns).  Any bias is added to ``acc``
+    (int32) before this step.
+    """
+    acc = np.ascontiguousarray(acc)
+    if acc.dtype != np.int32:
+        raise TypeError(f"requantize expects int32 accumulators, got {acc.dtype}")
+    out_dtype = np.dtype(out_dtype)
+    if out_dtype not in _QUANT_TYPES:
+        raise TypeError(f"unsupported quantized type {out_dtype}")
+    qmin, qmax = _integer_range(out_dtype, qmin, qmax)
+    mult = np.asarray(multiplier, dtype=np.float32)
+    zp = np.asarray(y_zp)
+    if zp.dtype.kind not in "iu":
+        raise TypeError(f"y_zp must be integer, got {zp.dtype}")
+    channels = max(mult.size, zp.size)
+    per_tensor = channels == 1
+    axis = 0 if per_tensor else _normalize_axis(axis, acc.ndim)
+    if not per_tensor and (acc.ndim == 0 or acc.shape[axis] != channels):
+        raise ValueError(
+            f"per-channel parameters of length {channels} do not match axis {axis} of shape {acc.shape}"
+        )
+    for arr, name in ((mult, "multiplier"), (zp, "y_zp")):
+        if arr.size not in (1, channels) or (arr.size > 1 and arr.ndim != 1):
+            raise ValueError(f"{name} must be a scalar or 1-D of length {channels}, got shape {arr.shape}")
+    out = np.empty(acc.shape, dtype=out_dtype)
+    if acc.size:
+        acc3 = _x_view(acc, axis, per_tensor)
+        rows = acc3.shape[1]  # per tensor: the parameters repeat over the view's rows
+        mult3 = np.array(np.broadcast_to(mult.reshape(-1), (rows,))).reshape(1, -1, 1)
+        zp3 = np.array(np.broadcast_to(zp.astype(np.int64).reshape(-1), (rows,))).reshape(1, -1, 1)
+        _requantize_kernel(acc3, mult3, zp3, qmin, qmax, _x_view(out, axis, per_tensor))
+    return out
+
+
+# --------------------------------------------------------------------------- dynamic quantization
+
+_MINMAX_CHUNK = 1 << 16
+
+
+@njit(cache=True, parallel=True)
+def _min_max_kernel(x, mins, maxs):
+    """Per-chunk minimum and maximum of flat float32 x (chunks of _MINMAX_CHUNK elements)."""
+    n = x.shape[0]
+    for c in prange(mins.shape[0]):
+        lo = x[c * _MINMAX_CHUNK]
+        hi = lo
+        for i in range(c * _MINMAX_CHUNK + 1, min(n, (c + 1) * _MINMAX_CHUNK)):
+            v = x[i]
+            if v < lo:
+                lo = v
+            if v > hi:
+                hi = v
+        mins[c] = lo
+        maxs[c] = hi
+
+
+@njit(cache=True, parallel=True)
+def _quantize_u8_kernel(x, scale, zp, out):
+    """out[i] = clamp(rint(x[i] / scale), -zp, 255 - zp) + zp  (flat float32 -> uint8)."""
+    lo = np.float32(0 - zp)
+    hi = np.float32(255 - zp)
+    z = np.int64(zp)
+    for i in prange(x.shape[0]):
+        out[i] = _quantize_value(x[i] / scale, lo, hi, z, 0)
+
+
+@njit(cache=True)
+def _dynamic_params(lo, hi, ort_mode):
+    """uint8 scale and zero point from the data range, all in float32:
+
+        lo' = min(lo, 0), hi' = max(hi, 0), scale = (hi' - lo') / 255
+        zp = rint(clamp(0 - lo' / scale, 0, 255))
+
+    ort_mode: an empty range (hi' == lo') gives scale 1 and zp 0 (ORT).  Otherwise (spec mode)
+    it gives scale 0 and zp 0: the spec's function body divides 0 / 0 there and casts the NaN.
+    """
+    lo = min(lo, np.float32(0))
+    hi = max(hi, np.float32(0))
+    if hi == lo:
+        return (np.float32(1) if ort_mode else np.float32(0)), 0
+    scale = (hi - lo) / np.float32(255)
+    z = np.float32(0) - lo / scale
+    if z < np.float32(0):
+        z = np.float32(0)
+    elif z > np.float32(255):
+        z = np.float32(255)
+    return scale, np.int64(np.rint(z))
+
+
+def dynamic_quantize_linear(x, mode="ort"):
+    """DynamicQuantizeLinear: fused min/max and uint8 quantization, float32 throughout.
+
+        scale = (max(0, max x) - min(0, min x)) / 255
+        zp    = rint(clamp(0 - min(0, min x) / scale, 0, 255))
+        y     = clamp(rint(x / scale), -zp, 255 - zp) + zp
+
+    Returns ``(y uint8, scale float32 scalar, zp uint8 scalar)``.  The two modes differ only for an
+    all-zero (or empty) input: ``"ort"`` gives scale 1.0, zp 0 (onnxruntime); ``"spec"`` follows the
+    spec's function body, whose scale is 0 / 255 = 0 and whose zero point 0 / 0 is NaN cast to
+    uint8 (undefined); refrt returns scale 0.0, zp 0 and y all zero there.  (onnx.reference returns
+    scale 1/255 in that case.)  NaN inputs are not supported (ORT's result depends on where the NaN
+    sits in its vector lanes).
+    """
+    if mode not in ("ort", "spec"):
+        raise ValueError(f"mode must be 'ort' or 'spec', got {mode!r}")
+    x = np.asarray(x, dtype=np.float32)
+    flat = np.ascontiguousarray(x).reshape(-1)
+    if flat.size:
+        n_chunks = -(-flat.size // _MINMAX_CHUNK)
+        mins = np.empty(n_chunks, dtype=np.float32)
+        maxs = np.empty(n_chunks, dtype=np.float32)
+        _min_max_kernel(flat, mins, maxs)
+        lo, hi = np.float32(mins.min()), np.float32(maxs.max())
+    else:
+        lo = hi = np.float32(0)
+    scale, zp = _dynamic_params(lo, hi, mode == "ort")
+    out = np.empty(flat.shape, dtype=np.uint8)
+    if scale == 0:
+        out[:] = 0
+    elif flat.size:
+        _quantize_u8_kernel(flat, np.float32(scale), zp, out)
+    return out.reshape(x.shape), np.float32(scale), np.uint8(zp)

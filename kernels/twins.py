@@ -1,0 +1,157 @@
+"""NumPy twins of the kernels: the same math written the obvious way, a few lines each.
+
+Tests compare every kernel with its twin bit for bit.  Twins favour clarity over speed
+(int64 matmuls, full broadcasting, explicit loops over kernel offsets).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "gemm_int8_twin",
+    "gemm_u8s8_avx2_saturating_twin",
+    "im2col_int8_twin",
+    "conv_int8_twin",
+    "quantize_linear_twin",
+    "dequantize_linear_twin",
+    "requantize_twin",
+    "dynamic_quantize_linear_twin",
+]
+
+
+def _column(zp, n):
+    return np.broadcast_to(np.asarray(zp, dtype=np.int64).reshape(-1), (n,))
+
+
+def gemm_int8_twin(a, b, a_zp=0, b_zp=0):
+    """(a - a_zp[:, None]) @ (b - b_zp[None, :]) in int64, wrapped to int32."""
+    a = a.astype(np.int64) - _column(a_zp, a.shape[0])[:, None]
+    b = b.astype(np.int64) - _column(b_zp, b.shape[1])[None, :]
+    return (a @ b).astype(np.int32)
+
+
+def gemm_u8s8_avx2_saturating_twin(a, b, a_zp=0, b_zp=0):
+    """Raw pair products (k even, k+1) saturated to int16 and summed; zero points folded after."""
+    m, k = a.shape
+    n = b.shape[1]
+    a2 = np.zeros((m, k + k % 2), dtype=np.int64)
+    a2[:, :k] = a
+    b2 = np.zeros((k + k % 2, n), dtype=np.int64)
+    b2[:k] = b
+    pairs = a2[:, 0::2, None] * b2[None, 0::2, :] + a2[:, 1::2, None] * b2[None, 1::2, :]
+    raw = np.clip(pairs, -32768, 32767).sum(axis=1)
+    az = _column(a_zp, m)[:, None]
+    bz = _column(b_zp, n)[None, :]
+    rowsum = a.astype(np.int64).sum(axis=1, keepdims=True)
+    colsum = b.astype(np.int64).sum(axis=0, keepdims=True)
+    return (raw - bz * rowsum - az * colsum + k * az * bz).astype(np.int32)
+
+
+def _out_size(size, k, pad_begin, pad_end, stride, dilation):
+    return (size + pad_begin + pad_end - dilation * (k - 1) - 1) // stride + 1
+
+
+def im2col_int8_twin(x, kernel_shape, pads, strides, dilations, x_zp=0):
+    """Pad x [C, *spatial] with x_zp, then take one strided slice per kernel offset.
+
+    Row c * prod(kernel) + r holds channel c at kernel offset r (C order), column l output position l.
+    """
+    nd = len(kernel_shape)
+    padded = np.pad(x, [(0, 0)] + [(pads[d], pads[d + nd]) for d in range(nd)], constant_values=x_zp)
+    out_shape = [_out_size(x.shape[1 + d], kernel_shape[d], pads[d], pads[d + nd], strides[d], dilations[d])
+                 for d in range(nd)]
+    rows = []
+    for offset in np.ndindex(*kernel_shape):
+        index = tuple(slice(offset[d] * dilations[d], offset[d] * dilations[d] + (out_shape[d] - 1) * strides[d] + 1,
+                            strides[d]) for d in range(nd))
+        rows.append(padded[(slice(None),) + index].reshape(x.shape[0], -1))
+    return np.stack(rows, axis=1).reshape(-1, int(np.prod(out_shape)))
+
+
+def conv_int8_twin(x, w, x_zp=0, w_zp=0, group=1, pads=None, strides=None, dilations=None):
+    """Direct convolution in int64: for every kernel offset, add w[:, :, offset] times the
+    matching strided window of the zero-point-shifted, zero-padded input.  Wrapped to int32."""
+    nd = x.ndim - 2
+    pads = pads or [0] * (2 * nd)
+    strides = strides or [1] * nd
+    dilations = dilations or [1] * nd
+    xs = np.pad(x.astype(np.int64) - int(x_zp), [(0, 0), (0, 0)] + [(pads[d], pads[d + nd]) for d in range(nd)])
+    ws = w.astype(np.int64) - _column(w_zp, w.shape[0]).reshape((-1,) + (1,) * (nd + 1))
+    n, m = x.shape[0], w.shape[0]
+    cg, mg = x.shape[1] // group, m // group
+    out_shape = [_out_size(x.shape[2 + d], w.shape[2 + d], pads[d], pads[d + nd], strides[d], dilations[d])
+                 for d in range(nd)]
+    y = np.zeros([n, m] + out_shape, dtype=np.int64)
+    for g in range(group):
+        for offset in np.ndindex(*w.shape[2:]):
+            index = tuple(slice(offset[d] * dilations[d], offset[d] * dilations[d] + (out_shape[d] - 1) * strides[d] + 1,
+                                strides[d]) for d in range(nd))
+            window = xs[(slice(None), slice(g * cg, (g + 1) * cg)) + index]  # [N, Cg, *out]
+            wk = ws[(slice(g * mg, (g + 1) * mg), slice(None)) + offset]  # [Mg, Cg]
+            y[:, g * mg:(g + 1) * mg] += np.einsum("mc,nc...->nm...", wk, window)
+    return y.astype(np.int32)
+
+
+def _param_view(param, x_shape, axis, block_size):
+    """Broadcast a per-tensor / per-axis / blocked parameter to x's shape."""
+    param = np.asarray(param)
+    if block_size:
+        return np.repeat(param, block_size, axis=axis)[(slice(None),) * axis + (slice(0, x_shape[axis]),)]
+    if param.size == 1:
+        return param.reshape(())
+    shape = [1] * len(x_shape)
+    shape[axis] = -1
+    return param.reshape(shape)
+
+
+def quantize_linear_twin(x, scale, zp=None, axis=1, qmin=None, qmax=None, out_dtype=None, block_size=0):
+    """saturate(rint(x / scale) + zp) in float32; NaN -> qmin."""
+    out_dtype = np.dtype(out_dtype or (np.asarray(zp).dtype if zp is not None else np.uint8))
+    info = np.iinfo(out_dtype)
+    qmin = info.min if qmin is None else qmin
+    qmax = info.max if qmax is None else qmax
+    x = np.asarray(x, dtype=np.float32)
+    axis = axis % x.ndim if x.ndim else 0
+    s = _param_view(np.asarray(scale, dtype=np.float32), x.shape, axis, block_size)
+    z = _param_view(np.zeros(np.shape(scale)) if zp is None else zp, x.shape, axis, block_size).astype(np.float32)
+    with np.errstate(invalid="ignore"):
+        y = np.clip(np.rint(x / s) + z, qmin, qmax)
+    return np.where(np.isnan(y), qmin, y).astype(out_dtype)
+
+
+def dequantize_linear_twin(x, scale, zp=None, axis=1, block_size=0):
+    """float32(x - zp) * scale."""
+    x = np.asarray(x)
+    axis = axis % x.ndim if x.ndim else 0
+    s = _param_view(np.asarray(scale, dtype=np.float32), x.shape, axis, block_size)
+    z = _param_view(np.zeros(np.shape(scale), dtype=np.int64) if zp is None else zp, x.shape, axis, block_size)
+    return (x.astype(np.int64) - z.astype(np.int64)).astype(np.float32) * s
+
+
+def requantize_twin(acc, multiplier, y_zp=0, qmin=None, qmax=None, out_dtype=np.uint8, axis=1):
+    """saturate(rint(float32(acc) * multiplier) + y_zp), float32 product."""
+    info = np.iinfo(out_dtype)
+    qmin = info.min if qmin is None else qmin
+    qmax = info.max if qmax is None else qmax
+    acc = np.asarray(acc)
+    axis = axis % acc.ndim if acc.ndim else 0
+    m = _param_view(np.asarray(multiplier, dtype=np.float32), acc.shape, axis, 0)
+    z = _param_view(y_zp, acc.shape, axis, 0).astype(np.float32)
+    with np.errstate(invalid="ignore"):
+        y = np.clip(np.rint(acc.astype(np.float32) * m) + z, qmin, qmax)
+    return np.where(np.isnan(y), qmin, y).astype(out_dtype)
+
+
+def dynamic_quantize_linear_twin(x, mode="ort"):
+    """The DynamicQuantizeLinear function body in float32 (ORT: scale 1 for an empty range)."""
+    x = np.asarray(x, dtype=np.float32)
+    lo = np.minimum(x.min(initial=np.float32(0)), np.float32(0))
+    hi = np.maximum(x.max(initial=np.float32(0)), np.float32(0))
+    if hi == lo:
+        scale = np.float32(1 if mode == "ort" else 0)
+        return np.zeros(x.shape, np.uint8), scale, np.uint8(0)
+    scale = np.float32((hi - lo) / np.float32(255))
+    zp = np.rint(np.clip(np.float32(0) - lo / scale, 0, 255)).astype(np.uint8)
+    y = np.clip(np.rint(x / scale) + np.float32(zp), 0, 255).astype(np.uint8)
+    return y, scale, zp

@@ -1,0 +1,570 @@
+"""Kernels against their NumPy twins (bit for bit), and against onnxruntime where ORT is the reference.
+
+Shapes, dtypes, zero points and fill patterns come from hypothesis; array contents come from a
+NumPy generator seeded by hypothesis (fast for K in the thousands).  Float outputs are compared by
+their bits: kernels and twins both compute in float32 with the same operation order.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+try:
+    from refrt import kernels as K
+except ImportError:  # rest of the package unavailable: load the kernels folder on its own
+    _root = pathlib.Path(__file__).resolve().parents[1] / "kernels"
+    _spec = importlib.util.spec_from_file_location("refrt_kernels", _root / "__init__.py",
+                                                   submodule_search_locations=[str(_root)])
+    K = importlib.util.module_from_spec(_spec)
+    sys.modules["refrt_kernels"] = K
+    _spec.loader.exec_module(K)
+T = importlib.import_module(K.__name__ + ".twins")
+
+SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+INT8 = (np.uint8, np.int8)
+
+
+# --------------------------------------------------------------------------- data helpers
+
+FILLS = ("random", "random", "random", "min", "max", "zero", "extremes")
+
+
+def int_array(rng, shape, dtype, fill):
+    """Integer array of `dtype`: random full range, all min, all max, all 0, or a mix of min/max/0."""
+    info = np.iinfo(dtype)
+    if fill == "random":
+        return rng.integers(info.min, info.max, size=shape, endpoint=True).astype(dtype)
+    if fill == "extremes":
+        return rng.choice(np.array([info.min, info.max, 0, 0 if info.min else 1], dtype=dtype), size=shape)
+    value = {"min": info.min, "max": info.max, "zero": 0}[fill]
+    return np.full(shape, value, dtype=dtype)
+
+
+def zero_points(rng, draw_kind, n, lo=-300, hi=300):
+    """Per-tensor (length 1) or per-row/column (length n) int32 zero points, incl. edges."""
+    if draw_kind == "scalar":
+        return np.array([rng.choice([0, lo, hi, rng.integers(lo, hi)])], dtype=np.int32)
+    return rng.integers(lo, hi, size=n, endpoint=True).astype(np.int32)
+
+
+def same_bits(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    return a.dtype == b.dtype and a.shape == b.shape and np.array_equal(
+        a.view(np.uint8 if a.dtype.itemsize == 1 else f"u{a.dtype.itemsize}"),
+        b.view(np.uint8 if b.dtype.itemsize == 1 else f"u{b.dtype.itemsize}"))
+
+
+gemm_cases = st.fixed_dictionaries({
+    "m": st.integers(1, 40),
+    "k": st.one_of(st.integers(1, 80), st.integers(1000, 3000)),
+    "n": st.integers(1, 40),
+    "square": st.booleans(),  # M == K (catches row/column mix-ups)
+    "a_dtype": st.sampled_from(INT8),
+    "b_dtype": st.sampled_from(INT8),
+    "a_fill": st.sampled_from(FILLS),
+    "b_fill": st.sampled_from(FILLS),
+    "a_zp": st.sampled_from(["scalar", "vector"]),
+    "b_zp": st.sampled_from(["scalar", "vector"]),
+    "seed": st.integers(0, 2**32 - 1),
+})
+
+
+def make_gemm_case(c):
+    rng = np.random.default_rng(c["seed"])
+    m, k, n = c["m"], c["k"], c["n"]
+    if c["square"]:
+        m = k = min(k, 300)
+    a = int_array(rng, (m, k), c["a_dtype"], c["a_fill"])
+    b = int_array(rng, (k, n), c["b_dtype"], c["b_fill"])
+    return a, b, zero_points(rng, c["a_zp"], m), zero_points(rng, c["b_zp"], n)
+
+
+# --------------------------------------------------------------------------- GEMM
+
+
+@SETTINGS
+@given(gemm_cases)
+def test_gemm_int8_matches_twin(case):
+    a, b, az, bz = make_gemm_case(case)
+    expected = T.gemm_int8_twin(a, b, az, bz)
+    got = K.gemm_int8(a, b, az, bz)
+    assert got.dtype == np.int32 and np.array_equal(got, expected)
+    assert np.array_equal(K.gemm_int8(a, K.pack_b(b), az, bz), expected)  # packed once, reused
+    assert np.array_equal(K.gemm_int8(a, K.pack_b(np.ascontiguousarray(b.T), transposed=True), az, bz), expected)
+
+
+def test_gemm_int8_scalar_zero_points_and_wraparound():
+    a = np.full((2, 3), 255, np.uint8)
+    b = np.full((3, 2), -128, np.int8)
+    assert np.array_equal(K.gemm_int8(a, b, 0, 0), np.full((2, 2), 3 * 255 * -128, np.int32))
+    assert np.array_equal(K.gemm_int8(a, b, 255, 0), np.zeros((2, 2), np.int32))
+    # 40,000 products of 255 * 255 overflow int32: the result wraps like an int32 accumulator
+    big = K.gemm_int8(np.full((1, 40000), 255, np.uint8), np.full((40000, 1), 255, np.uint8))
+    assert big[0, 0] == np.int64(40000 * 255 * 255).astype(np.int32)
+    assert np.array_equal(big, T.gemm_int8_twin(np.full((1, 40000), 255, np.uint8),
+                                                np.full((40000, 1), 255, np.uint8)))
+
+
+def test_gemm_int8_rejects_bad_operands():
+    a = np.zeros((2, 3), np.uint8)
+    with pytest.raises(ValueError):
+        K.gemm_int8(a, np.zeros((4, 2), np.int8))
+    with pytest.raises(TypeError):
+        K.gemm_int8(a.astype(np.int16), np.zeros((3, 2), np.int8))
+    with pytest.raises(ValueError):
+        K.gemm_int8(a, np.zeros((3, 2), np.int8), a_zp=[1, 2, 3])
+    with pytest.raises(ValueError):
+        K.gemm_int8(a, np.zeros((3, 2), np.int8), b_zp=[1, 2, 3])
+    assert K.gemm_int8(np.zeros((0, 3), np.uint8), np.zeros((3, 2), np.int8)).shape == (0, 2)
+
+
+@SETTINGS
+@given(gemm_cases)
+def test_gemm_u8s8_avx2_saturating_matches_twin(case):
+    case = dict(case, a_dtype=np.uint8, b_dtype=np.int8)
+    a, b, az, bz = make_gemm_case(case)
+    got = K.gemm_u8s8_avx2_saturating(a, b, az, bz)
+    assert np.array_equal(got, T.gemm_u8s8_avx2_saturating_twin(a, b, az, bz))
+
+
+@SETTINGS
+@given(st.integers(1, 30), st.integers(1, 600), st.integers(1, 30), st.integers(0, 2**32 - 1))
+def test_saturation_never_triggers_for_weights_in_minus64_63(m, k, n, seed):
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, 255, (m, k), endpoint=True).astype(np.uint8)
+    b = rng.integers(-64, 63, (k, n), endpoint=True).astype(np.int8)
+    az, bz = int(rng.integers(0, 256)), int(rng.integers(-128, 128))
+    assert np.array_equal(K.gemm_u8s8_avx2_saturating(a, b, az, bz), K.gemm_int8(a, b, az, bz))
+
+
+def test_saturation_pairs_k_with_k_plus_1():
+    a = np.array([[255, 255, 255]], np.uint8)
+    b = np.array([[127], [127], [127]], np.int8)
+    # pair (0, 1): 2 * 32385 = 64770 -> 32767; k = 2 pairs with the zero padding: 32385
+    assert K.gemm_u8s8_avx2_saturating(a, b)[0, 0] == 32767 + 32385
+    assert K.gemm_int8(a, b)[0, 0] == 3 * 32385
+    b = np.array([[127], [-128], [-128]], np.int8)  # opposite signs in the first pair: no saturation
+    assert K.gemm_u8s8_avx2_saturating(a, b)[0, 0] == 255 * (127 - 128) + 255 * -128
+    with pytest.raises(TypeError):
+        K.gemm_u8s8_avx2_saturating(a.astype(np.int8), b)
+
+
+# --------------------------------------------------------------------------- convolution
+
+conv_cases = st.fixed_dictionaries({
+    "nd": st.integers(1, 3),
+    "batch": st.integers(1, 2),
+    "group": st.integers(1, 4),
+    "cg": st.one_of(st.integers(1, 3), st.integers(8, 24)),
+    "mg": st.integers(1, 3),
+    "x_dtype": st.sampled_from(INT8),
+    "w_dtype": st.sampled_from(INT8),
+    "x_fill": st.sampled_from(FILLS),
+    "w_fill": st.sampled_from(FILLS),
+    "w_zp": st.sampled_from(["scalar", "vector"]),
+    "seed": st.integers(0, 2**32 - 1),
+})
+
+
+def make_conv_case(c):
+    rng = np.random.default_rng(c["seed"])
+    nd = c["nd"]
+    kernel = [int(rng.integers(1, 4 if nd < 3 else 3)) for _ in range(nd)]
+    dil = [int(rng.integers(1, 3)) for _ in range(nd)]
+    strides = [int(rng.integers(1, 3)) for _ in range(nd)]
+    pads = [int(rng.integers(0, 3)) for _ in range(2 * nd)]
+    spatial = [int(rng.integers(dil[d] * (kernel[d] - 1) + 1, dil[d] * (kernel[d] - 1) + (9 if nd < 3 else 5)))
+               for d in range(nd)]
+    g, cg, mg = c["group"], c["cg"], c["mg"]
+    x = int_array(rng, [c["batch"], g * cg] + spatial, c["x_dtype"], c["x_fill"])
+    w = int_array(rng, [g * mg, cg] + kernel, c["w_dtype"], c["w_fill"])
+    info = np.iinfo(c["x_dtype"])
+    x_zp = int(rng.choice([info.min, info.max, 0, rng.integers(info.min, info.max)]))
+    w_zp = zero_points(rng, c["w_zp"], g * mg)
+    return x, w, x_zp, w_zp, g, pads, strides, dil
+
+
+@SETTINGS
+@given(conv_cases)
+def test_conv_int8_matches_twin(case):
+    x, w, x_zp, w_zp, group, pads, strides, dil = make_conv_case(case)
+    got = K.conv_int8(x, w, x_zp, w_zp, group, pads, strides, dil)
+    expected = T.conv_int8_twin(x, w, x_zp, w_zp, group, pads, strides, dil)
+    assert got.dtype == np.int32 and got.shape == expected.shape and np.array_equal(got, expected)
+
+
+@SETTINGS
+@given(conv_cases)
+def test_im2col_int8_matches_twin(case):
+    x, w, x_zp, _, _, pads, strides, dil = make_conv_case(case)
+    kernel = w.shape[2:]
+    got = K.im2col_int8(x[0], kernel, pads, strides, dil, x_zp)
+    expected = T.im2col_int8_twin(x[0], kernel, pads, strides, dil, x_zp)
+    assert got.dtype == x.dtype and got.shape == expected.shape and np.array_equal(got, expected)
+
+
+def test_conv_int8_depthwise_and_padding_contribute_zero():
+    # depthwise 3x3 over a constant image equal to the zero point: every output is exactly 0
+    x = np.full((1, 4, 5, 5), 7, np.uint8)
+    w = np.random.default_rng(0).integers(-128, 128, (4, 1, 3, 3)).astype(np.int8)
+    y = K.conv_int8(x, w, 7, 0, group=4, pads=[1, 1, 1, 1])
+    assert y.shape == (1, 4, 5, 5) and not y.any()
+    # 1-D, no padding: y[o] = sum_r (w[r] - wz) * (x[o + r] - xz)
+    x1 = np.array([[[1, 2, 3, 4]]], np.uint8)
+    w1 = np.array([[[1, -1]]], np.int8)
+    assert K.conv_int8(x1, w1, 1, -1).tolist() == [[[2 * 0 + 0 * 1, 2 * 1 + 0 * 2, 2 * 2 + 0 * 3]]]
+
+
+def test_conv_int8_validates_shapes():
+    x = np.zeros((1, 4, 5, 5), np.uint8)
+    with pytest.raises(ValueError):
+        K.conv_int8(x, np.zeros((6, 3, 3, 3), np.int8))  # C/group mismatch
+    with pytest.raises(ValueError):
+        K.conv_int8(x, np.zeros((6, 2, 3, 3), np.int8), group=4)  # group does not divide M
+    with pytest.raises(ValueError):
+        K.conv_int8(x, np.zeros((4, 4, 7, 7), np.int8))  # empty output
+    with pytest.raises(ValueError):
+        K.conv_int8(x, np.zeros((4, 4, 3, 3), np.int8), pads=[1, 1])
+    with pytest.raises(ValueError):
+        K.conv_int8(x, np.zeros((4, 4, 3, 3), np.int8), w_zp=[1, 2])
+    with pytest.raises(ValueError):
+        K.conv_int8(x, np.zeros((4, 4, 3, 3), np.int8), x_zp=300)
+    with pytest.raises(TypeError):
+        K.conv_int8(x.astype(np.float32), np.zeros((4, 4, 3, 3), np.int8))
+
+
+# --------------------------------------------------------------------------- quantization
+
+QTYPES = (np.uint8, np.int8, np.uint16, np.int16)
+SPECIALS = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 0.5, -0.5, 1.5, 2.5, -2.5, 1e30, -1e30], np.float32)
+
+quant_cases = st.fixed_dictionaries({
+    "shape": st.lists(st.integers(1, 7), min_size=1, max_size=4),
+    "layout": st.sampled_from(["tensor", "axis", "block"]),
+    "axis": st.integers(-4, 3),
+    "block": st.integers(1, 4),
+    "dtype": st.sampled_from(QTYPES),
+    "magnitude": st.sampled_from([1.0, 100.0, 1e5]),
+    "seed": st.integers(0, 2**32 - 1),
+})
+
+
+def make_quant_case(c):
+    """x with specials and exact .5 ties, scale and zero point in the requested layout."""
+    rng = np.random.default_rng(c["seed"])
+    shape = tuple(c["shape"])
+    axis = c["axis"] % len(shape)
+    x = (rng.standard_normal(shape) * c["magnitude"]).astype(np.float32)
+    info = np.iinfo(c["dtype"])
+    if c["layout"] == "tensor":
+        pshape, block = (), 0
+    elif c["layout"] == "axis":
+        pshape, block = (shape[axis],), 0
+    else:
+        block = c["block"]
+        pshape = list(shape)
+        pshape[axis] = -(-shape[axis] // block)
+        pshape = tuple(pshape)
+    scale = rng.choice(np.array([0.5, 1.0, 0.25, 2.0, 0.1, 3.7], np.float32), size=pshape)
+    zp = rng.integers(info.min, info.max, size=pshape, endpoint=True).astype(c["dtype"])
+    flat = x.reshape(-1)
+    ties = rng.random(flat.size) < 0.3  # exact ties: (integer + 0.5) * power-of-two scale
+    flat[ties] = (rng.integers(-300, 300, ties.sum()) + np.float32(0.5)) * np.float32(0.5)
+    specials = rng.random(flat.size) < 0.15
+    flat[specials] = rng.choice(SPECIALS, specials.sum())
+    return x, scale, zp, axis, block
+
+
+@SETTINGS
+@given(quant_cases)
+def test_quantize_linear_matches_twin(case):
+    x, scale, zp, axis, block = make_quant_case(case)
+    got = K.quantize_linear(x, scale, zp, axis=axis, block_size=block)
+    assert same_bits(got, T.quantize_linear_twin(x, scale, zp, axis=axis, block_size=block))
+
+
+@SETTINGS
+@given(quant_cases)
+def test_dequantize_linear_matches_twin(case):
+    x, scale, zp, axis, block = make_quant_case(case)
+    q = np.random.default_rng(case["seed"]).integers(np.iinfo(zp.dtype).min, np.iinfo(zp.dtype).max,
+                                                     size=x.shape, endpoint=True).astype(zp.dtype)
+    got = K.dequantize_linear(q, scale, zp, axis=axis, block_size=block)
+    assert got.dtype == np.float32
+    assert same_bits(got, T.dequantize_linear_twin(q, scale, zp, axis=axis, block_size=block))
+
+
+@SETTINGS
+@given(quant_cases, st.sampled_from(["tensor", "channel"]))
+def test_requantize_matches_twin(case, per):
+    rng = np.random.default_rng(case["seed"])
+    shape = tuple(case["shape"])
+    axis = case["axis"] % len(shape)
+    acc = rng.integers(-2**31, 2**31, size=shape).astype(np.int32)
+    small = rng.random(acc.size) < 0.3  # small accumulators: with multiplier 0.5, odd values are ties
+    acc.reshape(-1)[small] = rng.integers(-1000, 1000, small.sum())
+    n = shape[axis] if per == "channel" else 1
+    mult = rng.choice(np.array([0.5, 0.25, 1e-3, 3e-5, 1.0], np.float32), size=n)  # 0.5 * odd = tie
+    info = np.iinfo(case["dtype"])
+    y_zp = rng.integers(info.min, info.max, size=n, endpoint=True)
+    got = K.requantize(acc, mult, y_zp, out_dtype=case["dtype"], axis=axis)
+    assert same_bits(got, T.requantize_twin(acc, mult, y_zp, out_dtype=case["dtype"], axis=axis))
+
+
+@SETTINGS
+@given(st.lists(st.integers(0, 9), min_size=0, max_size=3), st.sampled_from(["ort", "spec"]),
+       st.sampled_from(["random", "zero", "positive", "negative", "ties"]), st.integers(0, 2**32 - 1))
+def test_dynamic_quantize_linear_matches_twin(shape, mode, kind, seed):
+    rng = np.random.default_rng(seed)
+    x = np.array(rng.standard_normal(shape) * rng.choice([1e-3, 1.0, 1e4]), dtype=np.float32)
+    if kind == "zero":
+        x[...] = 0
+    elif kind == "positive":
+        x = np.abs(x) + np.float32(1)
+    elif kind == "negative":
+        x = -np.abs(x) - np.float32(1)
+    elif kind == "ties" and x.size:
+        x = (rng.integers(-255, 256, x.shape) * np.float32(0.5)).astype(np.float32)
+    y, scale, zp = K.dynamic_quantize_linear(x, mode)
+    ey, escale, ezp = T.dynamic_quantize_linear_twin(x, mode)
+    assert y.dtype == np.uint8 and isinstance(scale, np.float32) and isinstance(zp, np.uint8)
+    assert same_bits(y, ey) and same_bits(scale, escale) and zp == ezp
+
+
+def test_rounding_is_half_to_even():
+    x = np.array([0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 126.5, 127.5, -128.5, np.nan, np.inf, -np.inf], np.float32)
+    assert K.quantize_linear(x, np.float32(1), np.int8(0)).tolist() == [0, 2, 2, 0, -2, -2, 126, 127, -128,
+                                                                         -128, 127, -128]
+    assert K.quantize_linear(x[:3], np.float32(1), np.uint8(10)).tolist() == [10, 12, 12]
+    acc = np.array([1, 3, 5, -1, -3, 509, 511], np.int32)
+    assert K.requantize(acc, np.float32(0.5), 0, out_dtype=np.int8).tolist() == [0, 2, 2, 0, -2, 127, 127]
+    assert K.requantize(acc, np.float32(0.5), 100, out_dtype=np.uint8).tolist() == [100, 102, 102, 100, 98,
+                                                                                   255, 255]
+
+
+def test_dynamic_quantize_linear_all_zero_modes():
+    x = np.zeros((3, 4), np.float32)
+    y, scale, zp = K.dynamic_quantize_linear(x)
+    assert scale == np.float32(1) and zp == 0 and not y.any()
+    y, scale, zp = K.dynamic_quantize_linear(x, mode="spec")
+    assert scale == np.float32(0) and zp == 0 and not y.any()
+    y, scale, zp = K.dynamic_quantize_linear(np.array([-1.0, 0.0, 3.0], np.float32))
+    assert scale == np.float32(4) / np.float32(255) and zp == 64 and y.tolist() == [0, 64, 255]
+
+
+def test_quantize_layout_validation():
+    x = np.zeros((2, 3, 4), np.float32)
+    with pytest.raises(ValueError):
+        K.quantize_linear(x, np.ones(4, np.float32), np.zeros(4, np.uint8), axis=1)
+    with pytest.raises(ValueError):
+        K.quantize_linear(x, np.ones((2, 3, 4), np.float32), np.zeros((2, 3, 4), np.uint8), axis=2, block_size=2)
+    with pytest.raises(ValueError):
+        K.quantize_linear(x, np.ones(3, np.float32), np.zeros(2, np.uint8), axis=1)
+    with pytest.raises(ValueError):
+        K.requantize(np.zeros((2, 3), np.int32), np.ones(4, np.float32), 0, axis=1)
+    with pytest.raises(TypeError):
+        K.requantize(np.zeros((2, 3), np.int64), np.float32(1), 0)
+    y = K.quantize_linear(np.array([1.0, 2.0], np.float32), np.float32(0.5), np.int8(0), axis=1)  # axis unused
+    assert y.tolist() == [2, 4]
+
+
+def test_requantize_multiplier_is_float32_in_ort_order():
+    m = K.requantize_multiplier(np.float32(0.1), np.array([0.3, 0.7], np.float32), np.float32(0.9))
+    expected = np.float32(0.1) * np.array([0.3, 0.7], np.float32) / np.float32(0.9)
+    assert m.dtype == np.float32 and same_bits(m, expected)
+
+
+# --------------------------------------------------------------------------- onnxruntime
+
+
+def _ort_session(model):
+    ort = pytest.importorskip("onnxruntime")
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
+def _model(nodes, inputs, outputs, opset=13, initializers=()):
+    from onnx import helper
+
+    graph = helper.make_graph(nodes, "g", inputs, outputs, initializer=list(initializers))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    return model
+
+
+@pytest.fixture(scope="module")
+def ort_dql():
+    pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper
+
+    vi = helper.make_tensor_value_info
+    return _ort_session(_model(
+        [helper.make_node("DynamicQuantizeLinear", ["x"], ["y", "s", "z"])],
+        [vi("x", TensorProto.FLOAT, ["a", "b"])],
+        [vi("y", TensorProto.UINT8, ["a", "b"]), vi("s", TensorProto.FLOAT, []), vi("z", TensorProto.UINT8, [])]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 40), st.sampled_from(["random", "zero", "positive", "negative", "ties"]),
+       st.integers(0, 2**32 - 1))
+def test_dynamic_quantize_linear_matches_onnxruntime(ort_dql, rows, cols, kind, seed):
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((rows, cols)) * rng.choice([1e-3, 1.0, 50.0])).astype(np.float32)
+    if kind == "zero":
+        x[...] = 0
+    elif kind == "positive":
+        x = np.abs(x) + np.float32(0.25)
+    elif kind == "negative":
+        x = -np.abs(x) - np.float32(0.25)
+    elif kind == "ties":
+        x = (rng.integers(-255, 256, x.shape) * np.float32(0.5)).astype(np.float32)
+    y, s, z = ort_dql.run(None, {"x": x})
+    got = K.dynamic_quantize_linear(x)
+    assert same_bits(got[0], y) and same_bits(got[1], np.float32(s)) and got[2] == z
+
+
+@pytest.fixture(scope="module")
+def ort_quantize():
+    pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper
+
+    vi = helper.make_tensor_value_info
+    sessions = {}
+    for name, elem in (("uint8", TensorProto.UINT8), ("int8", TensorProto.INT8)):
+        for per_axis in (False, True):
+            pshape = ["c"] if per_axis else []
+            sessions[name, per_axis] = _ort_session(_model(
+                [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["y"], axis=1)],
+                [vi("x", TensorProto.FLOAT, ["a", "c", "b"]), vi("s", TensorProto.FLOAT, pshape),
+                 vi("z", elem, pshape)],
+                [vi("y", elem, ["a", "c", "b"])]))
+    return sessions
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 5), st.integers(1, 6), st.integers(1, 40), st.sampled_from(["uint8", "int8"]),
+       st.booleans(), st.integers(0, 2**32 - 1))
+def test_quantize_linear_matches_onnxruntime(ort_quantize, a, c, b, dtype, per_axis, seed):
+    rng = np.random.default_rng(seed)
+    info = np.iinfo(dtype)
+    x = (rng.standard_normal((a, c, b)) * rng.choice([1.0, 100.0, 1e4])).astype(np.float32)
+    flat = x.reshape(-1)
+    ties = rng.random(flat.size) < 0.3
+    flat[ties] = (rng.integers(-300, 300, ties.sum()) + np.float32(0.5)) * np.float32(0.25)
+    specials = rng.random(flat.size) < 0.1
+    flat[specials] = rng.choice(SPECIALS, specials.sum())
+    pshape = (c,) if per_axis else ()
+    scale = rng.choice(np.array([0.25, 0.5, 1.0, 0.1, 3.0], np.float32), size=pshape).astype(np.float32)
+    zp = rng.integers(info.min, info.max, size=pshape, endpoint=True).astype(dtype)
+    (expected,) = ort_quantize[dtype, per_axis].run(None, {"x": x, "s": scale, "z": zp})
+    assert same_bits(K.quantize_linear(x, scale, zp, axis=1), expected)
+
+
+# --- ORT's AVX2 u8 x s8 saturation -------------------------------------------------------------
+
+_SAT_SHAPES = [(m, k, n) for m in (1, 7, 64) for k in (1, 3, 64, 255, 768) for n in (1, 5, 64)]
+
+_ORT_MATMULINTEGER_SCRIPT = r'''
+import sys
+import numpy as np
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+data = np.load(sys.argv[1])
+so = ort.SessionOptions()
+so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+results = {}
+for i in range(int(data["count"])):
+    a, b, az, bz = data[f"a{i}"], data[f"b{i}"], data[f"az{i}"], data[f"bz{i}"]
+    for const_b in (False, True):
+        vi = helper.make_tensor_value_info
+        inputs = [vi("A", TensorProto.UINT8, list(a.shape)), vi("az", TensorProto.UINT8, []),
+                  vi("bz", TensorProto.INT8, list(bz.shape))]
+        inits = [numpy_helper.from_array(b, "B")] if const_b else []
+        if not const_b:
+            inputs.append(vi("B", TensorProto.INT8, list(b.shape)))
+        graph = helper.make_graph([helper.make_node("MatMulInteger", ["A", "B", "az", "bz"], ["Y"])], "g",
+                                  inputs, [vi("Y", TensorProto.INT32, [a.shape[0], b.shape[1]])], initializer=inits)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+        model.ir_version = 8
+        sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        feed = {"A": a, "az": az, "bz": bz}
+        if not const_b:
+            feed["B"] = b
+        results[f"y{i}_{int(const_b)}"] = sess.run(None, feed)[0]
+np.savez(sys.argv[2], **results)
+'''
+
+
+def _cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return None
+
+
+def _matmulinteger_cases():
+    rng = np.random.default_rng(2024)
+    cases = []
+    for i, (m, k, n) in enumerate(_SAT_SHAPES):
+        a = rng.integers(0, 255, (m, k), endpoint=True).astype(np.uint8)
+        b = rng.integers(-128, 127, (k, n), endpoint=True).astype(np.int8)
+        if i % 5 == 0:  # worst case for the int16 pairs
+            a[:] = 255
+            b[:] = rng.choice(np.array([-128, 127], np.int8), size=b.shape)
+        az = np.array(rng.integers(0, 256), np.uint8)
+        bz = (rng.integers(-128, 128, n).astype(np.int8) if i % 2 else np.array(rng.integers(-128, 128), np.int8))
+        cases.append((a, b, az, bz))
+    return cases
+
+
+def test_avx2_saturation_emulation_matches_onnxruntime(tmp_path):
+    """gemm_u8s8_avx2_saturating == ORT MatMulInteger (u8 x s8) bit for bit on a CPU without VNNI.
+
+    On a VNNI CPU ORT's u8 x s8 GEMM is exact, so the comparison runs ORT under user-mode QEMU
+    emulating a Haswell (AVX2, no VNNI) when qemu-x86_64 is installed, and is skipped otherwise.
+    """
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    flags = _cpu_flags()
+    if flags is None:
+        pytest.skip("cannot read CPU flags from /proc/cpuinfo")
+    cases = _matmulinteger_cases()
+    np.savez(tmp_path / "in.npz", count=len(cases),
+             **{f"{key}{i}": v for i, case in enumerate(cases) for key, v in zip(("a", "b", "az", "bz"), case)})
+    (tmp_path / "run_ort.py").write_text(_ORT_MATMULINTEGER_SCRIPT)
+    command = [sys.executable, str(tmp_path / "run_ort.py"), str(tmp_path / "in.npz"), str(tmp_path / "out.npz")]
+    if "avx2" in flags and not flags & {"avx512_vnni", "avx_vnni", "avx_vnni_int8"}:
+        pass  # ORT runs its AVX2 kernel natively
+    elif shutil.which("qemu-x86_64") and os.uname().machine == "x86_64":
+        command = ["qemu-x86_64", "-cpu", "Haswell"] + command
+    else:
+        pytest.skip("CPU has VNNI (ORT's u8 x s8 GEMM is exact there) or lacks AVX2, and qemu-x86_64 is absent")
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = np.load(tmp_path / "out.npz")
+    differing_from_exact = 0
+    for i, (a, b, az, bz) in enumerate(cases):
+        emulated = K.gemm_u8s8_avx2_saturating(a, b, int(az), bz.astype(np.int32))
+        exact = K.gemm_int8(a, b, int(az), bz.astype(np.int32))
+        for const_b in (0, 1):
+            ort_y = out[f"y{i}_{const_b}"]
+            assert np.array_equal(emulated, ort_y), (a.shape, b.shape, const_b)
+        differing_from_exact += int((emulated != exact).sum())
+    assert differing_from_exact > 0  # the cases do exercise saturation
