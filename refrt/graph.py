@@ -298,7 +298,8 @@ def build_plan(graph, pctx: PlanContext, outer_scope: frozenset = frozenset(),
                           if n not in last_use and n not in keep)
 
     scope = frozenset(available | set(producer))
-    steps = [_make_step(nodes[idx], pctx, scope, tuple(free_lists[pos]))
+    constants = frozenset(n for n in inits if n not in input_names)
+    steps = [_make_step(nodes[idx], pctx, scope, tuple(free_lists[pos]), constants)
              for pos, idx in enumerate(order)]
     outer = frozenset(n for n in free_names(graph) if n in outer_scope)
     return Plan(inputs=feedable, outputs=list(graph.output), initializers=inits, steps=steps,
@@ -331,15 +332,17 @@ def _toposort(nodes, reads, producer) -> list[int]:
     return order
 
 
-def _make_step(node, pctx: PlanContext, scope: frozenset, free: tuple) -> Step:
+def _make_step(node, pctx: PlanContext, scope: frozenset, free: tuple,
+               constants: frozenset = frozenset()) -> Step:
     label = node_label(node)
     domain = canonical_domain(node.domain)
-    fn, kwargs, subgraphs = _resolve(node, domain, pctx, scope)
+    fn, kwargs, subgraphs = _resolve(node, domain, pctx, scope, constants)
     return Step(node=node, fn=fn, inputs=tuple(node.input), outputs=tuple(node.output),
                 kwargs=kwargs, subgraphs=subgraphs, free=free, label=label)
 
 
-def _resolve(node, domain: str, pctx: PlanContext, scope: frozenset):
+def _resolve(node, domain: str, pctx: PlanContext, scope: frozenset,
+             constants: frozenset = frozenset()):
     """Find what runs a node: a registered op, a model-local function, or a schema's function."""
     opset = pctx.opsets.get(domain)
     if (domain, node.op_type) in pctx.functions:
@@ -365,7 +368,8 @@ def _resolve(node, domain: str, pctx: PlanContext, scope: frozenset):
         kwargs["ctx"] = NodeContext(
             node_name=node_label(node), op_type=node.op_type, domain=domain, opset=opset,
             n_outputs=len(node.output), options=pctx.options, outputs=tuple(node.output),
-            input_types=tuple(pctx.value_types.get(i) for i in node.input))
+            input_types=tuple(pctx.value_types.get(i) for i in node.input),
+            constant_inputs=tuple(i in constants for i in node.input))
     return impl.fn, kwargs, subgraphs
 
 

@@ -56,6 +56,7 @@ class NodeContext:
     options: Any = None            # the session's SessionOptions
     outputs: tuple = ()            # the node's output names ('' for an omitted optional output)
     input_types: tuple = ()        # declared TypeProtos of the inputs where known, else None
+    constant_inputs: tuple = ()    # True where the input is an initializer no feed can override
     cache: dict = field(default_factory=dict)  # per-node scratch (e.g. packed constant weights)
 
     @property
@@ -67,6 +68,10 @@ class NodeContext:
         if seed is None:
             return np.random.default_rng()
         return np.random.default_rng(int(np.float32(seed).view(np.uint32)))
+
+    def is_constant(self, i: int) -> bool:
+        """Input ``i`` is the same array on every run (so it may be packed once into cache)."""
+        return i < len(self.constant_inputs) and self.constant_inputs[i]
 
     def output_requested(self, i: int) -> bool:
         return i < len(self.outputs) and self.outputs[i] != ""
