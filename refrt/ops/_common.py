@@ -198,3 +198,14 @@ def as_scalar(value, what: str = "value", kinds: str = "iu"):
         raise TypeError(f"{what} must be of kind {kinds!r}, got {arr.dtype}")
     item = arr.reshape(())
     return int(item) if arr.dtype.kind in "iub" else float(item.astype(np.float64))
+
+
+# ---------------------------------------------------------------- string elements
+
+def to_str(value) -> str:
+    """One element of a string tensor as ``str``: UTF-8 ``bytes`` are decoded, ``str`` passes."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string element, got {type(value).__name__}")
+    return value
