@@ -256,11 +256,15 @@ def build_plan(graph, pctx: PlanContext, outer_scope: frozenset = frozenset(),
             producer[o] = idx
 
     # Every value a node reads, including what its subgraphs take from this scope.
+    producer_nodes = {name: nodes[idx] for name, idx in producer.items()}
     reads: list[list[str]] = []
     for node in nodes:
         names = [i for i in node.input if i]
         for g in _node_graphs(node):
             names.extend(sorted(free_names(g)))
+        if node.op_type == "Gradient" and canonical_domain(node.domain) == "ai.onnx.preview.training":
+            from .autodiff import forward_region
+            names.extend(sorted(free_names(forward_region(node, producer_nodes))))
         reads.append(names)
         for i, name in enumerate(names):
             if name not in producer and name not in available:
@@ -299,7 +303,7 @@ def build_plan(graph, pctx: PlanContext, outer_scope: frozenset = frozenset(),
 
     scope = frozenset(available | set(producer))
     constants = frozenset(n for n in inits if n not in input_names)
-    steps = [_make_step(nodes[idx], pctx, scope, tuple(free_lists[pos]), constants)
+    steps = [_make_step(nodes[idx], pctx, scope, tuple(free_lists[pos]), constants, producer_nodes)
              for pos, idx in enumerate(order)]
     outer = frozenset(n for n in free_names(graph) if n in outer_scope)
     return Plan(inputs=feedable, outputs=list(graph.output), initializers=inits, steps=steps,
@@ -333,10 +337,14 @@ def _toposort(nodes, reads, producer) -> list[int]:
 
 
 def _make_step(node, pctx: PlanContext, scope: frozenset, free: tuple,
-               constants: frozenset = frozenset()) -> Step:
+               constants: frozenset = frozenset(), producers: dict | None = None) -> Step:
     label = node_label(node)
     domain = canonical_domain(node.domain)
-    fn, kwargs, subgraphs = _resolve(node, domain, pctx, scope, constants)
+    if (domain, node.op_type) == ("ai.onnx.preview.training", "Gradient"):
+        from .autodiff import gradient_step   # the one op that needs the graph around it
+        fn, kwargs, subgraphs = gradient_step(node, producers or {}, pctx, scope, build_plan)
+    else:
+        fn, kwargs, subgraphs = _resolve(node, domain, pctx, scope, constants)
     return Step(node=node, fn=fn, inputs=tuple(node.input), outputs=tuple(node.output),
                 kwargs=kwargs, subgraphs=subgraphs, free=free, label=label)
 
