@@ -35,6 +35,10 @@ KNOWN_DOMAINS = ("ai.onnx", "ai.onnx.ml", "com.microsoft", "ai.onnx.preview.trai
 
 REQUIRED = inspect.Parameter.empty
 
+# Ops onnxruntime registers in the ONNX domain although the ONNX spec has no such schema version;
+# its transformer optimizer writes them, so refrt runs them too: (op_type, since).
+ORT_ONNX_DOMAIN_EXTRAS = frozenset({("SimplifiedLayerNormalization", 1), ("LayerNormalization", 1)})
+
 
 def canonical_domain(domain: str) -> str:
     return DEFAULT_DOMAIN if domain in ("", "ai.onnx") else domain

@@ -62,7 +62,9 @@ SoftmaxCrossEntropyLoss""".split()
 def test_every_schema_version_is_registered(op_type):
     history = sorted({s.since_version for s in onnx.defs.get_all_schemas_with_history()
                       if s.name == op_type and s.domain == ""})
-    assert sorted(registered()[("ai.onnx", op_type)]) == history
+    from refrt.registry import ORT_ONNX_DOMAIN_EXTRAS
+    ours = [v for v in registered()[("ai.onnx", op_type)] if (op_type, v) not in ORT_ONNX_DOMAIN_EXTRAS]
+    assert sorted(ours) == history
 
 
 # ---------------------------------------------------------------- Conv against a naive loop
