@@ -587,6 +587,17 @@ def swish(x, *, alpha=1.0):
     return _unary(lambda v: v * _sigmoid(alpha * v), x)
 
 
+@op("SwiGLU", since=28)
+def swiglu(a, b, *, alpha=1.0):
+    """Y = Swish_alpha(A) * B = A * sigmoid(alpha * A) * B, for A and B of one shape (no
+    broadcasting). float16 / bfloat16 round once at the end, where the spec's function body
+    (Swish, then Mul) rounds the gate to the input type first."""
+    if a.shape != b.shape or a.dtype != b.dtype:
+        raise ValueError(f"SwiGLU: A and B must have the same shape and type (no broadcasting), "
+                         f"got {list(a.shape)} {a.dtype} and {list(b.shape)} {b.dtype}")
+    return _binary(lambda u, v: u * _sigmoid(alpha * u) * v, a, b)
+
+
 @op("Gelu", since=20)
 def gelu(x, *, approximate="none"):
     """approximate="none": Y = X/2 * (1 + erf(X / sqrt(2)));

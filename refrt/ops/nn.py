@@ -1,5 +1,6 @@
-"""Neural-network ops: Gemm, MatMul, Einsum, Det, Dropout, Attention, RotaryEmbedding and the
-losses NegativeLogLikelihoodLoss and SoftmaxCrossEntropyLoss.
+"""Neural-network ops: Gemm, MatMul, Einsum, Det, Dropout, Attention, RotaryEmbedding, the
+recurrent sequence mixers LinearAttention and CausalConvWithState, and the losses
+NegativeLogLikelihoodLoss and SoftmaxCrossEntropyLoss.
 
 Products go through one BLAS call each (``np.matmul``); float16 / bfloat16 inputs compute in
 float32 and are cast back, as onnxruntime's CPU kernels do; float32 accumulates in float32.
@@ -11,6 +12,7 @@ import numpy as np
 
 from ..registry import op
 from ._common import compute_dtype, np_dtype
+from .elementwise import swish as _swish
 
 
 def _as_compute(*arrays):
@@ -142,13 +144,13 @@ def dropout_legacy(data, *, consumed_inputs=None, is_test=0, ratio=0.5, ctx):
 
 # ---------------------------------------------------------------- Attention
 
-def _heads_first(t, num_heads, name):
+def _heads_first(t, num_heads, name, op_type="Attention"):
     """(B, S, H * D) -> (B, H, S, D); 4-D inputs are already (B, H, S, D)."""
     if t.ndim == 4:
         return t
     if t.ndim != 3 or not num_heads or t.shape[2] % num_heads:
-        raise ValueError(f"Attention: {name} of shape {list(t.shape)} needs to be 4-D, or 3-D with "
-                         f"a hidden size divisible by its num_heads attribute ({num_heads})")
+        raise ValueError(f"{op_type}: {name} of shape {list(t.shape)} needs to be 4-D, or 3-D "
+                         f"with a hidden size divisible by its num_heads attribute ({num_heads})")
     b, s, hidden = t.shape
     return t.reshape(b, s, num_heads, hidden // num_heads).transpose(0, 2, 1, 3)
 
@@ -328,6 +330,120 @@ def rotary_embedding(x, cos_cache, sin_cache, position_ids=None, *, interleaved=
     y = np.concatenate((rotated, xs[..., dim:]), axis=-1)
     y = y.transpose(0, 2, 1, 3) if x.ndim == 4 else y.reshape(x.shape)
     return y.astype(x.dtype, copy=False)
+
+
+# ---------------------------------------------------------------- recurrent sequence mixers
+
+# update_rule -> (gated: decay the state by exp(decay), delta: write beta * (v - S^T k))
+_LINEAR_ATTENTION_RULES = {"linear": (False, False), "gated": (True, False),
+                           "delta": (False, True), "gated_delta": (True, True)}
+
+
+def _gate_per_head(t, name, b, s, allowed, per_head):
+    """A packed (B, T, X) gate input -> float32 (B, X / per_head, T, per_head) after checking X."""
+    if t.ndim != 3 or t.shape[:2] != (b, s) or t.shape[2] not in allowed:
+        raise ValueError(f"LinearAttention: {name} of shape {list(t.shape)} must be ({b}, {s}, X) "
+                         f"with X in {sorted(set(allowed))}")
+    return t.reshape(b, s, -1, per_head).transpose(0, 2, 1, 3).astype(np.float32)
+
+
+@op("LinearAttention", since=27)
+def linear_attention(query, key, value, past_state=None, decay=None, beta=None, *, chunk_size=64,
+                     kv_num_heads, q_num_heads, scale=0.0, update_rule="gated_delta"):
+    """Per token t and KV head: S = exp(g_t) * S (gated rules), then S += k_t (x) v'_t with
+    v'_t = beta_t * (v_t - S^T k_t) (delta rules) or v_t; o_t = scale * q_t^T S for each query
+    head of the KV head's group (scale 0 means 1/sqrt(d_k)); present_state is the final S.
+
+    Runs the recurrence token by token in float32 (the spec's function body does the same),
+    whatever the input type; chunk_size is a tuning hint and changes nothing. A decay or beta input
+    the update rule does not use is ignored, as the function body ignores it."""
+    rule = _LINEAR_ATTENTION_RULES.get(update_rule)
+    if rule is None:
+        raise ValueError(f"LinearAttention: update_rule must be one of "
+                         f"{', '.join(_LINEAR_ATTENTION_RULES)}, got {update_rule!r}")
+    gated, delta = rule
+    for needed, given, name in ((gated, decay, "decay"), (delta, beta, "beta")):
+        if needed and given is None:
+            raise ValueError(f"LinearAttention: update_rule {update_rule!r} needs the {name} input")
+    if q_num_heads < 1 or kv_num_heads < 1 or q_num_heads % kv_num_heads:
+        raise ValueError(f"LinearAttention: q_num_heads ({q_num_heads}) must be a positive "
+                         f"multiple of kv_num_heads ({kv_num_heads})")
+    if not query.ndim == key.ndim == value.ndim == 3 or not \
+            query.shape[:2] == key.shape[:2] == value.shape[:2]:
+        raise ValueError(f"LinearAttention: query, key and value must be (B, T, H * D) with the "
+                         f"same B and T, got {list(query.shape)}, {list(key.shape)}, "
+                         f"{list(value.shape)}")
+    b, s = query.shape[:2]
+    q = _heads_first(query, q_num_heads, "query", "LinearAttention").astype(np.float32)
+    k = _heads_first(key, kv_num_heads, "key", "LinearAttention").astype(np.float32)
+    v = _heads_first(value, kv_num_heads, "value", "LinearAttention").astype(np.float32)
+    hkv, dk, dv = kv_num_heads, q.shape[3], v.shape[3]
+    if k.shape[3] != dk:
+        raise ValueError(f"LinearAttention: key head size {k.shape[3]} differs from query head "
+                         f"size {dk}")
+    if past_state is None:
+        state = np.zeros((b, hkv, dk, dv), np.float32)
+    elif past_state.shape != (b, hkv, dk, dv):
+        raise ValueError(f"LinearAttention: past_state of shape {list(past_state.shape)} must be "
+                         f"(B, kv_num_heads, d_k, d_v) = {[b, hkv, dk, dv]}")
+    else:
+        state = past_state.astype(np.float32, copy=True)
+    if gated:
+        per_key = decay.ndim == 3 and decay.shape[2] == hkv * dk
+        gate = np.exp(_gate_per_head(decay, "decay", b, s, (hkv, hkv * dk), dk if per_key else 1))
+    if delta:
+        rate = _gate_per_head(beta, "beta", b, s, (hkv, 1), 1)      # (B, Hkv or 1, T, 1)
+    qg = q.reshape(b, hkv, q_num_heads // hkv, s, dk)     # query heads grouped by their KV head
+    out = np.empty(qg.shape[:4] + (dv,), np.float32)
+    for t in range(s):
+        k_t, v_t = k[:, :, t], v[:, :, t]
+        if gated:
+            state *= gate[:, :, t, :, None]
+        if delta:
+            v_t = rate[:, :, t] * (v_t - np.matmul(k_t[:, :, None, :], state)[:, :, 0])
+        state += k_t[..., :, None] * v_t[..., None, :]
+        out[:, :, :, t] = np.matmul(qg[:, :, :, t], state)
+    out *= np.float32(scale if scale != 0.0 else 1.0 / np.sqrt(np.float32(dk)))
+    y = out.reshape(b, q_num_heads, s, dv).transpose(0, 2, 1, 3).reshape(b, s, q_num_heads * dv)
+    state_dtype = query.dtype if past_state is None else past_state.dtype
+    return y.astype(query.dtype), state.astype(state_dtype, copy=False)
+
+
+@op("CausalConvWithState", since=27)
+def causal_conv_with_state(x, weight, bias=None, past_state=None, *, activation="none"):
+    """P = concat(past_state or zeros (B, C, k - 1), X) along length; Y[b, c, l] =
+    sum_j W[c, 0, j] * P[b, c, l + j] + B[c] (depthwise valid Conv), then Y * sigmoid(Y) for
+    activation 'silu'/'swish'; present_state = the last k - 1 positions of P.
+
+    As in the spec's function body the convolution result is rounded to the input type before the
+    activation, which float16 / bfloat16 compute in float32."""
+    if activation not in ("none", "silu", "swish"):
+        raise ValueError(f"CausalConvWithState: activation must be 'none', 'silu' or 'swish', "
+                         f"got {activation!r}")
+    if x.ndim != 3 or weight.ndim != 3 or weight.shape[:2] != (x.shape[1], 1) \
+            or weight.shape[2] < 1:
+        raise ValueError(f"CausalConvWithState: input (B, C, L) and weight (C, 1, k) do not fit: "
+                         f"{list(x.shape)} and {list(weight.shape)}")
+    (b, c, length), k = x.shape, weight.shape[2]
+    if bias is not None and bias.shape != (c,):
+        raise ValueError(f"CausalConvWithState: bias of shape {list(bias.shape)} must be ({c},)")
+    if past_state is None:
+        past_state = np.zeros((b, c, k - 1), x.dtype)
+    elif past_state.shape != (b, c, k - 1):
+        raise ValueError(f"CausalConvWithState: past_state of shape {list(past_state.shape)} must "
+                         f"be (B, C, k - 1) = {[b, c, k - 1]}")
+    padded = np.concatenate((past_state.astype(x.dtype, copy=False), x), axis=2)
+    ct = compute_dtype(x.dtype)
+    taps, w = padded.astype(ct, copy=False), weight[:, 0].astype(ct, copy=False)   # w: (C, k)
+    y = taps[:, :, :length] * w[:, :1]
+    for j in range(1, k):                     # one vector multiply-add per kernel tap
+        y += taps[:, :, j:j + length] * w[:, j:j + 1]
+    if bias is not None:
+        y += bias.astype(ct, copy=False)[:, None]
+    y = y.astype(x.dtype, copy=False)
+    if activation != "none":
+        y = _swish(y)
+    return y, padded[:, :, padded.shape[2] - (k - 1):]
 
 
 # ---------------------------------------------------------------- losses
