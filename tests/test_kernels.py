@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import os
 import pathlib
-import shutil
 import subprocess
 import sys
 
@@ -19,6 +17,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from ort_helpers import avx2_ort_prefix
 
 try:
     from refrt import kernels as K
@@ -508,17 +507,6 @@ np.savez(sys.argv[2], **results)
 '''
 
 
-def _cpu_flags():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return None
-
-
 def _matmulinteger_cases():
     rng = np.random.default_rng(2024)
     cases = []
@@ -542,20 +530,15 @@ def test_avx2_saturation_emulation_matches_onnxruntime(tmp_path):
     """
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
-    flags = _cpu_flags()
-    if flags is None:
-        pytest.skip("cannot read CPU flags from /proc/cpuinfo")
+    prefix, reason = avx2_ort_prefix()
+    if prefix is None:
+        pytest.skip(reason)
     cases = _matmulinteger_cases()
     np.savez(tmp_path / "in.npz", count=len(cases),
              **{f"{key}{i}": v for i, case in enumerate(cases) for key, v in zip(("a", "b", "az", "bz"), case)})
     (tmp_path / "run_ort.py").write_text(_ORT_MATMULINTEGER_SCRIPT)
-    command = [sys.executable, str(tmp_path / "run_ort.py"), str(tmp_path / "in.npz"), str(tmp_path / "out.npz")]
-    if "avx2" in flags and not flags & {"avx512_vnni", "avx_vnni", "avx_vnni_int8"}:
-        pass  # ORT runs its AVX2 kernel natively
-    elif shutil.which("qemu-x86_64") and os.uname().machine == "x86_64":
-        command = ["qemu-x86_64", "-cpu", "Haswell"] + command
-    else:
-        pytest.skip("CPU has VNNI (ORT's u8 x s8 GEMM is exact there) or lacks AVX2, and qemu-x86_64 is absent")
+    command = prefix + [sys.executable, str(tmp_path / "run_ort.py"), str(tmp_path / "in.npz"),
+                        str(tmp_path / "out.npz")]
     proc = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = np.load(tmp_path / "out.npz")
