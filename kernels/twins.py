@@ -155,3 +155,45 @@ def dynamic_quantize_linear_twin(x, mode="ort"):
     zp = np.rint(np.clip(np.float32(0) - lo / scale, 0, 255)).astype(np.uint8)
     y = np.clip(np.rint(x / scale) + np.float32(zp), 0, 255).astype(np.uint8)
     return y, scale, zp
+
+
+def conv_u8s8_avx2_saturating_twin(x, w, x_zp=0, w_zp=0, group=1, pads=None, strides=None, dilations=None):
+    """NumPy twin of ``conv_u8s8_avx2_saturating``: padded windows in int64, reduction ordered
+    tap-major (k = r * Cg + c), raw products summed in pairs saturated to int16, zero points
+    folded in exactly afterwards; depthwise groups exact."""
+    nd = x.ndim - 2
+    pads = list(pads) if pads is not None else [0] * (2 * nd)
+    strides = list(strides) if strides is not None else [1] * nd
+    dilations = list(dilations) if dilations is not None else [1] * nd
+    n, c = x.shape[:2]
+    m = w.shape[0]
+    cg, mg = c // group, m // group
+    wz = np.broadcast_to(np.asarray(0 if w_zp is None else w_zp, np.int64).reshape(-1), (m,))
+    xp = np.pad(x.astype(np.int64), [(0, 0), (0, 0)] + [(pads[d], pads[d + nd]) for d in range(nd)],
+                constant_values=int(x_zp))
+    out = [(x.shape[2 + d] + pads[d] + pads[d + nd] - dilations[d] * (w.shape[2 + d] - 1) - 1) // strides[d] + 1
+           for d in range(nd)]
+    taps = []
+    for offset in np.ndindex(*w.shape[2:]):
+        index = tuple(slice(offset[d] * dilations[d], offset[d] * dilations[d] + (out[d] - 1) * strides[d] + 1,
+                            strides[d]) for d in range(nd))
+        taps.append(xp[(slice(None), slice(None)) + index].reshape(n, c, -1))
+    cols = np.stack(taps, axis=1)                                         # [N, KK, C, L]
+    y = np.empty((n, m, int(np.prod(out))), dtype=np.int64)
+    for g in range(group):
+        a = cols[:, :, g * cg:(g + 1) * cg].reshape(n, -1, cols.shape[-1])  # [N, K, L], k = r * Cg + c
+        b = w[g * mg:(g + 1) * mg].astype(np.int64).reshape(mg, cg, -1).transpose(0, 2, 1).reshape(mg, -1)
+        zg = wz[g * mg:(g + 1) * mg][None, :, None]
+        if cg == 1 and mg == 1:
+            y[:, g * mg:(g + 1) * mg] = np.einsum("nkl,mk->nml", a - int(x_zp), b - zg[0])
+            continue
+        if a.shape[1] % 2:
+            a = np.concatenate([a, np.zeros_like(a[:, :1])], axis=1)
+            b = np.concatenate([b, np.zeros_like(b[:, :1])], axis=1)
+        pairs = (a[:, None, 0::2, :] * b[None, :, 0::2, None] + a[:, None, 1::2, :] * b[None, :, 1::2, None])
+        raw = np.clip(pairs, -32768, 32767).sum(axis=2)
+        k = cg * int(np.prod(w.shape[2:]))
+        rowsum = a.sum(axis=1)[:, None, :]
+        colsum = b.sum(axis=1)[None, :, None]
+        y[:, g * mg:(g + 1) * mg] = raw - zg * rowsum - int(x_zp) * colsum + k * int(x_zp) * zg
+    return y.astype(np.int32).reshape((n, m) + tuple(out))

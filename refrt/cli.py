@@ -2,6 +2,7 @@
 
     refrt run MODEL [--input NAME=FILE.npy ...] [--random-inputs] [--dim NAME=SIZE ...]
                     [--trace] [--compare-ort] [--json]
+    refrt quantize IN OUT --mode dynamic|static [...]   (refrt quantize --help)
     refrt demo [--json]     the bundled digits CNN: refrt vs onnxruntime
 """
 
@@ -221,6 +222,11 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _quantize_main(argv) -> int:
+    from .quantization.cli import main as quantize_main
+    return quantize_main(list(argv))
+
+
 # ---------------------------------------------------------------- entry point
 
 def build_parser() -> argparse.ArgumentParser:
@@ -239,6 +245,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run onnxruntime on the same feeds and report the error per output")
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=cmd_run)
+    q = sub.add_parser("quantize", help="quantize a float model (dynamic or static)",
+                       add_help=False)
+    q.add_argument("args", nargs=argparse.REMAINDER)
+    q.set_defaults(func=lambda a: _quantize_main(a.args))
     d = sub.add_parser("demo", help="the bundled digits model: refrt vs onnxruntime")
     d.add_argument("--repeats", type=int, default=20)
     d.add_argument("--json", action="store_true")
@@ -247,6 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["quantize"]:     # its own parser (refrt.quantization.cli) takes every flag
+        return _quantize_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -551,3 +551,40 @@ def test_avx2_saturation_emulation_matches_onnxruntime(tmp_path):
             assert np.array_equal(emulated, ort_y), (a.shape, b.shape, const_b)
         differing_from_exact += int((emulated != exact).sum())
     assert differing_from_exact > 0  # the cases do exercise saturation
+
+
+# --------------------------------------------------------------------------- AVX2 u8 x s8 convolution
+
+KC = importlib.import_module(K.__name__ + ".conv")
+
+
+@SETTINGS
+@given(conv_cases)
+def test_conv_u8s8_avx2_saturating_matches_twin(case):
+    case = dict(case, x_dtype=np.uint8, w_dtype=np.int8)
+    x, w, x_zp, w_zp, group, pads, strides, dil = make_conv_case(case)
+    x_zp = int(np.clip(x_zp, 0, 255))
+    w_zp = np.clip(w_zp, -128, 127)
+    got = KC.conv_u8s8_avx2_saturating(x, w, x_zp, w_zp, group, pads, strides, dil)
+    expected = T.conv_u8s8_avx2_saturating_twin(x, w, x_zp, w_zp, group, pads, strides, dil)
+    assert got.dtype == np.int32 and got.shape == expected.shape and np.array_equal(got, expected)
+    if np.abs(w.astype(np.int64) - 0).max() <= 64:   # no pair can saturate: exact
+        assert np.array_equal(got, K.conv_int8(x, w, x_zp, w_zp, group, pads, strides, dil))
+
+
+def test_conv_u8s8_avx2_saturating_pairs_channels_within_a_tap():
+    # 1x1 kernel, two channels: the pair (c0, c1) saturates, 255*127*2 > 32767
+    x = np.full((1, 2, 1, 1), 255, np.uint8)
+    w = np.full((1, 2, 1, 1), 127, np.int8)
+    assert KC.conv_u8s8_avx2_saturating(x, w).reshape(-1).tolist() == [32767]
+    assert K.conv_int8(x, w).reshape(-1).tolist() == [2 * 255 * 127]
+    # one channel, 1x2 kernel: the two taps pair up (k = r * Cg + c) and saturate too
+    x2 = np.full((1, 1, 1, 2), 255, np.uint8)
+    w2 = np.full((2, 1, 1, 2), 127, np.int8)
+    assert KC.conv_u8s8_avx2_saturating(x2, w2).reshape(-1).tolist() == [32767, 32767]
+    # depthwise (one input and one output channel per group) is exact, as in onnxruntime
+    x3 = np.full((1, 2, 1, 2), 255, np.uint8)
+    w3 = np.full((2, 1, 1, 2), 127, np.int8)
+    assert KC.conv_u8s8_avx2_saturating(x3, w3, group=2).reshape(-1).tolist() == [64770, 64770]
+    with pytest.raises(TypeError):
+        KC.conv_u8s8_avx2_saturating(x.view(np.int8), w)

@@ -461,7 +461,7 @@ def matmul_integer_op(A, B, a_zero_point=None, b_zero_point=None, *, ctx):
 
 
 def conv_integer(x, w, x_zp=None, w_zp=None, *, auto_pad="NOTSET", dilations=None, group=1,
-                 kernel_shape=None, pads=None, strides=None):
+                 kernel_shape=None, pads=None, strides=None, ctx=None):
     """int32 ``y[n, m, o] = sum_{c in group(m), r} (w[m, c, r] - w_zp[m]) * (x[n, c, o*s + r*d - pb]
     - x_zp)``, padding read as x_zp (so it contributes nothing).
 
@@ -488,9 +488,12 @@ def conv_integer(x, w, x_zp=None, w_zp=None, *, auto_pad="NOTSET", dilations=Non
         raise ValueError(f"w_zero_point must be a scalar or 1-D with one value per output channel "
                          f"({m}), got shape {list(wz.shape)}")
     win = window_geometry(x.shape[2:], w.shape[2:], strides, dilations, pads, auto_pad)
-    return K.conv_int8(x, w, 0 if xz is None else int(xz.reshape(-1)[0]), 0 if wz is None else wz,
-                       group, list(win.pads_begin + win.pads_end), list(win.strides),
-                       list(win.dilations))
+    # QLinearConv's u8 x s8 path saturates like its GEMM on AVX2 without VNNI (ConvInteger, which
+    # passes no ctx, is exact in onnxruntime on every CPU).
+    saturating = _gemm_for(x.dtype, w.dtype, ctx) is K.gemm_u8s8_avx2_saturating
+    conv = K.conv.conv_u8s8_avx2_saturating if saturating else K.conv_int8
+    return conv(x, w, 0 if xz is None else int(xz.reshape(-1)[0]), 0 if wz is None else wz,
+                group, list(win.pads_begin + win.pads_end), list(win.strides), list(win.dilations))
 
 
 @op("ConvInteger", since=10)
@@ -604,7 +607,7 @@ def _qlinear_matmul_float8(a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp, ct
 @op("QLinearConv", since=10)
 def qlinear_conv(x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_zero_point,
                  B=None, *, auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None,
-                 pads=None, strides=None):
+                 pads=None, strides=None, ctx=None):
     """y = saturate(round((x_scale * w_scale / y_scale) * (conv(x - x_zp, w - w_zp) + B)) + y_zp)
 
     The int32 bias is added to the exact int32 accumulators; then ``qlinear_requantize`` (float32
@@ -621,7 +624,7 @@ def qlinear_conv(x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_
         raise ValueError(f"w_scale must be a scalar or 1-D with one value per output channel "
                          f"({m}), got shape {list(np.shape(w_scale))}")
     acc = conv_integer(x, w, x_zero_point, w_zero_point, auto_pad=auto_pad, dilations=dilations,
-                       group=group, kernel_shape=kernel_shape, pads=pads, strides=strides)
+                       group=group, kernel_shape=kernel_shape, pads=pads, strides=strides, ctx=ctx)
     if B is not None:
         if B.dtype != np.int32 or B.ndim != 1 or B.shape[0] != m:
             raise ValueError(f"B must be int32 of shape [{m}] (one per output channel), got "
