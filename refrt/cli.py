@@ -205,6 +205,7 @@ def cmd_demo(args) -> int:
         c = compare(logits, ort_logits)
         report["agreement"] = {"same_prediction": float((logits.argmax(1) == ort_logits.argmax(1)).mean()),
                                "max_abs_logit_diff": c["max_abs"], "max_rel_logit_diff": c["max_rel"]}
+    report["quantized"] = _demo_quantized(args.per_channel)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -219,7 +220,28 @@ def cmd_demo(args) -> int:
               f"max |logit diff| {a['max_abs_logit_diff']:.3g}, max rel {a['max_rel_logit_diff']:.3g}")
     else:
         print(report["onnxruntime"])
+    from .quantization.report import markdown
+    print(f"\nquantized with refrt.quantization ({'per-channel' if args.per_channel else 'per-tensor'}"
+          f" weights; static modes calibrated on {len(np.load(os.path.join(DATA_DIR, 'digits_test.npz'))['calib'])}"
+          f" training images), each INT8 model run in onnxruntime and in refrt:\n")
+    print(markdown(report["quantized"]))
     return 0
+
+
+def _demo_quantized(per_channel: bool) -> list:
+    """The bundled model quantized dynamic, static QDQ and static QOperator (report rows)."""
+    import contextlib
+    import io
+    import logging
+    import tempfile
+    import warnings
+
+    from .quantization.report import digits_rows
+    logging.disable(logging.WARNING)
+    with tempfile.TemporaryDirectory(prefix="refrt.demo.") as tmp, warnings.catch_warnings(), \
+            contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        return digits_rows(tmp, per_channel)
 
 
 def _quantize_main(argv) -> int:
@@ -251,6 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=lambda a: _quantize_main(a.args))
     d = sub.add_parser("demo", help="the bundled digits model: refrt vs onnxruntime")
     d.add_argument("--repeats", type=int, default=20)
+    d.add_argument("--per-channel", action="store_true", help="quantize weights per channel")
     d.add_argument("--json", action="store_true")
     d.set_defaults(func=cmd_demo)
     return ap
