@@ -197,3 +197,25 @@ def conv_u8s8_avx2_saturating_twin(x, w, x_zp=0, w_zp=0, group=1, pads=None, str
         colsum = b.sum(axis=1)[None, :, None]
         y[:, g * mg:(g + 1) * mg] = raw - zg * rowsum - int(x_zp) * colsum + k * int(x_zp) * zg
     return y.astype(np.int32).reshape((n, m) + tuple(out))
+
+
+def blockwise_matmul_int8_twin(a, a_scale, b, b_scale, block_size):
+    """Twin of ``blockwise.blockwise_matmul_int8``: block dot products of a [M, K] and b [N, K]
+    in int64 (K zero-padded to whole blocks, wrapped to int32), then y = float32 sum over the
+    blocks, left to right from 0, of float32(dot) * (a_scale * b_scale)."""
+    m, k = a.shape
+    n = b.shape[0]
+    blocks = -(-k // block_size)
+    pad = ((0, 0), (0, blocks * block_size - k))
+    a3 = np.pad(a.astype(np.int64), pad).reshape(m, blocks, block_size)
+    b3 = np.pad(b.astype(np.int64), pad).reshape(n, blocks, block_size)
+    dots = np.einsum("mbk,nbk->mnb", a3, b3).astype(np.int32)
+    a_scale = np.asarray(a_scale, dtype=np.float32)
+    b_scale = np.asarray(b_scale, dtype=np.float32)
+    y = np.zeros((m, n), dtype=np.float32)
+    for blk in range(blocks):
+        y = y + dots[:, :, blk].astype(np.float32) * (a_scale[:, None, blk] * b_scale[None, :, blk])
+    return y
+
+
+__all__ += ["blockwise_matmul_int8_twin"]

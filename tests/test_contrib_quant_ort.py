@@ -11,23 +11,25 @@ Agreement demanded:
 * integer outputs exactly, float outputs bit for bit: QuantizeLinear / DequantizeLinear,
   QLinearAdd, QLinearMul, QLinearSigmoid, QLinearLeakyRelu, QLinearSoftmax, QLinearConcat,
   QLinearWhere, QLinearAveragePool, QLinearGlobalAveragePool, DynamicQuantizeMatMul,
-  MatMulIntegerToFloat, QGemm;
+  MatMulIntegerToFloat, QGemm, DynamicQuantizeLSTM (onnxruntime run with 1, 2 and 3 intra-op
+  threads, refrt given the same ``intra_op_num_threads``: ORT quantizes the hidden state per
+  chunk of ceil(batch / threads) rows; sequence lengths, empty and short sequences, Y omitted,
+  peepholes, initial states, clip, input_forget, per-column scales, other activations);
 * QAttention: the projection is bit for bit, the attention part (MLAS exp, its summation
   order) within |d| <= 1e-6 + 1e-5 |ort| (observed <= 4e-7 relative);
 * QEmbedLayerNormalization: ORT's own layer-norm loop (x / e * gamma + beta cancels where
   beta ~ -x / e * gamma), within 1e-5 |ort| + 1e-6 max|ort|;
 * MatMulNBits: float32 sums in another order, within 2e-5 * max|y| (accuracy_level 0 and 4);
-* DynamicQuantizeLSTM: within 3e-2 absolute (observed up to 9e-3). The integer GEMMs and the
-  dynamic quantization are ORT's, but ORT's gates use MLAS's sigmoid/tanh approximations and
-  its own summation order, and the hidden state is re-quantized every step: a last-bit
-  difference that moves a value across a rounding boundary of that quantization changes the
-  next product by one quantization step, and that compounds over the steps.
+* MLAS's tanh (DynamicQuantizeLSTM's cells) against ORT's Tanh op: bit for bit.
 
 Cases onnxruntime rejects (refrt runs them; tested against formulas in test_contrib_quant_ops):
 
 * MatMulIntegerToFloat and QGemm with int8 A and uint8 B: no onnxruntime kernel;
 * DynamicQuantizeLSTM with non-zero int8 weight zero points ("InputWeight zero point must be
-  zero"), per-column uint8 zero points ("must be constant"), or weights that are graph inputs;
+  zero"), per-column uint8 zero points that are not all one value, in both directions ("must
+  be constant"), or weights that are graph inputs; with Y omitted and an empty sequence ORT
+  reads an uninitialized buffer as that row's hidden state (it still enters the quantization
+  range of its batch chunk), so its results vary from run to run: not compared;
 * MatMulNBits with 8-bit weights and float zero points; weight_prepacked=1 (refrt refuses);
 * QLinearAdd / QLinearMul with an omitted A or B zero point: onnxruntime's type inference
   fails ("Input data type does not match"); an omitted C zero point is compared;
@@ -36,8 +38,8 @@ Cases onnxruntime rejects (refrt runs them; tested against formulas in test_cont
 * QLinearSoftmax results beyond the type's maximum saturate (ORT 1.32 and refrt agree).
 
 With the session option ``emulate_avx2_u8s8`` the u8 x s8 products of DynamicQuantizeMatMul,
-MatMulIntegerToFloat, QGemm, QAttention and (through the saturating convolution kernel)
-QLinearConv match onnxruntime on an AVX2 CPU without VNNI bit for bit, checked under
+MatMulIntegerToFloat, QGemm, QAttention, DynamicQuantizeLSTM and (through the saturating
+convolution kernel) QLinearConv match onnxruntime on an AVX2 CPU without VNNI bit for bit, checked under
 ``qemu-x86_64 -cpu Haswell`` (``test_avx2_emulation_of_contrib_gemms``).
 """
 
@@ -50,6 +52,7 @@ from ort_helpers import avx2_ort_prefix, ort_session, run_models_avx2
 
 import refrt
 from refrt.kernels.conv import conv_u8s8_avx2_saturating
+from refrt.ops.contrib_quant import mlas_tanh
 
 pytest.importorskip("onnxruntime")
 
@@ -351,33 +354,121 @@ def test_matmul_nbits(bits, k, block, zp_kind, accuracy_level):
     np.testing.assert_allclose(ours[0], theirs[0], rtol=0, atol=bound)
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_dynamic_quantize_lstm(seed):
+LSTM_CASES = [  # (seq, batch, input, hidden, options)
+    (4, 3, 5, 6, ""), (4, 3, 5, 6, "lens"), (4, 3, 5, 6, "lens short"),
+    (4, 3, 5, 6, "lens no-Y"), (1, 2, 5, 6, "lens short"), (4, 3, 5, 6, "peep init"),
+    (4, 3, 5, 6, "clip per-column"), (4, 3, 5, 6, "input_forget no-bias"), (5, 7, 9, 8, "lens"),
+    (3, 1, 40, 12, "init"), (3, 5, 40, 260, ""), (3, 3, 40, 260, "lens"),
+    (9, 9, 50, 33, "lens peep init"), (4, 2, 5, 6, "activations"),
+]
+
+
+def dynamic_quantize_lstm_case(seed, seq, batch, n_in, hidden, options):
+    """Inputs and attributes of a DynamicQuantizeLSTM node (weights in the forms onnxruntime
+    accepts: int8 zero points 0, uint8 zero points one value)."""
     d = Draw(seed)
     wt = DTYPES[seed % 2]
     direction = ["forward", "reverse", "bidirectional"][seed % 3]
     nd = 2 if direction == "bidirectional" else 1
-    seq, batch, inp, hidden = 4, 3, 5, 6
-    w = d.codes((nd, inp, 4 * hidden), wt)
+    w = d.codes((nd, n_in, 4 * hidden), wt)
     r = d.codes((nd, hidden, 4 * hidden), wt)
-    zero = np.zeros(nd, wt) if wt == np.int8 else d.codes((nd,), wt)
-    ins = [d.floats(seq, batch, inp), w, r, d.floats(nd, 8 * hidden, scale=0.1),
-           np.array([4, 2, 3], np.int32) if seed % 2 else None, None, None, None,
-           (d.rng.random(nd) * 0.02).astype(F), zero,
-           (d.rng.random(nd) * 0.02).astype(F), zero.copy()]
-    ours, theirs = run_both("DynamicQuantizeLSTM", ins, {"hidden_size": hidden,
-                                                         "direction": direction},
-                            n_outputs=3, const=(1, 2, 9, 11))
-    for a, b in zip(ours, theirs):
-        np.testing.assert_allclose(a, b, rtol=0, atol=3e-2)
+    zp = np.zeros((), wt) if wt == np.int8 else d.zp(wt)
+    cols = (nd, 4 * hidden) if "per-column" in options else (nd,)
+    lens = None
+    if "lens" in options:   # empty sequences too, except without Y (see the module docstring)
+        top = seq if "short" in options else seq + 1    # short: all shorter than X
+        lens = d.rng.integers(1 if "no-Y" in options else 0, top, batch).astype(np.int32)
+    ins = [d.floats(seq, batch, n_in), w, r,
+           None if "no-bias" in options else d.floats(nd, 8 * hidden, scale=0.1), lens,
+           d.floats(nd, batch, hidden, scale=0.5) if "init" in options else None,
+           d.floats(nd, batch, hidden, scale=0.5) if "init" in options else None,
+           d.floats(nd, 3 * hidden, scale=0.3) if "peep" in options else None,
+           (d.rng.random(cols) * 0.02).astype(F), np.full(cols, zp),
+           (d.rng.random(cols) * 0.02).astype(F), np.full(cols, zp)]
+    attrs = {"hidden_size": hidden, "direction": direction}
+    if "clip" in options:
+        attrs["clip"] = 0.5
+    if "input_forget" in options:
+        attrs["input_forget"] = 1
+    if "activations" in options:
+        attrs["activations"] = ["HardSigmoid", "Tanh", "Sigmoid"] * nd
+    return ins, attrs
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("case", LSTM_CASES, ids=lambda c: "-".join(map(str, c)).replace(" ", "+"))
+@pytest.mark.parametrize("seed", range(3))
+def test_dynamic_quantize_lstm_bit_exact(seed, case, threads):
+    """Bit for bit with onnxruntime run with ``threads`` intra-op threads (its batch chunks)."""
+    import onnxruntime as ort
+
+    *shape, options = case
+    ins, attrs = dynamic_quantize_lstm_case(seed + 10 * threads, *shape, options)
+    model, feeds = one_node("DynamicQuantizeLSTM", ins, attrs, n_outputs=3, const=(1, 2, 9, 11))
+    if "no-Y" in options:
+        model.graph.node[0].output[0] = ""
+        del model.graph.output[0]
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.intra_op_num_threads = threads
+    theirs = ort.InferenceSession(model.SerializeToString(), so,
+                                  providers=["CPUExecutionProvider"]).run(None, feeds)
+    ours = refrt.InferenceSession(model, sess_options=so).run(None, feeds)
+    EXAMPLES["DynamicQuantizeLSTM"] = EXAMPLES.get("DynamicQuantizeLSTM", 0) + 1
+    assert_exact(ours, theirs)
+
+
+def test_dynamic_quantize_lstm_thread_chunks_matter():
+    """onnxruntime quantizes H per chunk of ceil(batch / threads) rows: with 2 threads and
+    batch 3 its results differ from the 1-thread ones, and refrt follows intra_op_num_threads."""
+    ins, attrs = dynamic_quantize_lstm_case(0, 4, 3, 5, 6, "")
+    model, feeds = one_node("DynamicQuantizeLSTM", ins, attrs, n_outputs=3, const=(1, 2, 9, 11))
+    one = refrt.InferenceSession(model, intra_op_num_threads=1).run(None, feeds)
+    two = refrt.InferenceSession(model, intra_op_num_threads=2).run(None, feeds)
+    default = refrt.InferenceSession(model).run(None, feeds)
+    assert_exact(default, one)
+    assert not np.array_equal(one[0], two[0])
+
+
+def test_mlas_tanh_matches_onnxruntime_tanh():
+    x = np.concatenate([np.linspace(-12, 12, 40001, dtype=F),
+                        Draw(3).floats(20000, scale=3.0), np.array([0, -0.0, 9, -9, 1e-30], F)])
+    model, feeds = one_node("Tanh", [x], domain="", opset=13)
+    (expected,) = ort_session(model).run(None, feeds)
+    got = mlas_tanh(x)
+    assert np.array_equal(got.view(np.uint32), expected.view(np.uint32))
+    exact = np.tanh(x.astype(np.float64)).astype(F)
+    assert np.abs(got.view(np.int32).astype(np.int64) - exact.view(np.int32)).max() <= 4  # ULP
+
+
+def test_dynamic_quantize_lstm_and_matmul_nbits_leave_inputs_alone():
+    ins, attrs = dynamic_quantize_lstm_case(1, 4, 3, 5, 6, "lens peep init")
+    for v in ins:
+        if v is not None:
+            v.setflags(write=False)
+    before = [None if v is None else v.copy() for v in ins]
+    model, feeds = one_node("DynamicQuantizeLSTM", ins, attrs, n_outputs=3)
+    refrt.InferenceSession(model).run(None, feeds)
+    assert all(v is None or np.array_equal(v, b) for v, b in zip(ins, before))
+    d = Draw(5)
+    a = d.floats(2, 64)
+    a.setflags(write=False)
+    b = d.rng.integers(0, 256, (3, 2, 16)).astype(np.uint8)
+    model, feeds = one_node("MatMulNBits", [a, b, np.ones(6, F)],
+                            {"K": 64, "N": 3, "bits": 4, "block_size": 32, "accuracy_level": 4},
+                            const=(1, 2))
+    sess = refrt.InferenceSession(model)
+    first = sess.run(None, feeds)[0]
+    assert np.array_equal(sess.run(None, feeds)[0], first)   # weights packed once, reused
+    assert np.array_equal(a, Draw(5).floats(2, 64))
 
 
 # ---------------------------------------------------------------- AVX2 saturation
 
 def test_avx2_emulation_of_contrib_gemms(tmp_path):
-    """With ``emulate_avx2_u8s8`` the u8 x s8 contrib GEMMs and the saturating convolution match
-    onnxruntime on an AVX2 CPU without VNNI (natively or under QEMU) bit for bit, and the cases
-    do saturate (the exact results differ)."""
+    """With ``emulate_avx2_u8s8`` the u8 x s8 contrib GEMMs, DynamicQuantizeLSTM and the
+    saturating convolution match onnxruntime on an AVX2 CPU without VNNI (natively or under
+    QEMU) bit for bit, and the cases do saturate (the exact results differ)."""
     prefix, reason = avx2_ort_prefix()
     if prefix is None:
         pytest.skip(reason)
@@ -410,7 +501,20 @@ def test_avx2_emulation_of_contrib_gemms(tmp_path):
         [helper.make_tensor_value_info("y", TensorProto.UINT8, None)], initializer=inits),
         opset_imports=[helper.make_opsetid("", 13)])
     conv.ir_version = 8
-    results = run_models_avx2(runs + [(conv, {"x": x})], tmp_path, prefix)
+    hidden = 8   # one batch row: onnxruntime's thread count does not matter
+    lstm = one_node("DynamicQuantizeLSTM", [
+        (d.rng.random((5, 1, 16)) * 4 - 0.05).astype(F),
+        d.rng.choice(np.array([-128, 127, -120, 110], np.int8), size=(1, 16, 4 * hidden)),
+        d.rng.choice(np.array([-128, 127, -120, 110], np.int8), size=(1, hidden, 4 * hidden)),
+        d.floats(1, 8 * hidden, scale=0.1), None, None, None, None, np.array([0.002], F),
+        np.zeros(1, np.int8), np.array([0.01], F), np.zeros(1, np.int8)],
+        {"hidden_size": hidden}, n_outputs=3, const=(1, 2, 9, 11))
+    results = run_models_avx2(runs + [(conv, {"x": x}), lstm], tmp_path, prefix)
+    emulated = refrt.InferenceSession(lstm[0], emulate_avx2_u8s8=True).run(None, lstm[1])
+    assert_exact(emulated, results[-1])
+    exact = refrt.InferenceSession(lstm[0]).run(None, lstm[1])
+    assert not np.array_equal(exact[0], emulated[0])
+    results = results[:-1]
     saturated = 0
     for (model, feeds), expected in zip(runs, results):
         emulated = refrt.InferenceSession(model, emulate_avx2_u8s8=True).run(None, feeds)

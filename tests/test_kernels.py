@@ -588,3 +588,98 @@ def test_conv_u8s8_avx2_saturating_pairs_channels_within_a_tap():
     assert KC.conv_u8s8_avx2_saturating(x3, w3, group=2).reshape(-1).tolist() == [64770, 64770]
     with pytest.raises(TypeError):
         KC.conv_u8s8_avx2_saturating(x.view(np.int8), w)
+
+
+# --------------------------------------------------------------------------- blockwise int8 (MatMulNBits)
+
+KB = importlib.import_module(K.__name__ + ".blockwise")
+
+blockwise_cases = st.fixed_dictionaries({
+    "m": st.integers(1, 24),
+    "k": st.one_of(st.integers(1, 300), st.integers(1000, 2500)),
+    "n": st.integers(1, 24),
+    "square": st.booleans(),  # M == K (catches row/column mix-ups)
+    "block": st.one_of(st.sampled_from([16, 32, 64, 128, 256]), st.integers(16, 256)),
+    "b_kind": st.sampled_from(["int4", "int8", "int8 - zp"]),
+    "a_fill": st.sampled_from(FILLS),
+    "b_fill": st.sampled_from(FILLS),
+    "seed": st.integers(0, 2**32 - 1),
+})
+
+
+def make_blockwise_case(c):
+    rng = np.random.default_rng(c["seed"])
+    m, k, n, block = c["m"], c["k"], c["n"], c["block"]
+    if c["square"]:
+        m = k = min(k, 300)
+    a = int_array(rng, (m, k), np.int8, c["a_fill"])
+    if c["b_kind"] == "int4":        # 4-bit codes minus a 4-bit zero point: [-15, 15]
+        b = (int_array(rng, (n, k), np.uint8, c["b_fill"]) % 16).astype(np.int16)
+        b -= rng.integers(0, 16, (n, 1)).astype(np.int16)
+    elif c["b_kind"] == "int8":
+        b = int_array(rng, (n, k), np.int8, c["b_fill"])
+    else:                            # uint8 codes minus a uint8 zero point: [-255, 255]
+        b = int_array(rng, (n, k), np.uint8, c["b_fill"]).astype(np.int16)
+        b -= rng.choice(np.array([0, 255, 128], np.int16), size=(n, 1))
+    blocks = -(-k // block)
+    a_scale = rng.choice(np.array([0, 1e-3, 0.5, 3.0], np.float32), size=(m, blocks))
+    a_scale = np.where(rng.random((m, blocks)) < 0.5, rng.random((m, blocks)), a_scale)
+    b_scale = (rng.standard_normal((n, blocks)) * 0.1).astype(np.float32)
+    return a, a_scale.astype(np.float32), b, b_scale, block
+
+
+@SETTINGS
+@given(blockwise_cases)
+def test_blockwise_matmul_int8_matches_twin(case):
+    a, a_scale, b, b_scale, block = make_blockwise_case(case)
+    expected = T.blockwise_matmul_int8_twin(a, a_scale, b, b_scale, block)
+    got = KB.blockwise_matmul_int8(a, a_scale, b, b_scale, block)
+    assert got.dtype == np.float32 and same_bits(got, expected)
+    packed = KB.pack_blockwise_b(b, block)               # packed once, reused
+    assert same_bits(KB.blockwise_matmul_int8(a, a_scale, packed, b_scale, block), expected)
+
+
+def test_blockwise_matmul_int8_block_sums_are_exact_and_ordered():
+    # one block of 256 products 127 * 255: 8,290,560, exact in int32 (and in float32)
+    a = np.full((1, 256), 127, np.int8)
+    b = np.full((1, 256), 255, np.int16)
+    one = np.ones((1, 1), np.float32)
+    assert KB.blockwise_matmul_int8(a, one, b, one, 256)[0, 0] == np.float32(256 * 127 * 255)
+    # blocks are added left to right in float32: 2^24 + 1 - 1 loses the 1, 1 - 1 + 2^24 keeps
+    a2, b2 = np.ones((1, 3), np.int8), np.ones((1, 3), np.int16)
+    scales = np.array([[2.0 ** 24, 1.0, -1.0]], np.float32)
+    ones3 = np.ones((1, 3), np.float32)
+    assert KB.blockwise_matmul_int8(a2, scales, b2, ones3, 1)[0, 0] == np.float32(2.0 ** 24 - 1)
+    assert KB.blockwise_matmul_int8(a2, scales[:, ::-1], b2, ones3, 1)[0, 0] == np.float32(2.0 ** 24)
+    # K not a multiple of the block: the last block is zero-padded
+    a3 = np.arange(1, 21, dtype=np.int8).reshape(1, 20)
+    b3 = np.ones((2, 20), np.int16)
+    s = np.array([[1.0, 10.0]], np.float32)
+    y = KB.blockwise_matmul_int8(a3, s, b3, np.ones((2, 2), np.float32), 16)
+    assert y.tolist() == [[136.0 + 10.0 * (17 + 18 + 19 + 20)] * 2]
+
+
+def test_blockwise_matmul_int8_rejects_bad_operands():
+    a = np.zeros((2, 40), np.int8)
+    b = np.zeros((3, 40), np.int16)
+    s2, s3 = np.ones((2, 3), np.float32), np.ones((3, 3), np.float32)
+    with pytest.raises(ValueError, match="inner dimensions"):
+        KB.blockwise_matmul_int8(a, s2, b[:, :39], s3, 16)
+    with pytest.raises(ValueError, match="a_scale"):
+        KB.blockwise_matmul_int8(a, s2[:, :2], b, s3, 16)
+    with pytest.raises(ValueError, match="packed with block_size"):
+        KB.blockwise_matmul_int8(a, s2, KB.pack_blockwise_b(b, 32), s3, 16)
+    with pytest.raises(TypeError):
+        KB.blockwise_matmul_int8(a.astype(np.float32), s2, b, s3, 16)
+    with pytest.raises(ValueError, match="block_size"):
+        KB.pack_blockwise_b(b, 0)
+    assert KB.blockwise_matmul_int8(a[:0], s2[:0], b, s3, 16).shape == (0, 3)
+
+
+def test_blockwise_kernel_uses_vpmaddwd():
+    from ort_helpers import cpu_flags
+
+    if "avx2" not in (cpu_flags() or set()):
+        pytest.skip("needs an x86 CPU with AVX2")
+    counts = KB._vector_instructions()
+    assert counts["vpmaddwd"] + counts["vpdpwssd"] > 0 and counts["vpmulld"] == 0

@@ -10,9 +10,9 @@ onnx.defs has no schemas for these ops: the signatures carry onnxruntime's docum
 (``docs/ContribOperators.md``), attributes without a documented default default to None. The
 semantics are those of onnxruntime's CPU kernels (MLAS), checked against onnxruntime 1.32 in
 ``tests/test_contrib_quant_ort.py``; every docstring says where ORT departs from the textbook
-formula. Integer sums run on the Numba kernels through ``quant.matmul_integer``; the session
-option ``emulate_avx2_u8s8`` switches their u8 x s8 products to ORT's int16-saturating AVX2
-arithmetic, as for MatMulInteger.
+formula. Integer sums run on the Numba kernels through ``quant.matmul_integer`` (MatMulNBits'
+int8 compute on ``kernels.blockwise``); the session option ``emulate_avx2_u8s8`` switches
+their u8 x s8 products to ORT's int16-saturating AVX2 arithmetic, as for MatMulInteger.
 
 Float arithmetic that onnxruntime fuses (``vfmadd``) is reproduced with :func:`_fma32`, an exact
 float32 fused multiply-add written in NumPy (float64 product, round-to-odd sum, one rounding).
@@ -20,18 +20,17 @@ float32 fused multiply-add written in NumPy (float64 product, round-to-odd sum, 
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 
 from .. import kernels as K
+from ..kernels.blockwise import blockwise_matmul_int8, pack_blockwise_b
 from ..registry import op
 from ._common import f32, normalize_axis
 from .contrib import attention as _ms_attention
 from .contrib import embed_layer_normalization as _ms_embed_layer_normalization
 from .pool import _pool_window, _taps
-from .quant import dequantize, matmul_integer, quantize
-from .rnn import lstm as _onnx_lstm
+from .quant import _gemm_for, _packed_matrices, dequantize, matmul_integer, quantize
+from .rnn import _activation_functions
 
 MS = "com.microsoft"
 _F32 = np.float32
@@ -217,7 +216,7 @@ def qlinear_mul(A, A_scale, A_zero_point=None, B=None, B_scale=None, B_zero_poin
     return _requantize_float(prod.astype(_F32) * ratio + zc, zc, dt)
 
 
-# ---------------------------------------------------------------- lookup-table activations
+# ---------------------------------------------------------------- MLAS activations, lookup tables
 
 _LOGISTIC = (np.float32(4.37031012579801e-11), np.float32(1.15627324459942e-07),
              np.float32(6.08574864600143e-05), np.float32(8.51377133304701e-03),
@@ -225,6 +224,20 @@ _LOGISTIC = (np.float32(4.37031012579801e-11), np.float32(1.15627324459942e-07),
 _LOGISTIC_Q = (np.float32(6.10247389755681e-13), np.float32(5.76102136993427e-09),
                np.float32(6.29106785017040e-06), np.float32(1.70198817374094e-03),
                np.float32(1.16817656904453e-01), np.float32(9.93151921023180e-01))
+_TANH = (np.float32(-2.76076847742355e-16), np.float32(2.00018790482477e-13),
+         np.float32(-8.60467152213735e-11), np.float32(5.12229709037114e-08),
+         np.float32(1.48572235717979e-05), np.float32(6.37261928875436e-04),
+         np.float32(4.89352455891786e-03))
+_TANH_Q = (np.float32(1.19825839466702e-06), np.float32(1.18534705686654e-04),
+           np.float32(2.26843463243900e-03), np.float32(4.89352518554385e-03))
+
+
+def _horner_fma(x2, coefficients):
+    """c0 * x2^n + ... + cn by Horner's rule in fused multiply-adds, first step x2 * c0 + c1."""
+    p = _fma32(x2, coefficients[0], coefficients[1])
+    for c in coefficients[2:]:
+        p = _fma32(p, x2, c)
+    return p
 
 
 def mlas_logistic(x):
@@ -233,14 +246,19 @@ def mlas_logistic(x):
     clamped to [0, 1]. It is within a few ULP of 1 / (1 + exp(-x))."""
     x = np.clip(np.asarray(x, _F32), _F32(-18), _F32(18))
     x2 = x * x
-    p = _fma32(x2, _LOGISTIC[0], _LOGISTIC[1])
-    for c in _LOGISTIC[2:]:
-        p = _fma32(p, x2, c)
-    p = p * x
-    q = _fma32(x2, _LOGISTIC_Q[0], _LOGISTIC_Q[1])
-    for c in _LOGISTIC_Q[2:]:
-        q = _fma32(q, x2, c)
+    p = _horner_fma(x2, _LOGISTIC) * x
+    q = _horner_fma(x2, _LOGISTIC_Q)
     return np.clip(p / q + _F32(0.5), _F32(0), _F32(1))
+
+
+def mlas_tanh(x):
+    """onnxruntime's float32 tanh (MLAS, FMA kernels; ORT's Tanh op and its RNN cells):
+    x clamped to [-9, 9] (NaN kept), then x * p(x^2) / q(x^2) with Eigen's rational
+    coefficients evaluated by fused multiply-adds (bit for bit with ORT 1.32; within 4 ULP
+    of tanh)."""
+    x = np.minimum(_F32(9), np.maximum(_F32(-9), np.asarray(x, _F32)))
+    x2 = x * x
+    return (x * _horner_fma(x2, _TANH)) / _horner_fma(x2, _TANH_Q)
 
 
 def _lookup_op(x, x_scale, x_zero_point, y_scale, y_zero_point, fn):
@@ -672,48 +690,9 @@ def qembed_layer_normalization(input_ids, segment_ids, word_embedding_quant,
 
 # ---------------------------------------------------------------- DynamicQuantizeLSTM
 
-class _QuantizedGateWeights:
-    """W or R of DynamicQuantizeLSTM, stored [num_directions, in, 4 * hidden] (int8/uint8) with a
-    scale and zero point per direction or per column, presented to the LSTM driver as the float
-    [num_directions, 4 * hidden, in] tensor it expects: ``x @ w[d].T`` quantizes x dynamically
-    (DynamicQuantizeLinear over the whole x, as ORT does per GEMM call) and returns
-    float32(acc) * (x_scale * w_scale)."""
-
-    __array_ufunc__ = None   # make ndarray @ self defer to __rmatmul__
-
-    def __init__(self, q, scale, zp, name, ctx, direction=None):
-        self.q, self.scale, self.zp, self.name = q, scale, zp, name
-        # the node's options (emulate_avx2_u8s8), without its packed-weight cache: the
-        # directions share one input
-        self.ctx = ctx if ctx is None else SimpleNamespace(options=ctx.options, cache={},
-                                                           is_constant=lambda i: False)
-        self.direction = direction
-
-    @property
-    def shape(self):
-        d, k, g = self.q.shape
-        return (d, g, k)
-
-    def astype(self, dtype, copy=True):
-        return self
-
-    def __getitem__(self, d):
-        return _QuantizedGateWeights(self.q, self.scale, self.zp, self.name, self.ctx, d)
-
-    @property
-    def T(self):
-        return self
-
-    def __rmatmul__(self, x):
-        d = self.direction
-        xq, xs, xz = K.dynamic_quantize_linear(np.ascontiguousarray(x, dtype=_F32), mode="ort")
-        zp = self.zp[d]
-        acc = matmul_integer(xq, self.q[d], np.asarray(xz, np.uint8),
-                             zp.reshape(()) if zp.size == 1 else zp, self.ctx)
-        return _float_epilogue(acc, _F32(xs) * self.scale[d])
-
-
 def _gate_params(q, scale, zp, name, num_dir):
+    """W or R [num_dir, in, 4H] with its scale and zero point -> (q, per direction: the scale
+    (float32) and the zero point (int64), each 0-d or one per column)."""
     q = _int8_tensor(q, name)
     if q.ndim != 3 or q.shape[0] != num_dir:
         raise ValueError(f"DynamicQuantizeLSTM: {name} must be [{num_dir}, in, 4 * hidden], got "
@@ -728,7 +707,102 @@ def _gate_params(q, scale, zp, name, num_dir):
         raise ValueError(f"DynamicQuantizeLSTM: {name}_scale / {name}_zero_point must be "
                          f"[{num_dir}] or [{num_dir}, {cols}], got {list(s.shape)} and "
                          f"{list(z.shape)}")
-    return q, s.reshape(num_dir, -1), z.reshape(num_dir, -1)
+    s, z = s.reshape(num_dir, -1), z.astype(np.int64).reshape(num_dir, -1)
+    return (q, [v.reshape(()) if v.size == 1 else v for v in s],
+            [v.reshape(()) if v.size == 1 else v for v in z])
+
+
+def _dynamic_projection(pack, zp, scale, gemm):
+    """v [rows, K] -> float32(acc) * float32(v_scale * scale), acc the int32 product of v
+    quantized as one tensor (DynamicQuantizeLinear's uint8 formula: ORT's
+    GetQuantizationParameter + MlasQuantizeLinear) with the packed weights."""
+    def project(v):
+        vq, v_scale, v_zp = K.dynamic_quantize_linear(v, mode="ort")
+        return _float_epilogue(gemm(vq, pack, v_zp, zp), _F32(v_scale) * scale)
+    return project
+
+
+def _ort_lstm_activations(activations, alphas, betas, num_dir):
+    """[f, g, h] per direction; Sigmoid and Tanh are MLAS's (mlas_logistic, mlas_tanh) as in
+    ORT's LSTM cells, the other names refrt's LSTM functions (alpha / beta bound in order)."""
+    names = (list(activations) if activations is not None
+             else ["Sigmoid", "Tanh", "Tanh"] * num_dir)
+    if len(names) not in (3, 3 * num_dir):
+        raise ValueError(f"DynamicQuantizeLSTM: activations must hold {3 * num_dir} names (3 per "
+                         f"direction), got {len(names)}")
+    funcs = _activation_functions(names, alphas, betas, np.dtype(_F32))
+    mlas = {"sigmoid": mlas_logistic, "tanh": mlas_tanh}
+    funcs = [mlas.get(str(name).lower(), fn) for name, fn in zip(names, funcs)]
+    funcs = funcs * (3 * num_dir // len(funcs))
+    return [funcs[3 * d:3 * d + 3] for d in range(num_dir)]
+
+
+def _ort_gate(v, extra, bias, clip):
+    """A gate's pre-activation as ORT forms it: (v + extra) + bias, clipped to [-clip, clip]
+    with its comparisons (std::min then std::max with a bias, where NaN becomes clip)."""
+    if extra is not None:
+        v = v + extra
+    if bias is None:
+        return np.where(v > clip, clip, np.where(v < -clip, -clip, v))
+    v = v + bias
+    v = np.where(v < clip, v, clip)
+    return np.where(-clip < v, v, -clip)
+
+
+def _ort_lstm_cell(gates, c_prev, bias, peep, acts, clip, input_forget):
+    """One step of ORT's LSTM cell on gates = X W + H R ([rows, 4H], order i, o, f, c):
+    i = f(gi + Pi C), forget = f(gf + Pf C) (1 - i with input_forget), C' = C forget + i g(gc),
+    o = f(go + Po C'), H' = h(C') o; each gate's bias Wb + Rb added after the peephole, then
+    clipped (float32, one rounding per operation, no fused multiply-add)."""
+    f, g, h = acts
+    gi, go, gf, gc = np.split(gates, 4, axis=-1)
+    bi, bo, bf, bc = bias if bias is not None else (None,) * 4
+    pi, po, pf = peep if peep is not None else (None,) * 3
+
+    def peephole(p, c):
+        return None if p is None else c * p
+
+    i = f(_ort_gate(gi, peephole(pi, c_prev), bi, clip))
+    forget = _F32(1) - i if input_forget else f(_ort_gate(gf, peephole(pf, c_prev), bf, clip))
+    c = c_prev * forget + i * g(_ort_gate(gc, None, bc, clip))
+    o = f(_ort_gate(go, peephole(po, c), bo, clip))
+    return h(c) * o, c
+
+
+def _ort_lstm_direction(xs, lens, x_proj, h_proj, h0, c0, cell, chunk, zero_finished):
+    """One direction in ORT's order -> (y [seq, batch, H], final C). xs is already in the
+    direction's time order. X W for the first max(lens) steps is one GEMM (one quantization);
+    then each chunk of ``chunk`` batch rows runs its steps, quantizing its own H rows per step.
+    A finished row keeps its C; its H reads as 0 when Y is produced (``zero_finished``), else
+    keeps its last value (ORT's buffers); either way it still counts in its chunk's range."""
+    seq, batch = xs.shape[:2]
+    steps = int(lens.max(initial=0))
+    y = np.zeros((seq, batch, h0.shape[-1]), _F32)
+    h, c = h0.copy(), c0.copy()
+    if steps == 0:
+        return y, c
+    x_gates = x_proj(xs[:steps].reshape(steps * batch, -1)).reshape(steps, batch, -1)
+    for start in range(0, batch, chunk):
+        rows = slice(start, start + chunk)
+        for t in range(steps):
+            live = (t < lens[rows])[:, None]
+            h_new, c_new = cell(x_gates[t, rows] + h_proj(h[rows]), c[rows])
+            y[t, rows] = np.where(live, h_new, 0)
+            c[rows] = np.where(live, c_new, c[rows])
+            h[rows] = y[t, rows] if zero_finished else np.where(live, h_new, h[rows])
+    return y, c
+
+
+def _ort_lstm_chunk(batch, hidden, ctx):
+    """Batch rows whose H ORT quantizes together: its LSTM splits the batch into chunks of
+    ceil(batch / threads) rows (threads = the session's intra-op threads) when batch > 4 or
+    (batch >= 2 and hidden <= 256), else one chunk. refrt reads ``intra_op_num_threads``;
+    its default 0 counts as 1 (ORT's default 0 means its number of physical cores: give that
+    number to reproduce a default ORT session)."""
+    threads = max(1, int(getattr(getattr(ctx, "options", None), "intra_op_num_threads", 0) or 0))
+    if batch > 4 or (batch >= 2 and hidden <= 256):
+        return max(1, -(-batch // threads))
+    return max(1, batch)
 
 
 @op("DynamicQuantizeLSTM", domain=MS)
@@ -737,30 +811,97 @@ def dynamic_quantize_lstm(X, W, R, B=None, sequence_lens=None, initial_h=None, i
                           R_zero_point=None, *, activation_alpha=None, activation_beta=None,
                           activations=None, clip=None, direction="forward", hidden_size=None,
                           input_forget=0, ctx):
-    """LSTM whose X * W and H * R products are integer GEMMs: W [D, in, 4H] and R [D, H, 4H]
-    (note: transposed against LSTM's) are int8/uint8 with a scale and zero point per direction
-    or per column; X (all steps at once) and H_{t-1} (each step) are quantized dynamically to
-    uint8 as DynamicQuantizeLinear does, and each product is float32(acc) * (x_scale * w_scale).
+    """LSTM (gates i, o, f, c; outputs Y, Y_h, Y_c) whose X W and H R products are integer
+    GEMMs: W [D, in, 4H] and R [D, H, 4H] (transposed against LSTM's) int8/uint8 with a scale
+    and zero point per direction or per column; X and H quantized dynamically to uint8.
 
-    Everything else is the ONNX LSTM (gates i, o, f, c; refrt's LSTM driver runs it). ORT's gate
-    arithmetic uses MLAS's sigmoid / tanh approximations and its own summation order, so float
-    outputs agree within a small bound (see the tests), not bit for bit."""
+    onnxruntime's kernel (DeepCPU LSTM), reproduced bit for bit (both numerics modes):
+
+    * X W: for each direction, the first max(sequence_lens) steps of X (in the direction's time
+      order) are quantized as ONE tensor with DynamicQuantizeLinear's formula (float32 scale
+      (max(0, max) - min(0, min)) / 255, zero point rounded half to even, x / scale rounded
+      half to even); gates = float32(acc) * float32(x_scale * w_scale).
+    * H R: at every step, H_{t-1} is quantized the same way, per chunk of batch rows (see
+      :func:`_ort_lstm_chunk`: the whole batch unless ORT runs several intra-op threads; set
+      ``intra_op_num_threads`` as in ORT), and gates += float32(acc) * float32(h_scale *
+      r_scale) (a product, then a sum: two roundings).
+    * each gate: ((gates + P (.) C) + (Wb + Rb)) clipped, Wb + Rb summed first; the
+      activations Sigmoid and Tanh are MLAS's approximations (:func:`mlas_logistic`,
+      :func:`mlas_tanh`), also for h(C); C' = C f + i g, H' = h(C') o (:func:`_ort_lstm_cell`).
+    * rows past their sequence length keep C, give Y = 0; Y_h / Y_c are the states after each
+      sequence's last step (0 for an empty sequence).
+
+    ORT refuses non-zero int8 weight zero points and per-column uint8 ones that differ;
+    refrt computes them exactly. ORT reads uninitialized memory when Y is omitted and some
+    sequence is empty (its results then vary from run to run); refrt reads zeros there. u8 x
+    s8 products saturate under ``emulate_avx2_u8s8``."""
     for name, v in (("W_scale", W_scale), ("W_zero_point", W_zero_point), ("R_scale", R_scale),
                     ("R_zero_point", R_zero_point)):
         if v is None:
             raise ValueError(f"DynamicQuantizeLSTM: {name} is required")
-    if X.dtype != _F32:
-        raise TypeError(f"DynamicQuantizeLSTM: X must be float32, got {X.dtype.name}")
+    if X.dtype != _F32 or X.ndim != 3:
+        raise TypeError(f"DynamicQuantizeLSTM: X must be float32 [seq, batch, in], got "
+                        f"{X.dtype.name} {list(X.shape)}")
+    if direction not in ("forward", "reverse", "bidirectional"):
+        raise ValueError(f"DynamicQuantizeLSTM: direction must be forward, reverse or "
+                         f"bidirectional, got {direction!r}")
     num_dir = 2 if direction == "bidirectional" else 1
-    w = _QuantizedGateWeights(*_gate_params(W, W_scale, W_zero_point, "W", num_dir), "W", ctx)
-    r = _QuantizedGateWeights(*_gate_params(R, R_scale, R_zero_point, "R", num_dir), "R", ctx)
-    if r.q.shape[1] * 4 != r.q.shape[2] or w.q.shape[2] != r.q.shape[2]:
-        raise ValueError(f"DynamicQuantizeLSTM: R must be [{num_dir}, H, 4H] and W [.., in, 4H], "
-                         f"got {list(r.q.shape)} and {list(w.q.shape)}")
-    return _onnx_lstm(X, w, r, B, sequence_lens, initial_h, initial_c, P,
-                      activation_alpha=activation_alpha, activation_beta=activation_beta,
-                      activations=activations, clip=clip, direction=direction,
-                      hidden_size=hidden_size, input_forget=input_forget)
+    w, w_scale, w_zp = _gate_params(W, W_scale, W_zero_point, "W", num_dir)
+    r, r_scale, r_zp = _gate_params(R, R_scale, R_zero_point, "R", num_dir)
+    seq, batch, n_in = X.shape
+    H = r.shape[1]
+    if r.shape[2] != 4 * H or w.shape[1:] != (n_in, 4 * H) or hidden_size not in (None, H):
+        raise ValueError(f"DynamicQuantizeLSTM: W must be [{num_dir}, {n_in}, 4H] and R "
+                         f"[{num_dir}, H, 4H] (hidden_size {hidden_size}), got "
+                         f"{list(w.shape)} and {list(r.shape)}")
+    states = []
+    for name, v, shape in (("B", B, (num_dir, 8 * H)), ("P", P, (num_dir, 3 * H)),
+                           ("initial_h", initial_h, (num_dir, batch, H)),
+                           ("initial_c", initial_c, (num_dir, batch, H))):
+        if v is not None and tuple(v.shape) != shape:
+            raise ValueError(f"DynamicQuantizeLSTM: {name} must be {list(shape)}, got "
+                             f"{list(v.shape)}")
+        states.append(None if v is None else np.asarray(v, _F32))
+    b, p, h0, c0 = states
+    if sequence_lens is None:
+        lens = np.full(batch, seq, np.int64)
+    else:
+        lens = np.asarray(sequence_lens).astype(np.int64).reshape(-1)
+        if lens.shape != (batch,) or ((lens < 0) | (lens > seq)).any():
+            raise ValueError(f"DynamicQuantizeLSTM: sequence_lens must hold {batch} lengths in "
+                             f"[0, {seq}], got {lens.tolist()}")
+    acts = _ort_lstm_activations(activations, activation_alpha, activation_beta, num_dir)
+    clip_value = _F32(np.finfo(_F32).max if clip is None else clip)
+    chunk = _ort_lstm_chunk(batch, H, ctx)
+    gemm_w, gemm_r = _gemm_for(np.uint8, w.dtype, ctx), _gemm_for(np.uint8, r.dtype, ctx)
+    packs_w, packs_r = _packed_matrices(w, ctx, 1), _packed_matrices(r, ctx, 2)
+
+    t = np.arange(seq)[:, None]
+    reverse_index = np.where(t < lens, lens - 1 - t, t)    # its own inverse
+    cols = np.arange(batch)[None, :]
+    y = np.zeros((seq, num_dir, batch, H), _F32)
+    y_h = np.zeros((num_dir, batch, H), _F32)
+    y_c = np.zeros((num_dir, batch, H), _F32)
+    for d in range(num_dir):
+        backwards = direction == "reverse" or d == 1
+        bias = None if b is None else np.split(b[d, :4 * H] + b[d, 4 * H:], 4)
+        peep = None if p is None else np.split(p[d], 3)
+
+        def cell(gates, c_prev, bias=bias, peep=peep, acts=acts[d]):
+            return _ort_lstm_cell(gates, c_prev, bias, peep, acts, clip_value, input_forget)
+
+        yd, cd = _ort_lstm_direction(
+            X[reverse_index, cols] if backwards else X, lens,
+            _dynamic_projection(packs_w[d], w_zp[d], w_scale[d], gemm_w),
+            _dynamic_projection(packs_r[d], r_zp[d], r_scale[d], gemm_r),
+            np.zeros((batch, H), _F32) if h0 is None else h0[d],
+            np.zeros((batch, H), _F32) if c0 is None else c0[d],
+            cell, chunk, zero_finished=ctx is None or ctx.output_requested(0))
+        y[:, d] = yd[reverse_index, cols] if backwards else yd
+        last = np.maximum(lens - 1, 0)
+        y_h[d] = np.where((lens > 0)[:, None], yd[last, np.arange(batch)], 0)
+        y_c[d] = np.where((lens > 0)[:, None], cd, 0)
+    return y, y_h, y_c
 
 
 # ---------------------------------------------------------------- MatMulNBits
@@ -774,36 +915,64 @@ def _unpack_bits(packed, bits, count):
     return vals.reshape(packed.shape[:-1] + (-1,))[..., :count]
 
 
-def _nbits_int8_compute(a, q, zp, s, block_size):
+def _once_per_session(ctx, key, inputs, build):
+    """build(), computed once and kept in the node's cache when the node inputs numbered
+    ``inputs`` are all constant (initializers), else on every run."""
+    if ctx is None or not all(ctx.is_constant(i) for i in inputs):
+        return build()
+    if key not in ctx.cache:
+        ctx.cache[key] = build()
+    return ctx.cache[key]
+
+
+def _nbits_codes(b, zero_points, N, K, bits, block_size):
+    """MatMulNBits' weights -> (codes uint8 [N, K], zero points float32 [N, blocks])."""
+    blocks = -(-K // block_size)
+    q = _unpack_bits(b.reshape(N, blocks, -1), bits, block_size).reshape(N, -1)[:, :K]
+    if zero_points is None:
+        return q, np.full((N, blocks), float(1 << (bits - 1)), _F32)
+    zb = np.asarray(zero_points)
+    if zb.dtype != np.uint8:
+        if zb.size != N * blocks:
+            raise ValueError(f"MatMulNBits: zero_points must hold N * blocks = {N * blocks} "
+                             f"values, got {zb.size}")
+        return q, zb.astype(_F32).reshape(N, blocks)
+    per_row = -(-blocks * bits // 8)
+    if zb.size != N * per_row:
+        raise ValueError(f"MatMulNBits: packed zero_points must hold N * {per_row} bytes, got "
+                         f"{zb.size}")
+    return q, _unpack_bits(zb.reshape(N, per_row), bits, blocks).astype(_F32)
+
+
+def _nbits_int8_weights(q, zp, block_size):
+    """B - zp (integers: codes minus uint8 or default zero points) as int16 [N, K], packed for
+    the blockwise int8 kernel."""
+    zk = zp.astype(np.int16).repeat(block_size, axis=1)[:, :q.shape[1]]
+    return pack_blockwise_b(q.astype(np.int16) - zk, block_size)
+
+
+def _nbits_int8_compute(a, packed, s, block_size):
     """accuracy_level 4 (ORT's CompInt8): each block of ``block_size`` values of an A row is
     quantized symmetrically to int8 (scale = max|a| / 127, a * (1 / scale) rounded half to
-    even), the integer block dot products with (B - zp) are exact, and the blocks are summed in
-    float32 as dot * (a_scale * b_scale)."""
-    n, k = q.shape
+    even), the integer block dot products with (B - zp) (``packed``) are exact int32, and the
+    blocks are summed left to right in float32 as dot * (a_scale * b_scale) (the Numba kernel
+    :func:`refrt.kernels.blockwise.blockwise_matmul_int8`)."""
+    n, k = packed.shape
     lead = a.shape[:-1]
     rows = a.reshape(-1, k)
     blocks = -(-k // block_size)
-    pad = blocks * block_size - k
-    rows = np.pad(rows, ((0, 0), (0, pad)))
-    qb = np.pad(q.astype(np.int32) - zp.astype(np.int32).repeat(block_size, axis=1)[:, :k],
-                ((0, 0), (0, pad)))
-    ab = rows.reshape(rows.shape[0], blocks, block_size)
-    amax = np.abs(ab).max(axis=2)
-    a_scale = (amax / _F32(127)).astype(_F32)
+    ab = np.pad(rows, ((0, 0), (0, blocks * block_size - k)))
+    ab = ab.reshape(rows.shape[0], blocks, block_size)
+    a_scale = (np.abs(ab).max(axis=2, initial=_F32(0)) / _F32(127)).astype(_F32)
     with np.errstate(divide="ignore"):
         inv = np.where(a_scale != 0, _F32(1) / a_scale, _F32(0)).astype(_F32)
-    aq = np.rint(ab * inv[..., None]).astype(np.int32)                      # [R, blocks, bs]
-    dots = np.einsum("rbk,nbk->rnb", aq, qb.reshape(n, blocks, block_size))  # exact int32
-    terms = dots.astype(_F32) * (a_scale[:, None, :] * s[None, :, :])       # [R, N, blocks]
-    y = np.zeros(terms.shape[:2], _F32)
-    for b in range(blocks):
-        y = y + terms[:, :, b]
-    return y.reshape(lead + (n,))
+    aq = np.rint(ab * inv[..., None]).astype(np.int8).reshape(rows.shape[0], -1)[:, :k]
+    return blockwise_matmul_int8(aq, a_scale, packed, s, block_size).reshape(lead + (n,))
 
 
 @op("MatMulNBits", domain=MS)
 def matmul_nbits(A, B, scales, zero_points=None, g_idx=None, bias=None, *, K, N,
-                 accuracy_level=0, bits=4, block_size, weight_prepacked=0):
+                 accuracy_level=0, bits=4, block_size, weight_prepacked=0, ctx):
     """Y = A @ dequantize(B)^T + bias, B [N, K] quantized in blocks of ``block_size`` along K to
     ``bits``-bit unsigned codes: W[n, k] = (B[n, k] - zp[n, g(k)]) * scales[n, g(k)], g(k) =
     k // block_size (or g_idx[k])
@@ -816,8 +985,8 @@ def matmul_nbits(A, B, scales, zero_points=None, g_idx=None, bias=None, *, K, N,
     int8 per block) where ORT 1.32 uses it on x86 (uint8 or default zero points, no g_idx, not
     2-bit blocks of 16); elsewhere W is dequantized and multiplied in float32, as ORT's fp32
     path. Float sums run in another order than MLAS's, so results agree within float32
-    rounding (see the tests), not bit for bit. weight_prepacked=1 (an ORT-internal packed
-    format) is refused."""
+    rounding (see the tests), not bit for bit. Constant weights are unpacked once per session.
+    weight_prepacked=1 (an ORT-internal packed format) is refused."""
     if weight_prepacked:
         raise ValueError("MatMulNBits: weight_prepacked=1 (onnxruntime's internal packed "
                          "format) is not supported")
@@ -836,7 +1005,6 @@ def matmul_nbits(A, B, scales, zero_points=None, g_idx=None, bias=None, *, K, N,
                          f"{list(b.shape)}")
     if A.shape[-1] != K:
         raise ValueError(f"MatMulNBits: A's last axis is {A.shape[-1]}, K is {K}")
-    q = _unpack_bits(b.reshape(N, blocks, blob), bits, block_size).reshape(N, -1)[:, :K]
     s = np.asarray(scales).astype(_F32)
     if s.size != N * blocks:
         raise ValueError(f"MatMulNBits: scales must hold N * blocks = {N * blocks} values, got "
@@ -849,22 +1017,18 @@ def matmul_nbits(A, B, scales, zero_points=None, g_idx=None, bias=None, *, K, N,
         if group.shape != (K,) or group.min(initial=0) < 0 or group.max(initial=0) >= blocks:
             raise ValueError(f"MatMulNBits: g_idx must hold K = {K} block indices in "
                              f"[0, {blocks})")
-    if zero_points is None:
-        zp = np.full((N, blocks), float(1 << (bits - 1)), _F32)
-    elif np.asarray(zero_points).dtype == np.uint8:
-        zb = np.asarray(zero_points)
-        per_row = -(-blocks * bits // 8)
-        if zb.size != N * per_row:
-            raise ValueError(f"MatMulNBits: packed zero_points must hold N * {per_row} bytes, "
-                             f"got {zb.size}")
-        zp = _unpack_bits(zb.reshape(N, per_row), bits, blocks).astype(_F32)
-    else:
-        zp = np.asarray(zero_points).astype(_F32).reshape(N, blocks)
+    weights = [i for i, v in ((1, B), (3, zero_points)) if v is not None]
     float_zp = zero_points is not None and np.asarray(zero_points).dtype != np.uint8
     if accuracy_level == 4 and g_idx is None and not float_zp and (bits != 2 or block_size >= 32):
-        y = _nbits_int8_compute(A.astype(_F32), q, zp, s, block_size)
+        packed = _once_per_session(ctx, "nbits_int8", weights, lambda: _nbits_int8_weights(
+            *_nbits_codes(b, zero_points, N, K, bits, block_size), block_size))
+        y = _nbits_int8_compute(A.astype(_F32), packed, s, block_size)
     else:
-        w = (q.astype(_F32) - zp[:, group]) * s[:, group]             # [N, K]
+        def dequantized():
+            q, zp = _nbits_codes(b, zero_points, N, K, bits, block_size)
+            return (q.astype(_F32) - zp[:, group]) * s[:, group]             # [N, K]
+        w = _once_per_session(ctx, "nbits_float", weights + [2] + ([4] if g_idx is not None
+                                                                   else []), dequantized)
         y = np.matmul(A.astype(_F32), w.T)
     if bias is not None:
         y = y + np.asarray(bias).astype(_F32)
