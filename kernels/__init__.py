@@ -3,15 +3,26 @@
 This package depends on numpy and numba only.
 """
 
-from .conv import conv_int8, conv_output_shape, im2col_int8
-from .gemm import PackedB, gemm_int8, gemm_u8s8_avx2_saturating, pack_b
-from .quantize import (
-    dequantize_linear,
-    dynamic_quantize_linear,
-    quantize_linear,
-    requantize,
-    requantize_multiplier,
-)
+import importlib
+
+# Numba is imported (and cached kernels loaded) on first use, not when refrt starts: a float
+# model never pays for it. ``kernels.gemm_int8`` and ``kernels.conv`` both work.
+_WHERE = {
+    "conv_int8": "conv", "conv_output_shape": "conv", "im2col_int8": "conv",
+    "PackedB": "gemm", "gemm_int8": "gemm", "gemm_u8s8_avx2_saturating": "gemm", "pack_b": "gemm",
+    "dequantize_linear": "quantize", "dynamic_quantize_linear": "quantize",
+    "quantize_linear": "quantize", "requantize": "quantize", "requantize_multiplier": "quantize",
+}
+_SUBMODULES = ("conv", "gemm", "quantize", "blockwise", "twins")
+
+
+def __getattr__(name):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "PackedB",

@@ -23,7 +23,6 @@ from __future__ import annotations
 import numpy as np
 
 from .. import kernels as K
-from ..kernels.blockwise import blockwise_matmul_int8, pack_blockwise_b
 from ..registry import op
 from ._common import f32, normalize_axis
 from .contrib import attention as _ms_attention
@@ -948,7 +947,7 @@ def _nbits_int8_weights(q, zp, block_size):
     """B - zp (integers: codes minus uint8 or default zero points) as int16 [N, K], packed for
     the blockwise int8 kernel."""
     zk = zp.astype(np.int16).repeat(block_size, axis=1)[:, :q.shape[1]]
-    return pack_blockwise_b(q.astype(np.int16) - zk, block_size)
+    return K.blockwise.pack_blockwise_b(q.astype(np.int16) - zk, block_size)
 
 
 def _nbits_int8_compute(a, packed, s, block_size):
@@ -967,7 +966,7 @@ def _nbits_int8_compute(a, packed, s, block_size):
     with np.errstate(divide="ignore"):
         inv = np.where(a_scale != 0, _F32(1) / a_scale, _F32(0)).astype(_F32)
     aq = np.rint(ab * inv[..., None]).astype(np.int8).reshape(rows.shape[0], -1)[:, :k]
-    return blockwise_matmul_int8(aq, a_scale, packed, s, block_size).reshape(lead + (n,))
+    return K.blockwise.blockwise_matmul_int8(aq, a_scale, packed, s, block_size).reshape(lead + (n,))
 
 
 @op("MatMulNBits", domain=MS)

@@ -23,13 +23,20 @@ from onnx import TensorProto
 from ..registry import op
 from ._common import compute_dtype, f32, normalize_axis, np_dtype, onnx_elem_type
 
-try:  # SciPy's erf is vectorized; the standard library's is exact too but goes element by element
-    from scipy.special import erf as _erf64
-except ImportError:  # pragma: no cover - depends on the environment
-    _erf_py = np.frompyfunc(math.erf, 1, 1)
+_erf_impl = None
 
-    def _erf64(v):
-        return _erf_py(v).astype(np.float64)
+
+def _erf64(v):
+    """erf in float64: SciPy's vectorized one when installed (imported on first use), else the
+    standard library's, element by element (exact too, slower)."""
+    global _erf_impl
+    if _erf_impl is None:
+        try:
+            from scipy.special import erf as _erf_impl
+        except ImportError:  # pragma: no cover - depends on the environment
+            py = np.frompyfunc(math.erf, 1, 1)
+            _erf_impl = lambda a: py(a).astype(np.float64)  # noqa: E731
+    return _erf_impl(v)
 
 
 # ---------------------------------------------------------------- helpers
