@@ -28,7 +28,8 @@ from ._common import f32, normalize_axis
 from .contrib import attention as _ms_attention
 from .contrib import embed_layer_normalization as _ms_embed_layer_normalization
 from .pool import _pool_window, _taps
-from .quant import _gemm_for, _packed_matrices, dequantize, matmul_integer, quantize
+from .quant import (_gemm_for, _int8_operand, _packed_matrices, dequantize, matmul_integer,
+                    quantize)
 from .rnn import _activation_functions
 
 MS = "com.microsoft"
@@ -64,13 +65,6 @@ def _scalar(v, name, dtype=None):
     if dtype is not None and arr.dtype != np.dtype(dtype):
         raise TypeError(f"{name} must be {np.dtype(dtype).name}, got {arr.dtype.name}")
     return arr.reshape(())
-
-
-def _int8_tensor(x, name):
-    x = np.asarray(x)
-    if x.dtype not in _INT8:
-        raise TypeError(f"{name} must be uint8 or int8, got {x.dtype.name}")
-    return x
 
 
 def _zero_point(zp, dtype, name):
@@ -136,7 +130,7 @@ def ms_dequantize_linear(x, x_scale, x_zero_point=None, *, axis=None):
 
 def _qlinear_binary_params(a, a_scale, a_zero_point, b, b_scale, b_zero_point, c_scale,
                            c_zero_point, op_type):
-    a, b = _int8_tensor(a, "A"), _int8_tensor(b, "B")
+    a, b = _int8_operand(a, "A"), _int8_operand(b, "B")
     if a.dtype != b.dtype:
         raise TypeError(f"{op_type}: A and B must have the same type, got {a.dtype.name} and "
                         f"{b.dtype.name}")
@@ -261,7 +255,7 @@ def mlas_tanh(x):
 
 
 def _lookup_op(x, x_scale, x_zero_point, y_scale, y_zero_point, fn):
-    x = _int8_tensor(x, "X")
+    x = _int8_operand(x, "X")
     table = _lookup_table(fn, _float_scale(x_scale, "X_scale"),
                           _zero_point(x_zero_point, x.dtype, "X_zero_point"),
                           _float_scale(y_scale, "Y_scale"),
@@ -333,7 +327,7 @@ def qlinear_softmax(X, X_scale, x_zero_point=None, y_scale=None, y_zero_point=No
     y_i = round((e_i * floor(1 / y_scale)) / sum) + y_zero_point. Neither x_zero_point nor the
     exact y_scale enter (softmax is shift invariant; y_scale is taken as 1/floor(1/y_scale)).
     Results saturate at the type's maximum (they cannot fall below y_zero_point)."""
-    x = _int8_tensor(X, "X")
+    x = _int8_operand(X, "X")
     if y_scale is None or y_zero_point is None:
         raise ValueError("QLinearSoftmax: y_scale and y_zero_point are required")
     xs = _float_scale(X_scale, "X_scale")
@@ -376,7 +370,7 @@ def qlinear_concat(Y_scale, Y_zero_point, inputs0, *inputs, axis):
     ys = _float_scale(Y_scale, "Y_scale")
     parts = []
     for i in range(0, len(inputs), 3):
-        x = _int8_tensor(inputs[i], f"input {i // 3}")
+        x = _int8_operand(inputs[i], f"input {i // 3}")
         if x.dtype != yz.dtype:
             raise TypeError(f"QLinearConcat: input {i // 3} is {x.dtype.name}, Y is "
                             f"{yz.dtype.name}")
@@ -392,7 +386,7 @@ def qlinear_where(condition, X, x_scale, x_zero_point, Y, y_scale, y_zero_point,
                   z_zero_point):
     """Z = where(condition, requantize(X -> z), requantize(Y -> z)), broadcast like Where
     (requantization through ORT's identity lookup tables, bit for bit)."""
-    x, y = _int8_tensor(X, "X"), _int8_tensor(Y, "Y")
+    x, y = _int8_operand(X, "X"), _int8_operand(Y, "Y")
     zz = _scalar(z_zero_point, "z_zero_point")
     if not x.dtype == y.dtype == zz.dtype:
         raise TypeError(f"QLinearWhere: X, Y and z_zero_point must share one type, got "
@@ -433,7 +427,7 @@ def qlinear_global_average_pool(X, x_scale, x_zero_point, y_scale, y_zero_point,
     Y = saturate(round(float32(sum X - L * x_zp) * (x_scale / (y_scale * L))) + y_zp),
     L = the number of spatial positions, the multiplier in float32 in that order; it refuses
     L >= 2^24 and multipliers outside [2^-32, 256). Bit for bit."""
-    x = _int8_tensor(X, "X")
+    x = _int8_operand(X, "X")
     if x.ndim < 3:
         raise ValueError(f"QLinearGlobalAveragePool: X must have rank >= 3, got {x.ndim}")
     xc = _channels_first(x, channels_last)
@@ -458,7 +452,7 @@ def qlinear_average_pool(X, x_scale, x_zero_point=None, y_scale=None, y_zero_poi
     saturated (float32 division, then the zero point added in float32). A kernel covering the
     whole unpadded input falls back to ORT's integer global average (see
     QLinearGlobalAveragePool). Bit for bit."""
-    x = _int8_tensor(X, "X")
+    x = _int8_operand(X, "X")
     if y_scale is None:
         raise ValueError("QLinearAveragePool: y_scale is required")
     xs, ys = _float_scale(x_scale, "x_scale"), _float_scale(y_scale, "y_scale")
@@ -532,7 +526,7 @@ def dynamic_quantize_matmul(A, B, b_scale, b_zero_point=None, bias=None, *, ctx)
     b_scale) then + bias, two roundings. b_scale / b_zero_point per tensor or per column."""
     if A.dtype != _F32:
         raise TypeError(f"DynamicQuantizeMatMul: A must be float32, got {A.dtype.name}")
-    b = _int8_tensor(B, "B")
+    b = _int8_operand(B, "B")
     aq, a_scale, a_zp = K.dynamic_quantize_linear(A, mode="ort")
     acc = matmul_integer(aq, b, np.asarray(a_zp, np.uint8),
                          _b_zero_point_layout(b_zero_point, b, "b_zero_point"), ctx, b_input=1)
@@ -549,7 +543,7 @@ def matmul_integer_to_float(A, B, a_scale, b_scale, a_zero_point=None, b_zero_po
     float32(a_scale * b_scale) + bias (two roundings). b_scale / b_zero_point per tensor or per
     column; a_zero_point per tensor. A non-scalar a_scale (per row, [..., M, 1]) is applied
     after the bias, as ORT does: Y = (float32(acc) * b_scale + bias) * a_scale."""
-    a, b = _int8_tensor(A, "A"), _int8_tensor(B, "B")
+    a, b = _int8_operand(A, "A"), _int8_operand(B, "B")
     a_s = np.asarray(a_scale, _F32)
     acc = matmul_integer(a, b, None if a_zero_point is None else
                          _scalar(a_zero_point, "a_zero_point", a.dtype),
@@ -573,7 +567,7 @@ def qgemm(A, a_scale, a_zero_point, B, b_scale, b_zero_point, C=None, y_scale=No
     the float output is float32(acc) * multiplier. A y_scale without a y_zero_point gives a
     float output scaled by 1 / y_scale, as ORT does. u8 x s8 products saturate under
     ``emulate_avx2_u8s8``."""
-    a, b = _int8_tensor(A, "A"), _int8_tensor(B, "B")
+    a, b = _int8_operand(A, "A"), _int8_operand(B, "B")
     if a.ndim != 2 or b.ndim != 2:
         raise ValueError(f"QGemm: A and B must be 2-D, got {list(a.shape)} and {list(b.shape)}")
     a2 = a.T if transA else a
@@ -626,8 +620,8 @@ def qattention(input, weight, bias, input_scale, weight_scale, mask_index=None,
     epilogue is handed to Attention as its projection, the diagonal matrix of the multipliers
     (each output then takes exactly one rounded product), so that the whole attention part is
     Attention's own code. u8 x s8 products saturate under ``emulate_avx2_u8s8``."""
-    x = _int8_tensor(input, "input")
-    w = _int8_tensor(weight, "weight")
+    x = _int8_operand(input, "input")
+    w = _int8_operand(weight, "weight")
     if x.ndim != 3 or w.ndim != 2:
         raise ValueError(f"QAttention: input must be (B, S, D) and weight (D, 3 * hidden), got "
                          f"{list(x.shape)} and {list(w.shape)}")
@@ -667,7 +661,7 @@ def qembed_layer_normalization(input_ids, segment_ids, word_embedding_quant,
     def dq(q, s, z, name):
         if q is None:
             return None
-        q = _int8_tensor(q, name)
+        q = _int8_operand(q, name)
         return dequantize(q, _float_scale(s, f"{name} scale"), _zero_point(z, q.dtype, name))
 
     for name, v in (("word_embedding_quant", word_embedding_quant),
@@ -692,7 +686,7 @@ def qembed_layer_normalization(input_ids, segment_ids, word_embedding_quant,
 def _gate_params(q, scale, zp, name, num_dir):
     """W or R [num_dir, in, 4H] with its scale and zero point -> (q, per direction: the scale
     (float32) and the zero point (int64), each 0-d or one per column)."""
-    q = _int8_tensor(q, name)
+    q = _int8_operand(q, name)
     if q.ndim != 3 or q.shape[0] != num_dir:
         raise ValueError(f"DynamicQuantizeLSTM: {name} must be [{num_dir}, in, 4 * hidden], got "
                          f"{list(q.shape)}")
