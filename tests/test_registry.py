@@ -90,3 +90,9 @@ def test_resolution_picks_highest_version_not_above_opset():
     impl = registry.lookup("Relu", "", 13)
     assert impl is not None and impl.since <= 13
     assert registry.lookup("Relu", "", 14).since == 14
+
+
+def test_every_op_states_its_formula():
+    """The docstring of every registered op gives its formula (the code is the textbook)."""
+    bare = sorted({impl.qualname for impl in IMPLS if not (impl.fn.__doc__ or "").strip()})
+    assert not bare, f"ops without a docstring: {bare}"
