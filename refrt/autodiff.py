@@ -187,7 +187,7 @@ class ForwardRegion:
 def gradient_step(node, producers: dict, pctx, scope, build_plan):
     """What the planner runs for a Gradient node: (fn, kwargs, names of bound subgraphs)."""
     region = forward_region(node, producers)
-    plan = build_plan(region, pctx, scope, is_main=False)
+    plan = build_plan(region, pctx, scope)
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
     kwargs = {"forward": ForwardRegion(plan, pctx.run),
               "xs": [v.decode() for v in attrs["xs"]], "y": attrs["y"].decode()}

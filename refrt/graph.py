@@ -215,8 +215,7 @@ def _node_graphs(node):
             yield from a.graphs
 
 
-def build_plan(graph, pctx: PlanContext, outer_scope: frozenset = frozenset(),
-               *, is_main: bool = True) -> Plan:
+def build_plan(graph, pctx: PlanContext, outer_scope: frozenset = frozenset()) -> Plan:
     """Check a graph and build its plan (see the module docstring)."""
     inits: dict[str, np.ndarray] = {}
     for t in graph.initializer:
@@ -235,8 +234,6 @@ def build_plan(graph, pctx: PlanContext, outer_scope: frozenset = frozenset(),
     for vi in list(graph.input) + list(graph.output) + list(graph.value_info):
         if vi.type.WhichOneof("value") is not None:
             pctx.value_types.setdefault(vi.name, vi.type)
-    # In IR >= 4 an input that is also an initializer is an overridable default.
-    feedable = [i for i in graph.input] if not is_main else [i for i in graph.input]
     available = set(input_names) | set(inits) | set(outer_scope)
 
     nodes = list(graph.node)
@@ -306,7 +303,7 @@ def build_plan(graph, pctx: PlanContext, outer_scope: frozenset = frozenset(),
     steps = [_make_step(nodes[idx], pctx, scope, tuple(free_lists[pos]), constants, producer_nodes)
              for pos, idx in enumerate(order)]
     outer = frozenset(n for n in free_names(graph) if n in outer_scope)
-    return Plan(inputs=feedable, outputs=list(graph.output), initializers=inits, steps=steps,
+    return Plan(inputs=list(graph.input), outputs=list(graph.output), initializers=inits, steps=steps,
                 outer=outer, free_at_start=free_at_start)
 
 
@@ -368,7 +365,7 @@ def _resolve(node, domain: str, pctx: PlanContext, scope: frozenset,
     impl.check_arity(node)
 
     def convert_graph(g):
-        return Subgraph(build_plan(g, pctx, scope, is_main=False), run=pctx.run)
+        return Subgraph(build_plan(g, pctx, scope), run=pctx.run)
 
     kwargs = impl.parse_attributes(node, convert_graph)
     subgraphs = tuple(k for k, v in kwargs.items() if isinstance(v, Subgraph))
@@ -436,7 +433,7 @@ def _function_step(node, fproto, pctx: PlanContext):
     opsets = dict(pctx.opsets)
     opsets.update(opset_map(fproto.opset_import))
     sub = PlanContext(opsets=opsets, functions=pctx.functions, options=pctx.options, run=pctx.run)
-    plan = build_plan(function_graph(fproto, node), sub, frozenset(), is_main=False)
+    plan = build_plan(function_graph(fproto, node), sub, frozenset())
     return _call_plan(plan, pctx.run, node), {}, ()
 
 
@@ -463,16 +460,16 @@ def _schema_function(node, domain: str, opset: int, pctx: PlanContext):
         schema = onnx.defs.get_schema(node.op_type, opset, registry.proto_domain(domain))
     except Exception:
         return None
-    fn_opsets = dict(pctx.opsets)
     if schema.has_function:
-        try:
-            fproto = schema.get_function_with_opset_version(opset)
+        try:   # the body as of the model's opset (bytes), else the schema's default body
+            data = schema.get_function_with_opset_version(opset)
         except Exception:
-            fproto = None
-        if fproto is None or isinstance(fproto, (bytes, str)):
-            fproto = _as_function(fproto) if fproto else schema.function_body
-        return _function_step(node, _with_signature(fproto, schema, node), PlanContext(
-            opsets=fn_opsets, functions={}, options=pctx.options, run=pctx.run))
+            data = b""
+        fproto = _as_function(data) if data else schema.function_body
+        # a model-local function of the same name must not shadow the ops inside the body
+        sub = PlanContext(opsets=dict(pctx.opsets), functions={}, options=pctx.options,
+                          run=pctx.run)
+        return _function_step(node, _with_signature(fproto, schema, node), sub)
     if schema.has_context_dependent_function:
         return _context_dependent_step(node, schema, opset, pctx), {}, ()
     return None
