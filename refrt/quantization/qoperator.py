@@ -670,8 +670,12 @@ def qlinear_activation(q, node):
         q.quantized_nodes.append(node)
         return
     nnapi = node.op_type == "Sigmoid" and q.options.sigmoid_nnapi
-    found, y_scale, y_zp = q.output_params(node.output[0], 1 / 256.0 if nnapi else None,
-                                           0 if nnapi else None)
+    _qlinear_single_input(q, node, 1 / 256.0 if nnapi else None, 0 if nnapi else None)
+
+
+def _qlinear_single_input(q, node, fixed_scale=None, fixed_zp=None):
+    """op(x) -> com.microsoft QLinear<op>(x, x_scale, x_zp, y_scale, y_zp), same attributes."""
+    found, y_scale, y_zp = q.output_params(node.output[0], fixed_scale, fixed_zp)
     names, zps, scales, nodes = q.quantize_activation(node, [0])
     if not found or names is None:
         return q.keep_float(node)
@@ -757,15 +761,7 @@ def qglobal_average_pool(q, node):
 
 def qlinear_pool(q, node):
     """AveragePool -> com.microsoft QLinearAveragePool."""
-    found, y_scale, y_zp = q.output_params(node.output[0])
-    names, zps, scales, nodes = q.quantize_activation(node, [0])
-    if not found or names is None:
-        return q.keep_float(node)
-    out = _register_output(q, node, y_scale, y_zp)
-    nodes.append(M.make_node("QLinear" + node.op_type, [names[0], scales[0], zps[0], y_scale,
-                                                        y_zp], [out], _quant_name(node),
-                             domain=M.MS_DOMAIN, **M.attributes(node)))
-    q.emit(node, nodes)
+    _qlinear_single_input(q, node)
 
 
 def split(q, node):
