@@ -13,7 +13,7 @@ _WHERE = {
     "dequantize_linear": "quantize", "dynamic_quantize_linear": "quantize",
     "quantize_linear": "quantize", "requantize": "quantize", "requantize_multiplier": "quantize",
 }
-_SUBMODULES = ("conv", "gemm", "quantize", "blockwise", "twins")
+_SUBMODULES = ("conv", "gemm", "quantize", "blockwise", "twins", "vnni", "mathf")
 
 
 def __getattr__(name):

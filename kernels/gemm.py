@@ -6,7 +6,15 @@ Serves MatMulInteger, QLinearMatMul, QGemm, DynamicQuantizeMatMul and MatMulInte
 (the float/requantization epilogues live in ``quantize.py``) and, through im2col, ConvInteger and
 QLinearConv (``conv.py``).
 
-How the exact kernel is organised:
+Two exact kernels compute the same numbers; ``gemm_int8(kernel="auto")`` picks the faster one
+this CPU can run (``default_kernel()``):
+
+* "vnni" (``vnni.py``): register tiles of 8 rows x 32 columns built on ``vpdpbusd``, which adds
+  four u8 x s8 byte products straight into each int32 lane.  Needs AVX512-VNNI.  About 4-8x the
+  portable kernel (bench/RESULTS.md).
+* "portable" (below): int16 dot products that LLVM vectorizes to ``vpmaddwd`` on any x86-64.
+
+The portable kernel:
 
 * B is packed once (``pack_b``): transposed to ``[N, Kp]`` int16 rows, K padded with zeros to a
   multiple of 16, plus its column sums. A session packs constant weights when it is built.
@@ -19,7 +27,7 @@ How the exact kernel is organised:
   accumulator.  LLVM turns exactly this shape (each multiply has its own sign-extended loads) into
   ``vpmaddwd`` reductions; sharing one loaded operand between several accumulators defeats that
   match (the multiply widens to 64 bits or falls back to ``vpmulld``), so register tiles are not
-  used here.
+  written in Python here -- ``vnni.py`` writes them in LLVM IR instead.
 * Work is split into independent (row block x column block) tasks run with ``prange``.  Inside a
   task the column loop is outside the row loop: the task's A rows (sized to stay in L1) are reused
   by every B column, and each B column is read from L2 once per task.
@@ -34,7 +42,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["PackedB", "pack_b", "gemm_int8", "gemm_u8s8_avx2_saturating"]
+__all__ = ["PackedB", "pack_b", "gemm_int8", "gemm_u8s8_avx2_saturating", "default_kernel"]
 
 _K_ALIGN = 16  # K padding of packed operands (zeros), so vector loops have no remainder
 _L1_BUDGET = 24 * 1024  # bytes of A rows kept hot in L1 while B columns stream past them
@@ -45,23 +53,51 @@ _INT8_TYPES = (np.dtype(np.uint8), np.dtype(np.int8))
 class PackedB:
     """B [K, N] prepared for the GEMM kernels.
 
-    ``data`` is B transposed, int16 ``[N, Kp]`` with ``Kp`` = K rounded up to a multiple of 16
-    (padding is zero), ``colsum`` the int64 column sums of B, ``dtype`` the original element type.
-    Build it with ``pack_b``; pass it instead of ``b`` to reuse the packing across calls.
+    ``bt`` is B transposed ``[N, K]`` (its own values, uint8 or int8), ``colsum`` the int64 column
+    sums of B, ``dtype`` the original element type.  Each kernel's operand layout is built from
+    ``bt`` on first use and kept: ``data`` (int16 ``[N, Kp]``, K padded with zeros to a multiple
+    of 16) for the portable kernels, ``vnni`` (int8 panels, see ``vnni.py``) for the VNNI kernel.
+    Build it with ``pack_b`` (which prepares the layout the default kernel uses) and pass it
+    instead of ``b`` to reuse the packing across calls.
     """
 
-    __slots__ = ("data", "colsum", "k", "n", "dtype")
+    __slots__ = ("bt", "colsum", "k", "n", "dtype", "_data", "_vnni")
 
-    def __init__(self, data, colsum, k, n, dtype):
-        self.data = data
+    def __init__(self, bt, colsum, k, n, dtype):
+        self.bt = bt
         self.colsum = colsum
         self.k = k
         self.n = n
         self.dtype = np.dtype(dtype)
+        self._data = None
+        self._vnni = None
 
     @property
     def shape(self):
         return (self.k, self.n)
+
+    @property
+    def data(self) -> np.ndarray:
+        """int16 B^T [N, Kp], K zero-padded to a multiple of 16 (portable kernels)."""
+        if self._data is None:
+            data = np.zeros((self.n, _padded_k(self.k)), dtype=np.int16)
+            data[:, : self.k] = self.bt
+            self._data = data
+        return self._data
+
+    @property
+    def vnni(self):
+        """(int8 panels, int64 column sums of the stored values [Np], zero-point shift) for the
+        VNNI kernel: uint8 B is stored as b - 128 and its zero point shifts by -128."""
+        if self._vnni is None:
+            from . import vnni
+
+            shift = -128 if self.dtype == np.uint8 else 0
+            stored = (self.bt ^ np.uint8(0x80)).view(np.int8) if shift else self.bt
+            colsum = np.zeros(_padded_n(self.n), dtype=np.int64)
+            colsum[: self.n] = self.colsum + np.int64(shift) * self.k
+            self._vnni = (vnni.pack_b_vnni(stored), colsum, shift)
+        return self._vnni
 
     def __repr__(self):
         return f"PackedB(shape={self.shape}, dtype={self.dtype.name})"
@@ -69,6 +105,24 @@ class PackedB:
 
 def _padded_k(k: int) -> int:
     return -(-k // _K_ALIGN) * _K_ALIGN
+
+
+def _padded_n(n: int) -> int:
+    return -(-n // 32) * 32
+
+
+def default_kernel() -> str:
+    """The kernel ``gemm_int8`` runs by default: "vnni" where this CPU has AVX512-VNNI (and
+    Numba compiles for it), else "portable"."""
+    global _DEFAULT_KERNEL
+    if _DEFAULT_KERNEL is None:
+        from . import vnni
+
+        _DEFAULT_KERNEL = "vnni" if vnni.available() else "portable"
+    return _DEFAULT_KERNEL
+
+
+_DEFAULT_KERNEL = None
 
 
 def _check_int8_matrix(x, name: str) -> np.ndarray:
@@ -81,19 +135,22 @@ def _check_int8_matrix(x, name: str) -> np.ndarray:
 
 
 def pack_b(b, transposed=False) -> PackedB:
-    """Pack B [K, N] (uint8 or int8) once: int16 transposed rows, K zero-padded, column sums.
+    """Pack B [K, N] (uint8 or int8) once: transposed copy, column sums, and the operand layout
+    of the default kernel.
 
     ``transposed=True`` takes B already as ``[N, K]`` (Gemm with transB=1, convolution weights).
     """
     if isinstance(b, PackedB):
         return b
     b = _check_int8_matrix(b, "b")
-    bt = b if transposed else b.T
+    bt = np.ascontiguousarray(b if transposed else b.T)
     n, k = bt.shape
-    data = np.zeros((n, _padded_k(k)), dtype=np.int16)
-    data[:, :k] = bt
-    colsum = bt.sum(axis=1, dtype=np.int64)
-    return PackedB(data, colsum, k, n, b.dtype)
+    packed = PackedB(bt, bt.sum(axis=1, dtype=np.int64), k, n, b.dtype)
+    if default_kernel() == "vnni":
+        packed.vnni  # noqa: B018 -- build the layout now (session build), not on the first run
+    else:
+        packed.data  # noqa: B018
+    return packed
 
 
 def _prepare_a(a, kp: int):
@@ -186,12 +243,41 @@ def _run(kernel, a, b, a_zp, b_zp):
     n = packed.n
     az = _zero_point_vector(a_zp, m, "a_zp", "one per row of a")
     bz = _zero_point_vector(b_zp, n, "b_zp", "one per column of b")
-    out = np.empty((m, n), dtype=np.int32)
     if m == 0 or n == 0:
-        return out
+        return np.empty((m, n), dtype=np.int32)
+    if kernel == "vnni":
+        return _run_vnni(a, packed, az, bz)
+    out = np.empty((m, n), dtype=np.int32)
     a16, rowsum = _prepare_a(a, packed.data.shape[1])
     _gemm_prepared(kernel, a16, rowsum, packed.data, packed.colsum, k, az, bz, out)
     return out
+
+
+def _run_vnni(a, packed, az, bz):
+    """The VNNI kernel (``vnni.py``): int8 A is stored as a + 128 (zero point + 128), uint8 B as
+    b - 128 (zero point - 128); the zero points fold the shifts back in, exactly."""
+    from . import vnni
+
+    m, k = a.shape
+    n = packed.n
+    panels, colsum, b_shift = packed.vnni
+    npad = colsum.shape[0]
+    kpad = -(-k // vnni.KGROUP) * vnni.KGROUP
+    a_u8 = np.zeros((m, kpad), dtype=np.uint8)
+    if a.dtype == np.int8:
+        a_u8[:, :k] = a.view(np.uint8) ^ np.uint8(0x80)
+        az = az + 128
+    else:
+        a_u8[:, :k] = a
+    bzp = np.zeros(npad, dtype=np.int64)
+    bzp[:n] = bz + b_shift
+    colterm = colsum - np.int64(k) * bzp
+    rowsum = a_u8.sum(axis=1, dtype=np.int64)
+    c = np.empty(m * npad, dtype=np.int32)
+    vnni.gemm_u8s8_vnni(a_u8.reshape(-1), kpad, m, panels, npad // vnni.NR, kpad // vnni.KGROUP,
+                        rowsum, colterm, az, bzp, c, npad)
+    c = c.reshape(m, npad)
+    return c if npad == n else np.ascontiguousarray(c[:, :n])
 
 
 def _gemm_prepared(kernel, a16, rowsum, bt16, colsum, k, a_zp, b_zp, out):
@@ -203,13 +289,29 @@ def _gemm_prepared(kernel, a16, rowsum, bt16, colsum, k, a_zp, b_zp, out):
     kernel(a16, bt16, rowsum, colterm, a_zp, b_zp, out, row_block)
 
 
-def gemm_int8(a, b, a_zp=0, b_zp=0) -> np.ndarray:
+_KERNELS = ("auto", "vnni", "portable")
+
+
+def gemm_int8(a, b, a_zp=0, b_zp=0, kernel="auto") -> np.ndarray:
     """Exact integer GEMM: ``C[m, n] = sum_k (a[m, k] - a_zp[m]) * (b[k, n] - b_zp[n])`` as int32.
 
     a: uint8 or int8 [M, K]; b: uint8 or int8 [K, N], or a ``PackedB`` from ``pack_b``.
     a_zp: integer scalar, or length 1 or M (per row); b_zp: scalar, or length 1 or N (per column).
     Sums wrap modulo 2**32 (int32 two's complement), like ORT's int32 accumulation.
+    kernel: "vnni" (``vpdpbusd`` register tiles, needs AVX512-VNNI), "portable" (int16 dot
+    products that LLVM vectorizes on any x86-64), or "auto" (``default_kernel()``).  Every kernel
+    gives the same exact result.
     """
+    if kernel not in _KERNELS:
+        raise ValueError(f"kernel must be one of {_KERNELS}, got {kernel!r}")
+    if kernel == "auto":
+        kernel = default_kernel()
+    if kernel == "vnni":
+        from . import vnni
+
+        if not vnni.available():
+            raise RuntimeError("the vnni kernel needs a CPU with AVX512-VNNI (and Numba compiling for it)")
+        return _run("vnni", a, b, a_zp, b_zp)
     return _run(_gemm_dot_kernel, a, b, a_zp, b_zp)
 
 

@@ -1,0 +1,176 @@
+"""The VNNI int8 GEMM: u8 x s8 byte dot products with ``vpdpbusd``, written as LLVM vector IR.
+
+LLVM's loop vectorizer turns the plain int16 dot product of ``gemm.py`` into 128-bit ``vpmaddwd``
+at best; it never forms a register tile, and it never emits ``vpdpbusd`` (AVX512-VNNI), which
+multiplies 64 unsigned bytes by 64 signed bytes and adds each group of four products straight into
+16 int32 lanes -- exactly, with no int16 saturation step.  This module spells the tile out in LLVM
+IR through a Numba ``@intrinsic``, so the inner loop is exactly what the hardware runs best:
+
+    for g in range(K / 4):                       # one group of four K steps
+        b[v]   = 64 bytes of packed B            # 16 columns x 4 k, for v in 0..NV-1
+        for r in range(MR):
+            a  = broadcast(A[r, 4g : 4g+4])      # 4 bytes of row r, copied to all 16 lanes
+            acc[r][v] = vpdpbusd(acc[r][v], a, b[v])
+    store acc                                     # MR x (16*NV) int32
+
+Everything around the tile (packing, zero points, blocking, threads) is ordinary Numba code.
+
+Packing (``pack_b_vnni``): B [K, N] becomes int8 panels ``[N/32][K/4][32][4]`` -- for each block
+of 32 columns and each group of four k, the 4 bytes of column j are adjacent, which is the operand
+layout of ``vpdpbusd``.  K is padded with zeros to a multiple of 4 and N to a multiple of 32.
+
+Signedness: ``vpdpbusd`` wants unsigned A and signed B.  Other combinations are shifted into that
+one and the shift is folded into the zero points, which the caller folds exactly in int64:
+
+    int8 A:  a_stored = a + 128  (uint8),  a_zp -> a_zp + 128
+    uint8 B: b_stored = b - 128  (int8),   b_zp -> b_zp - 128
+
+so every (A, B) type pair runs the same exact kernel.  The int32 accumulators wrap modulo 2**32
+like every int32 sum here.
+
+The kernel needs AVX512-VNNI (``avx512vnni`` in LLVM's host features); ``available()`` says whether
+this process may use it.  Without it, ``gemm.py``'s portable kernel runs instead.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+__all__ = ["available", "pack_b_vnni", "NR", "KGROUP"]
+
+NR = 32  # columns per B panel (two 16-lane int32 vectors)
+KGROUP = 4  # k steps per vpdpbusd
+_NV = NR // 16
+_I32X16 = ir.VectorType(ir.IntType(32), 16)
+_I8X64 = ir.VectorType(ir.IntType(8), 64)
+
+
+def available() -> bool:
+    """True when Numba compiles for this host CPU and the CPU has AVX512-VNNI."""
+    if os.environ.get("NUMBA_CPU_NAME") or os.environ.get("NUMBA_CPU_FEATURES"):
+        return False  # code compiled for another CPU: the intrinsic may not exist there
+    import llvmlite.binding as llvm
+
+    return bool(llvm.get_host_cpu_features().get("avx512vnni", False))
+
+
+def _tile_intrinsic(mr: int):
+    """A Numba intrinsic computing one MR x 32 int32 tile:
+
+    tile(a, a_off, lda, bp, b_off, groups, c, c_off, ldc)
+        c[c_off + r*ldc + j] = sum_g sum_t a[a_off + r*lda + 4g + t] * bp[b_off + (g*32 + j)*4 + t]
+
+    a: uint8 1-D (rows of A, K padded to 4); bp: int8 1-D (one packed panel starts at b_off);
+    c: int32 1-D.  The caller guarantees every index is in bounds.
+    """
+
+    @intrinsic
+    def tile(typingctx, a, a_off, lda, bp, b_off, groups, c, c_off, ldc):
+        sig = types.void(a, types.intp, types.intp, bp, types.intp, types.intp, c, types.intp, types.intp)
+
+        def codegen(context, builder, signature, args):
+            a_arr, a_off_v, lda_v, b_arr, b_off_v, groups_v, c_arr, c_off_v, ldc_v = args
+            a_ptr = cgutils.create_struct_proxy(signature.args[0])(context, builder, value=a_arr).data
+            b_ptr = cgutils.create_struct_proxy(signature.args[3])(context, builder, value=b_arr).data
+            c_ptr = cgutils.create_struct_proxy(signature.args[6])(context, builder, value=c_arr).data
+            i8p = ir.IntType(8).as_pointer()
+            a_base = builder.gep(builder.bitcast(a_ptr, i8p), [a_off_v])
+            b_base = builder.gep(builder.bitcast(b_ptr, i8p), [b_off_v])
+            c_base = builder.gep(c_ptr, [c_off_v])
+            fn_ty = ir.FunctionType(_I32X16, [_I32X16, _I8X64, _I8X64])
+            dpbusd = cgutils.get_or_insert_function(builder.module, fn_ty, "llvm.x86.avx512.vpdpbusd.512")
+            zero = ir.Constant(_I32X16, None)
+            accs = [[cgutils.alloca_once_value(builder, zero) for _ in range(_NV)] for _ in range(mr)]
+            row_ptrs = [builder.gep(a_base, [builder.mul(lda_v, ir.Constant(lda_v.type, r))]) for r in range(mr)]
+            mask = ir.Constant(ir.VectorType(ir.IntType(32), 16), [0] * 16)
+            with cgutils.for_range(builder, groups_v) as loop:
+                g = loop.index
+                b_group = builder.gep(b_base, [builder.mul(g, ir.Constant(g.type, NR * KGROUP))])
+                b_vecs = []
+                for v in range(_NV):
+                    p = builder.gep(b_group, [ir.Constant(g.type, v * 64)])
+                    b_vecs.append(builder.load(builder.bitcast(p, _I8X64.as_pointer()), align=1))
+                a_off_g = builder.mul(g, ir.Constant(g.type, KGROUP))
+                for r in range(mr):
+                    p = builder.gep(row_ptrs[r], [a_off_g])
+                    word = builder.load(builder.bitcast(p, ir.IntType(32).as_pointer()), align=1)
+                    vec = builder.insert_element(ir.Constant(_I32X16, ir.Undefined), word, ir.Constant(ir.IntType(32), 0))
+                    bcast = builder.bitcast(builder.shuffle_vector(vec, ir.Constant(_I32X16, ir.Undefined), mask), _I8X64)
+                    for v in range(_NV):
+                        acc = builder.load(accs[r][v])
+                        builder.store(builder.call(dpbusd, [acc, bcast, b_vecs[v]]), accs[r][v])
+            for r in range(mr):
+                row = builder.gep(c_base, [builder.mul(ldc_v, ir.Constant(ldc_v.type, r))])
+                for v in range(_NV):
+                    p = builder.gep(row, [ir.Constant(ldc_v.type, 16 * v)])
+                    builder.store(builder.load(accs[r][v]), builder.bitcast(p, _I32X16.as_pointer()), align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return tile
+
+
+_tile8 = _tile_intrinsic(8)
+_tile4 = _tile_intrinsic(4)
+_tile2 = _tile_intrinsic(2)
+_tile1 = _tile_intrinsic(1)
+
+
+def pack_b_vnni(bt_signed: np.ndarray) -> np.ndarray:
+    """int8 B^T [N, K] -> 1-D int8 panels [ceil(N/32)][ceil(K/4)][32][4], zero padded."""
+    n, k = bt_signed.shape
+    npad, kpad = -(-n // NR) * NR, -(-k // KGROUP) * KGROUP
+    full = np.zeros((npad, kpad), dtype=np.int8)
+    full[:n, :k] = bt_signed
+    panels = full.reshape(npad // NR, NR, kpad // KGROUP, KGROUP).transpose(0, 2, 1, 3)
+    return np.ascontiguousarray(panels).reshape(-1)
+
+
+@njit(cache=True, parallel=True)
+def gemm_u8s8_vnni(a_u8, lda, m, bp, n_panels, groups, rowsum, colterm, a_zp, b_zp, c, ldc):
+    """c[i, j] = int32( sum_k a[i,k]*b[k,j] - b_zp[j]*rowsum[i] - a_zp[i]*colterm[j] )  for j < ldc.
+
+    a_u8: uint8 1-D, M rows of length lda (K padded to 4); bp: packed panels; c: int32 1-D [M*ldc]
+    with ldc = 32 * n_panels.  One parallel task per B panel (32 columns); row tiles of 8, then
+    4, 2, 1 for the rest, so no row of A is padded.
+    """
+    panel = groups * NR * KGROUP
+    for jp in prange(n_panels):
+        b_off = jp * panel
+        j0 = jp * NR
+        i = 0
+        while i + 8 <= m:
+            _tile8(a_u8, i * lda, lda, bp, b_off, groups, c, i * ldc + j0, ldc)
+            i += 8
+        if i + 4 <= m:
+            _tile4(a_u8, i * lda, lda, bp, b_off, groups, c, i * ldc + j0, ldc)
+            i += 4
+        if i + 2 <= m:
+            _tile2(a_u8, i * lda, lda, bp, b_off, groups, c, i * ldc + j0, ldc)
+            i += 2
+        if i < m:
+            _tile1(a_u8, i * lda, lda, bp, b_off, groups, c, i * ldc + j0, ldc)
+        for r in range(m):
+            rs = rowsum[r]
+            az = a_zp[r]
+            base = r * ldc
+            for j in range(j0, j0 + NR):
+                c[base + j] = np.int32(np.int64(c[base + j]) - b_zp[j] * rs - az * colterm[j])
+
+
+def _instructions(names=("vpdpbusd", "vpdpbusds", "vpmaddwd", "vpmulld")) -> dict:
+    """Count selected instructions in a fresh (uncached) compile of ``gemm_u8s8_vnni``."""
+    import re
+
+    fresh = njit(cache=False, parallel=True)(gemm_u8s8_vnni.py_func)
+    u1, s1, i1, o1, n = types.uint8[::1], types.int8[::1], types.int64[::1], types.int32[::1], types.int64
+    fresh.compile((u1, n, n, s1, n, n, i1, i1, i1, i1, o1, n))
+    asm = "\n".join(fresh.inspect_asm().values())
+    return {name: len(re.findall(rf"\b{name}\b", asm)) for name in names}
