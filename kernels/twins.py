@@ -17,6 +17,8 @@ __all__ = [
     "dequantize_linear_twin",
     "requantize_twin",
     "dynamic_quantize_linear_twin",
+    "fma32",
+    "erf_f32_twin",
 ]
 
 
@@ -219,3 +221,46 @@ def blockwise_matmul_int8_twin(a, a_scale, b, b_scale, block_size):
 
 
 __all__ += ["blockwise_matmul_int8_twin"]
+
+
+def fma32(a, b, c):
+    """float32(a * b + c) with one rounding (a fused multiply-add), element-wise.
+
+    The product of two float32 values is exact in float64; the float64 sum is rounded to odd
+    (its last bit set when inexact), and rounding that to float32 then gives the correctly
+    rounded result (53 bits >= 24 + 2)."""
+    a, b, c = (np.asarray(v, np.float32).astype(np.float64) for v in (a, b, c))
+    p = a * b
+    s = p + c
+    t = s - p
+    err = (p - (s - t)) + (c - t)                        # s + err == p + c exactly (TwoSum)
+    inexact_even = (err != 0) & ((s.view(np.int64) & 1) == 0)
+    if inexact_even.any():
+        s = np.where(inexact_even, np.nextafter(s, np.where(err > 0, np.inf, -np.inf)), s)
+    return s.astype(np.float32)
+
+
+def _horner(x, coefficients):
+    r = fma32(coefficients[0], x, coefficients[1])
+    for c in coefficients[2:]:
+        r = fma32(r, x, c)
+    return r
+
+
+def erf_f32_twin(x):
+    """onnxruntime's float32 erf (``mathf.erf_f32``), both branches computed everywhere."""
+    from .mathf import ERF
+
+    f32 = np.float32
+    x = np.asarray(x, f32)
+    a = np.abs(x)
+    a = np.where(a > ERF.UPPER, ERF.UPPER, a).astype(f32)  # NaN stays NaN
+    with np.errstate(all="ignore"):
+        small = fma32(_horner(a * a, ERF.SMALL), a, a)
+        t = -fma32(_horner(a, ERF.BIG), a, a)
+        t = np.where(t < ERF.EXP_LOWER, ERF.EXP_LOWER, t).astype(f32)
+        n = fma32(ERF.LOG2E, t, ERF.ROUND) - ERF.ROUND
+        f = fma32(n, ERF.LN2_LO, fma32(n, ERF.LN2_HI, t))
+        exp = _horner(f, ERF.EXP) * np.ldexp(f32(1), np.nan_to_num(n).astype(np.int32)).astype(f32)
+        r = np.where(a > ERF.SPLIT, f32(1) - exp, small).astype(f32)
+    return np.where(np.signbit(x), -r, r).astype(f32)

@@ -92,24 +92,50 @@ def make_gemm_case(c):
 # --------------------------------------------------------------------------- GEMM
 
 
+def _vnni_available():
+    return importlib.import_module(K.__name__ + ".vnni").available()
+
+
+NO_VNNI = "this CPU has no AVX512-VNNI (or Numba compiles for another CPU): the vnni kernel cannot run"
+# every GEMM kernel refrt has; "vnni" runs only where the CPU has AVX512-VNNI
+GEMM_KERNELS = [
+    "portable",
+    pytest.param("vnni", marks=pytest.mark.skipif(not _vnni_available(), reason=NO_VNNI)),
+]
+
+
+@pytest.mark.parametrize("kernel", GEMM_KERNELS)
 @SETTINGS
-@given(gemm_cases)
-def test_gemm_int8_matches_twin(case):
+@given(case=gemm_cases)
+def test_gemm_int8_matches_twin(kernel, case):
     a, b, az, bz = make_gemm_case(case)
     expected = T.gemm_int8_twin(a, b, az, bz)
-    got = K.gemm_int8(a, b, az, bz)
-    assert got.dtype == np.int32 and np.array_equal(got, expected)
-    assert np.array_equal(K.gemm_int8(a, K.pack_b(b), az, bz), expected)  # packed once, reused
-    assert np.array_equal(K.gemm_int8(a, K.pack_b(np.ascontiguousarray(b.T), transposed=True), az, bz), expected)
+    got = K.gemm_int8(a, b, az, bz, kernel=kernel)
+    assert got.dtype == np.int32 and got.flags.c_contiguous and np.array_equal(got, expected)
+    assert np.array_equal(K.gemm_int8(a, K.pack_b(b), az, bz, kernel=kernel), expected)  # packed once, reused
+    bt = K.pack_b(np.ascontiguousarray(b.T), transposed=True)
+    assert np.array_equal(K.gemm_int8(a, bt, az, bz, kernel=kernel), expected)
 
 
-def test_gemm_int8_scalar_zero_points_and_wraparound():
+@pytest.mark.parametrize("kernel", GEMM_KERNELS)
+@pytest.mark.parametrize("m", [1, 2, 3, 4, 7, 8, 9, 15, 16, 17, 64])
+def test_gemm_int8_row_tiles_and_column_panels(kernel, m):
+    # every row-tile decomposition (8, 4, 2, 1) and column counts around the 32-wide panels
+    rng = np.random.default_rng(m)
+    for n, k in [(31, 5), (32, 64), (33, 130), (96, 3), (1, 1)]:
+        a = rng.integers(0, 256, (m, k)).astype(np.uint8)
+        b = rng.integers(-128, 128, (k, n)).astype(np.int8)
+        assert np.array_equal(K.gemm_int8(a, b, 7, -3, kernel=kernel), T.gemm_int8_twin(a, b, 7, -3))
+
+
+@pytest.mark.parametrize("kernel", GEMM_KERNELS)
+def test_gemm_int8_scalar_zero_points_and_wraparound(kernel):
     a = np.full((2, 3), 255, np.uint8)
     b = np.full((3, 2), -128, np.int8)
-    assert np.array_equal(K.gemm_int8(a, b, 0, 0), np.full((2, 2), 3 * 255 * -128, np.int32))
-    assert np.array_equal(K.gemm_int8(a, b, 255, 0), np.zeros((2, 2), np.int32))
+    assert np.array_equal(K.gemm_int8(a, b, 0, 0, kernel=kernel), np.full((2, 2), 3 * 255 * -128, np.int32))
+    assert np.array_equal(K.gemm_int8(a, b, 255, 0, kernel=kernel), np.zeros((2, 2), np.int32))
     # 40,000 products of 255 * 255 overflow int32: the result wraps like an int32 accumulator
-    big = K.gemm_int8(np.full((1, 40000), 255, np.uint8), np.full((40000, 1), 255, np.uint8))
+    big = K.gemm_int8(np.full((1, 40000), 255, np.uint8), np.full((40000, 1), 255, np.uint8), kernel=kernel)
     assert big[0, 0] == np.int64(40000 * 255 * 255).astype(np.int32)
     assert np.array_equal(big, T.gemm_int8_twin(np.full((1, 40000), 255, np.uint8),
                                                 np.full((40000, 1), 255, np.uint8)))
@@ -126,6 +152,17 @@ def test_gemm_int8_rejects_bad_operands():
     with pytest.raises(ValueError):
         K.gemm_int8(a, np.zeros((3, 2), np.int8), b_zp=[1, 2, 3])
     assert K.gemm_int8(np.zeros((0, 3), np.uint8), np.zeros((3, 2), np.int8)).shape == (0, 2)
+    with pytest.raises(ValueError, match="kernel"):
+        K.gemm_int8(a, np.zeros((3, 2), np.int8), kernel="amx")
+
+
+@pytest.mark.skipif(not _vnni_available(), reason=NO_VNNI)
+def test_vnni_kernel_is_vpdpbusd_register_tiles():
+    V = importlib.import_module(K.__name__ + ".vnni")
+    counts = V._instructions()
+    # 8-row tile x 2 vectors: 16 vpdpbusd in the 8-row loop body, plus the 4-, 2- and 1-row tiles
+    assert counts["vpdpbusd"] >= 16 + 8 + 4 + 2
+    assert counts["vpmaddwd"] == 0 and counts["vpmulld"] == 0 and counts["vpdpbusds"] == 0
 
 
 @SETTINGS
@@ -683,3 +720,68 @@ def test_blockwise_kernel_uses_vpmaddwd():
         pytest.skip("needs an x86 CPU with AVX2")
     counts = KB._vector_instructions()
     assert counts["vpmaddwd"] + counts["vpdpwssd"] > 0 and counts["vpmulld"] == 0
+
+
+# --------------------------------------------------------------------------- float32 erf
+
+M = importlib.import_module(K.__name__ + ".mathf")
+ERF_SPECIALS = np.array([0.0, -0.0, np.nan, -np.nan, np.inf, -np.inf, 0.921875, -0.921875,
+                         np.nextafter(np.float32(0.921875), np.float32(1)), 3.925, -3.925, 3.9249999,
+                         4.0, 1e-30, -1e-45, 1e30, -3.4028235e38], np.float32)
+
+
+def same_float_bits(a, b):
+    """Equal bits, or both NaN (NaN payloads are not compared)."""
+    return a.shape == b.shape and bool(np.all((a.view(np.uint32) == b.view(np.uint32)) | (np.isnan(a) & np.isnan(b))))
+
+
+@SETTINGS
+@given(st.integers(0, 2**32 - 1), st.integers(0, 5000), st.sampled_from(["normal", "bits", "range"]))
+def test_erf_f32_matches_twin(seed, n, kind):
+    rng = np.random.default_rng(seed)
+    if kind == "normal":
+        x = (rng.standard_normal(n) * 2).astype(np.float32)
+    elif kind == "bits":  # every float32 bit pattern is possible, NaN and inf included
+        x = rng.integers(0, 2**32, n, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    else:
+        x = rng.uniform(-5, 5, n).astype(np.float32)
+    x = np.concatenate([x, ERF_SPECIALS])
+    before = x.copy()
+    assert same_float_bits(M.erf_f32(x), T.erf_f32_twin(x))
+    assert same_float_bits(x, before)
+
+
+def test_erf_f32_is_within_3_ulp_of_erf_and_keeps_shape():
+    import math
+
+    x = np.linspace(-6, 6, 21000, dtype=np.float32)
+    y = M.erf_f32(x.reshape(7, -1, 3)).reshape(-1)
+    exact = np.array([math.erf(v) for v in x.astype(np.float64)])
+    assert np.max(np.abs(y - exact) / np.spacing(np.abs(y).astype(np.float32))) <= 3
+    assert M.erf_f32(np.zeros((0, 4), np.float32)).shape == (0, 4)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_erf_op_matches_onnxruntime_bit_for_bit(dtype):
+    from onnx import TensorProto, helper
+    from ort_helpers import ort_session
+
+    from refrt import InferenceSession
+
+    et = TensorProto.FLOAT if dtype == np.float32 else TensorProto.FLOAT16
+    graph = helper.make_graph([helper.make_node("Erf", ["x"], ["y"])], "erf",
+                              [helper.make_tensor_value_info("x", et, [None])],
+                              [helper.make_tensor_value_info("y", et, [None])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    rng = np.random.default_rng(0)
+    if dtype == np.float16:  # every float16 value
+        x = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16)
+    else:
+        x = np.concatenate([(rng.standard_normal(60000) * 2).astype(np.float32),
+                            np.linspace(-4.5, 4.5, 9001, dtype=np.float32), ERF_SPECIALS,
+                            rng.integers(0, 2**32, 30000, dtype=np.uint64).astype(np.uint32).view(np.float32)])
+    expected = ort_session(model).run(None, {"x": x})[0]
+    got = InferenceSession(model).run(None, {"x": x})[0]
+    assert got.dtype == expected.dtype
+    assert np.all((got == expected) | (np.isnan(got) & np.isnan(expected)))
+    assert np.array_equal(np.signbit(got), np.signbit(expected))

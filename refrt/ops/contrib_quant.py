@@ -14,7 +14,7 @@ formula. Integer sums run on the Numba kernels through ``quant.matmul_integer`` 
 int8 compute on ``kernels.blockwise``); the session option ``emulate_avx2_u8s8`` switches
 their u8 x s8 products to ORT's int16-saturating AVX2 arithmetic, as for MatMulInteger.
 
-Float arithmetic that onnxruntime fuses (``vfmadd``) is reproduced with :func:`_fma32`, an exact
+Float arithmetic that onnxruntime fuses (``vfmadd``) is reproduced with :func:`refrt.kernels.twins.fma32`, an exact
 float32 fused multiply-add written in NumPy (float64 product, round-to-odd sum, one rounding).
 """
 
@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import kernels as K
+from ..kernels.twins import fma32
 from ..registry import op
 from ._common import f32, normalize_axis
 from .contrib import attention as _ms_attention
@@ -38,23 +39,6 @@ _INT8 = (np.dtype(np.uint8), np.dtype(np.int8))
 
 
 # ---------------------------------------------------------------- small helpers
-
-def _fma32(a, b, c):
-    """float32(a * b + c) with one rounding (a fused multiply-add), element-wise.
-
-    The product of two float32 values is exact in float64; the float64 sum is rounded to odd
-    (its last bit set when inexact), and rounding that to float32 then gives the correctly
-    rounded result (53 bits >= 24 + 2)."""
-    a, b, c = (np.asarray(v, _F32).astype(np.float64) for v in (a, b, c))
-    p = a * b
-    s = p + c
-    t = s - p
-    err = (p - (s - t)) + (c - t)                        # s + err == p + c exactly (TwoSum)
-    inexact_even = (err != 0) & ((s.view(np.int64) & 1) == 0)
-    if inexact_even.any():
-        s = np.where(inexact_even, np.nextafter(s, np.where(err > 0, np.inf, -np.inf)), s)
-    return s.astype(_F32)
-
 
 def _scalar(v, name, dtype=None):
     """A per-tensor parameter (scalar or one element) -> 0-d array; ORT refuses anything else."""
@@ -184,11 +168,11 @@ def qlinear_add(A, A_scale, A_zero_point=None, B=None, B_scale=None, B_zero_poin
     ra, rb = sa / sc, sb / sc
     af, bf = a.astype(_F32), b.astype(_F32)
     if _a_is_span_scalar(a.shape, b.shape, shape):
-        fixed = zc - _fma32(rb, zb, ra * za)
-        v = _fma32(bf, rb, _fma32(af, ra, fixed))
+        fixed = zc - fma32(rb, zb, ra * za)
+        v = fma32(bf, rb, fma32(af, ra, fixed))
     else:
-        fixed = zc - _fma32(ra, za, rb * zb)
-        v = _fma32(af, ra, _fma32(bf, rb, fixed))
+        fixed = zc - fma32(ra, za, rb * zb)
+        v = fma32(af, ra, fma32(bf, rb, fixed))
     return _requantize_float(np.broadcast_to(v, shape), zc, dt)
 
 
@@ -227,9 +211,9 @@ _TANH_Q = (np.float32(1.19825839466702e-06), np.float32(1.18534705686654e-04),
 
 def _horner_fma(x2, coefficients):
     """c0 * x2^n + ... + cn by Horner's rule in fused multiply-adds, first step x2 * c0 + c1."""
-    p = _fma32(x2, coefficients[0], coefficients[1])
+    p = fma32(x2, coefficients[0], coefficients[1])
     for c in coefficients[2:]:
-        p = _fma32(p, x2, c)
+        p = fma32(p, x2, c)
     return p
 
 
