@@ -294,26 +294,6 @@ def requantize(acc, multiplier, y_zp=0, qmin=None, qmax=None, out_dtype=np.uint8
 
 # --------------------------------------------------------------------------- dynamic quantization
 
-_MINMAX_CHUNK = 1 << 16
-
-
-@njit(cache=True, parallel=True)
-def _min_max_kernel(x, mins, maxs):
-    """Per-chunk minimum and maximum of flat float32 x (chunks of _MINMAX_CHUNK elements)."""
-    n = x.shape[0]
-    for c in prange(mins.shape[0]):
-        lo = x[c * _MINMAX_CHUNK]
-        hi = lo
-        for i in range(c * _MINMAX_CHUNK + 1, min(n, (c + 1) * _MINMAX_CHUNK)):
-            v = x[i]
-            if v < lo:
-                lo = v
-            if v > hi:
-                hi = v
-        mins[c] = lo
-        maxs[c] = hi
-
-
 @njit(cache=True, parallel=True)
 def _quantize_u8_kernel(x, scale, zp, out):
     """out[i] = clamp(rint(x[i] / scale), -zp, 255 - zp) + zp  (flat float32 -> uint8)."""
@@ -358,19 +338,20 @@ def dynamic_quantize_linear(x, mode="ort"):
     all-zero (or empty) input: ``"ort"`` gives scale 1.0, zp 0 (onnxruntime); ``"spec"`` follows the
     spec's function body, whose scale is 0 / 255 = 0 and whose zero point 0 / 0 is NaN cast to
     uint8 (undefined); refrt returns scale 0.0, zp 0 and y all zero there.  (onnx.reference returns
-    scale 1/255 in that case.)  NaN inputs are not supported (ORT's result depends on where the NaN
-    sits in its vector lanes).
+    scale 1/255 in that case.)  A NaN input raises ValueError: ORT's result depends on where the
+    NaN sits in its vector lanes.
     """
     if mode not in ("ort", "spec"):
         raise ValueError(f"mode must be 'ort' or 'spec', got {mode!r}")
     x = np.asarray(x, dtype=np.float32)
     flat = np.ascontiguousarray(x).reshape(-1)
     if flat.size:
-        n_chunks = -(-flat.size // _MINMAX_CHUNK)
-        mins = np.empty(n_chunks, dtype=np.float32)
-        maxs = np.empty(n_chunks, dtype=np.float32)
-        _min_max_kernel(flat, mins, maxs)
-        lo, hi = np.float32(mins.min()), np.float32(maxs.max())
+        # NumPy's reductions are SIMD already (a Numba min/max loop stays scalar: LLVM may not
+        # reorder float compares without fast-math, which would lose NaN)
+        lo, hi = np.float32(flat.min()), np.float32(flat.max())
+        if np.isnan(lo):
+            raise ValueError("x contains NaN: the quantization range is undefined (onnxruntime's "
+                             "result depends on where the NaN falls in its vector lanes)")
     else:
         lo = hi = np.float32(0)
     scale, zp = _dynamic_params(lo, hi, mode == "ort")

@@ -399,6 +399,14 @@ def test_dynamic_quantize_linear_all_zero_modes():
     assert scale == np.float32(4) / np.float32(255) and zp == 64 and y.tolist() == [0, 64, 255]
 
 
+@pytest.mark.parametrize("where", [0, 1, 70000])
+def test_dynamic_quantize_linear_refuses_nan(where):
+    x = np.ones(70001, np.float32)
+    x[where] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        K.dynamic_quantize_linear(x)
+
+
 def test_quantize_layout_validation():
     x = np.zeros((2, 3, 4), np.float32)
     with pytest.raises(ValueError):
