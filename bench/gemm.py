@@ -59,14 +59,23 @@ def gops(m, k, n, seconds):
 
 
 def asm_evidence() -> dict:
-    """Compile the exact GEMM kernel afresh (cache=False) and read its machine code."""
+    """Compile refrt's default exact GEMM kernel afresh (cache=False) and read its machine code."""
     from numba import njit, types
 
     from refrt.kernels import gemm as G
 
-    fresh = njit(cache=False, parallel=True)(G._gemm_dot_kernel.py_func)
-    a2, i1, o2 = types.int16[:, ::1], types.int64[::1], types.int32[:, ::1]
-    fresh.compile((a2, a2, i1, i1, i1, i1, o2, types.int64))
+    if G.default_kernel() == "vnni":
+        from refrt.kernels import vnni as V
+
+        fresh = njit(cache=False, parallel=True)(V.gemm_u8s8_vnni.py_func)
+        u1, s1, i1, o1, n = types.uint8[::1], types.int8[::1], types.int64[::1], types.int32[::1], types.int64
+        fresh.compile((u1, n, n, s1, n, n, i1, i1, i1, i1, o1, n))
+        kernel = "vnni.gemm_u8s8_vnni"
+    else:
+        fresh = njit(cache=False, parallel=True)(G._gemm_dot_kernel.py_func)
+        a2, i1, o2 = types.int16[:, ::1], types.int64[::1], types.int32[:, ::1]
+        fresh.compile((a2, a2, i1, i1, i1, i1, o2, types.int64))
+        kernel = "gemm._gemm_dot_kernel"
     asm = "\n".join(fresh.inspect_asm().values())
     names = ("vpmaddwd", "vpdpwssd", "vpdpwssds", "vpdpbusd", "vpdpbusds", "vpmaddubsw", "vpmulld",
              "tdpbusd")
@@ -93,12 +102,14 @@ def asm_evidence() -> dict:
 
     hot = max(blocks, key=mac_count)
     hot = [ln for ln in hot if not ln.strip().startswith(".p2align")][:24]
-    return {"counts": counts, "widths": widths, "hot_loop": "\n".join(ln.rstrip() for ln in hot)}
+    return {"counts": counts, "widths": widths, "hot_loop": "\n".join(ln.rstrip() for ln in hot),
+            "kernel": kernel}
 
 
 def main(argv=None):
     args = C.arg_parser(__doc__.splitlines()[0]).parse_args(argv)
     from refrt.kernels import gemm_int8, pack_b
+    from refrt.kernels.gemm import default_kernel
 
     rng = np.random.default_rng(0)
     ms = [1, 128] if args.quick else MS
@@ -135,6 +146,8 @@ def main(argv=None):
                     af32, af64 = a.astype(np.float32), a.astype(np.float64)
                     feed = {"A": a}
                     fns = {"refrt kernel": lambda: gemm_int8(a, packed, A_ZP, bzp)}
+                    if default_kernel() != "portable":
+                        fns["refrt portable"] = lambda: gemm_int8(a, packed, A_ZP, bzp, kernel="portable")
                     if ref_sess is not None:
                         fns["refrt op"] = lambda: ref_sess.run(None, feed)
                     fns["ORT"] = lambda: ort_default.run(None, feed)
@@ -146,6 +159,7 @@ def main(argv=None):
                     # exactness, once per case
                     ref = np.rint((af64 - A_ZP) @ (bf64 - bzp)).astype(np.int64)
                     outs = {"refrt kernel": gemm_int8(a, packed, A_ZP, bzp),
+                            "refrt portable": gemm_int8(a, packed, A_ZP, bzp, kernel="portable"),
                             "ORT": ort_default.run(None, feed)[0]}
                     if ref_sess is not None:
                         outs["refrt op"] = ref_sess.run(None, feed)[0]
@@ -157,12 +171,15 @@ def main(argv=None):
 
                     t = C.measure(fns, repeats=repeats, min_sample=0.01)
                     g = {name: gops(m, k, n, t[name].median) for name in fns}
+                    exact = g["ORT x64qp"] if "ORT x64qp" in g else g["ORT"]
                     row = [m, k, n, C.fmt_num(g["refrt kernel"]),
+                           C.fmt_num(g["refrt portable"]) if "refrt portable" in g else "-",
                            C.fmt_num(g["refrt op"]) if "refrt op" in g else "n/a",
                            C.fmt_num(g["ORT"]),
                            C.fmt_num(g["ORT x64qp"]) if "ORT x64qp" in g else "-",
                            C.fmt_num(g["NumPy f32"]), C.fmt_num(g["NumPy f64"]),
-                           C.fmt_ratio(g["refrt kernel"] / g["ORT"]), C.fmt_n(t["refrt kernel"])]
+                           C.fmt_ratio(g["refrt kernel"] / g["ORT"]),
+                           C.fmt_ratio(g["refrt kernel"] / exact), C.fmt_n(t["refrt kernel"])]
                     table.append(row)
                     if (m, k, n) == TARGET:
                         target_cell[(dname, threads)] = (g, t)
@@ -182,8 +199,8 @@ def main(argv=None):
     return body
 
 
-HEADERS = ["M", "K", "N", "refrt kernel", "refrt op", "ORT", "ORT x64qp", "NumPy f32", "NumPy f64",
-           "kernel/ORT", "n"]
+HEADERS = ["M", "K", "N", "refrt kernel", "refrt portable", "refrt op", "ORT", "ORT x64qp", "NumPy f32",
+           "NumPy f64", "kernel/ORT", "kernel/ORT exact", "n"]
 
 
 def render(rows_by_table, wrong, target_cell, asm, threads_list, blas_note, repeats, elapsed, have_op,
@@ -208,76 +225,70 @@ def render(rows_by_table, wrong, target_cell, asm, threads_list, blas_note, repe
         parts.append(f"### {dname}, {threads} thread{'s' if threads > 1 else ''}\n")
         parts.append(C.md_table(HEADERS, rows))
         parts.append("")
-    parts.append("### Machine code of the exact kernel (`_gemm_dot_kernel`, fresh cache=False "
+    parts.append(
+        "Columns: `refrt kernel` is `gemm_int8` with its default kernel on this CPU "
+        f"(`{asm['kernel']}`), `refrt portable` the int16 `vpmaddwd` kernel every x86-64 CPU "
+        "runs, `refrt op` a refrt session running one MatMulInteger node. `kernel/ORT exact` "
+        "compares with ORT's exact path as the issue defines it: `session.x64quantprecision=1` "
+        "for u8 x s8, the default for u8 x u8.\n")
+    parts.append(f"### Machine code of the default kernel (`{asm['kernel']}`, fresh cache=False "
                  "compile, `inspect_asm`)\n")
     c = asm["counts"]
     parts.append("Instruction counts: " + ", ".join(f"`{k}` {v}" for k, v in c.items())
-                 + f". Destination width of the multiply-accumulate instructions: "
+                 + ". Destination width of the multiply-accumulate instructions: "
                  + ", ".join(f"{k} {v}" for k, v in asm["widths"].items()) + ".\n")
     parts.append("Hot loop (the basic block with the most multiply-accumulates):\n")
     parts.append("```asm\n" + asm["hot_loop"] + "\n```\n")
-    uses_vnni = c["vpdpwssd"] + c["vpdpwssds"] + c["vpdpbusd"] + c["vpdpbusds"] > 0
-    parts.append(
-        "Reading: the inner loop is one int16 dot product per output: "
-        + ("VNNI instructions appear. " if uses_vnni else
-           "`vpmaddwd` (int16 pairs -> int32) followed by a separate `vpaddd`; no `vpdpwssd` / "
-           "`vpdpbusd` although the CPU has VNNI, and no AMX. ")
-        + "Each multiply loads both operands from memory (no register reuse of A or B across "
-          "outputs) and every output ends with a horizontal reduction, so the loop is bound by "
-          "loads, not by multiplies.")
+    if c["vpdpbusd"]:
+        parts.append(
+            "Reading: the hot loop is the 8-row x 32-column register tile of `kernels/vnni.py`: per "
+            "group of four K steps it loads two 64-byte B vectors, broadcasts 4 bytes of each A row "
+            "and issues 16 `vpdpbusd` into 16 zmm accumulators (64 u8 x s8 byte products each, added "
+            "straight into int32 -- exact). Nothing is reduced horizontally and nothing is widened.")
+    else:
+        parts.append(
+            "Reading: this CPU has no AVX512-VNNI, so the portable kernel runs: one int16 dot "
+            "product per output (`vpmaddwd` + `vpaddd`), both operands loaded for every multiply "
+            "and a horizontal reduction per output.")
 
     g1 = target_cell.get(("u8s8", min(threads_list)), ({}, None))[0]
-    g1u = target_cell.get(("u8u8", min(threads_list)), ({}, None))[0]
-    if g1 and g1u:
+    if g1:
         m, k, n = TARGET
-        facts = (f"at {m}x{k}x{n} on 1 thread ORT u8 x s8 ran {C.fmt_num(g1['ORT'])} GOPS, "
-                 f"{C.fmt_ratio(g1['ORT'] / g1u['ORT'])} its own u8 x u8 path "
-                 f"({C.fmt_num(g1u['ORT'])}), {C.fmt_ratio(g1['ORT'] / g1['NumPy f32'])} OpenBLAS "
-                 f"float32 ({C.fmt_num(g1['NumPy f32'])}) and {C.fmt_ratio(g1['ORT'] / g1['refrt kernel'])} "
-                 f"refrt's kernel ({C.fmt_num(g1['refrt kernel'])})")
-        f32 = f"{C.fmt_ratio(g1['NumPy f32'] / g1['refrt kernel'])} the kernel's speed at that shape"
+        facts = (f"at {m}x{k}x{n} on 1 thread ORT's default u8 x s8 ran {C.fmt_num(g1['ORT'])} GOPS "
+                 f"against refrt's {C.fmt_num(g1['refrt kernel'])}")
     else:
-        facts, f32 = "see the tables", "faster than the kernel"
+        facts = "see the tables"
     parts.append(
-        "\n\nWhat would close the gap (nothing here was tried on refrt):\n\n"
-        "* **ORT runs AMX here.** Its u8 x s8 MatMulInteger goes through MLAS's AMX kernel "
-        f"(`tdpbusd` on 16x16 int32 tiles, 1024 byte-MACs per instruction): {facts}. LLVM does "
-        "not emit AMX from loops, so no Numba kernel reaches that; matching it needs a compiled "
-        "extension (intrinsics) or a library with AMX kernels.\n"
-        "* **Within Numba, the kernel leaves most of the vector unit idle.** The hot loop "
-        "multiplies with 128-bit `vpmaddwd` (8 int16 MACs per instruction) and adds with a "
-        "separate `vpaddd`; the CPU has 512-bit `vpdpwssd` (32 int16 MACs, accumulate fused) "
-        "and `vpdpbusd` (64 u8 x s8 MACs). Both operands are loaded from memory for every "
-        "multiply and every output ends in a horizontal reduction. A register-blocked "
-        "micro-kernel (a few rows of A broadcast against zmm-wide panels of B packed K-major in "
-        "groups of 4 bytes, one accumulator register per (row, panel), no per-output reduction) "
-        "is the shape a VNNI kernel needs; whether LLVM forms `vpdpbusd`/`vpdpwssd` from such "
-        "Numba code has to be checked with `inspect_asm` (it did not form `vpdpwssd` from the "
-        "current loop). Keeping A and B as 8-bit instead of widening to int16 also halves the "
-        "bytes streamed.\n"
-        f"* **An exact float path exists today:** OpenBLAS float32 ran {f32}, and it is exact "
-        "when K is split into chunks whose partial sums stay below 2^24: with zero points folded "
-        "in, |(a - a_zp)(b - b_zp)| <= 255*128 for u8 x s8 (chunks of 512) and 255*255 for "
-        "u8 x u8 (chunks of 256), each chunk's result converted to int32 and summed. That is "
-        "still far from ORT's AMX path, so on this machine the >= 1.0x target is out of reach "
-        "for a pure NumPy/Numba kernel; on the AVX2-only CPU of FACTS.md (OpenBLAS float32 76/138 "
-        "GOPS vs ORT's exact path 124/247 on 1/2 threads) the float32 route alone would give "
-        "about 0.6x.")
+        "\n\nWhat limits it:\n\n"
+        "* **ORT's default u8 x s8 path runs AMX here** (`tdpbusd` on 16x16 int32 tiles, 1024 "
+        f"byte-MACs per instruction, against 64 for `vpdpbusd`): {facts}. LLVM does not form AMX "
+        "from loops; an AMX tile kernel would have to be written with LLVM's AMX intrinsics "
+        "(tile configuration, `arch_prctl` permission for tile data) the way `vnni.py` writes "
+        "`vpdpbusd`. ORT's exact non-AMX path (`x64quantprecision`) and its u8 x u8 path are the "
+        "fair comparison for a VNNI kernel.\n"
+        "* **M = 1 (a matrix-vector product)** runs one 1-row tile per 32-column panel: two "
+        "accumulators, so the loop waits on `vpdpbusd` latency. Splitting K over several "
+        "accumulators, or one tile covering more columns, would help it.")
 
     targets = []
     threads2 = max(threads_list)
     cell = target_cell.get(("u8s8", threads2))
+    cell_u = target_cell.get(("u8u8", threads2))
     if cell:
         g, t = cell
-        ratio = g["refrt kernel"] / g["ORT"]
+        exact = g.get("ORT x64qp", g["ORT"])
+        ratio = g["refrt kernel"] / exact
         m, k, n = TARGET
+        u8u8 = (f"; u8u8 refrt {C.fmt_num(cell_u[0]['refrt kernel'])} vs ORT {C.fmt_num(cell_u[0]['ORT'])} "
+                f"GOPS, {C.fmt_ratio(cell_u[0]['refrt kernel'] / cell_u[0]['ORT'])}") if cell_u else ""
         targets.append(C.target(
             f"int8 GEMM u8s8 {m}x{k}x{n}, {threads2} threads",
             ">= 1.0x ORT exact path",
-            f"refrt {C.fmt_num(g['refrt kernel'])} GOPS vs ORT {C.fmt_num(g['ORT'])} GOPS "
-            f"(x64qp {C.fmt_num(g.get('ORT x64qp', float('nan')))})",
+            f"refrt {C.fmt_num(g['refrt kernel'])} GOPS vs ORT exact path (x64quantprecision) "
+            f"{C.fmt_num(exact)} GOPS{u8u8}",
             C.fmt_ratio(ratio), ratio >= 1.0,
-            "ORT's default u8s8 path is exact on this VNNI/AMX CPU"))
+            f"ORT's default u8s8 path on this CPU is AMX ({C.fmt_num(g['ORT'])} GOPS): refrt reaches "
+            f"{C.fmt_ratio(g['refrt kernel'] / g['ORT'])} of it"))
     return "\n".join(parts), targets
 
 

@@ -290,6 +290,7 @@ def _gemm_prepared(kernel, a16, rowsum, bt16, colsum, k, a_zp, b_zp, out):
 
 
 _KERNELS = ("auto", "vnni", "portable")
+_VNNI_MIN_ROWS = 2  # "auto" runs the portable kernel for a single row of A (measured in bench/gemm.py)
 
 
 def gemm_int8(a, b, a_zp=0, b_zp=0, kernel="auto") -> np.ndarray:
@@ -299,13 +300,16 @@ def gemm_int8(a, b, a_zp=0, b_zp=0, kernel="auto") -> np.ndarray:
     a_zp: integer scalar, or length 1 or M (per row); b_zp: scalar, or length 1 or N (per column).
     Sums wrap modulo 2**32 (int32 two's complement), like ORT's int32 accumulation.
     kernel: "vnni" (``vpdpbusd`` register tiles, needs AVX512-VNNI), "portable" (int16 dot
-    products that LLVM vectorizes on any x86-64), or "auto" (``default_kernel()``).  Every kernel
-    gives the same exact result.
+    products that LLVM vectorizes on any x86-64), or "auto" (``default_kernel()``, except that a
+    single row of A runs the portable kernel, which is faster there).  Every kernel gives the same
+    exact result.
     """
     if kernel not in _KERNELS:
         raise ValueError(f"kernel must be one of {_KERNELS}, got {kernel!r}")
     if kernel == "auto":
         kernel = default_kernel()
+        if kernel == "vnni" and np.ndim(a) == 2 and np.shape(a)[0] < _VNNI_MIN_ROWS:
+            kernel = "portable"  # a 1-row tile waits on vpdpbusd latency; the dot kernel is faster
     if kernel == "vnni":
         from . import vnni
 
