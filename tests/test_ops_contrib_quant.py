@@ -11,7 +11,8 @@ import pytest
 from onnx import helper
 
 import refrt
-from refrt.ops.contrib_quant import _fma32, mlas_logistic
+from refrt.kernels.twins import fma32
+from refrt.ops.contrib_quant import mlas_logistic
 
 MS = "com.microsoft"
 F = np.float32
@@ -38,14 +39,14 @@ def run(op_type, inputs, attrs=None, n_outputs=1):
 def test_fma32_rounds_once():
     rng = np.random.default_rng(0)
     a, b, c = (rng.standard_normal(2000).astype(F) * F(s) for s in (1e3, 1e-3, 1.0))
-    got = _fma32(a, b, c)
+    got = fma32(a, b, c)
     for x, y, z, r in zip(a[:300], b[:300], c[:300], got[:300]):
         exact = Fraction(float(x)) * Fraction(float(y)) + Fraction(float(z))
         lo, hi = np.nextafter(r, F(-np.inf)), np.nextafter(r, F(np.inf))
         err = abs(Fraction(float(r)) - exact)
         assert err <= abs(Fraction(float(lo)) - exact) and err <= abs(Fraction(float(hi)) - exact)
     # one rounding, not two: (1 + 2^-12)^2 - 1 = 2^-11 + 2^-24 exactly; mul then sub loses 2^-24
-    assert _fma32(F(1 + 2.0 ** -12), F(1 + 2.0 ** -12), F(-1)) == F(2.0 ** -11 + 2.0 ** -24)
+    assert fma32(F(1 + 2.0 ** -12), F(1 + 2.0 ** -12), F(-1)) == F(2.0 ** -11 + 2.0 ** -24)
     assert F(1 + 2.0 ** -12) * F(1 + 2.0 ** -12) - F(1) == F(2.0 ** -11)
 
 
