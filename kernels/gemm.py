@@ -87,16 +87,11 @@ class PackedB:
 
     @property
     def vnni(self):
-        """(int8 panels, int64 column sums of the stored values [Np], zero-point shift) for the
-        VNNI kernel: uint8 B is stored as b - 128 and its zero point shifts by -128."""
+        """B packed for the VNNI kernel (``vnni.VnniB``)."""
         if self._vnni is None:
             from . import vnni
 
-            shift = -128 if self.dtype == np.uint8 else 0
-            stored = (self.bt ^ np.uint8(0x80)).view(np.int8) if shift else self.bt
-            colsum = np.zeros(_padded_n(self.n), dtype=np.int64)
-            colsum[: self.n] = self.colsum + np.int64(shift) * self.k
-            self._vnni = (vnni.pack_b_vnni(stored), colsum, shift)
+            self._vnni = vnni.pack_b(self.bt, self.colsum)
         return self._vnni
 
     def __repr__(self):
@@ -105,10 +100,6 @@ class PackedB:
 
 def _padded_k(k: int) -> int:
     return -(-k // _K_ALIGN) * _K_ALIGN
-
-
-def _padded_n(n: int) -> int:
-    return -(-n // 32) * 32
 
 
 def default_kernel() -> str:
@@ -246,38 +237,13 @@ def _run(kernel, a, b, a_zp, b_zp):
     if m == 0 or n == 0:
         return np.empty((m, n), dtype=np.int32)
     if kernel == "vnni":
-        return _run_vnni(a, packed, az, bz)
+        from . import vnni
+
+        return vnni.gemm(a, packed.vnni, az, bz)
     out = np.empty((m, n), dtype=np.int32)
     a16, rowsum = _prepare_a(a, packed.data.shape[1])
     _gemm_prepared(kernel, a16, rowsum, packed.data, packed.colsum, k, az, bz, out)
     return out
-
-
-def _run_vnni(a, packed, az, bz):
-    """The VNNI kernel (``vnni.py``): int8 A is stored as a + 128 (zero point + 128), uint8 B as
-    b - 128 (zero point - 128); the zero points fold the shifts back in, exactly."""
-    from . import vnni
-
-    m, k = a.shape
-    n = packed.n
-    panels, colsum, b_shift = packed.vnni
-    npad = colsum.shape[0]
-    kpad = -(-k // vnni.KGROUP) * vnni.KGROUP
-    a_u8 = np.zeros((m, kpad), dtype=np.uint8)
-    if a.dtype == np.int8:
-        a_u8[:, :k] = a.view(np.uint8) ^ np.uint8(0x80)
-        az = az + 128
-    else:
-        a_u8[:, :k] = a
-    bzp = np.zeros(npad, dtype=np.int64)
-    bzp[:n] = bz + b_shift
-    colterm = colsum - np.int64(k) * bzp
-    rowsum = a_u8.sum(axis=1, dtype=np.int64)
-    c = np.empty(m * npad, dtype=np.int32)
-    vnni.gemm_u8s8_vnni(a_u8.reshape(-1), kpad, m, panels, npad // vnni.NR, kpad // vnni.KGROUP,
-                        rowsum, colterm, az, bzp, c, npad)
-    c = c.reshape(m, npad)
-    return c if npad == n else np.ascontiguousarray(c[:, :n])
 
 
 def _gemm_prepared(kernel, a16, rowsum, bt16, colsum, k, a_zp, b_zp, out):
@@ -311,9 +277,7 @@ def gemm_int8(a, b, a_zp=0, b_zp=0, kernel="auto") -> np.ndarray:
         if kernel == "vnni" and np.ndim(a) == 2 and np.shape(a)[0] < _VNNI_MIN_ROWS:
             kernel = "portable"  # a 1-row tile waits on vpdpbusd latency; the dot kernel is faster
     if kernel == "vnni":
-        from . import vnni
-
-        if not vnni.available():
+        if default_kernel() != "vnni":
             raise RuntimeError("the vnni kernel needs a CPU with AVX512-VNNI (and Numba compiling for it)")
         return _run("vnni", a, b, a_zp, b_zp)
     return _run(_gemm_dot_kernel, a, b, a_zp, b_zp)

@@ -15,12 +15,12 @@ IR through a Numba ``@intrinsic``, so the inner loop is exactly what the hardwar
 
 Everything around the tile (packing, zero points, blocking, threads) is ordinary Numba code.
 
-Packing (``pack_b_vnni``): B [K, N] becomes int8 panels ``[N/32][K/4][32][4]`` -- for each block
+Packing (``pack_b``): B [K, N] becomes int8 panels ``[N/32][K/4][32][4]`` -- for each block
 of 32 columns and each group of four k, the 4 bytes of column j are adjacent, which is the operand
 layout of ``vpdpbusd``.  K is padded with zeros to a multiple of 4 and N to a multiple of 32.
 
 Signedness: ``vpdpbusd`` wants unsigned A and signed B.  Other combinations are shifted into that
-one and the shift is folded into the zero points, which the caller folds exactly in int64:
+one and the shift is folded into the zero points, which ``gemm`` folds exactly in int64:
 
     int8 A:  a_stored = a + 128  (uint8),  a_zp -> a_zp + 128
     uint8 B: b_stored = b - 128  (int8),   b_zp -> b_zp - 128
@@ -42,7 +42,7 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-__all__ = ["available", "pack_b_vnni", "NR", "KGROUP"]
+__all__ = ["available", "VnniB", "pack_b", "gemm", "NR", "KGROUP"]
 
 NR = 32  # columns per B panel (two 16-lane int32 vectors)
 KGROUP = 4  # k steps per vpdpbusd
@@ -123,14 +123,54 @@ _tile2 = _tile_intrinsic(2)
 _tile1 = _tile_intrinsic(1)
 
 
-def pack_b_vnni(bt_signed: np.ndarray) -> np.ndarray:
-    """int8 B^T [N, K] -> 1-D int8 panels [ceil(N/32)][ceil(K/4)][32][4], zero padded."""
-    n, k = bt_signed.shape
+class VnniB:
+    """B packed for ``gemm``: ``panels`` (int8, see ``pack_b``), ``colsum`` (int64 column sums of
+    the stored values, zero-padded to ``npad`` = N rounded up to 32), ``shift`` (the zero-point
+    shift of the stored values: -128 for uint8 B, else 0)."""
+
+    __slots__ = ("panels", "colsum", "shift", "n", "npad")
+
+    def __init__(self, panels, colsum, shift, n):
+        self.panels, self.colsum, self.shift, self.n = panels, colsum, shift, n
+        self.npad = colsum.shape[0]
+
+
+def pack_b(bt, colsum) -> VnniB:
+    """B^T [N, K] (uint8 or int8) and its int64 column sums -> ``VnniB``.  uint8 B is stored as
+    b - 128 (int8); the panels are int8 ``[ceil(N/32)][ceil(K/4)][32][4]``, zero padded."""
+    n, k = bt.shape
+    shift = -128 if bt.dtype == np.uint8 else 0
+    stored = (bt ^ np.uint8(0x80)).view(np.int8) if shift else bt
     npad, kpad = -(-n // NR) * NR, -(-k // KGROUP) * KGROUP
     full = np.zeros((npad, kpad), dtype=np.int8)
-    full[:n, :k] = bt_signed
-    panels = full.reshape(npad // NR, NR, kpad // KGROUP, KGROUP).transpose(0, 2, 1, 3)
-    return np.ascontiguousarray(panels).reshape(-1)
+    full[:n, :k] = stored
+    panels = np.ascontiguousarray(full.reshape(npad // NR, NR, kpad // KGROUP, KGROUP).transpose(0, 2, 1, 3))
+    stored_colsum = np.zeros(npad, dtype=np.int64)
+    stored_colsum[:n] = colsum + np.int64(shift) * k
+    return VnniB(panels.reshape(-1), stored_colsum, shift, n)
+
+
+def gemm(a, b: VnniB, a_zp, b_zp) -> np.ndarray:
+    """C [M, N] int32 = (a - a_zp) @ (B - b_zp) for a uint8/int8 [M, K] (K checked by the caller),
+    int64 zero-point vectors a_zp [M] and b_zp [N].  int8 A is stored as a + 128 (its zero point
+    + 128); the zero points fold both shifts back in, exactly."""
+    m, k = a.shape
+    kpad = -(-k // KGROUP) * KGROUP
+    a_u8 = np.zeros((m, kpad), dtype=np.uint8)
+    if a.dtype == np.int8:
+        a_u8[:, :k] = a.view(np.uint8) ^ np.uint8(0x80)
+        a_zp = a_zp + 128
+    else:
+        a_u8[:, :k] = a
+    bzp = np.zeros(b.npad, dtype=np.int64)
+    bzp[: b.n] = b_zp + b.shift
+    colterm = b.colsum - np.int64(k) * bzp
+    rowsum = a_u8.sum(axis=1, dtype=np.int64)
+    c = np.empty(m * b.npad, dtype=np.int32)
+    gemm_u8s8_vnni(a_u8.reshape(-1), kpad, m, b.panels, b.npad // NR, kpad // KGROUP,
+                   rowsum, colterm, a_zp, bzp, c, b.npad)
+    c = c.reshape(m, b.npad)
+    return c if b.npad == b.n else np.ascontiguousarray(c[:, : b.n])
 
 
 @njit(cache=True, parallel=True)

@@ -20,6 +20,7 @@ import ml_dtypes
 import numpy as np
 from onnx import TensorProto
 
+from .. import kernels as K
 from ..registry import op
 from ._common import compute_dtype, f32, normalize_axis, np_dtype, onnx_elem_type
 
@@ -396,8 +397,6 @@ def erf(x, *, ctx):
     by a Numba kernel (``kernels/mathf.py``).  Otherwise (and for float64) computed in float64
     and rounded once."""
     if ctx.numerics == "ort" and compute_dtype(x.dtype) == np.float32:
-        from .. import kernels as K
-
         return _result(K.mathf.erf_f32(x), x.dtype)
     return _result(_erf64(x.astype(np.float64)), x.dtype)
 
