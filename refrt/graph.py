@@ -10,7 +10,9 @@ names a subgraph takes from the enclosing scopes are found here, at plan time.
 from __future__ import annotations
 
 import heapq
+import mmap
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -19,16 +21,21 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import ModelProto, TensorProto
 
-from . import registry
+from . import protowire, registry
 from .errors import ModelError, UnsupportedOpError, node_label
 from .registry import NodeContext, canonical_domain, tensor_to_array
 
 # ---------------------------------------------------------------- loading
 
 
-def load_model(model) -> tuple[ModelProto, str | None]:
-    """Path, bytes or ModelProto -> (ModelProto with external data loaded, base folder)."""
-    base_dir = None
+def load_model(model) -> tuple[ModelProto, str | None, dict[str, np.ndarray]]:
+    """Path, bytes or ModelProto -> (ModelProto, base folder, weights read on the side).
+
+    The third item maps main-graph initializer names to their raw bytes (uint8 arrays) when
+    they were read apart from the protobuf (see :mod:`refrt.protowire`): in the returned proto
+    those initializers have no data, and :func:`build_plan` takes them from this dict.
+    External data is loaded the same way."""
+    base_dir, blobs = None, {}
     if isinstance(model, ModelProto):
         proto = model
     elif isinstance(model, (bytes, bytearray, memoryview)):
@@ -37,21 +44,50 @@ def load_model(model) -> tuple[ModelProto, str | None]:
         path = os.fspath(model)
         try:
             with open(path, "rb") as f:
-                data = f.read()
+                proto, blobs = _read_model_file(f, repr(path))
         except OSError as e:
             raise ModelError(f"cannot read model file {path!r}: {e.strerror}") from e
-        proto = _parse(data, repr(path))
         base_dir = os.path.dirname(os.path.abspath(path))
     else:
         raise TypeError(f"model must be a path, bytes or onnx.ModelProto, not {type(model).__name__}")
     if not proto.HasField("graph"):
         raise ModelError("the model has no graph (malformed or truncated model bytes?)")
     if _has_external_data(proto):
-        copy = ModelProto()
-        copy.CopyFrom(proto)   # never modify the caller's proto
-        proto = copy
-        _load_external_data(proto, base_dir)
-    return proto, base_dir
+        if proto is model:
+            copy = ModelProto()
+            copy.CopyFrom(proto)   # never modify the caller's proto
+            proto = copy
+        _load_external_data(proto, base_dir, blobs)
+    return proto, base_dir, blobs
+
+
+SPLIT_MIN_FILE_BYTES = 1 << 20   # smaller files are parsed whole
+
+
+def _read_model_file(f, what: str) -> tuple[ModelProto, dict]:
+    """Parse a model file; for a large one, weights are read straight into arrays (one copy)
+    and protobuf parses only the rest."""
+    size = os.fstat(f.fileno()).st_size
+    if size >= SPLIT_MIN_FILE_BYTES and sys.byteorder == "little":
+        try:
+            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except (OSError, ValueError):
+            mm = None
+        if mm is not None:
+            try:
+                split = protowire.split_model(mm)
+            finally:
+                mm.close()
+            if split is not None:
+                skeleton, where = split
+                proto = _parse(skeleton, what)
+                try:
+                    blobs = protowire.read_blobs(f, where)
+                except EOFError as e:   # the file changed while it was being read
+                    raise ModelError(f"{what}: {e}") from e
+                return proto, blobs
+    f.seek(0)
+    return _parse(f.read(), what), {}
 
 
 def _parse(data: bytes, what: str) -> ModelProto:
@@ -86,12 +122,13 @@ def _has_external_data(proto: ModelProto) -> bool:
     return any(t.data_location == TensorProto.EXTERNAL for t in _all_tensors(proto.graph))
 
 
-def _load_external_data(proto: ModelProto, base_dir: str | None) -> None:
+def _load_external_data(proto: ModelProto, base_dir: str | None, blobs: dict) -> None:
     if base_dir is None:
         raise ModelError("the model keeps tensors in external files; load it from its path so "
                          "that refrt knows which folder they are in")
     root = os.path.realpath(base_dir)
-    for t in _all_tensors(proto.graph):
+    n_main = len(proto.graph.initializer)   # _all_tensors yields these first; their bytes go
+    for i, t in enumerate(_all_tensors(proto.graph)):   # to blobs, the others' into the proto
         if t.data_location != TensorProto.EXTERNAL:
             continue
         info = {e.key: e.value for e in t.external_data}
@@ -107,17 +144,23 @@ def _load_external_data(proto: ModelProto, base_dir: str | None) -> None:
         length = info.get("length")
         try:
             with open(full, "rb") as f:
-                f.seek(offset)
-                raw = f.read(int(length)) if length else f.read()
+                size = os.fstat(f.fileno()).st_size
+                n = int(length) if length else max(0, size - offset)
+                if offset + n > size:
+                    raise ModelError(f"tensor {t.name!r}: external data {loc!r} is truncated "
+                                     f"({max(0, size - offset)} of {n} bytes)")
+                raw = protowire.read_blob(f, offset, n)
         except OSError as e:
             raise ModelError(f"tensor {t.name!r}: cannot read external data {loc!r}: "
                              f"{e.strerror}") from e
-        if length and len(raw) != int(length):
-            raise ModelError(f"tensor {t.name!r}: external data {loc!r} is truncated "
-                             f"({len(raw)} of {length} bytes)")
+        except EOFError as e:
+            raise ModelError(f"tensor {t.name!r}: external data {loc!r}: {e}") from e
         del t.external_data[:]
         t.data_location = TensorProto.DEFAULT
-        t.raw_data = raw
+        if i < n_main:
+            blobs[t.name] = raw
+        else:
+            t.raw_data = raw.tobytes()
 
 
 # ---------------------------------------------------------------- plan
@@ -215,13 +258,16 @@ def _node_graphs(node):
             yield from a.graphs
 
 
-def build_plan(graph, pctx: PlanContext, outer_scope: frozenset = frozenset()) -> Plan:
-    """Check a graph and build its plan (see the module docstring)."""
+def build_plan(graph, pctx: PlanContext, outer_scope: frozenset = frozenset(),
+               blobs: dict | None = None) -> Plan:
+    """Check a graph and build its plan (see the module docstring). ``blobs``: initializer
+    bytes read apart from the proto (:func:`load_model`)."""
     inits: dict[str, np.ndarray] = {}
+    blobs = blobs or {}
     for t in graph.initializer:
         if t.name in inits:
             raise ModelError(f"initializer {t.name!r} is defined twice")
-        inits[t.name] = tensor_to_array(t)
+        inits[t.name] = tensor_to_array(t, blobs.get(t.name))
     for sp in graph.sparse_initializer:
         inits[sp.values.name] = registry.sparse_to_dense(sp)
     for arr in inits.values():

@@ -19,6 +19,7 @@ semantic change in the spec can never be run silently with an older body.
 from __future__ import annotations
 
 import inspect
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -256,8 +257,37 @@ def attribute_value(a: AttributeProto, convert_graph: Callable | None = None):
     raise ModelError(f"attribute {a.name!r} has unknown type {a.type}")
 
 
-def tensor_to_array(t, base_dir: str | None = None) -> np.ndarray:
-    """TensorProto -> ndarray (strings become an object array of str/bytes)."""
+# ONNX types whose little-endian raw_data is exactly NumPy's memory layout
+_RAW_VIEW_DTYPES = {
+    onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.DOUBLE: np.float64,
+    onnx.TensorProto.FLOAT16: np.float16, onnx.TensorProto.INT8: np.int8,
+    onnx.TensorProto.UINT8: np.uint8, onnx.TensorProto.INT16: np.int16,
+    onnx.TensorProto.UINT16: np.uint16, onnx.TensorProto.INT32: np.int32,
+    onnx.TensorProto.UINT32: np.uint32, onnx.TensorProto.INT64: np.int64,
+    onnx.TensorProto.UINT64: np.uint64, onnx.TensorProto.COMPLEX64: np.complex64,
+    onnx.TensorProto.COMPLEX128: np.complex128,
+}
+
+
+def tensor_to_array(t, raw: np.ndarray | None = None) -> np.ndarray:
+    """TensorProto -> ndarray (strings become an object array of str/bytes).
+
+    ``raw``: the tensor's raw_data, already read into a uint8 array (see :mod:`refrt.protowire`);
+    plain numeric types become a view of it, the others go through onnx's converter."""
+    if raw is not None:
+        dims = tuple(int(d) for d in t.dims)
+        dtype = _RAW_VIEW_DTYPES.get(t.data_type)
+        if dtype is None or sys.byteorder != "little":
+            full = onnx.TensorProto()
+            full.CopyFrom(t)
+            full.raw_data = raw.tobytes()
+            return tensor_to_array(full)
+        need = int(np.prod(dims, dtype=np.int64)) * np.dtype(dtype).itemsize
+        if raw.size != need:
+            raise ModelError(f"tensor {t.name!r}: raw_data holds {raw.size} bytes, but shape "
+                             f"{list(dims)} of {onnx.TensorProto.DataType.Name(t.data_type)} "
+                             f"needs {need}")
+        return raw.view(dtype).reshape(dims)
     if t.data_location == onnx.TensorProto.EXTERNAL:
         raise ModelError(f"tensor {t.name!r} keeps its data externally; load the model from "
                          f"its path so that refrt can resolve it")

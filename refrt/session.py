@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from onnx import ModelProto
 
 from . import executor
 from .errors import InputError, ModelError
@@ -81,8 +82,9 @@ class InferenceSession:
     def __init__(self, path_or_bytes, sess_options=None, providers=None, provider_options=None,
                  **options):
         self._options = _merge_options(sess_options, options)
-        model, self._base_dir = load_model(path_or_bytes)
+        model, self._base_dir, blobs = load_model(path_or_bytes)
         self._model = model
+        self._blobs = blobs     # weights read apart from the proto; see the model property
         self._hooks: list = []
         self._split = executor.NO_HOOKS
         if not model.opset_import:
@@ -90,7 +92,7 @@ class InferenceSession:
         pctx = PlanContext(opsets=opset_map(model.opset_import),
                            functions={(_dom(f.domain), f.name): f for f in model.functions},
                            options=self._options, run=executor.run_plan)
-        self._plan = build_plan(model.graph, pctx)
+        self._plan = build_plan(model.graph, pctx, blobs=blobs)
         inits = self._plan.initializers
         self._inputs = [vi for vi in model.graph.input if vi.name not in inits]
         self._overridable = [vi for vi in model.graph.input if vi.name in inits]
@@ -123,7 +125,16 @@ class InferenceSession:
 
     @property
     def model(self):
-        """The loaded ModelProto (external data resolved)."""
+        """The loaded ModelProto (external data resolved). Large weights are read apart from
+        the proto at load time; they are put back into it on the first access."""
+        if self._blobs:
+            full = ModelProto()
+            full.CopyFrom(self._model)
+            for t in full.graph.initializer:
+                raw = self._blobs.get(t.name)
+                if raw is not None:
+                    t.raw_data = raw.tobytes()
+            self._model, self._blobs = full, {}
         return self._model
 
     # ---- hooks (tracing, intermediate capture, the debugger)

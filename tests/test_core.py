@@ -343,6 +343,107 @@ def test_external_data_from_bytes_needs_a_path(tmp_path):
     _expect(ModelError, lambda: refrt.InferenceSession(path.read_bytes()), "external")
 
 
+def test_external_data_is_put_back_into_the_model_property(tmp_path):
+    sess = refrt.InferenceSession(str(_save_external(tmp_path, "weights.bin")))
+    (w,) = sess.model.graph.initializer
+    assert w.data_location == TensorProto.DEFAULT
+    np.testing.assert_array_equal(onnx.numpy_helper.to_array(w), np.arange(3, dtype=np.float32))
+
+
+# ---------------------------------------------------------------- large model files
+
+def _big_model():
+    """A model file over 1 MiB whose weights take every path of the loader: plain types viewed
+    in place, bfloat16/bool converted by onnx, a small tensor left in the proto, a Constant
+    node's tensor, metadata around the graph."""
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((3, 100_000)).astype(np.float32)
+    inits = [const("w", w), const("b", np.arange(3, dtype=np.float32)),
+             const("h", rng.standard_normal((3, 700)).astype(np.float16)),
+             const("q", rng.integers(-128, 128, (3, 900), dtype=np.int64).astype(np.int8)),
+             helper.make_tensor("bf", TensorProto.BFLOAT16, [3, 600],
+                                (rng.standard_normal(1800).astype(np.float32).view(np.uint32)
+                                 >> 16).astype(np.uint16).tobytes(), raw=True),
+             const("mask", rng.random((3, 2000)) > 0.5)]
+    nodes = [helper.make_node("Constant", [], ["k"], name="k", value=onnx.numpy_helper.from_array(
+                 rng.standard_normal(2000).astype(np.float32))),
+             helper.make_node("ReduceSum", ["w"], ["ws"], name="rw", keepdims=0),
+             helper.make_node("Add", ["x", "ws"], ["xw"]),
+             helper.make_node("Cast", ["h"], ["hf"], to=TensorProto.FLOAT),
+             helper.make_node("Cast", ["q"], ["qf"], to=TensorProto.FLOAT),
+             helper.make_node("Cast", ["bf"], ["bff"], to=TensorProto.FLOAT),
+             helper.make_node("Cast", ["mask"], ["mf"], to=TensorProto.FLOAT),
+             helper.make_node("Concat", ["hf", "qf", "bff", "mf"], ["cat"], axis=1),
+             helper.make_node("ReduceSum", ["cat"], ["cs"], keepdims=0, name="rc"),
+             helper.make_node("Add", ["xw", "cs"], ["xc"]),
+             helper.make_node("ReduceSum", ["k"], ["kk"], keepdims=1, name="rk"),
+             helper.make_node("Add", ["xc", "kk"], ["xk"]),
+             helper.make_node("Add", ["xk", "b"], ["z"])]
+    m = model(nodes, [X], [Z], inits)
+    m.doc_string = "large"
+    onnx.helper.set_model_props(m, {"k": "v"})
+    return m
+
+
+def test_large_model_file_matches_the_proto_and_keeps_it_whole(tmp_path):
+    m = _big_model()
+    path = tmp_path / "big.onnx"
+    onnx.save(m, path)
+    assert path.stat().st_size > 1 << 20
+    x = np.ones((2, 3), np.float32)
+    from_file = refrt.InferenceSession(str(path))
+    expected = refrt.InferenceSession(m).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(from_file.run(None, {"x": x})[0], expected)
+    weights = {t.name: onnx.numpy_helper.to_array(t) for t in m.graph.initializer}
+    w_plan = from_file._plan.initializers
+    for name, arr in weights.items():
+        assert w_plan[name].dtype == arr.dtype and w_plan[name].shape == arr.shape
+        assert w_plan[name].tobytes() == arr.tobytes() and w_plan[name].flags.aligned
+    assert from_file.get_modelmeta().custom_metadata_map == {"k": "v"}
+    assert from_file.model.SerializeToString() == m.SerializeToString()
+
+
+def test_split_model_reassembles_to_the_same_bytes():
+    from refrt import protowire
+    data = _big_model().SerializeToString()
+    skeleton, where = protowire.split_model(memoryview(data))
+    assert len(skeleton) < 100_000 and {"w", "h", "q", "bf", "mask"} <= set(where)
+    assert "b" not in where   # 12 bytes: left in the proto
+    back = onnx.ModelProto()
+    back.ParseFromString(skeleton)
+    for t in back.graph.initializer:
+        if t.name in where:
+            off, n = where[t.name]
+            assert not t.raw_data
+            t.raw_data = data[off:off + n]
+    assert back.SerializeToString() == data
+
+
+@pytest.mark.parametrize("cut", [0.3, 0.9, -3])
+def test_large_model_file_truncated(tmp_path, cut):
+    data = _big_model().SerializeToString()
+    path = tmp_path / "cut.onnx"
+    path.write_bytes(data[:int(len(data) * cut) if isinstance(cut, float) else cut])
+    _expect(ModelError, lambda: refrt.InferenceSession(str(path)), "malformed or truncated")
+
+
+def test_large_model_file_with_a_wrong_sized_weight_names_it(tmp_path):
+    m = _big_model()
+    w = next(t for t in m.graph.initializer if t.name == "w")
+    w.dims[1] = 99_999
+    onnx.save(m, tmp_path / "bad.onnx")
+    _expect(ModelError, lambda: refrt.InferenceSession(str(tmp_path / "bad.onnx")),
+            "'w'", "1200000 bytes", "[3, 99999]")
+
+
+def test_large_model_file_with_a_duplicate_weight_name(tmp_path):
+    m = _big_model()
+    m.graph.initializer.append(m.graph.initializer[0])
+    onnx.save(m, tmp_path / "dup.onnx")
+    _expect(ModelError, lambda: refrt.InferenceSession(str(tmp_path / "dup.onnx")),
+            "'w'", "defined twice")
+
+
 def test_backend_interface():
     import refrt.backend as backend
     rep = backend.prepare(add_chain())
