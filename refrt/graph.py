@@ -178,6 +178,10 @@ class Step:
     free: tuple[str, ...]       # values whose last use is this step
     label: str
 
+    def __post_init__(self):
+        # what the executor's loop reads for every node, in one attribute
+        self.fast = (self.fn, self.inputs, self.kwargs, self.outputs, self.free)
+
 
 @dataclass
 class Plan:

@@ -306,6 +306,24 @@ def test_runtime_failure_is_a_node_error_naming_the_node():
     assert e.node_name == "bad_reshape" and e.__cause__ is not None
 
 
+def test_a_run_raises_no_floating_point_warnings_and_restores_numpy_state():
+    m = model([helper.make_node("Div", ["x", "x"], ["d"]),
+               helper.make_node("Log", ["d"], ["l"]),
+               helper.make_node("Sqrt", ["l"], ["s"]),
+               helper.make_node("Exp", ["x"], ["e"]),
+               helper.make_node("Add", ["s", "e"], ["z"])], [X], [Z])
+    sess = refrt.InferenceSession(m)
+    before = np.geterr()
+    x = np.array([[0.0, -1.0, 1000.0]], np.float32)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        (z,) = sess.run(None, {"x": x})
+    assert np.geterr() == before
+    # 0/0 -> nan; -1/-1 = 1 -> log 0 -> sqrt 0 = 0, + e^-1; 1000/1000 -> 0 -> 0 + e^1000 = inf
+    assert np.isnan(z[0, 0]) and z[0, 1] == np.float32(np.exp(np.float32(-1))) and z[0, 2] == np.inf
+
+
 # ---------------------------------------------------------------- external data
 
 def _save_external(tmp_path, location):
