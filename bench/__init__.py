@@ -13,5 +13,7 @@ WAIT_POLICY = {
     "OMP_WAIT_POLICY": "PASSIVE",        # Numba's OpenMP threading layer (GNU libgomp)
     "OPENBLAS_THREAD_TIMEOUT": "4",      # OpenBLAS workers sleep after 2**4 cycles, not 2**28
 }
+# refrt sets the same defaults when it is imported before NumPy (refrt/__init__.py); the
+# benchmark sets them itself so that processes measuring only onnxruntime run alike.
 for _k, _v in WAIT_POLICY.items():
     os.environ.setdefault(_k, _v)

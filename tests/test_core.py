@@ -324,6 +324,25 @@ def test_a_run_raises_no_floating_point_warnings_and_restores_numpy_state():
     assert np.isnan(z[0, 0]) and z[0, 1] == np.float32(np.exp(np.float32(-1))) and z[0, 2] == np.inf
 
 
+@pytest.mark.parametrize("first, preset, expected", [
+    ("", {}, ("PASSIVE", "4")),
+    ("import numpy;", {}, ("PASSIVE", None)),   # OpenBLAS already read its environment
+    ("", {"OMP_WAIT_POLICY": "ACTIVE", "OPENBLAS_THREAD_TIMEOUT": "28"}, ("ACTIVE", "28")),
+])
+def test_import_asks_idle_thread_pools_to_sleep_unless_told_otherwise(first, preset, expected):
+    import json
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT")}
+    env.update(preset)
+    code = (f"{first}import os, json, refrt; print(json.dumps([os.environ.get('OMP_WAIT_POLICY'), "
+            f"os.environ.get('OPENBLAS_THREAD_TIMEOUT')]))")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True)
+    assert tuple(json.loads(out.stdout)) == expected
+
+
 # ---------------------------------------------------------------- external data
 
 def _save_external(tmp_path, location):
