@@ -6,9 +6,11 @@ Serves MatMulInteger, QLinearMatMul, QGemm, DynamicQuantizeMatMul and MatMulInte
 (the float/requantization epilogues live in ``quantize.py``) and, through im2col, ConvInteger and
 QLinearConv (``conv.py``).
 
-Two exact kernels compute the same numbers; ``gemm_int8(kernel="auto")`` picks the faster one
-this CPU can run (``default_kernel()``):
+Three exact kernels compute the same numbers; ``gemm_int8(kernel="auto")`` picks the fastest
+one this CPU can run (``default_kernel()``):
 
+* "amx" (``amx.py``): AMX tile products (``tdpbusd``, 16 x 16 x 64 byte products per
+  instruction) over 16- and 32-row blocks of A.  Needs AMX-INT8 and the OS's permission.
 * "vnni" (``vnni.py``): register tiles of 8 rows x 32 columns built on ``vpdpbusd``, which adds
   four u8 x s8 byte products straight into each int32 lane.  Needs AVX512-VNNI.  About 4-8x the
   portable kernel (bench/RESULTS.md).
@@ -56,7 +58,8 @@ class PackedB:
     ``bt`` is B transposed ``[N, K]`` (its own values, uint8 or int8), ``colsum`` the int64 column
     sums of B, ``dtype`` the original element type.  Each kernel's operand layout is built from
     ``bt`` on first use and kept: ``data`` (int16 ``[N, Kp]``, K padded with zeros to a multiple
-    of 16) for the portable kernels, ``vnni`` (int8 panels, see ``vnni.py``) for the VNNI kernel.
+    of 16) for the portable kernels, ``vnni`` (int8 panels, see ``vnni.py``) for the VNNI and AMX
+    kernels (K padded to 64 where AMX is the default, which the VNNI tiles read as well).
     Build it with ``pack_b`` (which prepares the layout the default kernel uses) and pass it
     instead of ``b`` to reuse the packing across calls.
     """
@@ -87,11 +90,12 @@ class PackedB:
 
     @property
     def vnni(self):
-        """B packed for the VNNI kernel (``vnni.VnniB``)."""
+        """B packed for the VNNI and AMX kernels (``vnni.VnniB``)."""
         if self._vnni is None:
-            from . import vnni
+            from . import amx, vnni
 
-            self._vnni = vnni.pack_b(self.bt, self.colsum)
+            k_align = amx.K_ALIGN if default_kernel() == "amx" else vnni.KGROUP
+            self._vnni = vnni.pack_b(self.bt, self.colsum, k_align)
         return self._vnni
 
     def __repr__(self):
@@ -103,13 +107,17 @@ def _padded_k(k: int) -> int:
 
 
 def default_kernel() -> str:
-    """The kernel ``gemm_int8`` runs by default: "vnni" where this CPU has AVX512-VNNI (and
-    Numba compiles for it), else "portable"."""
+    """The kernel ``gemm_int8`` runs by default: "amx" where this CPU has AMX-INT8 (and the OS
+    grants the tile state), else "vnni" where it has AVX512-VNNI, else "portable" (the first two
+    only when Numba compiles for this CPU)."""
     global _DEFAULT_KERNEL
     if _DEFAULT_KERNEL is None:
-        from . import vnni
+        from . import amx, vnni
 
-        _DEFAULT_KERNEL = "vnni" if vnni.available() else "portable"
+        if not vnni.available():
+            _DEFAULT_KERNEL = "portable"
+        else:
+            _DEFAULT_KERNEL = "amx" if amx.available() else "vnni"
     return _DEFAULT_KERNEL
 
 
@@ -137,7 +145,7 @@ def pack_b(b, transposed=False) -> PackedB:
     bt = np.ascontiguousarray(b if transposed else b.T)
     n, k = bt.shape
     packed = PackedB(bt, bt.sum(axis=1, dtype=np.int64), k, n, b.dtype)
-    if default_kernel() == "vnni":
+    if default_kernel() in ("amx", "vnni"):
         packed.vnni  # noqa: B018 -- build the layout now (session build), not on the first run
     else:
         packed.data  # noqa: B018
@@ -240,6 +248,10 @@ def _run(kernel, a, b, a_zp, b_zp):
         from . import vnni
 
         return vnni.gemm(a, packed.vnni, az, bz)
+    if kernel == "amx":
+        from . import amx
+
+        return amx.gemm(a, packed.vnni, az, bz)
     out = np.empty((m, n), dtype=np.int32)
     a16, rowsum = _prepare_a(a, packed.data.shape[1])
     _gemm_prepared(kernel, a16, rowsum, packed.data, packed.colsum, k, az, bz, out)
@@ -255,8 +267,9 @@ def _gemm_prepared(kernel, a16, rowsum, bt16, colsum, k, a_zp, b_zp, out):
     kernel(a16, bt16, rowsum, colterm, a_zp, b_zp, out, row_block)
 
 
-_KERNELS = ("auto", "vnni", "portable")
+_KERNELS = ("auto", "amx", "vnni", "portable")
 _VNNI_MIN_ROWS = 2  # "auto" runs the portable kernel for a single row of A (measured in bench/gemm.py)
+_AMX_MIN_ROWS = 16  # ... and the VNNI kernel below one 16-row AMX tile
 
 
 def gemm_int8(a, b, a_zp=0, b_zp=0, kernel="auto") -> np.ndarray:
@@ -265,19 +278,28 @@ def gemm_int8(a, b, a_zp=0, b_zp=0, kernel="auto") -> np.ndarray:
     a: uint8 or int8 [M, K]; b: uint8 or int8 [K, N], or a ``PackedB`` from ``pack_b``.
     a_zp: integer scalar, or length 1 or M (per row); b_zp: scalar, or length 1 or N (per column).
     Sums wrap modulo 2**32 (int32 two's complement), like ORT's int32 accumulation.
-    kernel: "vnni" (``vpdpbusd`` register tiles, needs AVX512-VNNI), "portable" (int16 dot
-    products that LLVM vectorizes on any x86-64), or "auto" (``default_kernel()``, except that a
-    single row of A runs the portable kernel, which is faster there).  Every kernel gives the same
-    exact result.
+    kernel: "amx" (``tdpbusd`` tile products, needs AMX-INT8), "vnni" (``vpdpbusd`` register
+    tiles, needs AVX512-VNNI), "portable" (int16 dot products that LLVM vectorizes on any
+    x86-64), or "auto" (``default_kernel()``, except that fewer than 16 rows of A run the VNNI
+    kernel and a single row the portable kernel, which are faster there).  Every kernel gives the
+    same exact result.
     """
     if kernel not in _KERNELS:
         raise ValueError(f"kernel must be one of {_KERNELS}, got {kernel!r}")
     if kernel == "auto":
         kernel = default_kernel()
-        if kernel == "vnni" and np.ndim(a) == 2 and np.shape(a)[0] < _VNNI_MIN_ROWS:
+        rows = np.shape(a)[0] if np.ndim(a) == 2 else _AMX_MIN_ROWS
+        if kernel == "amx" and rows < _AMX_MIN_ROWS:
+            kernel = "vnni"
+        if kernel == "vnni" and rows < _VNNI_MIN_ROWS:
             kernel = "portable"  # a 1-row tile waits on vpdpbusd latency; the dot kernel is faster
+    if kernel == "amx":
+        if default_kernel() != "amx":
+            raise RuntimeError("the amx kernel needs a CPU with AMX-INT8, the OS's permission for "
+                               "tile data, and Numba compiling for this CPU")
+        return _run("amx", a, b, a_zp, b_zp)
     if kernel == "vnni":
-        if default_kernel() != "vnni":
+        if default_kernel() not in ("amx", "vnni"):
             raise RuntimeError("the vnni kernel needs a CPU with AVX512-VNNI (and Numba compiling for it)")
         return _run("vnni", a, b, a_zp, b_zp)
     return _run(_gemm_dot_kernel, a, b, a_zp, b_zp)

@@ -42,7 +42,7 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-__all__ = ["available", "VnniB", "pack_b", "gemm", "NR", "KGROUP"]
+__all__ = ["available", "VnniB", "pack_b", "prepare", "finish", "gemm", "NR", "KGROUP"]
 
 NR = 32  # columns per B panel (two 16-lane int32 vectors)
 KGROUP = 4  # k steps per vpdpbusd
@@ -126,56 +126,120 @@ _tile1 = _tile_intrinsic(1)
 class VnniB:
     """B packed for ``gemm``: ``panels`` (int8, see ``pack_b``), ``colsum`` (int64 column sums of
     the stored values, zero-padded to ``npad`` = N rounded up to 32), ``shift`` (the zero-point
-    shift of the stored values: -128 for uint8 B, else 0)."""
+    shift of the stored values: -128 for uint8 B, else 0), ``kpad`` (K padded with zeros)."""
 
-    __slots__ = ("panels", "colsum", "shift", "n", "npad")
+    __slots__ = ("panels", "colsum", "shift", "n", "npad", "kpad")
 
-    def __init__(self, panels, colsum, shift, n):
-        self.panels, self.colsum, self.shift, self.n = panels, colsum, shift, n
+    def __init__(self, panels, colsum, shift, n, kpad):
+        self.panels, self.colsum, self.shift, self.n, self.kpad = panels, colsum, shift, n, kpad
         self.npad = colsum.shape[0]
 
 
-def pack_b(bt, colsum) -> VnniB:
+def pack_b(bt, colsum, k_align: int = KGROUP) -> VnniB:
     """B^T [N, K] (uint8 or int8) and its int64 column sums -> ``VnniB``.  uint8 B is stored as
-    b - 128 (int8); the panels are int8 ``[ceil(N/32)][ceil(K/4)][32][4]``, zero padded."""
+    b - 128 (int8); the panels are int8 ``[ceil(N/32)][Kp/4][32][4]``, K zero-padded to ``Kp``, a
+    multiple of ``k_align`` (4 here; the AMX kernel wants 64)."""
     n, k = bt.shape
     shift = -128 if bt.dtype == np.uint8 else 0
     stored = (bt ^ np.uint8(0x80)).view(np.int8) if shift else bt
-    npad, kpad = -(-n // NR) * NR, -(-k // KGROUP) * KGROUP
+    npad, kpad = -(-n // NR) * NR, max(1, -(-k // k_align)) * k_align
     full = np.zeros((npad, kpad), dtype=np.int8)
     full[:n, :k] = stored
     panels = np.ascontiguousarray(full.reshape(npad // NR, NR, kpad // KGROUP, KGROUP).transpose(0, 2, 1, 3))
     stored_colsum = np.zeros(npad, dtype=np.int64)
     stored_colsum[:n] = colsum + np.int64(shift) * k
-    return VnniB(panels.reshape(-1), stored_colsum, shift, n)
+    return VnniB(panels.reshape(-1), stored_colsum, shift, n, kpad)
+
+
+def prepare(a, b: VnniB, a_zp, b_zp):
+    """The operands every kernel on ``VnniB`` panels takes: A as uint8 rows padded to ``b.kpad``
+    (int8 A stored as a + 128, its zero points + 128), A's row sums, B's column term
+    ``colsum - K * b_zp`` and both zero-point vectors with the shifts folded in, and the int32
+    output buffer [M * npad]."""
+    m, k = a.shape
+    a_u8 = np.empty((m, b.kpad), dtype=np.uint8)
+    rowsum = np.empty(m, dtype=np.int64)
+    flip = 0x80 if a.dtype == np.int8 else 0
+    if flip:
+        a_zp = a_zp + 128
+    _pad_rows(a.view(np.uint8), flip, a_u8, rowsum)
+    bzp = np.zeros(b.npad, dtype=np.int64)
+    bzp[: b.n] = b_zp + b.shift
+    colterm = b.colsum - np.int64(k) * bzp
+    c = np.empty(m * b.npad, dtype=np.int32)
+    # the fold works modulo 2**32 like the int32 result: each term reduced to int32 first
+    return (a_u8, rowsum.astype(np.int32), colterm.astype(np.int32), np.asarray(a_zp).astype(np.int32),
+            bzp.astype(np.int32), c)
+
+
+@njit(cache=True, parallel=True)
+def _pad_rows(a, flip, out, rowsum):
+    """out[i, :K] = a[i, :] ^ flip, zeros up to out's width; rowsum[i] = sum of out[i]."""
+    m, k = a.shape
+    width = out.shape[1]
+    for i in prange(m):
+        s = 0
+        for j in range(k):
+            v = a[i, j] ^ flip
+            out[i, j] = v
+            s += v
+        for j in range(k, width):
+            out[i, j] = 0
+        rowsum[i] = s
+
+
+def finish(c, m: int, b: VnniB) -> np.ndarray:
+    c = c.reshape(m, b.npad)
+    return c if b.npad == b.n else np.ascontiguousarray(c[:, : b.n])
 
 
 def gemm(a, b: VnniB, a_zp, b_zp) -> np.ndarray:
     """C [M, N] int32 = (a - a_zp) @ (B - b_zp) for a uint8/int8 [M, K] (K checked by the caller),
     int64 zero-point vectors a_zp [M] and b_zp [N].  int8 A is stored as a + 128 (its zero point
     + 128); the zero points fold both shifts back in, exactly."""
-    m, k = a.shape
-    kpad = -(-k // KGROUP) * KGROUP
-    a_u8 = np.zeros((m, kpad), dtype=np.uint8)
-    if a.dtype == np.int8:
-        a_u8[:, :k] = a.view(np.uint8) ^ np.uint8(0x80)
-        a_zp = a_zp + 128
-    else:
-        a_u8[:, :k] = a
-    bzp = np.zeros(b.npad, dtype=np.int64)
-    bzp[: b.n] = b_zp + b.shift
-    colterm = b.colsum - np.int64(k) * bzp
-    rowsum = a_u8.sum(axis=1, dtype=np.int64)
-    c = np.empty(m * b.npad, dtype=np.int32)
-    gemm_u8s8_vnni(a_u8.reshape(-1), kpad, m, b.panels, b.npad // NR, kpad // KGROUP,
+    m = a.shape[0]
+    a_u8, rowsum, colterm, a_zp, bzp, c = prepare(a, b, a_zp, b_zp)
+    gemm_u8s8_vnni(a_u8.reshape(-1), b.kpad, m, b.panels, b.npad // NR, b.kpad // KGROUP,
                    rowsum, colterm, a_zp, bzp, c, b.npad)
-    c = c.reshape(m, b.npad)
-    return c if b.npad == b.n else np.ascontiguousarray(c[:, : b.n])
+    return finish(c, m, b)
+
+
+@njit(cache=True)
+def tile_rows(a_u8, i, m, lda, bp, b_off, groups, c, ldc, j0):
+    """Rows i..m-1 of one 32-column panel with the 8-, 4-, 2- and 1-row tiles."""
+    while i + 8 <= m:
+        _tile8(a_u8, i * lda, lda, bp, b_off, groups, c, i * ldc + j0, ldc)
+        i += 8
+    if i + 4 <= m:
+        _tile4(a_u8, i * lda, lda, bp, b_off, groups, c, i * ldc + j0, ldc)
+        i += 4
+    if i + 2 <= m:
+        _tile2(a_u8, i * lda, lda, bp, b_off, groups, c, i * ldc + j0, ldc)
+        i += 2
+    if i < m:
+        _tile1(a_u8, i * lda, lda, bp, b_off, groups, c, i * ldc + j0, ldc)
+
+
+@njit(cache=True)
+def fold_zero_points(c, m, ldc, j0, rowsum, colterm, a_zp, b_zp):
+    """c[i, j] -= b_zp[j]*rowsum[i] + a_zp[i]*colterm[j] on one panel's columns, all int32.
+
+    The result is exact modulo 2**32 (which is all an int32 result holds), so the terms need no
+    64-bit products: int32 multiplies vectorize (``vpmulld``), int64 ones did not here."""
+    bz = b_zp[j0:j0 + NR]
+    ct = colterm[j0:j0 + NR]
+    for r in range(m):
+        rs = rowsum[r]
+        az = a_zp[r]
+        row = c[r * ldc + j0:r * ldc + j0 + NR]
+        for j in range(NR):
+            row[j] = row[j] - bz[j] * rs - az * ct[j]
 
 
 @njit(cache=True, parallel=True)
 def gemm_u8s8_vnni(a_u8, lda, m, bp, n_panels, groups, rowsum, colterm, a_zp, b_zp, c, ldc):
-    """c[i, j] = int32( sum_k a[i,k]*b[k,j] - b_zp[j]*rowsum[i] - a_zp[i]*colterm[j] )  for j < ldc.
+    """c[i, j] = sum_k a[i,k]*b[k,j] - b_zp[j]*rowsum[i] - a_zp[i]*colterm[j]  for j < ldc, int32
+    (rowsum, colterm and the zero points reduced to int32, see ``prepare``).
 
     a_u8: uint8 1-D, M rows of length lda (K padded to 4); bp: packed panels; c: int32 1-D [M*ldc]
     with ldc = 32 * n_panels.  One parallel task per B panel (32 columns); row tiles of 8, then
@@ -183,26 +247,8 @@ def gemm_u8s8_vnni(a_u8, lda, m, bp, n_panels, groups, rowsum, colterm, a_zp, b_
     """
     panel = groups * NR * KGROUP
     for jp in prange(n_panels):
-        b_off = jp * panel
-        j0 = jp * NR
-        i = 0
-        while i + 8 <= m:
-            _tile8(a_u8, i * lda, lda, bp, b_off, groups, c, i * ldc + j0, ldc)
-            i += 8
-        if i + 4 <= m:
-            _tile4(a_u8, i * lda, lda, bp, b_off, groups, c, i * ldc + j0, ldc)
-            i += 4
-        if i + 2 <= m:
-            _tile2(a_u8, i * lda, lda, bp, b_off, groups, c, i * ldc + j0, ldc)
-            i += 2
-        if i < m:
-            _tile1(a_u8, i * lda, lda, bp, b_off, groups, c, i * ldc + j0, ldc)
-        for r in range(m):
-            rs = rowsum[r]
-            az = a_zp[r]
-            base = r * ldc
-            for j in range(j0, j0 + NR):
-                c[base + j] = np.int32(np.int64(c[base + j]) - b_zp[j] * rs - az * colterm[j])
+        tile_rows(a_u8, 0, m, lda, bp, jp * panel, groups, c, ldc, jp * NR)
+        fold_zero_points(c, m, ldc, jp * NR, rowsum, colterm, a_zp, b_zp)
 
 
 def _instructions(names=("vpdpbusd", "vpdpbusds", "vpmaddwd", "vpmulld")) -> dict:
@@ -210,7 +256,7 @@ def _instructions(names=("vpdpbusd", "vpdpbusds", "vpmaddwd", "vpmulld")) -> dic
     import re
 
     fresh = njit(cache=False, parallel=True)(gemm_u8s8_vnni.py_func)
-    u1, s1, i1, o1, n = types.uint8[::1], types.int8[::1], types.int64[::1], types.int32[::1], types.int64
-    fresh.compile((u1, n, n, s1, n, n, i1, i1, i1, i1, o1, n))
+    u1, s1, i1, n = types.uint8[::1], types.int8[::1], types.int32[::1], types.int64
+    fresh.compile((u1, n, n, s1, n, n, i1, i1, i1, i1, i1, n))
     asm = "\n".join(fresh.inspect_asm().values())
     return {name: len(re.findall(rf"\b{name}\b", asm)) for name in names}

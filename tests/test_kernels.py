@@ -96,11 +96,18 @@ def _vnni_available():
     return importlib.import_module(K.__name__ + ".vnni").available()
 
 
+def _amx_available():
+    return _vnni_available() and importlib.import_module(K.__name__ + ".amx").available()
+
+
 NO_VNNI = "this CPU has no AVX512-VNNI (or Numba compiles for another CPU): the vnni kernel cannot run"
-# every GEMM kernel refrt has; "vnni" runs only where the CPU has AVX512-VNNI
+NO_AMX = ("this CPU has no AMX-INT8, the OS refused the tile state, or Numba compiles for another "
+          "CPU: the amx kernel cannot run")
+# every GEMM kernel refrt has; "vnni" and "amx" run only where the CPU has them
 GEMM_KERNELS = [
     "portable",
     pytest.param("vnni", marks=pytest.mark.skipif(not _vnni_available(), reason=NO_VNNI)),
+    pytest.param("amx", marks=pytest.mark.skipif(not _amx_available(), reason=NO_AMX)),
 ]
 
 
@@ -118,11 +125,12 @@ def test_gemm_int8_matches_twin(kernel, case):
 
 
 @pytest.mark.parametrize("kernel", GEMM_KERNELS)
-@pytest.mark.parametrize("m", [1, 2, 3, 4, 7, 8, 9, 15, 16, 17, 64])
+@pytest.mark.parametrize("m", [1, 2, 3, 4, 7, 8, 9, 15, 16, 17, 31, 32, 33, 47, 48, 64, 79])
 def test_gemm_int8_row_tiles_and_column_panels(kernel, m):
-    # every row-tile decomposition (8, 4, 2, 1) and column counts around the 32-wide panels
+    # every row-tile decomposition (AMX 32, 16; VNNI 8, 4, 2, 1), column counts around the
+    # 32-wide panels, K around the 64-byte AMX tile rows
     rng = np.random.default_rng(m)
-    for n, k in [(31, 5), (32, 64), (33, 130), (96, 3), (1, 1)]:
+    for n, k in [(31, 5), (32, 64), (33, 130), (96, 3), (1, 1), (40, 63), (17, 65), (64, 192)]:
         a = rng.integers(0, 256, (m, k)).astype(np.uint8)
         b = rng.integers(-128, 128, (k, n)).astype(np.int8)
         assert np.array_equal(K.gemm_int8(a, b, 7, -3, kernel=kernel), T.gemm_int8_twin(a, b, 7, -3))
@@ -153,7 +161,7 @@ def test_gemm_int8_rejects_bad_operands():
         K.gemm_int8(a, np.zeros((3, 2), np.int8), b_zp=[1, 2, 3])
     assert K.gemm_int8(np.zeros((0, 3), np.uint8), np.zeros((3, 2), np.int8)).shape == (0, 2)
     with pytest.raises(ValueError, match="kernel"):
-        K.gemm_int8(a, np.zeros((3, 2), np.int8), kernel="amx")
+        K.gemm_int8(a, np.zeros((3, 2), np.int8), kernel="sme")
 
 
 @pytest.mark.skipif(not _vnni_available(), reason=NO_VNNI)
@@ -162,7 +170,26 @@ def test_vnni_kernel_is_vpdpbusd_register_tiles():
     counts = V._instructions()
     # 8-row tile x 2 vectors: 16 vpdpbusd in the 8-row loop body, plus the 4-, 2- and 1-row tiles
     assert counts["vpdpbusd"] >= 16 + 8 + 4 + 2
-    assert counts["vpmaddwd"] == 0 and counts["vpmulld"] == 0 and counts["vpdpbusds"] == 0
+    assert counts["vpmaddwd"] == 0 and counts["vpdpbusds"] == 0   # (vpmulld: the zero-point fold)
+
+
+@pytest.mark.skipif(not _amx_available(), reason=NO_AMX)
+def test_amx_kernel_is_tile_products():
+    A = importlib.import_module(K.__name__ + ".amx")
+    counts = A._instructions()
+    # 32-row block: 4 tdpbusd, 16-row block: 2; the K loop may be unrolled
+    assert counts["tdpbusd"] >= 6 and counts["tileloadd"] >= 3 + 2 and counts["tilestored"] >= 6
+    assert counts["ldtilecfg"] >= 1 and counts["tilerelease"] >= 1
+    assert counts["vpdpbusd"] >= 8 + 4 + 2 + 1   # rows below one tile: the VNNI tiles
+
+
+def test_amx_kernel_refuses_panels_not_padded_to_64():
+    A = importlib.import_module(K.__name__ + ".amx")
+    V = importlib.import_module(K.__name__ + ".vnni")
+    bt = np.ones((4, 10), np.int8)
+    with pytest.raises(ValueError, match="multiple of 64"):
+        A.gemm(np.ones((16, 10), np.uint8), V.pack_b(bt, bt.sum(axis=1, dtype=np.int64)),
+               np.zeros(16, np.int64), np.zeros(4, np.int64))
 
 
 @SETTINGS
