@@ -12,16 +12,20 @@ _WHERE = {
     "PackedB": "gemm", "gemm_int8": "gemm", "gemm_u8s8_avx2_saturating": "gemm", "pack_b": "gemm",
     "dequantize_linear": "quantize", "dynamic_quantize_linear": "quantize",
     "quantize_linear": "quantize", "requantize": "quantize", "requantize_multiplier": "quantize",
+    "scale_bias_int32": "quantize",
 }
-_SUBMODULES = ("conv", "gemm", "quantize", "blockwise", "twins", "vnni", "mathf")
+_SUBMODULES = ("conv", "gemm", "quantize", "blockwise", "twins", "vnni", "amx", "mathf")
 
 
 def __getattr__(name):
     if name in _SUBMODULES:
-        return importlib.import_module(f"{__name__}.{name}")
-    if name in _WHERE:
-        return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        value = importlib.import_module(f"{__name__}.{name}")
+    elif name in _WHERE:
+        value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value   # found once; later lookups are plain attribute reads
+    return value
 
 
 __all__ = [
@@ -37,4 +41,5 @@ __all__ = [
     "dynamic_quantize_linear",
     "requantize",
     "requantize_multiplier",
+    "scale_bias_int32",
 ]

@@ -28,6 +28,7 @@ __all__ = [
     "dynamic_quantize_linear",
     "requantize",
     "requantize_multiplier",
+    "scale_bias_int32",
 ]
 
 _QUANT_TYPES = tuple(np.dtype(t) for t in (np.uint8, np.int8, np.uint16, np.int16))
@@ -223,6 +224,38 @@ def dequantize_linear(x, scale, zp=None, axis=1, block_size=0):
         _dequantize_kernel(x3, scale3, zp3, x3.shape[1] if per_tensor else block,
                            _x_view(out, axis, per_tensor))
     return out
+
+
+# --------------------------------------------------------------------------- int32 -> float epilogue
+
+
+@njit(cache=True, parallel=True)
+def _scale_bias_kernel(c2, s, b, has_bias, out2):
+    """out2[i, j] = float32(c2[i, j]) * s[j] (+ b[j]): two float32 roundings, no fused multiply-add."""
+    rows, n = c2.shape
+    for i in prange(rows):
+        if has_bias:
+            for j in range(n):
+                v = np.float32(c2[i, j]) * s[j]
+                out2[i, j] = v + b[j]
+        else:
+            for j in range(n):
+                out2[i, j] = np.float32(c2[i, j]) * s[j]
+
+
+def scale_bias_int32(c, scale, bias=None) -> np.ndarray:
+    """``float32(c) * scale (+ bias)`` for int32 ``c`` [..., N] and float32 ``scale`` / ``bias``
+    with one element or N (along the last axis): the Cast -> Mul -> Add that follows an integer
+    GEMM in dynamically quantized models, in one pass and bit for bit what the three NumPy steps
+    give (each product rounded to float32, then the sum)."""
+    n = c.shape[-1] if c.ndim else 1
+    s = np.ascontiguousarray(np.broadcast_to(np.asarray(scale, np.float32).reshape(-1), (n,)))
+    b = (np.zeros(n, np.float32) if bias is None
+         else np.ascontiguousarray(np.broadcast_to(np.asarray(bias, np.float32).reshape(-1), (n,))))
+    c2 = np.ascontiguousarray(c).reshape(-1, n)
+    out = np.empty(c2.shape, dtype=np.float32)
+    _scale_bias_kernel(c2, s, b, bias is not None, out)
+    return out.reshape(c.shape)
 
 
 # --------------------------------------------------------------------------- requantize

@@ -17,6 +17,7 @@ __all__ = [
     "dequantize_linear_twin",
     "requantize_twin",
     "dynamic_quantize_linear_twin",
+    "scale_bias_int32_twin",
     "fma32",
     "erf_f32_twin",
 ]
@@ -143,6 +144,12 @@ def requantize_twin(acc, multiplier, y_zp=0, qmin=None, qmax=None, out_dtype=np.
     with np.errstate(invalid="ignore"):
         y = np.clip(np.rint(acc.astype(np.float32) * m) + z, qmin, qmax)
     return np.where(np.isnan(y), qmin, y).astype(out_dtype)
+
+
+def scale_bias_int32_twin(c, scale, bias=None):
+    """Cast int32 -> float32, multiply by scale, add bias: three float32 NumPy steps."""
+    y = np.asarray(c).astype(np.float32) * np.asarray(scale, np.float32)
+    return y if bias is None else (y + np.asarray(bias, np.float32)).astype(np.float32)
 
 
 def dynamic_quantize_linear_twin(x, mode="ort"):

@@ -172,12 +172,13 @@ def prepare(a, b: VnniB, a_zp, b_zp):
             bzp.astype(np.int32), c)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def _pad_rows(a, flip, out, rowsum):
-    """out[i, :K] = a[i, :] ^ flip, zeros up to out's width; rowsum[i] = sum of out[i]."""
+    """out[i, :K] = a[i, :] ^ flip, zeros up to out's width; rowsum[i] = sum of out[i].
+    (One thread: waking the pool costs more than this pass over A takes.)"""
     m, k = a.shape
     width = out.shape[1]
-    for i in prange(m):
+    for i in range(m):
         s = 0
         for j in range(k):
             v = a[i, j] ^ flip

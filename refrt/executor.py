@@ -42,7 +42,8 @@ def _run(plan, env: dict, hooks: tuple) -> list:
     before, after = hooks
     for name in plan.free_at_start:
         env.pop(name, None)
-    for step in plan.steps:
+    # hooks see every node; without them, fused chains run as one step (same results)
+    for step in (plan.steps if before or after else plan.fused_steps):
         fn, inputs, kwargs, outs, free = step.fast
         args = [env[n] if n else None for n in inputs]
         if step.subgraphs:

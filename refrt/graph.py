@@ -13,7 +13,7 @@ import heapq
 import mmap
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import numpy as np
@@ -21,7 +21,7 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import ModelProto, TensorProto
 
-from . import protowire, registry
+from . import fusion, protowire, registry
 from .errors import ModelError, UnsupportedOpError, node_label
 from .registry import NodeContext, canonical_domain, tensor_to_array
 
@@ -191,6 +191,11 @@ class Plan:
     steps: list[Step]
     outer: frozenset = frozenset()   # names taken from enclosing scopes
     free_at_start: tuple = ()        # initializers/inputs nobody reads
+    fused_steps: list = None         # steps with fused chains (fusion.py); run when no hooks
+
+    def __post_init__(self):
+        if self.fused_steps is None:
+            self.fused_steps = self.steps
 
     @property
     def output_names(self) -> list[str]:
@@ -331,30 +336,44 @@ def build_plan(graph, pctx: PlanContext, outer_scope: frozenset = frozenset(),
             raise ModelError(f"graph output {name!r} is not produced by any node, nor a graph "
                              f"input or initializer")
 
-    # Liveness: the last step that reads each value.
     keep = set(output_names)
-    last_use: dict[str, int] = {}
-    for pos, idx in enumerate(order):
-        for name in reads[idx]:
-            last_use[name] = pos
-    free_lists: list[list[str]] = [[] for _ in order]
-    for name, pos in last_use.items():
-        if name not in keep:
-            free_lists[pos].append(name)
-    for pos, idx in enumerate(order):   # outputs nobody reads die where they are born
-        for o in nodes[idx].output:
-            if o and o not in keep and o not in last_use:
-                free_lists[pos].append(o)
+    step_reads = [reads[idx] for idx in order]
+    free_lists, read_at_all = _liveness(step_reads, [nodes[idx].output for idx in order], keep)
     free_at_start = tuple(n for n in list(inits) + input_names
-                          if n not in last_use and n not in keep)
+                          if n not in read_at_all and n not in keep)
 
     scope = frozenset(available | set(producer))
     constants = frozenset(n for n in inits if n not in input_names)
-    steps = [_make_step(nodes[idx], pctx, scope, tuple(free_lists[pos]), constants, producer_nodes)
+    steps = [_make_step(nodes[idx], pctx, scope, free_lists[pos], constants, producer_nodes)
              for pos, idx in enumerate(order)]
+    fused = steps
+    level = getattr(pctx.options, "graph_optimization_level", None)
+    if level is None or int(level) > 0:   # ORT_DISABLE_ALL (0) keeps every node a step
+        fused, fused_reads = fusion.fuse_steps(steps, step_reads, keep, Step)
+        if fused is not steps:
+            fused_free, _ = _liveness(fused_reads, [s.outputs for s in fused], keep)
+            fused = [replace(s, free=f) for s, f in zip(fused, fused_free)]
     outer = frozenset(n for n in free_names(graph) if n in outer_scope)
     return Plan(inputs=list(graph.input), outputs=list(graph.output), initializers=inits, steps=steps,
-                outer=outer, free_at_start=free_at_start)
+                outer=outer, free_at_start=free_at_start, fused_steps=fused)
+
+
+def _liveness(step_reads: list, step_outputs: list, keep: set) -> tuple[list[tuple], set]:
+    """Per step, the values that die there (read for the last time, or produced and never read;
+    graph outputs never die), and the set of every name read at all."""
+    last_use: dict[str, int] = {}
+    for pos, names in enumerate(step_reads):
+        for name in names:
+            last_use[name] = pos
+    free_lists: list[list[str]] = [[] for _ in step_reads]
+    for name, pos in last_use.items():
+        if name not in keep:
+            free_lists[pos].append(name)
+    for pos, outs in enumerate(step_outputs):   # outputs nobody reads die where they are born
+        for o in outs:
+            if o and o not in keep and o not in last_use:
+                free_lists[pos].append(o)
+    return [tuple(f) for f in free_lists], set(last_use)
 
 
 def _toposort(nodes, reads, producer) -> list[int]:

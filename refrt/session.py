@@ -16,7 +16,9 @@ NUMERICS_MODES = ("ort", "spec")
 
 
 class GraphOptimizationLevel:
-    """Accepted for compatibility; refrt never rewrites the graph."""
+    """onnxruntime's levels. refrt never changes what a graph computes: above ORT_DISABLE_ALL it
+    runs some chains of nodes as one step with bit-identical results when no hooks are attached
+    (see refrt/fusion.py); ORT_DISABLE_ALL runs every node on its own."""
     ORT_DISABLE_ALL = 0
     ORT_ENABLE_BASIC = 1
     ORT_ENABLE_EXTENDED = 2

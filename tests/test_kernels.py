@@ -173,6 +173,19 @@ def test_vnni_kernel_is_vpdpbusd_register_tiles():
     assert counts["vpmaddwd"] == 0 and counts["vpdpbusds"] == 0   # (vpmulld: the zero-point fold)
 
 
+@SETTINGS
+@given(m=st.integers(0, 50), n=st.integers(1, 50), per_column=st.booleans(), bias=st.booleans(),
+       seed=st.integers(0, 2**31))
+def test_scale_bias_int32_matches_twin(m, n, per_column, bias, seed):
+    rng = np.random.default_rng(seed)
+    c = rng.integers(-2**31, 2**31, (2, m, n)).astype(np.int32)
+    s = (rng.random(n if per_column else 1) * 10.0 ** rng.integers(-8, 3)).astype(np.float32)
+    b = rng.standard_normal(n).astype(np.float32) * 1e3 if bias else None
+    b = np.where(rng.random(n) < 0.2, -0.0, b).astype(np.float32) if bias else None
+    got = K.scale_bias_int32(c, s, b)
+    assert same_bits(got, T.scale_bias_int32_twin(c, s, b))
+
+
 @pytest.mark.skipif(not _amx_available(), reason=NO_AMX)
 def test_amx_kernel_is_tile_products():
     A = importlib.import_module(K.__name__ + ".amx")

@@ -1,0 +1,170 @@
+"""Fused MatMulInteger -> Cast -> Mul -> Add chains: same bits as the separate nodes, same errors,
+hooks still see every node, and no fusion where an intermediate value is observable."""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from onnx import TensorProto, helper
+
+import refrt
+from refrt.errors import NodeError
+
+from helpers import F, const, model, vi
+
+U8, I8, I32 = TensorProto.UINT8, TensorProto.INT8, TensorProto.INT32
+
+
+def chain_model(k, n, w, w_zp, scale, bias, scale_first=False, bias_first=False, heads=1,
+                extra_outputs=(), extra_nodes=()):
+    """x [M, K] float -> DynamicQuantizeLinear -> ``heads`` x (MatMulInteger -> Cast -> Mul(scale)
+    -> Add(bias)), outputs y0..y{heads-1}; the quantized x is shared by every head, as Q/K/V are."""
+    nodes = [helper.make_node("DynamicQuantizeLinear", ["x"], ["xq", "xs", "xz"], name="dql")]
+    inits = [const("w", w), const("w_zp", w_zp), const("w_s", scale)]
+    if bias is not None:
+        inits.append(const("bias", bias))
+    outs = []
+    for h in range(heads):
+        nodes += [
+            helper.make_node("Mul", ["xs", "w_s"], [f"s{h}"], name=f"scales{h}"),
+            helper.make_node("MatMulInteger", ["xq", "w", "xz", "w_zp"], [f"c{h}"], name=f"mm{h}"),
+            helper.make_node("Cast", [f"c{h}"], [f"cf{h}"], to=F, name=f"cast{h}"),
+            helper.make_node("Mul", [f"s{h}", f"cf{h}"] if scale_first else [f"cf{h}", f"s{h}"],
+                             [f"m{h}" if bias is not None else f"y{h}"], name=f"mul{h}"),
+        ]
+        if bias is not None:
+            nodes.append(helper.make_node("Add", ["bias", f"m{h}"] if bias_first else [f"m{h}", "bias"],
+                                          [f"y{h}"], name=f"add{h}"))
+        outs.append(vi(f"y{h}", F, None))
+    nodes += list(extra_nodes)
+    return model(nodes, [vi("x", F, ["M", k])], outs + list(extra_outputs), inits)
+
+
+def sessions(m):
+    off = refrt.SessionOptions()
+    off.graph_optimization_level = refrt.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return refrt.InferenceSession(m), refrt.InferenceSession(m, off)
+
+
+def same_bits(a, b):
+    return a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a.view(np.uint32), b.view(np.uint32))
+
+
+cases = st.fixed_dictionaries({
+    "m": st.integers(1, 40), "k": st.integers(1, 200), "n": st.integers(1, 70),
+    "w_dtype": st.sampled_from([np.int8, np.uint8]),
+    "per_column": st.booleans(), "with_bias": st.booleans(),
+    "scale_first": st.booleans(), "bias_first": st.booleans(),
+    "x_scale": st.sampled_from([1e-3, 1.0, 1e4]), "seed": st.integers(0, 2**31),
+})
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(c=cases)
+def test_fused_chain_gives_the_same_bits_as_the_nodes(c):
+    rng = np.random.default_rng(c["seed"])
+    info = np.iinfo(c["w_dtype"])
+    w = rng.integers(info.min, info.max, (c["k"], c["n"]), endpoint=True).astype(c["w_dtype"])
+    w_zp = np.array(0 if c["w_dtype"] == np.int8 else 128, c["w_dtype"])
+    scale = (rng.random(c["n"] if c["per_column"] else ()) * 0.02 + 1e-4).astype(np.float32)
+    bias = (rng.standard_normal(c["n"]) * 10).astype(np.float32) if c["with_bias"] else None
+    m = chain_model(c["k"], c["n"], w, w_zp, scale, bias, c["scale_first"], c["bias_first"])
+    fused, plain = sessions(m)
+    assert len(fused._plan.fused_steps) == len(fused._plan.steps) - (3 if bias is not None else 2)
+    assert len(plain._plan.fused_steps) == len(plain._plan.steps)
+    x = (rng.standard_normal((c["m"], c["k"])) * c["x_scale"]).astype(np.float32)
+    x_before = x.copy()
+    (y,) = fused.run(None, {"x": x})
+    (y_plain,) = plain.run(None, {"x": x})
+    assert same_bits(y, y_plain)
+    assert np.array_equal(x, x_before)
+
+
+def test_shared_input_and_moved_steps_keep_values_alive():
+    # three heads read the same quantized x; each fused step runs where its Add was, after the
+    # last MatMulInteger that reads x: x must still be there
+    rng = np.random.default_rng(1)
+    w = rng.integers(-128, 128, (64, 48)).astype(np.int8)
+    m = chain_model(64, 48, w, np.array(0, np.int8), np.full(48, 0.01, np.float32),
+                    rng.standard_normal(48).astype(np.float32), heads=3)
+    fused, plain = sessions(m)
+    assert len(fused._plan.fused_steps) == len(fused._plan.steps) - 9
+    x = rng.standard_normal((10, 64)).astype(np.float32)
+    for a, b in zip(fused.run(None, {"x": x}), plain.run(None, {"x": x})):
+        assert same_bits(a, b)
+
+
+def test_no_fusion_where_an_intermediate_is_observable():
+    rng = np.random.default_rng(2)
+    w = rng.integers(-128, 128, (8, 4)).astype(np.int8)
+    args = (8, 4, w, np.array(0, np.int8), np.float32(0.1), np.ones(4, np.float32))
+    # the Cast output is a graph output
+    m = chain_model(*args, extra_outputs=[vi("cf0", F, None)])
+    assert len(refrt.InferenceSession(m)._plan.fused_steps) == len(m.graph.node)
+    # the int32 product has a second reader
+    m = chain_model(*args, extra_nodes=[helper.make_node("Cast", ["c0"], ["c_again"], to=F)],
+                    extra_outputs=[vi("c_again", F, None)])
+    assert len(refrt.InferenceSession(m)._plan.fused_steps) == len(m.graph.node)
+    # the product is cast to double, not float
+    m = chain_model(*args)
+    next(n for n in m.graph.node if n.name == "cast0").attribute[0].i = TensorProto.DOUBLE
+    assert len(refrt.InferenceSession(m)._plan.fused_steps) == len(m.graph.node)
+    # the Mul output (before Add) is read by a subgraph: Cast and Mul still fuse, the Add stays
+    m = chain_model(*args)
+    branch = helper.make_graph([helper.make_node("Identity", ["m0"], ["z"])], "b", [], [vi("z", F, None)])
+    m.graph.node.append(helper.make_node("If", ["flag"], ["picked"], then_branch=branch, else_branch=branch))
+    m.graph.input.append(vi("flag", TensorProto.BOOL, []))
+    m.graph.output.append(vi("picked", F, None))
+    sess = refrt.InferenceSession(m)
+    assert len(sess._plan.fused_steps) == len(m.graph.node) - 2
+    x = rng.standard_normal((3, 8)).astype(np.float32)
+    y, picked = sess.run(None, {"x": x, "flag": np.array(True)})
+    off = refrt.SessionOptions()
+    off.graph_optimization_level = 0
+    y0, picked0 = refrt.InferenceSession(m, off).run(None, {"x": x, "flag": np.array(True)})
+    assert same_bits(y, y0) and same_bits(picked, picked0)
+
+
+def test_hooks_see_every_node_and_intermediate():
+    rng = np.random.default_rng(3)
+    w = rng.integers(-128, 128, (16, 8)).astype(np.int8)
+    m = chain_model(16, 8, w, np.array(0, np.int8), np.float32(0.05), np.ones(8, np.float32))
+    sess = refrt.InferenceSession(m)
+    seen = {}
+    sess.add_hook(lambda node, inputs, outputs: seen.update({node.name: outputs}))
+    x = rng.standard_normal((4, 16)).astype(np.float32)
+    (y_hooked,) = sess.run(None, {"x": x})
+    assert set(seen) == {n.name for n in m.graph.node}
+    assert seen["mm0"][0].dtype == np.int32 and seen["cast0"][0].dtype == np.float32
+    sess._hooks.clear()
+    sess._split = ((), ())
+    (y,) = sess.run(None, {"x": x})
+    assert same_bits(y, y_hooked)
+
+
+def test_scale_the_kernel_does_not_cover_runs_the_nodes():
+    # a per-row scale [M, 1] broadcasts across columns: the nodes' own code runs, same bits
+    rng = np.random.default_rng(4)
+    w = rng.integers(-128, 128, (16, 8)).astype(np.int8)
+    nodes = [helper.make_node("DynamicQuantizeLinear", ["x"], ["xq", "xs", "xz"]),
+             helper.make_node("MatMulInteger", ["xq", "w", "xz"], ["c"], name="mm"),
+             helper.make_node("Cast", ["c"], ["cf"], to=F),
+             helper.make_node("Mul", ["cf", "row_scale"], ["y"])]
+    m = model(nodes, [vi("x", F, ["M", 16]), vi("row_scale", F, ["M", 1])], [vi("y", F, None)],
+              [const("w", w)])
+    fused, plain = sessions(m)
+    assert len(fused._plan.fused_steps) == 2
+    feeds = {"x": rng.standard_normal((5, 16)).astype(np.float32),
+             "row_scale": rng.random((5, 1)).astype(np.float32)}
+    assert same_bits(fused.run(None, feeds)[0], plain.run(None, feeds)[0])
+
+
+def test_a_failing_member_is_named():
+    rng = np.random.default_rng(5)
+    w = rng.integers(-128, 128, (16, 8)).astype(np.int8)
+    m = chain_model(16, 8, w, np.array(0, np.int8), np.float32(0.05), np.ones(8, np.float32))
+    m.graph.input[0].type.tensor_type.shape.dim[1].dim_param = "K"   # K no longer checked by feeds
+    sess = refrt.InferenceSession(m)
+    with pytest.raises(NodeError) as e:
+        sess.run(None, {"x": np.ones((2, 5), np.float32)})
+    assert "mm0" in str(e.value) and "MatMulInteger" in str(e.value)
