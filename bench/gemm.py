@@ -7,7 +7,8 @@ A and B full range, M in {1, 32, 128, 512} and (K, N) in {(768, 768), (768, 3072
 on 1 and 2 threads. Columns (GOPS = 2*M*K*N / s):
 
 * refrt kernel: ``gemm_int8(a, pack_b(b), a_zp, b_zp)`` with B packed once outside the timing
-  (the call still converts A to int16 and takes row sums, as an op must);
+  (the call still pads A and takes row sums, as an op must) -- the default kernel of this CPU;
+  refrt vnni / refrt portable: the same call forcing the other kernels (where they differ);
 * refrt op: a one-node MatMulInteger model (B an initializer) in ``refrt.InferenceSession``;
 * ORT: the same model in onnxruntime (default options); ORT x64qp: with the session config entry
   ``session.x64quantprecision=1`` (the switch that makes u8 x s8 exact on AVX2-only CPUs);
@@ -64,13 +65,15 @@ def asm_evidence() -> dict:
 
     from refrt.kernels import gemm as G
 
-    if G.default_kernel() == "vnni":
+    if G.default_kernel() in ("amx", "vnni"):
+        from refrt.kernels import amx as A
         from refrt.kernels import vnni as V
 
-        fresh = njit(cache=False, parallel=True)(V.gemm_u8s8_vnni.py_func)
-        u1, s1, i1, o1, n = types.uint8[::1], types.int8[::1], types.int64[::1], types.int32[::1], types.int64
-        fresh.compile((u1, n, n, s1, n, n, i1, i1, i1, i1, o1, n))
-        kernel = "vnni.gemm_u8s8_vnni"
+        fn, kernel = ((A.gemm_u8s8_amx, "amx.gemm_u8s8_amx") if G.default_kernel() == "amx"
+                      else (V.gemm_u8s8_vnni, "vnni.gemm_u8s8_vnni"))
+        fresh = njit(cache=False, parallel=True)(fn.py_func)
+        u1, s1, i1, n = types.uint8[::1], types.int8[::1], types.int32[::1], types.int64
+        fresh.compile((u1, n, n, s1, n, n, i1, i1, i1, i1, i1, n))
     else:
         fresh = njit(cache=False, parallel=True)(G._gemm_dot_kernel.py_func)
         a2, i1, o2 = types.int16[:, ::1], types.int64[::1], types.int32[:, ::1]
@@ -78,7 +81,7 @@ def asm_evidence() -> dict:
         kernel = "gemm._gemm_dot_kernel"
     asm = "\n".join(fresh.inspect_asm().values())
     names = ("vpmaddwd", "vpdpwssd", "vpdpwssds", "vpdpbusd", "vpdpbusds", "vpmaddubsw", "vpmulld",
-             "tdpbusd")
+             "tdpbusd", "tileloadd", "tilestored", "ldtilecfg", "tilerelease")
     counts = {nm: len(re.findall(rf"^\s*{nm}\s", asm, re.M)) for nm in names}
     widths = {"xmm": 0, "ymm": 0, "zmm": 0}
     for line in asm.splitlines():
@@ -97,8 +100,9 @@ def asm_evidence() -> dict:
         cur.append(line)
     blocks.append(cur)
 
-    def mac_count(bl):
-        return sum(1 for ln in bl if re.match(r"^\s*(vpmaddwd|vpdp\w+)\s", ln))
+    def mac_count(bl):   # an AMX tile product counts for the 256 vpdpbusd it replaces
+        return sum(256 if re.match(r"^\s*tdpbusd\s", ln) else 1 for ln in bl
+                   if re.match(r"^\s*(vpmaddwd|vpdp\w+|tdpbusd)\s", ln))
 
     hot = max(blocks, key=mac_count)
     hot = [ln for ln in hot if not ln.strip().startswith(".p2align")][:24]
@@ -146,6 +150,8 @@ def main(argv=None):
                     af32, af64 = a.astype(np.float32), a.astype(np.float64)
                     feed = {"A": a}
                     fns = {"refrt kernel": lambda: gemm_int8(a, packed, A_ZP, bzp)}
+                    if default_kernel() == "amx":
+                        fns["refrt vnni"] = lambda: gemm_int8(a, packed, A_ZP, bzp, kernel="vnni")
                     if default_kernel() != "portable":
                         fns["refrt portable"] = lambda: gemm_int8(a, packed, A_ZP, bzp, kernel="portable")
                     if ref_sess is not None:
@@ -160,6 +166,8 @@ def main(argv=None):
                     ref = np.rint((af64 - A_ZP) @ (bf64 - bzp)).astype(np.int64)
                     outs = {"refrt kernel": gemm_int8(a, packed, A_ZP, bzp),
                             "refrt portable": gemm_int8(a, packed, A_ZP, bzp, kernel="portable"),
+                            **({"refrt vnni": gemm_int8(a, packed, A_ZP, bzp, kernel="vnni")}
+                               if default_kernel() == "amx" else {}),
                             "ORT": ort_default.run(None, feed)[0]}
                     if ref_sess is not None:
                         outs["refrt op"] = ref_sess.run(None, feed)[0]
@@ -173,6 +181,7 @@ def main(argv=None):
                     g = {name: gops(m, k, n, t[name].median) for name in fns}
                     exact = g["ORT x64qp"] if "ORT x64qp" in g else g["ORT"]
                     row = [m, k, n, C.fmt_num(g["refrt kernel"]),
+                           C.fmt_num(g["refrt vnni"]) if "refrt vnni" in g else "-",
                            C.fmt_num(g["refrt portable"]) if "refrt portable" in g else "-",
                            C.fmt_num(g["refrt op"]) if "refrt op" in g else "n/a",
                            C.fmt_num(g["ORT"]),
@@ -199,7 +208,7 @@ def main(argv=None):
     return body
 
 
-HEADERS = ["M", "K", "N", "refrt kernel", "refrt portable", "refrt op", "ORT", "ORT x64qp", "NumPy f32",
+HEADERS = ["M", "K", "N", "refrt kernel", "refrt vnni", "refrt portable", "refrt op", "ORT", "ORT x64qp", "NumPy f32",
            "NumPy f64", "kernel/ORT", "kernel/ORT exact", "n"]
 
 
@@ -227,7 +236,8 @@ def render(rows_by_table, wrong, target_cell, asm, threads_list, blas_note, repe
         parts.append("")
     parts.append(
         "Columns: `refrt kernel` is `gemm_int8` with its default kernel on this CPU "
-        f"(`{asm['kernel']}`), `refrt portable` the int16 `vpmaddwd` kernel every x86-64 CPU "
+        f"(`{asm['kernel']}`; `gemm_int8` itself runs the VNNI kernel below 16 rows), `refrt vnni` the `vpdpbusd` register-tile kernel, "
+        "`refrt portable` the int16 `vpmaddwd` kernel every x86-64 CPU "
         "runs, `refrt op` a refrt session running one MatMulInteger node. `kernel/ORT exact` "
         "compares with ORT's exact path as the issue defines it: `session.x64quantprecision=1` "
         "for u8 x s8, the default for u8 x u8.\n")
@@ -239,7 +249,16 @@ def render(rows_by_table, wrong, target_cell, asm, threads_list, blas_note, repe
                  + ", ".join(f"{k} {v}" for k, v in asm["widths"].items()) + ".\n")
     parts.append("Hot loop (the basic block with the most multiply-accumulates):\n")
     parts.append("```asm\n" + asm["hot_loop"] + "\n```\n")
-    if c["vpdpbusd"]:
+    if c["tdpbusd"]:
+        parts.append(
+            "Reading: the hot loop is the AMX tile product of `kernels/amx.py`: per 64 bytes of K it "
+            "loads two B tiles (16 groups of four k x 16 columns each, `tileloadd` with a 128-byte "
+            "stride out of the same panels the VNNI kernel reads) and one A tile per 16 rows, and "
+            "issues one `tdpbusd` per (16-row, 16-column) C tile: 16 x 16 x 64 = 16,384 exact u8 x s8 "
+            "byte products added into int32 per instruction. LLVM allocates the tile registers, "
+            "writes the tile configuration (`ldtilecfg`) and releases the tiles (`tilerelease`). "
+            "Rows below a 16-row tile run on the VNNI tiles (the `vpdpbusd` counted above).")
+    elif c["vpdpbusd"]:
         parts.append(
             "Reading: the hot loop is the 8-row x 32-column register tile of `kernels/vnni.py`: per "
             "group of four K steps it loads two 64-byte B vectors, broadcasts 4 bytes of each A row "
@@ -260,15 +279,14 @@ def render(rows_by_table, wrong, target_cell, asm, threads_list, blas_note, repe
         facts = "see the tables"
     parts.append(
         "\n\nWhat limits it:\n\n"
-        "* **ORT's default u8 x s8 path runs AMX here** (`tdpbusd` on 16x16 int32 tiles, 1024 "
-        f"byte-MACs per instruction, against 64 for `vpdpbusd`): {facts}. LLVM does not form AMX "
-        "from loops; an AMX tile kernel would have to be written with LLVM's AMX intrinsics "
-        "(tile configuration, `arch_prctl` permission for tile data) the way `vnni.py` writes "
-        "`vpdpbusd`. ORT's exact non-AMX path (`x64quantprecision`) and its u8 x u8 path are the "
-        "fair comparison for a VNNI kernel.\n"
-        "* **M = 1 (a matrix-vector product)** runs one 1-row tile per 32-column panel: two "
-        "accumulators, so the loop waits on `vpdpbusd` latency. Splitting K over several "
-        "accumulators, or one tile covering more columns, would help it.")
+        f"* **Against ORT's AMX path** ({facts}): both run `tdpbusd`; the rest of a call is "
+        "overhead around the tiles -- A is copied into padded rows and summed, the zero points "
+        "are folded into the int32 result in a second pass per panel, and every call starts "
+        "Numba's thread pool. Small M leaves most of a 16-row tile empty or falls back to VNNI.\n"
+        "* **M = 1 (a matrix-vector product)** runs the VNNI kernel's 1-row tile per 32-column "
+        "panel: two accumulators, so the loop waits on `vpdpbusd` latency, and ORT's GEMV is "
+        "faster. Splitting K over several accumulators, or one tile covering more columns, "
+        "would help it.")
 
     targets = []
     threads2 = max(threads_list)

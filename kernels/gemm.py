@@ -268,8 +268,7 @@ def _gemm_prepared(kernel, a16, rowsum, bt16, colsum, k, a_zp, b_zp, out):
 
 
 _KERNELS = ("auto", "amx", "vnni", "portable")
-_VNNI_MIN_ROWS = 2  # "auto" runs the portable kernel for a single row of A (measured in bench/gemm.py)
-_AMX_MIN_ROWS = 16  # ... and the VNNI kernel below one 16-row AMX tile
+_AMX_MIN_ROWS = 16  # "auto" runs the VNNI kernel below one 16-row AMX tile
 
 
 def gemm_int8(a, b, a_zp=0, b_zp=0, kernel="auto") -> np.ndarray:
@@ -281,8 +280,7 @@ def gemm_int8(a, b, a_zp=0, b_zp=0, kernel="auto") -> np.ndarray:
     kernel: "amx" (``tdpbusd`` tile products, needs AMX-INT8), "vnni" (``vpdpbusd`` register
     tiles, needs AVX512-VNNI), "portable" (int16 dot products that LLVM vectorizes on any
     x86-64), or "auto" (``default_kernel()``, except that fewer than 16 rows of A run the VNNI
-    kernel and a single row the portable kernel, which are faster there).  Every kernel gives the
-    same exact result.
+    kernel, which is faster there).  Every kernel gives the same exact result.
     """
     if kernel not in _KERNELS:
         raise ValueError(f"kernel must be one of {_KERNELS}, got {kernel!r}")
@@ -291,8 +289,6 @@ def gemm_int8(a, b, a_zp=0, b_zp=0, kernel="auto") -> np.ndarray:
         rows = np.shape(a)[0] if np.ndim(a) == 2 else _AMX_MIN_ROWS
         if kernel == "amx" and rows < _AMX_MIN_ROWS:
             kernel = "vnni"
-        if kernel == "vnni" and rows < _VNNI_MIN_ROWS:
-            kernel = "portable"  # a 1-row tile waits on vpdpbusd latency; the dot kernel is faster
     if kernel == "amx":
         if default_kernel() != "amx":
             raise RuntimeError("the amx kernel needs a CPU with AMX-INT8, the OS's permission for "
