@@ -10,8 +10,15 @@ padding filled with x_zp (so padded taps contribute zero).  Result int32 (wrappi
 The column matrix has one row per (input channel c, kernel offset r) -- row ``c * prod(kernel) + r``
 with r in C order, matching ``w.reshape(M, -1)`` -- and one column per output position.  Each group
 is then a GEMM ``w_g [Mg, Kg] @ cols_g [Kg, L]`` with the weight zero point per row (output
-channel) and the input zero point per column.  Groups with a short reduction (depthwise: Kg = prod
-of the kernel) skip the GEMM and use a direct kernel.
+channel) and the input zero point per column.  It runs transposed, as ``gemm_int8`` with the
+patches as A and the weights as the packed B:
+
+    y_g^T [L, Mg] = patches_g [L, Kg] @ w_g^T [Kg, Mg]
+
+so the weights are packed once (``pack_weights``; a session does it when it is built) and the
+patches, built per image in the input's own type, go straight to the fastest kernel of the CPU
+(AMX, VNNI or the portable one).  Groups with a short reduction (depthwise: Kg = prod of the
+kernel) skip the GEMM and use a direct kernel.
 """
 
 from __future__ import annotations
@@ -19,9 +26,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .gemm import _gemm_dot_kernel, _gemm_prepared, _padded_k, _prepare_a
+from .gemm import gemm_int8, pack_b
 
-__all__ = ["im2col_int8", "conv_int8", "conv_output_shape"]
+__all__ = ["im2col_int8", "conv_int8", "conv_output_shape", "pack_weights"]
 
 _INT8_TYPES = (np.dtype(np.uint8), np.dtype(np.int8))
 _DIRECT_MAX_K = 64  # groups whose reduction length is at most this use the direct kernel
@@ -93,19 +100,15 @@ def _im2col_kernel(x2, index, x_zp, out):
 
 
 @njit(cache=True, parallel=True)
-def _im2row_packed_kernel(x2, index, x_zp, c0, cg, out16, colsum):
-    """Columns of one group, already packed for the GEMM (transposed, int16):
-    out16[l, c*KK + r] = x2[c0 + c, index[l, r]] (x_zp in padding), colsum[l] = sum of that row."""
+def _im2row_kernel(x2, index, x_zp, c0, cg, out):
+    """Patches of one group, one row per output position, in x's type:
+    out[l, c*KK + r] = x2[c0 + c, index[l, r]] (x_zp in padding)."""
     n_l, kk = index.shape
     for l in prange(n_l):
-        s = np.int64(0)
         for c in range(cg):
             for r in range(kk):
                 p = index[l, r]
-                v = np.int16(x2[c0 + c, p]) if p >= 0 else np.int16(x_zp)
-                out16[l, c * kk + r] = v
-                s += v
-        colsum[l] = s
+                out[l, c * kk + r] = x2[c0 + c, p] if p >= 0 else x_zp
 
 
 def _window_offsets(padded_spatial, kernel_shape, strides, dilations, out_spatial):
@@ -192,9 +195,22 @@ def im2col_int8(x, kernel_shape, pads=None, strides=None, dilations=None, x_zp=0
     return cols
 
 
-def conv_int8(x, w, x_zp=0, w_zp=0, group=1, pads=None, strides=None, dilations=None):
+def pack_weights(w, group=1) -> list:
+    """w [M, C/group, *kernel] -> one ``PackedB`` per group (w_g^T [Kg, Mg]), for ``conv_int8``."""
+    w = _check_int8(w, "w", 3)
+    m = w.shape[0]
+    group = int(group)
+    if group < 1 or m % group:
+        raise ValueError(f"group {group} must divide the output channels {m}")
+    mg = m // group
+    w2 = w.reshape(m, -1)
+    return [pack_b(w2[g * mg:(g + 1) * mg], transposed=True) for g in range(group)]
+
+
+def conv_int8(x, w, x_zp=0, w_zp=0, group=1, pads=None, strides=None, dilations=None, packed=None):
     """Exact integer convolution: x [N, C, *spatial], w [M, C/group, *kernel] (uint8/int8 each),
     x_zp scalar, w_zp scalar or one per output channel (length M).  Returns int32 [N, M, *out].
+    ``packed``: ``pack_weights(w, group)``, to reuse across calls with the same weights.
     """
     x = _check_int8(x, "x", 3)
     w = _check_int8(w, "w", 3)
@@ -234,18 +250,16 @@ def conv_int8(x, w, x_zp=0, w_zp=0, group=1, pads=None, strides=None, dilations=
         return y
 
     index = _gather_index(x.shape[2:], kernel_shape, pads, strides, dilations, out_spatial)
-    kp = _padded_k(kg)
-    bz = np.full(n_l, xz, dtype=np.int64)
-    weights = [_prepare_a(w2[g * mg:(g + 1) * mg], kp) for g in range(group)]  # int16 rows, row sums
-    cols16 = np.zeros((n_l, kp), dtype=np.int16)  # padding beyond Kg stays zero
-    colsum = np.empty(n_l, dtype=np.int64)
+    if packed is None:
+        packed = pack_weights(w, group)
+    elif len(packed) != group or any(p.shape != (kg, mg) for p in packed):
+        raise ValueError(f"packed weights do not match w {w.shape} with group {group}")
+    patches = np.empty((n_l, kg), dtype=x.dtype)
     for i in range(n):
         yi = y[i].reshape(m, n_l)
         for g in range(group):
-            _im2row_packed_kernel(x3[i], index, np.int64(xz), g * cg, cg, cols16, colsum)
-            w16, rowsum = weights[g]
-            _gemm_prepared(_gemm_dot_kernel, w16, rowsum, cols16, colsum, kg, wz[g * mg:(g + 1) * mg], bz,
-                           yi[g * mg:(g + 1) * mg])
+            _im2row_kernel(x3[i], index, x.dtype.type(xz), g * cg, cg, patches)
+            yi[g * mg:(g + 1) * mg] = gemm_int8(patches, packed[g], xz, wz[g * mg:(g + 1) * mg]).T
     return y
 
 

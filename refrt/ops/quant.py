@@ -461,13 +461,16 @@ def matmul_integer_op(A, B, a_zero_point=None, b_zero_point=None, *, ctx):
 
 
 def conv_integer(x, w, x_zp=None, w_zp=None, *, auto_pad="NOTSET", dilations=None, group=1,
-                 kernel_shape=None, pads=None, strides=None, ctx=None):
+                 kernel_shape=None, pads=None, strides=None, ctx=None, w_input=1,
+                 avx2_emulation=False):
     """int32 ``y[n, m, o] = sum_{c in group(m), r} (w[m, c, r] - w_zp[m]) * (x[n, c, o*s + r*d - pb]
     - x_zp)``, padding read as x_zp (so it contributes nothing).
 
     x [N, C, *spatial] and w [M, C/group, *kernel] uint8 or int8; x_zp a scalar of x's type, w_zp
     a scalar or one per output channel (length M) of w's type. Pads from ``auto_pad`` as for Conv.
-    Runs on the Numba int8 convolution (im2col + packed GEMM; depthwise direct).
+    Runs on the Numba int8 convolution (im2col + packed GEMM; depthwise direct); with ``ctx`` a
+    constant w (input number ``w_input`` of the node) is packed once and kept in ``ctx.cache``.
+    ``avx2_emulation``: honour the session option ``emulate_avx2_u8s8`` (QLinearConv does).
     """
     x = _int8_operand(x, "x")
     w = _int8_operand(w, "w")
@@ -488,17 +491,33 @@ def conv_integer(x, w, x_zp=None, w_zp=None, *, auto_pad="NOTSET", dilations=Non
         raise ValueError(f"w_zero_point must be a scalar or 1-D with one value per output channel "
                          f"({m}), got shape {list(wz.shape)}")
     win = window_geometry(x.shape[2:], w.shape[2:], strides, dilations, pads, auto_pad)
-    # QLinearConv's u8 x s8 path saturates like its GEMM on AVX2 without VNNI (ConvInteger, which
-    # passes no ctx, is exact in onnxruntime on every CPU).
-    saturating = _gemm_for(x.dtype, w.dtype, ctx) is K.gemm_u8s8_avx2_saturating
-    conv = K.conv.conv_u8s8_avx2_saturating if saturating else K.conv_int8
-    return conv(x, w, 0 if xz is None else int(xz.reshape(-1)[0]), 0 if wz is None else wz,
-                group, list(win.pads_begin + win.pads_end), list(win.strides), list(win.dilations))
+    # QLinearConv's u8 x s8 path saturates like its GEMM on AVX2 without VNNI (ConvInteger is
+    # exact in onnxruntime on every CPU, so it never emulates).
+    saturating = avx2_emulation and _gemm_for(x.dtype, w.dtype, ctx) is K.gemm_u8s8_avx2_saturating
+    args = (x, w, 0 if xz is None else int(xz.reshape(-1)[0]), 0 if wz is None else wz,
+            group, list(win.pads_begin + win.pads_end), list(win.strides), list(win.dilations))
+    if saturating:
+        return K.conv.conv_u8s8_avx2_saturating(*args)
+    return K.conv_int8(*args, packed=_packed_conv_weights(w, group, ctx, w_input))
+
+
+def _packed_conv_weights(w, group, ctx, w_input):
+    """``conv.pack_weights`` for a constant w, kept in the node's cache; None (pack per call)
+    otherwise, or for depthwise-like groups that never reach the GEMM."""
+    if ctx is None or not ctx.is_constant(w_input) or group < 1 or w.shape[0] % group:
+        return None
+    key = ("packed_conv", w_input, group)
+    hit = ctx.cache.get(key)
+    if hit is not None and hit[0] == (w.shape, w.dtype.str):
+        return hit[1]
+    packed = K.conv.pack_weights(w, group)
+    ctx.cache[key] = ((w.shape, w.dtype.str), packed)
+    return packed
 
 
 @op("ConvInteger", since=10)
 def conv_integer_op(x, w, x_zero_point=None, w_zero_point=None, *, auto_pad="NOTSET",
-                    dilations=None, group=1, kernel_shape=None, pads=None, strides=None):
+                    dilations=None, group=1, kernel_shape=None, pads=None, strides=None, ctx=None):
     """y = conv(x - x_zero_point, w - w_zero_point) in int32 (zero-point padding contributes 0)
 
     ORT vs spec: onnxruntime refuses a per-channel w_zero_point and dilations with auto_pad
@@ -506,7 +525,7 @@ def conv_integer_op(x, w, x_zero_point=None, w_zero_point=None, *, auto_pad="NOT
     """
     return conv_integer(x, w, x_zero_point, w_zero_point, auto_pad=auto_pad,
                         dilations=dilations, group=group, kernel_shape=kernel_shape, pads=pads,
-                        strides=strides)
+                        strides=strides, ctx=ctx, w_input=1)
 
 
 # ---------------------------------------------------------------- requantization
@@ -624,7 +643,8 @@ def qlinear_conv(x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_
         raise ValueError(f"w_scale must be a scalar or 1-D with one value per output channel "
                          f"({m}), got shape {list(np.shape(w_scale))}")
     acc = conv_integer(x, w, x_zero_point, w_zero_point, auto_pad=auto_pad, dilations=dilations,
-                       group=group, kernel_shape=kernel_shape, pads=pads, strides=strides, ctx=ctx)
+                       group=group, kernel_shape=kernel_shape, pads=pads, strides=strides, ctx=ctx,
+                       w_input=3, avx2_emulation=True)
     if B is not None:
         if B.dtype != np.int32 or B.ndim != 1 or B.shape[0] != m:
             raise ValueError(f"B must be int32 of shape [{m}] (one per output channel), got "
