@@ -68,6 +68,12 @@ def f32(value: float) -> float:
     return float(np.float32(value))
 
 
+# float32 LayerNormalization and Softmax over the last axis run in Numba row kernels
+# (kernels/rows.py) from this many elements; below it the NumPy expression costs about as much as
+# the kernel's call.
+ROW_KERNEL_MIN_SIZE = 4096
+
+
 def compute_dtype(dtype) -> np.dtype:
     """The dtype float arithmetic runs in, as onnxruntime's CPU kernels do it: float16, bfloat16 and
     the float8 types compute in float32 (callers cast the result back); float32, float64 and the

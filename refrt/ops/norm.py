@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..registry import op
-from ._common import compute_dtype, f32, normalize_axis, np_dtype
+from ._common import ROW_KERNEL_MIN_SIZE, compute_dtype, f32, normalize_axis, np_dtype
 
 
 def _moments(x, axes):
@@ -115,12 +115,33 @@ def _stash_dtype(x, stash_type):
     return np.promote_types(compute_dtype(dtype), compute_dtype(x.dtype))
 
 
+def _fits_row_kernel(x, scale, b, axis, st, ctx):
+    """float32 X, statistics and parameters, normalized over the last axis only (so Scale and B
+    are n values), in the default numerics mode, and big enough to pay for the call."""
+    n = x.shape[-1]
+    return (x.dtype == np.float32 and st == np.float32 and axis == x.ndim - 1
+            and x.size >= ROW_KERNEL_MIN_SIZE and (ctx is None or ctx.numerics != "spec")
+            and all(p.dtype == np.float32 and 1 <= p.ndim <= x.ndim and p.shape[-1] == n
+                    and p.size == n for p in (scale, b) if p is not None))
+
+
 @op("LayerNormalization", since=17)
-def layer_normalization(x, scale, b=None, *, axis=-1, epsilon=f32(1e-5), stash_type=1):
+def layer_normalization(x, scale, b=None, *, axis=-1, epsilon=f32(1e-5), stash_type=1, ctx=None):
     """Y = (X - mean) / sqrt(var + epsilon) * Scale + B, moments over axes [axis, rank);
-    Mean and InvStdDev (type of stash_type, reduced axes kept as 1) are the 2nd and 3rd outputs."""
+    Mean and InvStdDev (type of stash_type, reduced axes kept as 1) are the 2nd and 3rd outputs.
+
+    float32 over the last axis (large enough arrays, default numerics) runs in
+    ``kernels/rows.py``: the same formula and float32 steps, with the sums added in another
+    order (16 SIMD lanes), so results can differ from the NumPy expression in the last bits."""
     axis = normalize_axis(axis, x.ndim)
     st = _stash_dtype(x, stash_type)
+    if _fits_row_kernel(x, scale, b, axis, st, ctx):
+        from ..kernels import rows  # Numba loads on first use
+
+        n = x.shape[-1]
+        y, mean, inv_std = rows.layer_norm_rows(x.reshape(-1, n), scale, b, epsilon)
+        stats_shape = x.shape[:-1] + (1,)
+        return y.reshape(x.shape), mean.reshape(stats_shape), inv_std.reshape(stats_shape)
     xc = x.astype(st, copy=False)
     mean, var = _moments(xc, tuple(range(axis, x.ndim)))
     inv_std = 1 / np.sqrt(var + st.type(epsilon))

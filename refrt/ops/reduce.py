@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..registry import op
-from ._common import as_int_list, compute_dtype, normalize_axes, normalize_axis
+from ._common import (ROW_KERNEL_MIN_SIZE, as_int_list, compute_dtype, normalize_axes,
+                      normalize_axis)
 
 
 def _result(y, dtype) -> np.ndarray:
@@ -188,13 +189,21 @@ def arg_min(data, *, axis=0, keepdims=1, select_last_index=0):
 
 # ---------------------------------------------------------------- Softmax, LogSoftmax, Hardmax
 
-def _softmax_op(name: str):
+def _softmax_op(name: str, row_kernel: str | None = None):
     """Register ``kernel(x, axis)`` as ``name`` for both shapes of the spec: opsets 1 and 11
     flatten the input to 2-D at ``axis`` (default 1) and work on each row; opset 13 works along the
-    single axis ``axis`` (default -1)."""
+    single axis ``axis`` (default -1). ``row_kernel`` names a function of ``kernels/rows.py``
+    that computes the op for float32 [rows, n] arrays along n: it takes over for float32 inputs
+    reduced along their last axis (in the default numerics mode, from ROW_KERNEL_MIN_SIZE
+    elements)."""
 
     def register(kernel):
         def run(x, axis, ctx):
+            if (row_kernel is not None and x.dtype == np.float32 and axis == x.ndim - 1
+                    and x.size >= ROW_KERNEL_MIN_SIZE and (ctx is None or ctx.numerics != "spec")):
+                from ..kernels import rows  # Numba loads on first use
+
+                return getattr(rows, row_kernel)(x.reshape(-1, x.shape[-1])).reshape(x.shape)
             # onnxruntime computes float16 in float32 and rounds once; numerics="spec" computes
             # in float16 itself, as the spec's reference code (and its test data) do.
             native = x.dtype == np.float16 and ctx is not None and ctx.numerics == "spec"
@@ -221,9 +230,13 @@ def _softmax_op(name: str):
     return register
 
 
-@_softmax_op("Softmax")
+@_softmax_op("Softmax", row_kernel="softmax_rows")
 def softmax(x, axis):
-    """Y = e^(X - max) / sum(e^(X - max)) along axis"""
+    """Y = e^(X - max) / sum(e^(X - max)) along axis
+
+    float32 along the last axis (large enough arrays, default numerics) runs in
+    ``kernels/rows.py``: e^x by a float32 polynomial (within 2 ULP, 1 / sum multiplied in, as
+    onnxruntime does), so results can differ from the NumPy expression in the last bits."""
     e = np.exp(x - np.max(x, axis=axis, keepdims=True))
     return e / np.sum(e, axis=axis, keepdims=True)
 
