@@ -21,7 +21,7 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
-__all__ = ["erf_f32", "ERF"]
+__all__ = ["erf_f32", "gelu_erf_f32", "GELU_FORMS", "ERF"]
 
 _F = np.float32
 
@@ -67,42 +67,78 @@ _LN2_HI, _LN2_LO, _ROUND = ERF.LN2_HI, ERF.LN2_LO, ERF.ROUND
 _ONE = _F(1.0)
 
 
+@njit(inline="always")
+def _erf(v, pow2):
+    """onnxruntime's float32 erf of one value (``pow2[k + 149]`` = 2^k)."""
+    a = abs(v)
+    if a > _UPPER:
+        a = _UPPER
+    if a > _SPLIT:
+        r = fma(_B0, a, _B1)
+        r = fma(r, a, _B2)
+        r = fma(r, a, _B3)
+        r = fma(r, a, _B4)
+        r = fma(r, a, _B5)
+        r = fma(r, a, _B6)
+        t = -fma(r, a, a)
+        if t < _LOWER:
+            t = _LOWER
+        n = fma(_LOG2E, t, _ROUND) - _ROUND
+        f = fma(n, _LN2_HI, t)
+        f = fma(n, _LN2_LO, f)
+        y = fma(_E0, f, _E1)
+        y = fma(y, f, _E2)
+        y = fma(y, f, _E3)
+        y = fma(y, f, _E4)
+        y = fma(y, f, _E5)
+        y = fma(y, f, _E6)
+        r = _ONE - y * pow2[np.int64(n) + 149]
+    else:
+        s = a * a
+        r = fma(_S0, s, _S1)
+        r = fma(r, s, _S2)
+        r = fma(r, s, _S3)
+        r = fma(r, s, _S4)
+        r = fma(r, s, _S5)
+        r = fma(r, a, a)
+    return -r if np.signbit(v) else r
+
+
 @njit(cache=True, parallel=True)
 def _erf_kernel(x, out, pow2):
     for i in prange(x.shape[0]):
+        out[i] = _erf(x[i], pow2)
+
+
+# GELU forms: how the graph combines x, e = erf(x op c) + one and the constant `half`
+GELU_FORMS = ("(x*a)*h", "(x*h)*a", "x*(a*h)")
+
+
+@njit(cache=True, parallel=True)
+def _gelu_kernel(x, divide, c, one, half, form, out, pow2):
+    for i in prange(x.shape[0]):
         v = x[i]
-        a = abs(v)
-        if a > _UPPER:
-            a = _UPPER
-        if a > _SPLIT:
-            r = fma(_B0, a, _B1)
-            r = fma(r, a, _B2)
-            r = fma(r, a, _B3)
-            r = fma(r, a, _B4)
-            r = fma(r, a, _B5)
-            r = fma(r, a, _B6)
-            t = -fma(r, a, a)
-            if t < _LOWER:
-                t = _LOWER
-            n = fma(_LOG2E, t, _ROUND) - _ROUND
-            f = fma(n, _LN2_HI, t)
-            f = fma(n, _LN2_LO, f)
-            y = fma(_E0, f, _E1)
-            y = fma(y, f, _E2)
-            y = fma(y, f, _E3)
-            y = fma(y, f, _E4)
-            y = fma(y, f, _E5)
-            y = fma(y, f, _E6)
-            r = _ONE - y * pow2[np.int64(n) + 149]
+        u = v / c if divide else v * c
+        a = _erf(u, pow2) + one
+        if form == 0:
+            out[i] = (v * a) * half
+        elif form == 1:
+            out[i] = (v * half) * a
         else:
-            s = a * a
-            r = fma(_S0, s, _S1)
-            r = fma(r, s, _S2)
-            r = fma(r, s, _S3)
-            r = fma(r, s, _S4)
-            r = fma(r, s, _S5)
-            r = fma(r, a, a)
-        out[i] = -r if np.signbit(v) else r
+            out[i] = v * (a * half)
+
+
+def gelu_erf_f32(x, divide: bool, c, one, half, form: str) -> np.ndarray:
+    """The erf form of GELU as a graph spells it, each step one float32 operation, the erf
+    onnxruntime's:  u = x / c (``divide``) or x * c;  a = erf(u) + one;  then ``form``, one of
+    ``GELU_FORMS`` (h = half).  With c = sqrt(2) (or 1/sqrt(2)), one = 1, half = 0.5 this is
+    x * Phi(x).  Bit for bit what the separate Div/Mul, Erf, Add and Mul nodes give."""
+    x = np.asarray(x, dtype=np.float32)
+    flat = np.ascontiguousarray(x).reshape(-1)
+    out = np.empty_like(flat)
+    if flat.size:
+        _gelu_kernel(flat, bool(divide), _F(c), _F(one), _F(half), GELU_FORMS.index(form), out, _POW2)
+    return out.reshape(x.shape)
 
 
 def erf_f32(x) -> np.ndarray:

@@ -1,15 +1,26 @@
 """Fused steps: a chain of nodes run as one step, with bit for bit the same result.
 
-A dynamically quantized MatMul (onnxruntime's ``quantize_dynamic``) becomes
+Two chains are common in transformer models and cost far more node by node than as one pass:
 
-    MatMulInteger(A_q, W_q, a_zp, w_zp) -> Cast(to=FLOAT) -> Mul(., scale) -> Add(., bias)
+1. A dynamically quantized MatMul (onnxruntime's ``quantize_dynamic``):
 
-Run node by node, the int32 product is written out, read back and converted, the float result is
-written and read twice more; each of the three element-wise nodes is a full pass over memory on one
-thread.  The fused step computes the product and then the whole epilogue
-``float32(c) * scale + bias`` in one parallel pass (``kernels.scale_bias_int32``), doing the same
-float32 operations in the same order (one rounding after the product, one after the sum; no
-fused multiply-add), so every output bit is the one the separate nodes give.
+       MatMulInteger(A_q, W_q, a_zp, w_zp) -> Cast(to=FLOAT) -> Mul(., scale) [-> Add(., bias)]
+
+   Node by node, the int32 product is written out, read back and converted, and the float result
+   is written and read twice more, each element-wise node a full pass over memory on one thread.
+   Fused, the product is followed by the whole epilogue ``float32(c) * scale + bias`` in one
+   parallel pass (``kernels.scale_bias_int32``).
+
+2. GELU in its erf form, as exporters write it, e.g. ``x * 0.5 * (1 + erf(x / sqrt(2)))``:
+
+       Div(x, c) or Mul(x, c) -> Erf -> Add(., one) -> the two Muls with x and 0.5
+
+   in any of the three groupings of ``kernels.mathf.GELU_FORMS``. Fused, it is one parallel
+   pass (``kernels.mathf.gelu_erf_f32``) with onnxruntime's float32 erf inline.
+
+A fused kernel does the same float32 operations in the same order as the nodes (each rounded
+once; no multiply-add is fused that the nodes do not fuse), so every output bit is the one the
+separate nodes give; the tests compare both ways on random inputs.
 
 The planner keeps both step lists: the executor runs the fused list when nobody is watching and
 the plain one when hooks are attached, so tracing, intermediate capture and the debugger still see
@@ -18,10 +29,10 @@ ORT_DISABLE_ALL`` turns fusion off altogether.
 
 A chain is fused only where that cannot change anything observable: each intermediate value has
 exactly one reader (no other node, no subgraph, not a graph output), the nodes are the standard
-ai.onnx ones, Cast goes to float32 and Mul/Add use NumPy broadcasting (not the legacy
-``broadcast`` attribute).  At run time the fused kernel is used only for the shapes it covers
-(int32 product, float32 scale and bias of one element or one per column); anything else runs the
-nodes' own functions one after the other.  Errors name the node that failed, as without fusion.
+ai.onnx ones, and Mul/Add/Div use NumPy broadcasting (not the legacy ``broadcast`` attribute).
+At run time the kernel is used only for the inputs it covers (float32, the shapes above, the
+default numerics for Erf); anything else runs the nodes' own functions one after the other.
+Errors name the node that failed, as without fusion.
 """
 
 from __future__ import annotations
@@ -34,8 +45,9 @@ from onnx import TensorProto
 from .errors import NodeError, RefrtError
 
 
-def _is(step, op_type: str) -> bool:
-    return step.node.op_type == op_type and step.node.domain in ("", "ai.onnx")
+def _is(step, *op_types: str) -> bool:
+    return step.node.op_type in op_types and step.node.domain in ("", "ai.onnx") \
+        and not step.kwargs.get("broadcast", 0)
 
 
 def _call(step, args):
@@ -50,32 +62,147 @@ def _call(step, args):
         raise NodeError(step.label, step.node.op_type, f"{type(e).__name__}: {e}") from e
 
 
+def _run_members(members, inputs: tuple, values: tuple):
+    """The chain node by node: ``values`` are the chain's external ``inputs`` by name."""
+    env = dict(zip(inputs, values))
+    out = None
+    for step in members:
+        out = _call(step, [env.get(n) if n else None for n in step.inputs])
+        if not isinstance(out, tuple):
+            out = (out,)
+        env.update(zip(step.outputs, out))
+    return out[0]
+
+
+def _other(step, name: str):
+    """The input of a binary step that is not ``name`` (None unless exactly one is)."""
+    a, b = (list(step.inputs) + ["", ""])[:2]
+    if len(step.inputs) != 2 or (a == name) == (b == name):
+        return None
+    return b if a == name else a
+
+
+def _f32_scalar(v) -> bool:
+    return isinstance(v, np.ndarray) and v.dtype == np.float32 and v.size == 1
+
+
+# ---------------------------------------------------------------- the chains
+
+
 def _epilogue_operand(v, n: int, ndim: int) -> bool:
     """A float32 scale/bias that broadcasts along the last axis only: one element, or N."""
     return (isinstance(v, np.ndarray) and v.dtype == np.float32 and v.ndim <= ndim
             and (v.size == 1 or (v.shape[-1] == n and v.size == n)))
 
 
-def _matmul_integer_epilogue(mm, cast, mul, add, scale_first: bool, bias_first: bool):
+def _match_matmul_integer(steps, i, sole_reader):
+    """MatMulInteger -> Cast(FLOAT) -> Mul(scale) [-> Add(bias)] starting at step i."""
+    mm = steps[i]
+    if not _is(mm, "MatMulInteger") or len(mm.outputs) != 1:
+        return None
+    j = sole_reader(mm.outputs[0])
+    if j is None or not _is(steps[j], "Cast") or steps[j].kwargs.get("to") != TensorProto.FLOAT:
+        return None
+    k = sole_reader(steps[j].outputs[0])
+    if k is None or not _is(steps[k], "Mul"):
+        return None
+    scale = _other(steps[k], steps[j].outputs[0])
+    if scale is None:
+        return None
+    members, bias = [i, j, k], None
+    a = sole_reader(steps[k].outputs[0])
+    if a is not None and _is(steps[a], "Add") and _other(steps[a], steps[k].outputs[0]) is not None:
+        bias = _other(steps[a], steps[k].outputs[0])
+        members.append(a)
     n_mm = len(mm.inputs)
+    inputs = tuple(mm.inputs) + (scale,) + ((bias,) if bias is not None else ())
+    chain = [steps[m] for m in members]
 
     def fused(*args):
         c = _call(mm, args[:n_mm])
-        scale = args[n_mm]
-        bias = args[n_mm + 1] if add is not None else None
+        s = args[n_mm]
+        b = args[n_mm + 1] if bias is not None else None
         if (isinstance(c, np.ndarray) and c.dtype == np.int32 and c.ndim >= 1
-                and _epilogue_operand(scale, c.shape[-1], c.ndim)
-                and (add is None or _epilogue_operand(bias, c.shape[-1], c.ndim))):
+                and _epilogue_operand(s, c.shape[-1], c.ndim)
+                and (bias is None or _epilogue_operand(b, c.shape[-1], c.ndim))):
             from .kernels import scale_bias_int32
 
-            return scale_bias_int32(c, scale, bias)
-        x = _call(cast, (c,))
-        y = _call(mul, (scale, x) if scale_first else (x, scale))
-        if add is None:
-            return y
-        return _call(add, (bias, y) if bias_first else (y, bias))
+            return scale_bias_int32(c, s, b)
+        return _run_members(chain[1:], (mm.outputs[0],) + inputs[n_mm:], (c,) + args[n_mm:])
 
-    return fused
+    return members, inputs, fused
+
+
+def _match_gelu(steps, i, sole_reader, producer):
+    """Div/Mul(x, c) -> Erf -> Add(one) -> GELU's two Muls, found from the Erf at step i."""
+    erf = steps[i]
+    if not _is(erf, "Erf") or len(erf.inputs) != 1:
+        return None
+    p = producer.get(erf.inputs[0])
+    if p is None or not _is(steps[p], "Div", "Mul") or sole_reader(erf.inputs[0]) != i:
+        return None
+    pre = steps[p]
+    x, c = pre.inputs[0], pre.inputs[1] if len(pre.inputs) == 2 else None
+    divide = pre.node.op_type == "Div"   # x / c; for Mul either input may be x: the one that
+    k = sole_reader(erf.outputs[0])      # comes back in the last Muls is
+    if c is None or k is None or not _is(steps[k], "Add"):
+        return None
+    one = _other(steps[k], erf.outputs[0])
+    a_name = steps[k].outputs[0]
+    r = sole_reader(a_name)
+    if one is None or r is None or not _is(steps[r], "Mul"):
+        return None
+    candidates = [(x, c)] if divide else [(x, c), (c, x)]
+    for x, c in candidates:
+        other = _other(steps[r], a_name)
+        if other == x:                                   # (x * a) * h
+            t = sole_reader(steps[r].outputs[0])
+            if t is None or not _is(steps[t], "Mul"):
+                continue
+            half = _other(steps[t], steps[r].outputs[0])
+            members, form = [p, i, k, r, t], "(x*a)*h"
+        else:
+            q = producer.get(other)
+            if q is None or not _is(steps[q], "Mul") or sole_reader(other) != r:
+                continue
+            if x in steps[q].inputs and _other(steps[q], x) is not None:   # (x * h) * a
+                half = _other(steps[q], x)
+                members, form = sorted([p, i, k, q, r]), "(x*h)*a"
+            else:
+                continue
+        if half is None or half == x:
+            continue
+        return _gelu_step(steps, members, form, divide, x, c, one, half)
+    # x * (a * h): the Add's reader multiplies a by the constant, the next Mul brings x back
+    h = _other(steps[r], a_name)
+    t = sole_reader(steps[r].outputs[0])
+    if h is not None and t is not None and _is(steps[t], "Mul"):
+        for x, c in candidates:
+            if _other(steps[t], steps[r].outputs[0]) == x and h != x:
+                return _gelu_step(steps, [p, i, k, r, t], "x*(a*h)", divide, x, c, one, h)
+    return None
+
+
+def _gelu_step(steps, members, form, divide, x, c, one, half):
+    erf = next(steps[m] for m in members if steps[m].node.op_type == "Erf")
+    ctx = erf.kwargs.get("ctx")
+    chain = [steps[m] for m in members]
+    inputs = (x, c, one, half)
+
+    def fused(xv, cv, onev, halfv):
+        if (ctx is not None and ctx.numerics == "ort" and isinstance(xv, np.ndarray)
+                and xv.dtype == np.float32 and all(_f32_scalar(v) for v in (cv, onev, halfv))
+                and all(np.ndim(v) <= xv.ndim for v in (cv, onev, halfv))):
+            from .kernels import mathf
+
+            return mathf.gelu_erf_f32(xv, divide, cv.reshape(-1)[0], onev.reshape(-1)[0],
+                                      halfv.reshape(-1)[0], form)
+        return _run_members(chain, inputs, (xv, cv, onev, halfv))
+
+    return members, inputs, fused
+
+
+# ---------------------------------------------------------------- planning
 
 
 def fuse_steps(steps: list, reads: list, keep: set, make_step) -> tuple[list, list]:
@@ -84,10 +211,14 @@ def fuse_steps(steps: list, reads: list, keep: set, make_step) -> tuple[list, li
     step at the place of its last node; ``make_step(**fields)`` builds it, with ``free=()``: the
     caller works out liveness for the new order. Other steps are returned as they are."""
     uses = Counter(name for names in reads for name in names)
-    reader = {}
+    reader, producer = {}, {}
     for i, names in enumerate(reads):
         for name in names:
             reader[name] = i
+    for i, s in enumerate(steps):
+        for o in s.outputs:
+            if o:
+                producer[o] = i
 
     def sole_reader(name):
         if not name or name in keep or uses[name] != 1:
@@ -96,41 +227,26 @@ def fuse_steps(steps: list, reads: list, keep: set, make_step) -> tuple[list, li
 
     replaced: dict[int, tuple] = {}   # index of a chain's last node -> (fused step, its reads)
     absorbed: set[int] = set()
-    for i, mm in enumerate(steps):
-        if not _is(mm, "MatMulInteger") or len(mm.outputs) != 1 or i in absorbed:
+    for i in range(len(steps)):
+        if i in absorbed or i in replaced:
             continue
-        j = sole_reader(mm.outputs[0])
-        if j is None or not _is(steps[j], "Cast") or steps[j].kwargs.get("to") != TensorProto.FLOAT:
+        found = _match_matmul_integer(steps, i, sole_reader) or _match_gelu(steps, i, sole_reader, producer)
+        if found is None:
             continue
-        cast = steps[j]
-        k = sole_reader(cast.outputs[0])
-        if k is None or not _is(steps[k], "Mul") or steps[k].kwargs.get("broadcast", 0):
+        members, inputs, fn = found
+        if any(m in absorbed or m in replaced for m in members) or members != sorted(members):
             continue
-        mul = steps[k]
-        if list(mul.inputs).count(cast.outputs[0]) != 1:
-            continue
-        scale_first = mul.inputs[1] == cast.outputs[0]
-        scale = mul.inputs[0] if scale_first else mul.inputs[1]
-        members, add, bias, bias_first = [i, j, k], None, None, False
-        a = sole_reader(mul.outputs[0])
-        if a is not None and _is(steps[a], "Add") and not steps[a].kwargs.get("broadcast", 0) \
-                and list(steps[a].inputs).count(mul.outputs[0]) == 1:
-            add = steps[a]
-            bias_first = add.inputs[1] == mul.outputs[0]
-            bias = add.inputs[0] if bias_first else add.inputs[1]
-            members.append(a)
         last = steps[members[-1]]
-        inner = {mm.outputs[0], cast.outputs[0]} | ({mul.outputs[0]} if add is not None else set())
+        inner = {o for m in members[:-1] for o in steps[m].outputs if o}
+        if any(len([o for o in steps[m].outputs if o]) != 1 for m in members):
+            continue
         names = "+".join(steps[m].node.op_type for m in members)
-        step = make_step(
-            node=last.node, fn=_matmul_integer_epilogue(mm, cast, mul, add, scale_first, bias_first),
-            inputs=tuple(mm.inputs) + (scale,) + ((bias,) if add is not None else ()),
-            outputs=last.outputs, kwargs={}, subgraphs=(), free=(),
-            label=f"{last.label} (fused {names})")
+        step = make_step(node=last.node, fn=fn, inputs=inputs, outputs=last.outputs, kwargs={},
+                         subgraphs=(), free=(), label=f"{last.label} (fused {names})")
         replaced[members[-1]] = (step, [n for m in members for n in reads[m] if n not in inner])
         absorbed.update(members[:-1])
     if not replaced:
         return steps, reads
-    keep_idx = [i for i in range(len(steps)) if i not in absorbed]
-    return ([replaced[i][0] if i in replaced else steps[i] for i in keep_idx],
-            [replaced[i][1] if i in replaced else reads[i] for i in keep_idx])
+    kept = [i for i in range(len(steps)) if i not in absorbed]
+    return ([replaced[i][0] if i in replaced else steps[i] for i in kept],
+            [replaced[i][1] if i in replaced else reads[i] for i in kept])

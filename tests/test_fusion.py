@@ -168,3 +168,74 @@ def test_a_failing_member_is_named():
     with pytest.raises(NodeError) as e:
         sess.run(None, {"x": np.ones((2, 5), np.float32)})
     assert "mm0" in str(e.value) and "MatMulInteger" in str(e.value)
+
+
+# ---------------------------------------------------------------- GELU (erf form)
+
+def gelu_model(form, divide, swap, dtype=F):
+    """y = GELU(x) written as exporters do: u = x / sqrt(2) (Div) or x * (1/sqrt(2)) (Mul),
+    a = erf(u) + 1, then ``form``; ``swap`` flips the operands of every commutative node."""
+    def mul(a, b, out):
+        return helper.make_node("Mul", [b, a] if swap else [a, b], [out])
+
+    c = np.float32(np.sqrt(2.0)) if divide else np.float32(1 / np.sqrt(2.0))
+    nodes = [helper.make_node("Div", ["x", "c"], ["u"]) if divide else mul("x", "c", "u"),
+             helper.make_node("Erf", ["u"], ["e"], name="erf"),
+             helper.make_node("Add", ["one", "e"] if swap else ["e", "one"], ["a"])]
+    if form == "(x*a)*h":
+        nodes += [mul("x", "a", "t"), mul("t", "half", "y")]
+    elif form == "(x*h)*a":
+        nodes += [mul("x", "half", "h"), mul("h", "a", "y")]
+    else:
+        nodes += [mul("a", "half", "h"), mul("x", "h", "y")]
+    inits = [const("c", c), const("one", np.float32(1)), const("half", np.float32(0.5))]
+    if dtype != F:
+        inits = [const(t.name, onnx_to(t, dtype)) for t in inits]
+    return model(nodes, [vi("x", dtype, None)], [vi("y", dtype, None)], inits, opset=17)
+
+
+def onnx_to(t, dtype):
+    from onnx import numpy_helper
+    from onnx.helper import tensor_dtype_to_np_dtype
+    return numpy_helper.to_array(t).astype(tensor_dtype_to_np_dtype(dtype))
+
+
+GELU_INPUTS = np.concatenate([np.linspace(-12, 12, 4001, dtype=np.float32),
+                              np.float32([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-30, -1e-30, 3.4e38])])
+
+
+@pytest.mark.parametrize("form", ["(x*a)*h", "(x*h)*a", "x*(a*h)"])
+@pytest.mark.parametrize("divide", [True, False])
+@pytest.mark.parametrize("swap", [False, True])
+def test_gelu_fused_gives_the_same_bits_as_the_nodes(form, divide, swap):
+    m = gelu_model(form, divide, swap)
+    fused, plain = sessions(m)
+    assert len(fused._plan.fused_steps) == 1 and len(plain._plan.fused_steps) == 5
+    rng = np.random.default_rng(7)
+    x = np.concatenate([GELU_INPUTS, (rng.standard_normal(20001) * 3).astype(np.float32)]).reshape(2, -1)
+    assert same_bits(fused.run(None, {"x": x})[0], plain.run(None, {"x": x})[0])
+
+
+def test_gelu_outside_the_kernel_runs_the_nodes():
+    # float16 x and numerics="spec" (float64 erf) are not the kernel's: same bits as the nodes
+    m16 = gelu_model("(x*a)*h", True, False, dtype=TensorProto.FLOAT16)
+    fused, plain = sessions(m16)
+    assert len(fused._plan.fused_steps) == 1
+    x16 = np.linspace(-6, 6, 999).astype(np.float16)
+    assert np.array_equal(fused.run(None, {"x": x16})[0].view(np.uint16),
+                          plain.run(None, {"x": x16})[0].view(np.uint16))
+    m = gelu_model("(x*h)*a", False, True)
+    spec = refrt.InferenceSession(m, numerics="spec")
+    off = refrt.SessionOptions()
+    off.graph_optimization_level = refrt.GraphOptimizationLevel.ORT_DISABLE_ALL
+    spec_plain = refrt.InferenceSession(m, off, numerics="spec")
+    x = GELU_INPUTS.reshape(1, -1)
+    assert same_bits(spec.run(None, {"x": x})[0], spec_plain.run(None, {"x": x})[0])
+    # ... and they differ from the default numerics somewhere (the erf is another function)
+    assert not same_bits(spec.run(None, {"x": x})[0], sessions(m)[0].run(None, {"x": x})[0])
+
+
+def test_gelu_not_fused_when_an_intermediate_is_read_elsewhere():
+    m = gelu_model("(x*a)*h", True, False)
+    m.graph.output.append(vi("e", F, None))
+    assert len(refrt.InferenceSession(m)._plan.fused_steps) == 5
