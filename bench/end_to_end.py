@@ -217,6 +217,7 @@ def child_latency(path, env_overrides: dict, runs: int) -> dict | None:
 
 
 BLAS1 = "refrt, OpenBLAS 1 thread"
+UNFUSED = "refrt, no fusion"   # graph_optimization_level ORT_DISABLE_ALL: every node its own step
 
 
 def _blas_one_thread(fn):
@@ -248,20 +249,31 @@ def measure_models(paths: dict, feeds: dict, threads: int, repeats: int, budget:
                 fns[BLAS1] = _blas_one_thread(lambda: r_sess.run(None, feeds))
             except ImportError:
                 pass
+        r_plain = None
+        if r_sess is not None and len(r_sess._plan.fused_steps) != len(r_sess._plan.steps):
+            import refrt
+
+            so = refrt.SessionOptions()
+            so.graph_optimization_level = refrt.GraphOptimizationLevel.ORT_DISABLE_ALL
+            r_plain = refrt.InferenceSession(str(path), so)
+            fns[UNFUSED] = lambda: r_plain.run(None, feeds)
         t = C.measure(fns, repeats=repeats, warmup=3, min_sample=0.05, budget=budget)
-        res = {k: t.get(k) for k in (*RUNTIMES, BLAS1)}
+        res = {k: t.get(k) for k in (*RUNTIMES, BLAS1, UNFUSED)}
         if reason:
             res["refrt"] = reason
         outs = {"ORT (all opt.)": o_opt.run(None, feeds)[0], "ORT (no opt.)": o_raw.run(None, feeds)[0]}
         if r_sess is not None:
             outs["refrt"] = r_sess.run(None, feeds)[0]
+        if r_plain is not None:
+            same = np.array_equal(r_plain.run(None, feeds)[0].view(np.uint8), outs["refrt"].view(np.uint8))
+            res["fusion same bits"] = same
         results.append((label, res, outs, r_sess, path))
-        for k in (*RUNTIMES, BLAS1):
+        for k in (*RUNTIMES, BLAS1, UNFUSED):
             v = res[k]
             if v is None:
                 continue
             print(f"  {k:16s} {C.fmt_time(v.median) + f' (n={C.fmt_n(v)})' if hasattr(v, 'median') else v}")
-        del o_opt, o_raw
+        del o_opt, o_raw, r_plain
     return results
 
 
@@ -271,8 +283,11 @@ def latency_table(results, accuracy_labels=None):
     if accuracy_labels is not None:
         headers.insert(-1, "accuracy refrt / ORT")
     with_blas1 = any(res.get(BLAS1) is not None for _, res, *_ in results)
+    with_unfused = any(res.get(UNFUSED) is not None for _, res, *_ in results)
     if with_blas1:
         headers.insert(2, BLAS1)
+    if with_unfused:
+        headers.insert(2, UNFUSED)
     rows = []
     for label, res, outs, _, _ in results:
         r = res["refrt"]
@@ -286,6 +301,11 @@ def latency_table(results, accuracy_labels=None):
         if with_blas1:
             b1 = res.get(BLAS1)
             row.insert(2, C.fmt_time(b1.median) + f" ({C.fmt_ratio(b1.median / o1.median)})" if b1 else "-")
+        if with_unfused:
+            u = res.get(UNFUSED)
+            same = {True: ", same bits", False: ", BITS DIFFER"}.get(res.get("fusion same bits"), "")
+            row.insert(2, C.fmt_time(u.median) + f" ({C.fmt_ratio(u.median / o1.median)}{same})"
+                       if u else "-")
         if accuracy_labels is not None:
             acc = {k: float((np.argmax(v, axis=1) == accuracy_labels).mean()) for k, v in outs.items()}
             row.append(f"{acc['refrt']:.3f} / {acc['ORT (no opt.)']:.3f}" if "refrt" in acc
@@ -362,7 +382,8 @@ def main(argv=None):
                              C.fmt_time(ot) if ot else "-", C.fmt_ratio(r_ops[op] / ot) if ot else "-"])
             C.print_table(f"{label}: time per op type", ["op", "nodes", "refrt", "share", "ORT no opt.", "refrt/ORT"], rows)
             parts += [f"#### {label}: time per op type (median of 3 runs; refrt by a session "
-                      f"hook, ORT no-opt. by its profiler)\n",
+                      f"hook -- with a hook attached refrt runs every node on its own, unfused -- "
+                      f"ORT no-opt. by its profiler)\n",
                       f"Sum over nodes: refrt {C.fmt_time(total_r)}, ORT {C.fmt_time(total_o)}. "
                       + "; ".join(f"{op}: {100 * r_ops[op] / total_r:.0f} % of refrt's time"
                                   + (f", {C.fmt_ratio(r_ops[op] / o_ops[op])} ORT's" if o_ops.get(op) else "")

@@ -32,6 +32,7 @@ __all__ = ["im2col_int8", "conv_int8", "conv_output_shape", "pack_weights"]
 
 _INT8_TYPES = (np.dtype(np.uint8), np.dtype(np.int8))
 _DIRECT_MAX_K = 64  # groups whose reduction length is at most this use the direct kernel
+_PATCH_BYTES = 32 << 20  # patches built at a time (several images per GEMM while they fit)
 
 
 def conv_output_shape(in_spatial, kernel_shape, pads, strides, dilations):
@@ -100,15 +101,17 @@ def _im2col_kernel(x2, index, x_zp, out):
 
 
 @njit(cache=True, parallel=True)
-def _im2row_kernel(x2, index, x_zp, c0, cg, out):
-    """Patches of one group, one row per output position, in x's type:
-    out[l, c*KK + r] = x2[c0 + c, index[l, r]] (x_zp in padding)."""
+def _im2row_kernel(x3, i0, index, x_zp, c0, cg, out):
+    """Patches of one group for images i0, i0 + 1, ..., one row per (image, output position), in
+    x's type: out[j*L + l, c*KK + r] = x3[i0 + j, c0 + c, index[l, r]] (x_zp in padding)."""
     n_l, kk = index.shape
-    for l in prange(n_l):
+    for jl in prange(out.shape[0]):
+        j = jl // n_l
+        l = jl - j * n_l
         for c in range(cg):
             for r in range(kk):
                 p = index[l, r]
-                out[l, c * kk + r] = x2[c0 + c, p] if p >= 0 else x_zp
+                out[jl, c * kk + r] = x3[i0 + j, c0 + c, p] if p >= 0 else x_zp
 
 
 def _window_offsets(padded_spatial, kernel_shape, strides, dilations, out_spatial):
@@ -240,6 +243,8 @@ def conv_int8(x, w, x_zp=0, w_zp=0, group=1, pads=None, strides=None, dilations=
     y = np.empty((n, m) + tuple(out_spatial), dtype=np.int32)
     x3 = x.reshape(n, c, -1)
     w2 = w.reshape(m, kg)
+    if packed is not None and (len(packed) != group or any(p.shape != (kg, mg) for p in packed)):
+        raise ValueError(f"packed weights do not match w {w.shape} with group {group}")
     if group > 1 and kg <= _DIRECT_MAX_K:
         nd = x.ndim - 2
         padded = np.pad(x, [(0, 0), (0, 0)] + [(pads[d], pads[d + nd]) for d in range(nd)], constant_values=xz)
@@ -252,14 +257,17 @@ def conv_int8(x, w, x_zp=0, w_zp=0, group=1, pads=None, strides=None, dilations=
     index = _gather_index(x.shape[2:], kernel_shape, pads, strides, dilations, out_spatial)
     if packed is None:
         packed = pack_weights(w, group)
-    elif len(packed) != group or any(p.shape != (kg, mg) for p in packed):
-        raise ValueError(f"packed weights do not match w {w.shape} with group {group}")
-    patches = np.empty((n_l, kg), dtype=x.dtype)
-    for i in range(n):
-        yi = y[i].reshape(m, n_l)
+    # several small images share one GEMM (one call per group, not per image and group); the
+    # patches of a batch of images stay under _PATCH_BYTES
+    per_batch = max(1, min(n, _PATCH_BYTES // max(1, n_l * kg)))
+    y3 = y.reshape(n, m, n_l)
+    for i0 in range(0, n, per_batch):
+        nb = min(per_batch, n - i0)
+        patches = np.empty((nb * n_l, kg), dtype=x.dtype)
         for g in range(group):
-            _im2row_kernel(x3[i], index, x.dtype.type(xz), g * cg, cg, patches)
-            yi[g * mg:(g + 1) * mg] = gemm_int8(patches, packed[g], xz, wz[g * mg:(g + 1) * mg]).T
+            _im2row_kernel(x3, i0, index, x.dtype.type(xz), g * cg, cg, patches)
+            yt = gemm_int8(patches, packed[g], xz, wz[g * mg:(g + 1) * mg])   # [nb * L, Mg]
+            y3[i0:i0 + nb, g * mg:(g + 1) * mg] = yt.reshape(nb, n_l, mg).transpose(0, 2, 1)
     return y
 
 

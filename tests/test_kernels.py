@@ -280,6 +280,23 @@ def test_conv_int8_matches_twin(case):
     assert got.dtype == np.int32 and got.shape == expected.shape and np.array_equal(got, expected)
 
 
+@pytest.mark.parametrize("group, w_shape", [(1, (6, 4, 3, 2)), (2, (6, 2, 6, 6))])  # GEMM paths
+@pytest.mark.parametrize("patch_bytes", [1, 700 * 3, 1 << 30])
+def test_conv_int8_images_batched_into_one_gemm(monkeypatch, patch_bytes, group, w_shape):
+    # one image per GEMM, a few per GEMM with a remainder, all at once: the same numbers
+    conv = importlib.import_module(K.__name__ + ".conv")
+    monkeypatch.setattr(conv, "_PATCH_BYTES", patch_bytes)
+    rng = np.random.default_rng(11)
+    x = rng.integers(0, 256, (7, 4, 7, 6)).astype(np.uint8)
+    w = rng.integers(-128, 128, w_shape).astype(np.int8)
+    args = (x, w, 17, np.arange(6) - 3, group, [1, 0, 1, 1], [1, 2], [1, 1])
+    expected = T.conv_int8_twin(*args)
+    assert np.array_equal(K.conv_int8(*args), expected)
+    assert np.array_equal(K.conv_int8(*args, packed=conv.pack_weights(w, group)), expected)
+    with pytest.raises(ValueError, match="packed weights"):
+        K.conv_int8(*args, packed=conv.pack_weights(w, 3 - group))
+
+
 @SETTINGS
 @given(conv_cases)
 def test_im2col_int8_matches_twin(case):
