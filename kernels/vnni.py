@@ -157,12 +157,16 @@ def prepare(a, b: VnniB, a_zp, b_zp):
     ``colsum - K * b_zp`` and both zero-point vectors with the shifts folded in, and the int32
     output buffer [M * npad]."""
     m, k = a.shape
-    a_u8 = np.empty((m, b.kpad), dtype=np.uint8)
     rowsum = np.empty(m, dtype=np.int64)
     flip = 0x80 if a.dtype == np.int8 else 0
     if flip:
         a_zp = a_zp + 128
-    _pad_rows(a.view(np.uint8), flip, a_u8, rowsum)
+    if not flip and k == b.kpad and a.flags.c_contiguous:
+        a_u8 = a            # already uint8 rows of the padded width: only the row sums
+        _row_sums(a, rowsum)
+    else:
+        a_u8 = np.empty((m, b.kpad), dtype=np.uint8)
+        _pad_rows(a.view(np.uint8), flip, a_u8, rowsum)
     bzp = np.zeros(b.npad, dtype=np.int64)
     bzp[: b.n] = b_zp + b.shift
     colterm = b.colsum - np.int64(k) * bzp
@@ -186,6 +190,15 @@ def _pad_rows(a, flip, out, rowsum):
             s += v
         for j in range(k, width):
             out[i, j] = 0
+        rowsum[i] = s
+
+
+@njit(cache=True)
+def _row_sums(a, rowsum):
+    for i in range(a.shape[0]):
+        s = 0
+        for j in range(a.shape[1]):
+            s += a[i, j]
         rowsum[i] = s
 
 
