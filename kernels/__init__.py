@@ -9,7 +9,7 @@ import importlib
 # model never pays for it. ``kernels.gemm_int8`` and ``kernels.conv`` both work.
 _WHERE = {
     "conv_int8": "conv", "conv_output_shape": "conv", "im2col_int8": "conv",
-    "PackedB": "gemm", "gemm_int8": "gemm", "gemm_u8s8_avx2_saturating": "gemm", "pack_b": "gemm",
+    "PackedB": "gemm", "gemm_int8": "gemm", "gemm_int8_scaled": "gemm", "gemm_u8s8_avx2_saturating": "gemm", "pack_b": "gemm",
     "dequantize_linear": "quantize", "dynamic_quantize_linear": "quantize",
     "quantize_linear": "quantize", "requantize": "quantize", "requantize_multiplier": "quantize",
     "scale_bias_int32": "quantize",
@@ -32,6 +32,7 @@ __all__ = [
     "PackedB",
     "pack_b",
     "gemm_int8",
+    "gemm_int8_scaled",
     "gemm_u8s8_avx2_saturating",
     "im2col_int8",
     "conv_int8",

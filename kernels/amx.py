@@ -49,7 +49,7 @@ from numba.extending import intrinsic
 
 from . import vnni
 
-__all__ = ["available", "gemm", "K_ALIGN", "MIN_ROWS"]
+__all__ = ["available", "gemm", "gemm_scaled", "K_ALIGN", "MIN_ROWS"]
 
 K_ALIGN = 64    # bytes of K per A tile row: K is zero-padded to a multiple of this
 MIN_ROWS = 16   # rows of one A tile; fewer rows than this run on the VNNI tiles only
@@ -200,24 +200,51 @@ def gemm(a, b: vnni.VnniB, a_zp, b_zp) -> np.ndarray:
     return vnni.finish(c, m, b)
 
 
+def gemm_scaled(a, b: vnni.VnniB, a_zp, b_zp, scale, bias=None) -> np.ndarray:
+    """``vnni.gemm_scaled`` on the AMX tiles: float32 (exact int32 product) * scale (+ bias)."""
+    if b.kpad % K_ALIGN:
+        raise ValueError(f"the AMX kernel needs B packed with K padded to a multiple of {K_ALIGN}")
+    m = a.shape[0]
+    a_u8, rowsum, colterm, a_zp, bzp, c = vnni.prepare(a, b, a_zp, b_zp)
+    s, bb = vnni.epilogue_vectors(b, scale, bias)
+    out = np.empty(c.shape, np.float32)
+    gemm_u8s8_amx_f32(a_u8.reshape(-1), b.kpad, m, b.panels, b.npad // _NR, b.kpad // _KG,
+                      rowsum, colterm, a_zp, bzp, c, b.npad, s, bb, bias is not None, out)
+    return vnni.finish(out, m, b)
+
+
+@njit(cache=True)
+def _panel(a_u8, lda, m, bp, b_off, groups, c, ldc, j0):
+    """One 32-column panel of C: AMX tiles over 32 and then 16 rows, VNNI tiles for the rest."""
+    kblocks = groups // (K_ALIGN // _KG)
+    i = 0
+    while i + 32 <= m:
+        _tile32(a_u8, i * lda, lda, bp, b_off, kblocks, c, i * ldc + j0, ldc)
+        i += 32
+    if i + 16 <= m:
+        _tile16(a_u8, i * lda, lda, bp, b_off, kblocks, c, i * ldc + j0, ldc)
+        i += 16
+    vnni.tile_rows(a_u8, i, m, lda, bp, b_off, groups, c, ldc, j0)
+
+
+@njit(cache=True, parallel=True)
+def gemm_u8s8_amx_f32(a_u8, lda, m, bp, n_panels, groups, rowsum, colterm, a_zp, b_zp, c, ldc,
+                      scale, bias, has_bias, out):
+    """``gemm_u8s8_amx`` with ``vnni.fold_and_scale`` as each panel's epilogue, into ``out``."""
+    panel = groups * _NR * _KG
+    for jp in prange(n_panels):
+        _panel(a_u8, lda, m, bp, jp * panel, groups, c, ldc, jp * _NR)
+        vnni.fold_and_scale(c, m, ldc, jp * _NR, rowsum, colterm, a_zp, b_zp, scale, bias, has_bias, out)
+
+
 @njit(cache=True, parallel=True)
 def gemm_u8s8_amx(a_u8, lda, m, bp, n_panels, groups, rowsum, colterm, a_zp, b_zp, c, ldc):
     """``vnni.gemm_u8s8_vnni``'s contract (lda and groups from K padded to 64): one parallel task
     per 32-column panel; AMX tiles over 32 and then 16 rows, VNNI tiles for the last < 16 rows."""
     panel = groups * _NR * _KG
-    kblocks = groups // (K_ALIGN // _KG)
     for jp in prange(n_panels):
-        b_off = jp * panel
-        j0 = jp * _NR
-        i = 0
-        while i + 32 <= m:
-            _tile32(a_u8, i * lda, lda, bp, b_off, kblocks, c, i * ldc + j0, ldc)
-            i += 32
-        if i + 16 <= m:
-            _tile16(a_u8, i * lda, lda, bp, b_off, kblocks, c, i * ldc + j0, ldc)
-            i += 16
-        vnni.tile_rows(a_u8, i, m, lda, bp, b_off, groups, c, ldc, j0)
-        vnni.fold_zero_points(c, m, ldc, j0, rowsum, colterm, a_zp, b_zp)
+        _panel(a_u8, lda, m, bp, jp * panel, groups, c, ldc, jp * _NR)
+        vnni.fold_zero_points(c, m, ldc, jp * _NR, rowsum, colterm, a_zp, b_zp)
 
 
 def _instructions(names=("tdpbusd", "tileloadd", "tilestored", "ldtilecfg", "tilerelease", "vpdpbusd")) -> dict:

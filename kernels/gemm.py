@@ -44,7 +44,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["PackedB", "pack_b", "gemm_int8", "gemm_u8s8_avx2_saturating", "default_kernel"]
+__all__ = ["PackedB", "pack_b", "gemm_int8", "gemm_int8_scaled", "gemm_u8s8_avx2_saturating", "default_kernel"]
 
 _K_ALIGN = 16  # K padding of packed operands (zeros), so vector loops have no remainder
 _L1_BUDGET = 24 * 1024  # bytes of A rows kept hot in L1 while B columns stream past them
@@ -233,7 +233,7 @@ def _gemm_pair_saturating_kernel(a16, bt16, rowsum, colterm, a_zp, b_zp, out, ro
                 out[i, j] = np.int32(np.int64(acc) - b_zp[j] * rs - az * colterm[j])
 
 
-def _run(kernel, a, b, a_zp, b_zp):
+def _run(kernel, a, b, a_zp, b_zp, epilogue=None):
     a = _check_int8_matrix(a, "a")
     packed = pack_b(b)
     m, k = a.shape
@@ -243,19 +243,22 @@ def _run(kernel, a, b, a_zp, b_zp):
     az = _zero_point_vector(a_zp, m, "a_zp", "one per row of a")
     bz = _zero_point_vector(b_zp, n, "b_zp", "one per column of b")
     if m == 0 or n == 0:
-        return np.empty((m, n), dtype=np.int32)
-    if kernel == "vnni":
-        from . import vnni
+        return np.empty((m, n), dtype=np.int32 if epilogue is None else np.float32)
+    if kernel in ("vnni", "amx"):
+        from . import amx, vnni
 
-        return vnni.gemm(a, packed.vnni, az, bz)
-    if kernel == "amx":
-        from . import amx
-
-        return amx.gemm(a, packed.vnni, az, bz)
+        mod = amx if kernel == "amx" else vnni
+        if epilogue is None:
+            return mod.gemm(a, packed.vnni, az, bz)
+        return mod.gemm_scaled(a, packed.vnni, az, bz, *epilogue)
     out = np.empty((m, n), dtype=np.int32)
     a16, rowsum = _prepare_a(a, packed.data.shape[1])
     _gemm_prepared(kernel, a16, rowsum, packed.data, packed.colsum, k, az, bz, out)
-    return out
+    if epilogue is None:
+        return out
+    from .quantize import scale_bias_int32
+
+    return scale_bias_int32(out, *epilogue)
 
 
 def _gemm_prepared(kernel, a16, rowsum, bt16, colsum, k, a_zp, b_zp, out):
@@ -282,6 +285,19 @@ def gemm_int8(a, b, a_zp=0, b_zp=0, kernel="auto") -> np.ndarray:
     x86-64), or "auto" (``default_kernel()``, except that fewer than 16 rows of A run the VNNI
     kernel, which is faster there).  Every kernel gives the same exact result.
     """
+    return _run(_choose(kernel, a), a, b, a_zp, b_zp)
+
+
+def gemm_int8_scaled(a, b, a_zp=0, b_zp=0, scale=1.0, bias=None, kernel="auto") -> np.ndarray:
+    """``float32(gemm_int8(a, b, a_zp, b_zp)) * scale (+ bias)`` as float32 [M, N], scale and
+    bias float32 with one element or one per column: the int32 product is exact and the
+    epilogue is ``quantize.scale_bias_int32``'s, bit for bit, but the VNNI and AMX kernels apply
+    it to each 32-column panel while it is in cache (what a dynamically quantized MatMul's
+    Cast -> Mul -> Add computes)."""
+    return _run(_choose(kernel, a), a, b, a_zp, b_zp, epilogue=(scale, bias))
+
+
+def _choose(kernel, a):
     if kernel not in _KERNELS:
         raise ValueError(f"kernel must be one of {_KERNELS}, got {kernel!r}")
     if kernel == "auto":
@@ -289,16 +305,12 @@ def gemm_int8(a, b, a_zp=0, b_zp=0, kernel="auto") -> np.ndarray:
         rows = np.shape(a)[0] if np.ndim(a) == 2 else _AMX_MIN_ROWS
         if kernel == "amx" and rows < _AMX_MIN_ROWS:
             kernel = "vnni"
-    if kernel == "amx":
-        if default_kernel() != "amx":
-            raise RuntimeError("the amx kernel needs a CPU with AMX-INT8, the OS's permission for "
-                               "tile data, and Numba compiling for this CPU")
-        return _run("amx", a, b, a_zp, b_zp)
-    if kernel == "vnni":
-        if default_kernel() not in ("amx", "vnni"):
-            raise RuntimeError("the vnni kernel needs a CPU with AVX512-VNNI (and Numba compiling for it)")
-        return _run("vnni", a, b, a_zp, b_zp)
-    return _run(_gemm_dot_kernel, a, b, a_zp, b_zp)
+    if kernel == "amx" and default_kernel() != "amx":
+        raise RuntimeError("the amx kernel needs a CPU with AMX-INT8, the OS's permission for "
+                           "tile data, and Numba compiling for this CPU")
+    if kernel == "vnni" and default_kernel() not in ("amx", "vnni"):
+        raise RuntimeError("the vnni kernel needs a CPU with AVX512-VNNI (and Numba compiling for it)")
+    return _gemm_dot_kernel if kernel == "portable" else kernel
 
 
 def gemm_u8s8_avx2_saturating(a_u8, b_s8, a_zp=0, b_zp=0) -> np.ndarray:

@@ -42,7 +42,7 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-__all__ = ["available", "VnniB", "pack_b", "prepare", "finish", "gemm", "NR", "KGROUP"]
+__all__ = ["available", "VnniB", "pack_b", "prepare", "finish", "gemm", "gemm_scaled", "NR", "KGROUP"]
 
 NR = 32  # columns per B panel (two 16-lane int32 vectors)
 KGROUP = 4  # k steps per vpdpbusd
@@ -248,6 +248,61 @@ def fold_zero_points(c, m, ldc, j0, rowsum, colterm, a_zp, b_zp):
         row = c[r * ldc + j0:r * ldc + j0 + NR]
         for j in range(NR):
             row[j] = row[j] - bz[j] * rs - az * ct[j]
+
+
+@njit(cache=True)
+def fold_and_scale(c, m, ldc, j0, rowsum, colterm, a_zp, b_zp, scale, bias, has_bias, out):
+    """``fold_zero_points`` and then out[i, j] = float32(c[i, j]) * scale[j] (+ bias[j]) on one
+    panel's columns, in one pass while the panel is in cache: the int32 value is the folded one,
+    the float steps those of ``kernels.scale_bias_int32`` (two roundings, no fused multiply-add)."""
+    bz = b_zp[j0:j0 + NR]
+    ct = colterm[j0:j0 + NR]
+    s = scale[j0:j0 + NR]
+    b = bias[j0:j0 + NR]
+    for r in range(m):
+        rs = rowsum[r]
+        az = a_zp[r]
+        row = c[r * ldc + j0:r * ldc + j0 + NR]
+        dst = out[r * ldc + j0:r * ldc + j0 + NR]
+        if has_bias:
+            for j in range(NR):
+                v = np.float32(np.int32(row[j] - bz[j] * rs - az * ct[j])) * s[j]
+                dst[j] = v + b[j]
+        else:
+            for j in range(NR):
+                dst[j] = np.float32(np.int32(row[j] - bz[j] * rs - az * ct[j])) * s[j]
+
+
+def epilogue_vectors(b: VnniB, scale, bias):
+    """scale and bias (one element or one per column) as float32 vectors of the panel width."""
+    s = np.zeros(b.npad, np.float32)
+    s[: b.n] = np.broadcast_to(np.asarray(scale, np.float32).reshape(-1), (b.n,))
+    bb = np.zeros(b.npad, np.float32)
+    if bias is not None:
+        bb[: b.n] = np.broadcast_to(np.asarray(bias, np.float32).reshape(-1), (b.n,))
+    return s, bb
+
+
+def gemm_scaled(a, b: VnniB, a_zp, b_zp, scale, bias=None) -> np.ndarray:
+    """float32 C [M, N] = float32((a - a_zp) @ (B - b_zp)) * scale (+ bias), the int32 product
+    exact as in ``gemm`` and the epilogue that of ``kernels.scale_bias_int32``, bit for bit."""
+    m = a.shape[0]
+    a_u8, rowsum, colterm, a_zp, bzp, c = prepare(a, b, a_zp, b_zp)
+    s, bb = epilogue_vectors(b, scale, bias)
+    out = np.empty(c.shape, np.float32)
+    gemm_u8s8_vnni_f32(a_u8.reshape(-1), b.kpad, m, b.panels, b.npad // NR, b.kpad // KGROUP,
+                       rowsum, colterm, a_zp, bzp, c, b.npad, s, bb, bias is not None, out)
+    return finish(out, m, b)
+
+
+@njit(cache=True, parallel=True)
+def gemm_u8s8_vnni_f32(a_u8, lda, m, bp, n_panels, groups, rowsum, colterm, a_zp, b_zp, c, ldc,
+                       scale, bias, has_bias, out):
+    """``gemm_u8s8_vnni`` with ``fold_and_scale`` as each panel's epilogue, into ``out``."""
+    panel = groups * NR * KGROUP
+    for jp in prange(n_panels):
+        tile_rows(a_u8, 0, m, lda, bp, jp * panel, groups, c, ldc, jp * NR)
+        fold_and_scale(c, m, ldc, jp * NR, rowsum, colterm, a_zp, b_zp, scale, bias, has_bias, out)
 
 
 @njit(cache=True, parallel=True)

@@ -50,10 +50,11 @@ def _is(step, *op_types: str) -> bool:
         and not step.kwargs.get("broadcast", 0)
 
 
-def _call(step, args):
-    """Run one member of a fused chain; errors name that member, as the executor would."""
+def _call(step, args, fn=None, **extra):
+    """Run one member of a fused chain (or ``fn`` in its place, with ``extra`` keywords); errors
+    name that member, as the executor would."""
     try:
-        return step.fn(*args, **step.kwargs)
+        return (fn or step.fn)(*args, **step.kwargs, **extra)
     except RefrtError as e:
         if isinstance(e, NodeError):
             raise
@@ -117,11 +118,24 @@ def _match_matmul_integer(steps, i, sole_reader):
     n_mm = len(mm.inputs)
     inputs = tuple(mm.inputs) + (scale,) + ((bias,) if bias is not None else ())
     chain = [steps[m] for m in members]
+    from .ops import quant
+
+    # the registered op's own code, with the epilogue handed to the GEMM
+    in_gemm = mm.fn is quant.matmul_integer_op and "ctx" in mm.kwargs
+
+    def with_epilogue(A, B, a_zero_point=None, b_zero_point=None, *, ctx, epilogue):
+        return quant.matmul_integer(A, B, a_zero_point, b_zero_point, ctx=ctx, epilogue=epilogue)
 
     def fused(*args):
-        c = _call(mm, args[:n_mm])
         s = args[n_mm]
         b = args[n_mm + 1] if bias is not None else None
+        a_in, b_in = args[0], args[1] if n_mm > 1 else None
+        if (in_gemm and isinstance(a_in, np.ndarray) and isinstance(b_in, np.ndarray)
+                and a_in.ndim >= 2 and b_in.ndim == 2
+                and _epilogue_operand(s, b_in.shape[1], a_in.ndim)
+                and (bias is None or _epilogue_operand(b, b_in.shape[1], a_in.ndim))):
+            return _call(mm, args[:n_mm], fn=with_epilogue, epilogue=(s, b))
+        c = _call(mm, args[:n_mm])
         if (isinstance(c, np.ndarray) and c.dtype == np.int32 and c.ndim >= 1
                 and _epilogue_operand(s, c.shape[-1], c.ndim)
                 and (bias is None or _epilogue_operand(b, c.shape[-1], c.ndim))):

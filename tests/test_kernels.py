@@ -125,6 +125,21 @@ def test_gemm_int8_matches_twin(kernel, case):
 
 
 @pytest.mark.parametrize("kernel", GEMM_KERNELS)
+@SETTINGS
+@given(case=gemm_cases, per_column=st.booleans(), bias=st.booleans(), seed=st.integers(0, 2**31))
+def test_gemm_int8_scaled_matches_twin(kernel, case, per_column, bias, seed):
+    # the int32 product, then float32(c) * scale (+ bias): the same bits as the two twins
+    a, b, az, bz = make_gemm_case(case)
+    rng = np.random.default_rng(seed)
+    n = b.shape[1]
+    s = (rng.random(n if per_column else 1) * 10.0 ** rng.integers(-9, 2)).astype(np.float32)
+    bb = (rng.standard_normal(n) * 100).astype(np.float32) if bias else None
+    expected = T.scale_bias_int32_twin(T.gemm_int8_twin(a, b, az, bz), s, bb)
+    got = K.gemm_int8_scaled(a, K.pack_b(b), az, bz, s, bb, kernel=kernel)
+    assert got.dtype == np.float32 and got.flags.c_contiguous and same_bits(got, expected)
+
+
+@pytest.mark.parametrize("kernel", GEMM_KERNELS)
 @pytest.mark.parametrize("m", [1, 2, 3, 4, 7, 8, 9, 15, 16, 17, 31, 32, 33, 47, 48, 64, 79])
 def test_gemm_int8_row_tiles_and_column_panels(kernel, m):
     # every row-tile decomposition (AMX 32, 16; VNNI 8, 4, 2, 1), column counts around the

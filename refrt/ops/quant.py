@@ -388,7 +388,7 @@ def _packed_matrices(b, ctx, b_input):
     return packs
 
 
-def matmul_integer(a, b, a_zp=None, b_zp=None, ctx=None, b_input=1):
+def matmul_integer(a, b, a_zp=None, b_zp=None, ctx=None, b_input=1, epilogue=None):
     """int32 ``Y[..., m, n] = sum_k (A[..., m, k] - a_zp) * (B[..., k, n] - b_zp)``.
 
     Batched like numpy.matmul (leading axes broadcast; a 1-D A is a row, a 1-D B a column, the
@@ -398,7 +398,9 @@ def matmul_integer(a, b, a_zp=None, b_zp=None, ctx=None, b_input=1):
     accumulator), computed by the packed GEMM kernel; with ``ctx`` (a NodeContext) a constant B
     (input number ``b_input`` of the node) is packed once and kept in ``ctx.cache``, and the
     session option ``emulate_avx2_u8s8`` switches u8 x s8 products to onnxruntime's saturating
-    AVX2 arithmetic.
+    AVX2 arithmetic. ``epilogue=(scale, bias)`` (float32, one element or one per column; bias may
+    be None) returns ``float32(Y) * scale (+ bias)`` instead, bit for bit the Cast, Mul and Add
+    nodes that follow in a dynamically quantized model, applied inside the GEMM where it can.
     """
     a = _int8_operand(a, "A")
     b = _int8_operand(b, "B")
@@ -430,6 +432,8 @@ def matmul_integer(a, b, a_zp=None, b_zp=None, ctx=None, b_input=1):
         # one GEMM: every matrix of A against the same B; rows keep their zero points
         rows = a2.reshape(-1, k)
         row_zp = np.broadcast_to(azr, a2.shape[:-1]).reshape(-1) if azr.ndim else azr
+        if epilogue is not None and gemm is K.gemm_int8 and not (a_vec or b_vec):
+            return K.gemm_int8_scaled(rows, packs[0], row_zp, bzr, *epilogue).reshape(batch + (m, n))
         y = gemm(rows, packs[0], row_zp, bzr).reshape(batch + (m, n))
     else:
         y = np.empty(batch + (m, n), dtype=np.int32)
@@ -444,7 +448,7 @@ def matmul_integer(a, b, a_zp=None, b_zp=None, ctx=None, b_input=1):
         y = y[..., 0, :]
     if b_vec:
         y = y[..., 0]
-    return y
+    return y if epilogue is None else K.scale_bias_int32(y, *epilogue)
 
 
 @op("MatMulInteger", since=10)
