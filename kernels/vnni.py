@@ -275,12 +275,13 @@ def fold_and_scale(c, m, ldc, j0, rowsum, colterm, a_zp, b_zp, scale, bias, has_
 
 def epilogue_vectors(b: VnniB, scale, bias):
     """scale and bias (one element or one per column) as float32 vectors of the panel width."""
-    s = np.zeros(b.npad, np.float32)
-    s[: b.n] = np.broadcast_to(np.asarray(scale, np.float32).reshape(-1), (b.n,))
-    bb = np.zeros(b.npad, np.float32)
-    if bias is not None:
-        bb[: b.n] = np.broadcast_to(np.asarray(bias, np.float32).reshape(-1), (b.n,))
-    return s, bb
+    def vector(v):
+        out = np.zeros(b.npad, np.float32)
+        if v is not None:
+            out[: b.n] = np.asarray(v, np.float32).reshape(-1)   # one element broadcasts
+        return out
+
+    return vector(scale), vector(bias)
 
 
 def gemm_scaled(a, b: VnniB, a_zp, b_zp, scale, bias=None) -> np.ndarray:
