@@ -56,7 +56,7 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
-__all__ = ["layer_norm_rows", "softmax_rows", "exp_nonpositive", "LANES", "EXP"]
+__all__ = ["layer_norm_rows", "add_layer_norm_rows", "softmax_rows", "exp_nonpositive", "LANES", "EXP"]
 
 LANES = 16
 _F = np.float32
@@ -350,47 +350,67 @@ def exp_nonpositive(x) -> np.ndarray:
 
 # --------------------------------------------------------------------------- layer normalization
 
+@njit(inline="always")
+def _layer_norm_row(xr, yr, scale, bias, has_bias, eps, n):
+    """One row: yr = layer norm of xr (yr may be xr itself); returns (mean, inv_std)."""
+    full = n - n % LANES
+    tail = n - full
+    zero = splat(_F(0.0))
+    acc = zero
+    for i in range(0, full, LANES):
+        acc = add(acc, load(xr, i))
+    if tail:
+        acc = add(acc, load_first(xr, full, tail, _F(0.0)))
+    m = lanes_sum(acc) / _F(n)
+
+    mv = splat(m)
+    acc = zero
+    for i in range(0, full, LANES):
+        d = sub(load(xr, i), mv)
+        acc = add(acc, mul(d, d))
+    if tail:
+        d = sub(load_first(xr, full, tail, m), mv)
+        acc = add(acc, mul(d, d))
+    s = _ONE / np.sqrt(lanes_sum(acc) / _F(n) + eps)
+
+    sv = splat(s)
+    for i in range(0, full, LANES):
+        v = mul(mul(sub(load(xr, i), mv), sv), load(scale, i))
+        if has_bias:
+            v = add(v, load(bias, i))
+        store(yr, i, v)
+    if tail:
+        v = mul(mul(sub(load_first(xr, full, tail, m), mv), sv),
+                load_first(scale, full, tail, _F(0.0)))
+        if has_bias:
+            v = add(v, load_first(bias, full, tail, _F(0.0)))
+        store_first(yr, full, tail, v)
+    return m, s
+
+
 @njit(cache=True, parallel=True)
 def _layer_norm_kernel(x, scale, bias, has_bias, epsilon, y, mean, inv_std):
     rows, n = x.shape
     eps = _F(epsilon)
+    for r in prange(rows):
+        mean[r], inv_std[r] = _layer_norm_row(x[r], y[r], scale, bias, has_bias, eps, n)
+
+
+@njit(cache=True, parallel=True)
+def _add_layer_norm_kernel(a, b, scale, bias, has_bias, epsilon, y, mean, inv_std):
+    """Rows of a + b (float32 sums, written to y first), then layer-normalized in place."""
+    rows, n = a.shape
+    eps = _F(epsilon)
     full = n - n % LANES
     tail = n - full
-    zero = splat(_F(0.0))
     for r in prange(rows):
-        xr = x[r]
-        acc = zero
+        ar, br, yr = a[r], b[r], y[r]
         for i in range(0, full, LANES):
-            acc = add(acc, load(xr, i))
+            store(yr, i, add(load(ar, i), load(br, i)))
         if tail:
-            acc = add(acc, load_first(xr, full, tail, _F(0.0)))
-        m = lanes_sum(acc) / _F(n)
-
-        mv = splat(m)
-        acc = zero
-        for i in range(0, full, LANES):
-            d = sub(load(xr, i), mv)
-            acc = add(acc, mul(d, d))
-        if tail:
-            d = sub(load_first(xr, full, tail, m), mv)
-            acc = add(acc, mul(d, d))
-        s = _ONE / np.sqrt(lanes_sum(acc) / _F(n) + eps)
-
-        sv = splat(s)
-        yr = y[r]
-        for i in range(0, full, LANES):
-            v = mul(mul(sub(load(xr, i), mv), sv), load(scale, i))
-            if has_bias:
-                v = add(v, load(bias, i))
-            store(yr, i, v)
-        if tail:
-            v = mul(mul(sub(load_first(xr, full, tail, m), mv), sv),
-                    load_first(scale, full, tail, _F(0.0)))
-            if has_bias:
-                v = add(v, load_first(bias, full, tail, _F(0.0)))
-            store_first(yr, full, tail, v)
-        mean[r] = m
-        inv_std[r] = s
+            store_first(yr, full, tail, add(load_first(ar, full, tail, _F(0.0)),
+                                            load_first(br, full, tail, _F(0.0))))
+        mean[r], inv_std[r] = _layer_norm_row(yr, yr, scale, bias, has_bias, eps, n)
 
 
 def _vector(v, n, what):
@@ -421,6 +441,27 @@ def layer_norm_rows(x, scale, bias=None, epsilon=1e-5):
     inv_std = np.empty(rows, np.float32)
     if rows:
         _layer_norm_kernel(x, scale, bias, has_bias, float(epsilon), y, mean, inv_std)
+    return y, mean, inv_std
+
+
+def add_layer_norm_rows(a, b, scale, bias=None, epsilon=1e-5):
+    """``layer_norm_rows(a + b, ...)`` for two float32 [rows, n] arrays of one shape, in one pass
+    over memory: each sum is the float32 a + b (so the result has the same bits as the Add then
+    the layer norm), and it is never written to a separate array."""
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    b = np.ascontiguousarray(b, dtype=np.float32)
+    if a.ndim != 2 or a.shape != b.shape or a.shape[1] < 1:
+        raise ValueError(f"add_layer_norm_rows: a and b must be [rows, n] of one shape with n >= 1, "
+                         f"got {list(a.shape)} and {list(b.shape)}")
+    rows, n = a.shape
+    scale = _vector(scale, n, "scale")
+    has_bias = bias is not None
+    bias = _vector(bias, n, "bias") if has_bias else scale  # scale: a stand-in, not read
+    y = np.empty((rows, n), np.float32)
+    mean = np.empty(rows, np.float32)
+    inv_std = np.empty(rows, np.float32)
+    if rows:
+        _add_layer_norm_kernel(a, b, scale, bias, has_bias, float(epsilon), y, mean, inv_std)
     return y, mean, inv_std
 
 

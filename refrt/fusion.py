@@ -1,6 +1,6 @@
 """Fused steps: a chain of nodes run as one step, with bit for bit the same result.
 
-Two chains are common in transformer models and cost far more node by node than as one pass:
+Three chains are common in transformer models and cost far more node by node than as one pass:
 
 1. A dynamically quantized MatMul (onnxruntime's ``quantize_dynamic``):
 
@@ -17,6 +17,10 @@ Two chains are common in transformer models and cost far more node by node than 
 
    in any of the three groupings of ``kernels.mathf.GELU_FORMS``. Fused, it is one parallel
    pass (``kernels.mathf.gelu_erf_f32``) with onnxruntime's float32 erf inline.
+
+3. A residual connection and its layer norm, ``Add(a, b) -> LayerNormalization`` (onnxruntime's
+   SkipLayerNormalization): the float32 sum is formed row by row inside the layer-norm kernel
+   (``kernels.rows.add_layer_norm_rows``) instead of being written out and read back.
 
 A fused kernel does the same float32 operations in the same order as the nodes (each rounded
 once; no multiply-add is fused that the nodes do not fuse), so every output bit is the one the
@@ -216,6 +220,45 @@ def _gelu_step(steps, members, form, divide, x, c, one, half):
     return members, inputs, fused
 
 
+def _match_add_layer_norm(steps, i, sole_reader):
+    """Add(a, b) -> LayerNormalization(sum, scale[, bias]) with only Y used: a residual
+    connection and its layer norm (onnxruntime's SkipLayerNormalization)."""
+    add = steps[i]
+    if not _is(add, "Add") or len(add.inputs) != 2 or len(add.outputs) != 1:
+        return None
+    j = sole_reader(add.outputs[0])
+    if j is None or not _is(steps[j], "LayerNormalization") or steps[j].inputs[0] != add.outputs[0] \
+            or add.outputs[0] in steps[j].inputs[1:]:
+        return None
+    ln = steps[j]
+    from .ops import norm
+    from .ops._common import normalize_axis
+
+    if ln.fn is not norm.layer_normalization:
+        return None
+    kw = ln.kwargs
+    inputs = tuple(add.inputs) + tuple(ln.inputs[1:])
+    chain = [add, ln]
+
+    def fused(a, b, scale, bias=None):
+        if (isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.dtype == np.float32
+                and b.dtype == np.float32 and a.shape == b.shape and a.ndim >= 1
+                and isinstance(scale, np.ndarray) and (bias is None or isinstance(bias, np.ndarray))):
+            axis = normalize_axis(kw.get("axis", -1), a.ndim)
+            st = norm._stash_dtype(a, kw.get("stash_type", 1))
+            if norm._fits_row_kernel(a, scale, bias, axis, st, kw.get("ctx")):
+                from .kernels import rows
+
+                n = a.shape[-1]
+                y, mean, inv_std = rows.add_layer_norm_rows(
+                    a.reshape(-1, n), b.reshape(-1, n), scale, bias, kw.get("epsilon", 1e-5))
+                stats = a.shape[:-1] + (1,)
+                return y.reshape(a.shape), mean.reshape(stats), inv_std.reshape(stats)
+        return _run_members(chain, inputs, (a, b, scale, bias))
+
+    return [i, j], inputs, fused
+
+
 # ---------------------------------------------------------------- planning
 
 
@@ -244,7 +287,8 @@ def fuse_steps(steps: list, reads: list, keep: set, make_step) -> tuple[list, li
     for i in range(len(steps)):
         if i in absorbed or i in replaced:
             continue
-        found = _match_matmul_integer(steps, i, sole_reader) or _match_gelu(steps, i, sole_reader, producer)
+        found = (_match_matmul_integer(steps, i, sole_reader) or _match_gelu(steps, i, sole_reader, producer)
+                 or _match_add_layer_norm(steps, i, sole_reader))
         if found is None:
             continue
         members, inputs, fn = found

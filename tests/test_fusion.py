@@ -239,3 +239,50 @@ def test_gelu_not_fused_when_an_intermediate_is_read_elsewhere():
     m = gelu_model("(x*a)*h", True, False)
     m.graph.output.append(vi("e", F, None))
     assert len(refrt.InferenceSession(m)._plan.fused_steps) == 5
+
+
+# ---------------------------------------------------------------- Add -> LayerNormalization
+
+def add_ln_model(shape, b_shape, bias=True, swap=False, axis=-1, outputs=("y",)):
+    n = shape[-1] if axis == -1 else int(np.prod(shape[axis:]))
+    rng = np.random.default_rng(1)
+    inits = [const("g", (rng.random(shape[axis:]) + 0.5).astype(np.float32))]
+    ln_inputs = ["s", "g"]
+    if bias:
+        inits.append(const("beta", rng.standard_normal(shape[axis:]).astype(np.float32)))
+        ln_inputs.append("beta")
+    assert n > 0
+    nodes = [helper.make_node("Add", ["b", "a"] if swap else ["a", "b"], ["s"]),
+             helper.make_node("LayerNormalization", ln_inputs, list(outputs), axis=axis, epsilon=1e-5)]
+    return model(nodes, [vi("a", F, list(shape)), vi("b", F, list(b_shape))],
+                 [vi(o, F, None) for o in outputs if o], inits, opset=17)
+
+
+@pytest.mark.parametrize("shape", [(8, 768), (3, 5, 301), (1, 4096)])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("swap", [False, True])
+def test_add_layer_norm_fused_gives_the_same_bits_as_the_nodes(shape, bias, swap):
+    m = add_ln_model(shape, shape, bias, swap)
+    fused, plain = sessions(m)
+    assert len(fused._plan.fused_steps) == 1 and len(plain._plan.fused_steps) == 2
+    rng = np.random.default_rng(3)
+    feeds = {"a": (rng.standard_normal(shape) * 5 + 3).astype(np.float32),
+             "b": rng.standard_normal(shape).astype(np.float32)}
+    before = {k: v.copy() for k, v in feeds.items()}
+    assert same_bits(fused.run(None, feeds)[0], plain.run(None, feeds)[0])
+    assert all(np.array_equal(feeds[k], before[k]) for k in feeds)
+
+
+def test_add_layer_norm_outside_the_kernel_runs_the_nodes():
+    rng = np.random.default_rng(4)
+    cases = [add_ln_model((8, 768), (768,)),            # broadcast residual: the nodes' own code
+             add_ln_model((8, 4, 300), (8, 4, 300), axis=-2)]   # normalized over two axes
+    for m in cases:
+        fused, plain = sessions(m)
+        assert len(fused._plan.fused_steps) == 1
+        feeds = {i.name: rng.standard_normal([d.dim_value for d in i.type.tensor_type.shape.dim]).astype(np.float32)
+                 for i in m.graph.input}
+        assert same_bits(fused.run(None, feeds)[0], plain.run(None, feeds)[0])
+    # Mean and InvStdDev requested: the chain is not fused (the fused step has one output)
+    m = add_ln_model((8, 768), (8, 768), outputs=("y", "mean", "inv"))
+    assert len(refrt.InferenceSession(m)._plan.fused_steps) == 2

@@ -1042,6 +1042,11 @@ def test_row_kernels_match_their_numpy_twins_bit_for_bit(case):
                              _layer_norm_twin(x, scale, bias, case["eps"])):
             assert same_float_bits(got, want)
         assert same_float_bits(ROWS.softmax_rows(x), _softmax_twin(x))
+        # the residual form: a + b summed in float32 first, then the same layer norm
+        other = rng.standard_normal(x.shape).astype(np.float32)
+        for got, want in zip(ROWS.add_layer_norm_rows(x, other, scale, bias, case["eps"]),
+                             ROWS.layer_norm_rows(x + other, scale, bias, case["eps"])):
+            assert same_float_bits(got, want)
 
 
 def test_exp_nonpositive_matches_its_twin_bit_for_bit():
