@@ -1,6 +1,6 @@
 """Fused steps: a chain of nodes run as one step, with bit for bit the same result.
 
-Three chains are common in transformer models and cost far more node by node than as one pass:
+Four chains are common in transformer models and cost more node by node than as one step:
 
 1. A dynamically quantized MatMul (onnxruntime's ``quantize_dynamic``):
 
@@ -8,8 +8,9 @@ Three chains are common in transformer models and cost far more node by node tha
 
    Node by node, the int32 product is written out, read back and converted, and the float result
    is written and read twice more, each element-wise node a full pass over memory on one thread.
-   Fused, the product is followed by the whole epilogue ``float32(c) * scale + bias`` in one
-   parallel pass (``kernels.scale_bias_int32``).
+   Fused, the GEMM applies the whole epilogue ``float32(c) * scale + bias`` to each 32-column
+   panel of the product while it is in cache (``kernels.gemm_int8_scaled``; where the op's own
+   code must run, ``kernels.scale_bias_int32`` does it in one pass afterwards).
 
 2. GELU in its erf form, as exporters write it, e.g. ``x * 0.5 * (1 + erf(x / sqrt(2)))``:
 
@@ -21,6 +22,8 @@ Three chains are common in transformer models and cost far more node by node tha
 3. A residual connection and its layer norm, ``Add(a, b) -> LayerNormalization`` (onnxruntime's
    SkipLayerNormalization): the float32 sum is formed row by row inside the layer-norm kernel
    (``kernels.rows.add_layer_norm_rows``) instead of being written out and read back.
+
+4. ``MatMul -> Add(bias)``: the bias is added into the product's fresh array in place.
 
 A fused kernel does the same float32 operations in the same order as the nodes (each rounded
 once; no multiply-add is fused that the nodes do not fuse), so every output bit is the one the
@@ -259,6 +262,34 @@ def _match_add_layer_norm(steps, i, sole_reader):
     return [i, j], inputs, fused
 
 
+def _match_matmul_add(steps, i, sole_reader):
+    """MatMul(a, W) -> Add(., bias): the bias is added into MatMul's fresh result in place
+    (the same float additions, without a second output array)."""
+    mm = steps[i]
+    if not _is(mm, "MatMul") or len(mm.outputs) != 1:
+        return None
+    j = sole_reader(mm.outputs[0])
+    if j is None or not _is(steps[j], "Add"):
+        return None
+    bias = _other(steps[j], mm.outputs[0])
+    if bias is None:
+        return None
+    add = steps[j]
+    bias_first = add.inputs[0] == bias
+    inputs = tuple(mm.inputs) + (bias,)
+
+    def fused(a, b, c):
+        y = _call(mm, (a, b))
+        if (isinstance(y, np.ndarray) and isinstance(c, np.ndarray) and y.dtype == c.dtype
+                and y.dtype in (np.float32, np.float64) and y.flags.owndata and y.flags.writeable
+                and c.ndim <= y.ndim
+                and all(dc in (1, dy) for dc, dy in zip(c.shape[::-1], y.shape[::-1]))):
+            return np.add(y, c, out=y)
+        return _call(add, (c, y) if bias_first else (y, c))
+
+    return [i, j], inputs, fused
+
+
 # ---------------------------------------------------------------- planning
 
 
@@ -288,7 +319,7 @@ def fuse_steps(steps: list, reads: list, keep: set, make_step) -> tuple[list, li
         if i in absorbed or i in replaced:
             continue
         found = (_match_matmul_integer(steps, i, sole_reader) or _match_gelu(steps, i, sole_reader, producer)
-                 or _match_add_layer_norm(steps, i, sole_reader))
+                 or _match_add_layer_norm(steps, i, sole_reader) or _match_matmul_add(steps, i, sole_reader))
         if found is None:
             continue
         members, inputs, fn = found

@@ -286,3 +286,29 @@ def test_add_layer_norm_outside_the_kernel_runs_the_nodes():
     # Mean and InvStdDev requested: the chain is not fused (the fused step has one output)
     m = add_ln_model((8, 768), (8, 768), outputs=("y", "mean", "inv"))
     assert len(refrt.InferenceSession(m)._plan.fused_steps) == 2
+
+
+# ---------------------------------------------------------------- MatMul -> Add
+
+@pytest.mark.parametrize("a_shape, w_shape, c_shape, dtype", [
+    ((5, 7), (7, 3), (3,), np.float32),
+    ((2, 4, 5, 7), (2, 4, 7, 6), (1, 1, 1, 6), np.float32),    # an attention mask's shape
+    ((5, 7), (7, 3), (3,), np.float64),
+    ((5, 7), (7, 3), (4, 5, 3), np.float32),    # the bias widens the result: the Add node runs
+    ((5, 7), (7, 3), (3,), np.float16),         # float16: the Add node runs
+])
+def test_matmul_add_fused_gives_the_same_bits_as_the_nodes(a_shape, w_shape, c_shape, dtype):
+    t = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    rng = np.random.default_rng(8)
+    m = model([helper.make_node("MatMul", ["a", "w"], ["p"]), helper.make_node("Add", ["c", "p"], ["y"])],
+              [vi("a", t, list(a_shape))], [vi("y", t, None)],
+              [const("w", rng.standard_normal(w_shape).astype(dtype)),
+               const("c", rng.standard_normal(c_shape).astype(dtype))])
+    fused, plain = sessions(m)
+    assert len(fused._plan.fused_steps) == 1
+    a = rng.standard_normal(a_shape).astype(dtype)
+    y, y0 = fused.run(None, {"a": a})[0], plain.run(None, {"a": a})[0]
+    assert y.dtype == y0.dtype and y.shape == y0.shape
+    assert np.array_equal(y.view(np.uint8), y0.view(np.uint8))
+    (again,) = fused.run(None, {"a": a})   # the weights were not written into
+    assert np.array_equal(again.view(np.uint8), y0.view(np.uint8))
