@@ -432,16 +432,20 @@ def layer_norm_rows(x, scale, bias=None, epsilon=1e-5):
     x = np.ascontiguousarray(x, dtype=np.float32)
     if x.ndim != 2 or x.shape[1] < 1:
         raise ValueError(f"layer_norm_rows: x must be [rows, n] with n >= 1, got {list(x.shape)}")
-    rows, n = x.shape
+    params, outs = _layer_norm_buffers(x.shape, scale, bias)
+    if x.shape[0]:
+        _layer_norm_kernel(x, *params, float(epsilon), *outs)
+    return outs
+
+
+def _layer_norm_buffers(shape, scale, bias):
+    """((scale, bias, has_bias) as the kernels take them, (y, mean, inv_std) to fill)."""
+    rows, n = shape
     scale = _vector(scale, n, "scale")
     has_bias = bias is not None
     bias = _vector(bias, n, "bias") if has_bias else scale  # scale: a stand-in, not read
-    y = np.empty((rows, n), np.float32)
-    mean = np.empty(rows, np.float32)
-    inv_std = np.empty(rows, np.float32)
-    if rows:
-        _layer_norm_kernel(x, scale, bias, has_bias, float(epsilon), y, mean, inv_std)
-    return y, mean, inv_std
+    outs = (np.empty((rows, n), np.float32), np.empty(rows, np.float32), np.empty(rows, np.float32))
+    return (scale, bias, has_bias), outs
 
 
 def add_layer_norm_rows(a, b, scale, bias=None, epsilon=1e-5):
@@ -453,16 +457,10 @@ def add_layer_norm_rows(a, b, scale, bias=None, epsilon=1e-5):
     if a.ndim != 2 or a.shape != b.shape or a.shape[1] < 1:
         raise ValueError(f"add_layer_norm_rows: a and b must be [rows, n] of one shape with n >= 1, "
                          f"got {list(a.shape)} and {list(b.shape)}")
-    rows, n = a.shape
-    scale = _vector(scale, n, "scale")
-    has_bias = bias is not None
-    bias = _vector(bias, n, "bias") if has_bias else scale  # scale: a stand-in, not read
-    y = np.empty((rows, n), np.float32)
-    mean = np.empty(rows, np.float32)
-    inv_std = np.empty(rows, np.float32)
-    if rows:
-        _add_layer_norm_kernel(a, b, scale, bias, has_bias, float(epsilon), y, mean, inv_std)
-    return y, mean, inv_std
+    params, outs = _layer_norm_buffers(a.shape, scale, bias)
+    if a.shape[0]:
+        _add_layer_norm_kernel(a, b, *params, float(epsilon), *outs)
+    return outs
 
 
 # --------------------------------------------------------------------------- softmax
