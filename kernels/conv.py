@@ -16,9 +16,12 @@ patches as A and the weights as the packed B:
     y_g^T [L, Mg] = patches_g [L, Kg] @ w_g^T [Kg, Mg]
 
 so the weights are packed once (``pack_weights``; a session does it when it is built) and the
-patches, built per image in the input's own type, go straight to the fastest kernel of the CPU
-(AMX, VNNI or the portable one).  Groups with a short reduction (depthwise: Kg = prod of the
-kernel) skip the GEMM and use a direct kernel.
+patches, built in the input's own type, go straight to the fastest kernel of the CPU (AMX, VNNI
+or the portable one).  The patches are built from a channels-last copy of the images, so their
+reduction index is tap-major (``r * Cg + c``: each tap copies Cg contiguous bytes) and the
+weights are packed in that order; ``im2col_int8`` keeps the channel-major order above.  Groups
+with a short reduction (depthwise: Kg = prod of the kernel) skip the GEMM and use a direct
+kernel.
 """
 
 from __future__ import annotations
@@ -101,17 +104,25 @@ def _im2col_kernel(x2, index, x_zp, out):
 
 
 @njit(cache=True, parallel=True)
-def _im2row_kernel(x3, i0, index, x_zp, c0, cg, out):
-    """Patches of one group for images i0, i0 + 1, ..., one row per (image, output position), in
-    x's type: out[j*L + l, c*KK + r] = x3[i0 + j, c0 + c, index[l, r]] (x_zp in padding)."""
+def _im2row_kernel(xt, i0, index, x_zp, c0, cg, out):
+    """Patches of one group for images i0, i0 + 1, ..., one row per (image, output position),
+    tap-major: out[j*L + l, r*Cg + c] = xt[i0 + j, index[l, r], c0 + c] (x_zp in padding), from
+    channels-last images xt [N, positions, C]: each tap copies Cg contiguous bytes."""
     n_l, kk = index.shape
     for jl in prange(out.shape[0]):
         j = jl // n_l
         l = jl - j * n_l
-        for c in range(cg):
-            for r in range(kk):
-                p = index[l, r]
-                out[jl, c * kk + r] = x3[i0 + j, c0 + c, p] if p >= 0 else x_zp
+        row = out[jl]
+        for r in range(kk):
+            p = index[l, r]
+            dst = row[r * cg:(r + 1) * cg]
+            if p >= 0:
+                src = xt[i0 + j, p, c0:c0 + cg]
+                for c in range(cg):
+                    dst[c] = src[c]
+            else:
+                for c in range(cg):
+                    dst[c] = x_zp
 
 
 def _window_offsets(padded_spatial, kernel_shape, strides, dilations, out_spatial):
@@ -199,15 +210,17 @@ def im2col_int8(x, kernel_shape, pads=None, strides=None, dilations=None, x_zp=0
 
 
 def pack_weights(w, group=1) -> list:
-    """w [M, C/group, *kernel] -> one ``PackedB`` per group (w_g^T [Kg, Mg]), for ``conv_int8``."""
+    """w [M, C/group, *kernel] -> one ``PackedB`` per group for ``conv_int8``: w_g^T [Kg, Mg]
+    with the reduction index tap-major (k = r * Cg + c), the order of the patches."""
     w = _check_int8(w, "w", 3)
     m = w.shape[0]
     group = int(group)
     if group < 1 or m % group:
         raise ValueError(f"group {group} must divide the output channels {m}")
     mg = m // group
-    w2 = w.reshape(m, -1)
-    return [pack_b(w2[g * mg:(g + 1) * mg], transposed=True) for g in range(group)]
+    tap_major = np.moveaxis(w.reshape(m, w.shape[1], -1), 1, 2).reshape(m, -1)   # [M, KK * Cg]
+    return [pack_b(np.ascontiguousarray(tap_major[g * mg:(g + 1) * mg]), transposed=True)
+            for g in range(group)]
 
 
 def conv_int8(x, w, x_zp=0, w_zp=0, group=1, pads=None, strides=None, dilations=None, packed=None):
@@ -264,8 +277,9 @@ def conv_int8(x, w, x_zp=0, w_zp=0, group=1, pads=None, strides=None, dilations=
     for i0 in range(0, n, per_batch):
         nb = min(per_batch, n - i0)
         patches = np.empty((nb * n_l, kg), dtype=x.dtype)
+        xt = np.ascontiguousarray(x3[i0:i0 + nb].transpose(0, 2, 1))   # channels last
         for g in range(group):
-            _im2row_kernel(x3, i0, index, x.dtype.type(xz), g * cg, cg, patches)
+            _im2row_kernel(xt, 0, index, x.dtype.type(xz), g * cg, cg, patches)
             yt = gemm_int8(patches, packed[g], xz, wz[g * mg:(g + 1) * mg])   # [nb * L, Mg]
             y3[i0:i0 + nb, g * mg:(g + 1) * mg] = yt.reshape(nb, n_l, mg).transpose(0, 2, 1)
     return y
