@@ -193,7 +193,13 @@ import refrt
 import numpy as np
 from refrt.testing.models import bert_feeds
 feeds = bert_feeds(batch=1, seq=%d, vocab=%d)
-s = refrt.InferenceSession(sys.argv[1])
+if sys.argv[3] == "onnxruntime":
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    s = ort.InferenceSession(sys.argv[1], so, providers=["CPUExecutionProvider"])
+else:
+    s = refrt.InferenceSession(sys.argv[1])
 s.run(None, feeds); s.run(None, feeds)
 ts = []
 for _ in range(int(sys.argv[2])):
@@ -202,7 +208,8 @@ print(json.dumps({"median": statistics.median(ts), "n": len(ts)}))
 """
 
 
-def child_latency(path, env_overrides: dict, runs: int, numpy_first: bool = False) -> dict | None:
+def child_latency(path, env_overrides: dict, runs: int, numpy_first: bool = False,
+                  runtime: str = "refrt") -> dict | None:
     env = dict(os.environ)
     for k, v in env_overrides.items():
         if v is None:
@@ -212,7 +219,7 @@ def child_latency(path, env_overrides: dict, runs: int, numpy_first: bool = Fals
     code = _CHILD % (SEQ, BERT["vocab"])
     C.wait_briefly_for_quiet(5.0)
     try:
-        order = "numpy-first" if numpy_first else "refrt-first"
+        order = "onnxruntime" if runtime == "onnxruntime" else ("numpy-first" if numpy_first else "refrt-first")
         out = subprocess.run([sys.executable, "-c", code, str(path), str(runs), order], env=env,
                              capture_output=True, text=True, timeout=600, cwd=str(C.ROOT))
         return json.loads(out.stdout.strip().splitlines()[-1])
@@ -402,17 +409,24 @@ def main(argv=None):
             unset = {k: None for k in bench.WAIT_POLICY}
             refrt_first = child_latency(int8_path, unset, runs)
             numpy_first = child_latency(int8_path, unset, runs, numpy_first=True)
+            ort_alone = child_latency(int8_path, {}, runs, runtime="onnxruntime")
             if refrt_first and numpy_first:
+                ort_row = ([["onnxruntime alone in its process (all optimizations, no spinning)",
+                             C.fmt_time(ort_alone["median"])]] if ort_alone else [])
                 parts += [
                     "#### Thread-pool wait policy (INT8 QInt8 BERT, child processes without the "
                     f"benchmark's variables, median of {runs} runs after 2 warm-up runs)\n",
-                    C.md_table(["process", "refrt latency"], [
+                    C.md_table(["process", "latency"], [
                         ["`import refrt` first: refrt sets "
                          + ", ".join(f"{k}={v}" for k, v in bench.WAIT_POLICY.items()),
                          C.fmt_time(refrt_first["median"])],
                         ["`import numpy` first: OpenBLAS has read its (unset) variable and spins; "
                          "refrt still sets OMP_WAIT_POLICY", C.fmt_time(numpy_first["median"])],
-                    ]),
+                    ] + ort_row),
+                    ("\nEach runtime alone in its own process, one after the other: refrt / "
+                     f"onnxruntime {C.fmt_ratio(refrt_first['median'] / ort_alone['median'])} "
+                     "(the table above interleaves both runtimes in one process, where each one's "
+                     "run also evicts the other's weights from the caches).") if ort_alone else "",
                     "\nrefrt alternates Numba kernels (OpenMP pool) with NumPy/OpenBLAS calls; a "
                     "pool whose idle workers spin holds the cores the other pool needs next.", ""]
         del bert
