@@ -74,6 +74,13 @@ def asm_evidence() -> dict:
         fresh = njit(cache=False, parallel=True)(fn.py_func)
         u1, s1, i1, n = types.uint8[::1], types.int8[::1], types.int32[::1], types.int64
         fresh.compile((u1, n, n, s1, n, n, i1, i1, i1, i1, i1, n))
+    elif G.default_kernel() == "avx2":
+        from refrt.kernels import avx2 as A2
+
+        fresh = njit(cache=False, parallel=True)(A2.gemm_s16_avx2.py_func)
+        s1, i1, n = types.int16[::1], types.int32[::1], types.int64
+        fresh.compile((s1, n, n, s1, n, n, i1, i1, i1, i1, i1, n))
+        kernel = "avx2.gemm_s16_avx2"
     else:
         fresh = njit(cache=False, parallel=True)(G._gemm_dot_kernel.py_func)
         a2, i1, o2 = types.int16[:, ::1], types.int64[::1], types.int32[:, ::1]
@@ -121,6 +128,9 @@ def main(argv=None):
     repeats = 3 if args.quick else args.repeats
     threads_list = sorted({1, min(2, C.max_threads())})
     have_op = C.refrt_has_op("MatMulInteger", "", 17)
+    from refrt.kernels import avx2 as A2
+
+    have_avx2 = A2.available()
 
     rows_by_table = {}
     wrong = {}
@@ -152,6 +162,8 @@ def main(argv=None):
                     fns = {"refrt kernel": lambda: gemm_int8(a, packed, A_ZP, bzp)}
                     if default_kernel() == "amx":
                         fns["refrt vnni"] = lambda: gemm_int8(a, packed, A_ZP, bzp, kernel="vnni")
+                    if have_avx2 and default_kernel() != "avx2":
+                        fns["refrt avx2"] = lambda: gemm_int8(a, packed, A_ZP, bzp, kernel="avx2")
                     if default_kernel() != "portable":
                         fns["refrt portable"] = lambda: gemm_int8(a, packed, A_ZP, bzp, kernel="portable")
                     if ref_sess is not None:
@@ -168,6 +180,8 @@ def main(argv=None):
                             "refrt portable": gemm_int8(a, packed, A_ZP, bzp, kernel="portable"),
                             **({"refrt vnni": gemm_int8(a, packed, A_ZP, bzp, kernel="vnni")}
                                if default_kernel() == "amx" else {}),
+                            **({"refrt avx2": gemm_int8(a, packed, A_ZP, bzp, kernel="avx2")}
+                               if have_avx2 else {}),
                             "ORT": ort_default.run(None, feed)[0]}
                     if ref_sess is not None:
                         outs["refrt op"] = ref_sess.run(None, feed)[0]
@@ -182,6 +196,7 @@ def main(argv=None):
                     exact = g["ORT x64qp"] if "ORT x64qp" in g else g["ORT"]
                     row = [m, k, n, C.fmt_num(g["refrt kernel"]),
                            C.fmt_num(g["refrt vnni"]) if "refrt vnni" in g else "-",
+                           C.fmt_num(g["refrt avx2"]) if "refrt avx2" in g else "-",
                            C.fmt_num(g["refrt portable"]) if "refrt portable" in g else "-",
                            C.fmt_num(g["refrt op"]) if "refrt op" in g else "n/a",
                            C.fmt_num(g["ORT"]),
@@ -208,7 +223,7 @@ def main(argv=None):
     return body
 
 
-HEADERS = ["M", "K", "N", "refrt kernel", "refrt vnni", "refrt portable", "refrt op", "ORT", "ORT x64qp", "NumPy f32",
+HEADERS = ["M", "K", "N", "refrt kernel", "refrt vnni", "refrt avx2", "refrt portable", "refrt op", "ORT", "ORT x64qp", "NumPy f32",
            "NumPy f64", "kernel/ORT", "kernel/ORT exact", "n"]
 
 
@@ -236,7 +251,10 @@ def render(rows_by_table, wrong, target_cell, asm, threads_list, blas_note, repe
         parts.append("")
     parts.append(
         "Columns: `refrt kernel` is `gemm_int8` with its default kernel on this CPU "
-        f"(`{asm['kernel']}`; `gemm_int8` itself runs the VNNI kernel below 16 rows), `refrt vnni` the `vpdpbusd` register-tile kernel, "
+        f"(`{asm['kernel']}`; on an AMX CPU `gemm_int8` runs the VNNI kernel below 16 rows), "
+        "`refrt vnni` the `vpdpbusd` register-tile kernel, `refrt avx2` the `vpmaddwd` "
+        "register-tile kernel that AVX2-only CPUs run by default (here compiled for this CPU, "
+        "so LLVM may use VNNI's `vpdpwssd` for its multiply-adds), "
         "`refrt portable` the int16 `vpmaddwd` kernel every x86-64 CPU "
         "runs, `refrt op` a refrt session running one MatMulInteger node. `kernel/ORT exact` "
         "compares with ORT's exact path as the issue defines it: `session.x64quantprecision=1` "
@@ -264,9 +282,15 @@ def render(rows_by_table, wrong, target_cell, asm, threads_list, blas_note, repe
             "group of four K steps it loads two 64-byte B vectors, broadcasts 4 bytes of each A row "
             "and issues 16 `vpdpbusd` into 16 zmm accumulators (64 u8 x s8 byte products each, added "
             "straight into int32 -- exact). Nothing is reduced horizontally and nothing is widened.")
+    elif asm["kernel"].startswith("avx2"):
+        parts.append(
+            "Reading: this CPU has AVX2 but no AVX512-VNNI, so the 4-row x 24-column register tile "
+            "of `kernels/avx2.py` runs: per pair of K steps it loads three 32-byte B vectors (int16), "
+            "broadcasts two int16 of each A row and issues 12 `vpmaddwd` + `vpaddd` into 12 ymm "
+            "accumulators (exact: every u8/s8 value fits int16).")
     else:
         parts.append(
-            "Reading: this CPU has no AVX512-VNNI, so the portable kernel runs: one int16 dot "
+            "Reading: this CPU has no AVX2 kernel to run, so the portable kernel runs: one int16 dot "
             "product per output (`vpmaddwd` + `vpaddd`), both operands loaded for every multiply "
             "and a horizontal reduction per output.")
 

@@ -6,7 +6,7 @@ Serves MatMulInteger, QLinearMatMul, QGemm, DynamicQuantizeMatMul and MatMulInte
 (the float/requantization epilogues live in ``quantize.py``) and, through im2col, ConvInteger and
 QLinearConv (``conv.py``).
 
-Three exact kernels compute the same numbers; ``gemm_int8(kernel="auto")`` picks the fastest
+Four exact kernels compute the same numbers; ``gemm_int8(kernel="auto")`` picks the fastest
 one this CPU can run (``default_kernel()``):
 
 * "amx" (``amx.py``): AMX tile products (``tdpbusd``, 16 x 16 x 64 byte products per
@@ -14,6 +14,8 @@ one this CPU can run (``default_kernel()``):
 * "vnni" (``vnni.py``): register tiles of 8 rows x 32 columns built on ``vpdpbusd``, which adds
   four u8 x s8 byte products straight into each int32 lane.  Needs AVX512-VNNI.  About 4-8x the
   portable kernel (bench/RESULTS.md).
+* "avx2" (``avx2.py``): register tiles of 4 rows x 24 columns built on ``vpmaddwd`` over
+  int16-widened operands.  Needs AVX2.
 * "portable" (below): int16 dot products that LLVM vectorizes to ``vpmaddwd`` on any x86-64.
 
 The portable kernel:
@@ -64,7 +66,7 @@ class PackedB:
     instead of ``b`` to reuse the packing across calls.
     """
 
-    __slots__ = ("bt", "colsum", "k", "n", "dtype", "_data", "_vnni")
+    __slots__ = ("bt", "colsum", "k", "n", "dtype", "_data", "_vnni", "_avx2")
 
     def __init__(self, bt, colsum, k, n, dtype):
         self.bt = bt
@@ -74,6 +76,7 @@ class PackedB:
         self.dtype = np.dtype(dtype)
         self._data = None
         self._vnni = None
+        self._avx2 = None
 
     @property
     def shape(self):
@@ -98,6 +101,15 @@ class PackedB:
             self._vnni = vnni.pack_b(self.bt, self.colsum, k_align)
         return self._vnni
 
+    @property
+    def avx2(self):
+        """B packed for the AVX2 kernel (``avx2.Avx2B``)."""
+        if self._avx2 is None:
+            from . import avx2
+
+            self._avx2 = avx2.pack_b(self.bt, self.colsum)
+        return self._avx2
+
     def __repr__(self):
         return f"PackedB(shape={self.shape}, dtype={self.dtype.name})"
 
@@ -108,16 +120,16 @@ def _padded_k(k: int) -> int:
 
 def default_kernel() -> str:
     """The kernel ``gemm_int8`` runs by default: "amx" where this CPU has AMX-INT8 (and the OS
-    grants the tile state), else "vnni" where it has AVX512-VNNI, else "portable" (the first two
-    only when Numba compiles for this CPU)."""
+    grants the tile state), else "vnni" where it has AVX512-VNNI, else "avx2" where it has AVX2,
+    else "portable" (each only when Numba compiles for a CPU that has it)."""
     global _DEFAULT_KERNEL
     if _DEFAULT_KERNEL is None:
-        from . import amx, vnni
+        from . import amx, avx2, vnni
 
-        if not vnni.available():
-            _DEFAULT_KERNEL = "portable"
-        else:
+        if vnni.available():
             _DEFAULT_KERNEL = "amx" if amx.available() else "vnni"
+        else:
+            _DEFAULT_KERNEL = "avx2" if avx2.available() else "portable"
     return _DEFAULT_KERNEL
 
 
@@ -147,6 +159,8 @@ def pack_b(b, transposed=False) -> PackedB:
     packed = PackedB(bt, bt.sum(axis=1, dtype=np.int64), k, n, b.dtype)
     if default_kernel() in ("amx", "vnni"):
         packed.vnni  # noqa: B018 -- build the layout now (session build), not on the first run
+    elif default_kernel() == "avx2":
+        packed.avx2  # noqa: B018
     else:
         packed.data  # noqa: B018
     return packed
@@ -244,13 +258,14 @@ def _run(kernel, a, b, a_zp, b_zp, epilogue=None):
     bz = _zero_point_vector(b_zp, n, "b_zp", "one per column of b")
     if m == 0 or n == 0:
         return np.empty((m, n), dtype=np.int32 if epilogue is None else np.float32)
-    if kernel in ("vnni", "amx"):
-        from . import amx, vnni
+    if kernel in ("vnni", "amx", "avx2"):
+        from . import amx, avx2, vnni
 
-        mod = amx if kernel == "amx" else vnni
+        mod = {"amx": amx, "vnni": vnni, "avx2": avx2}[kernel]
+        layout = packed.avx2 if kernel == "avx2" else packed.vnni
         if epilogue is None:
-            return mod.gemm(a, packed.vnni, az, bz)
-        return mod.gemm_scaled(a, packed.vnni, az, bz, *epilogue)
+            return mod.gemm(a, layout, az, bz)
+        return mod.gemm_scaled(a, layout, az, bz, *epilogue)
     out = np.empty((m, n), dtype=np.int32)
     a16, rowsum = _prepare_a(a, packed.data.shape[1])
     _gemm_prepared(kernel, a16, rowsum, packed.data, packed.colsum, k, az, bz, out)
@@ -270,7 +285,7 @@ def _gemm_prepared(kernel, a16, rowsum, bt16, colsum, k, a_zp, b_zp, out):
     kernel(a16, bt16, rowsum, colterm, a_zp, b_zp, out, row_block)
 
 
-_KERNELS = ("auto", "amx", "vnni", "portable")
+_KERNELS = ("auto", "amx", "vnni", "avx2", "portable")
 _AMX_MIN_ROWS = 16  # "auto" runs the VNNI kernel below one 16-row AMX tile
 
 
@@ -281,9 +296,11 @@ def gemm_int8(a, b, a_zp=0, b_zp=0, kernel="auto") -> np.ndarray:
     a_zp: integer scalar, or length 1 or M (per row); b_zp: scalar, or length 1 or N (per column).
     Sums wrap modulo 2**32 (int32 two's complement), like ORT's int32 accumulation.
     kernel: "amx" (``tdpbusd`` tile products, needs AMX-INT8), "vnni" (``vpdpbusd`` register
-    tiles, needs AVX512-VNNI), "portable" (int16 dot products that LLVM vectorizes on any
-    x86-64), or "auto" (``default_kernel()``, except that fewer than 16 rows of A run the VNNI
-    kernel, which is faster there).  Every kernel gives the same exact result.
+    tiles, needs AVX512-VNNI), "avx2" (``vpmaddwd`` register tiles, needs AVX2), "portable"
+    (int16 dot products that LLVM vectorizes on any x86-64), or "auto" (``default_kernel()``,
+    except that fewer than 16 rows of A run the VNNI kernel on an AMX CPU, and a single row the
+    portable one on an AVX2 CPU, which are faster there).  Every kernel gives the same exact
+    result.
     """
     return _run(_choose(kernel, a), a, b, a_zp, b_zp)
 
@@ -305,11 +322,18 @@ def _choose(kernel, a):
         rows = np.shape(a)[0] if np.ndim(a) == 2 else _AMX_MIN_ROWS
         if kernel == "amx" and rows < _AMX_MIN_ROWS:
             kernel = "vnni"
+        if kernel == "avx2" and rows < 2:
+            kernel = "portable"   # one row: the dot-product kernel measured faster (bench/gemm.py)
     if kernel == "amx" and default_kernel() != "amx":
         raise RuntimeError("the amx kernel needs a CPU with AMX-INT8, the OS's permission for "
                            "tile data, and Numba compiling for this CPU")
     if kernel == "vnni" and default_kernel() not in ("amx", "vnni"):
         raise RuntimeError("the vnni kernel needs a CPU with AVX512-VNNI (and Numba compiling for it)")
+    if kernel == "avx2":
+        from . import avx2
+
+        if not avx2.available():
+            raise RuntimeError("the avx2 kernel needs a CPU with AVX2 (and Numba compiling for it)")
     return _gemm_dot_kernel if kernel == "portable" else kernel
 
 

@@ -235,41 +235,41 @@ def tile_rows(a_u8, i, m, lda, bp, b_off, groups, c, ldc, j0):
 
 
 @njit(cache=True)
-def fold_zero_points(c, m, ldc, j0, rowsum, colterm, a_zp, b_zp):
-    """c[i, j] -= b_zp[j]*rowsum[i] + a_zp[i]*colterm[j] on one panel's columns, all int32.
+def fold_zero_points(c, m, ldc, j0, rowsum, colterm, a_zp, b_zp, width=NR):
+    """c[i, j] -= b_zp[j]*rowsum[i] + a_zp[i]*colterm[j] on one panel's ``width`` columns, all int32.
 
     The result is exact modulo 2**32 (which is all an int32 result holds), so the terms need no
     64-bit products: int32 multiplies vectorize (``vpmulld``), int64 ones did not here."""
-    bz = b_zp[j0:j0 + NR]
-    ct = colterm[j0:j0 + NR]
+    bz = b_zp[j0:j0 + width]
+    ct = colterm[j0:j0 + width]
     for r in range(m):
         rs = rowsum[r]
         az = a_zp[r]
-        row = c[r * ldc + j0:r * ldc + j0 + NR]
-        for j in range(NR):
+        row = c[r * ldc + j0:r * ldc + j0 + width]
+        for j in range(width):
             row[j] = row[j] - bz[j] * rs - az * ct[j]
 
 
 @njit(cache=True)
-def fold_and_scale(c, m, ldc, j0, rowsum, colterm, a_zp, b_zp, scale, bias, has_bias, out):
+def fold_and_scale(c, m, ldc, j0, rowsum, colterm, a_zp, b_zp, scale, bias, has_bias, out, width=NR):
     """``fold_zero_points`` and then out[i, j] = float32(c[i, j]) * scale[j] (+ bias[j]) on one
     panel's columns, in one pass while the panel is in cache: the int32 value is the folded one,
     the float steps those of ``kernels.scale_bias_int32`` (two roundings, no fused multiply-add)."""
-    bz = b_zp[j0:j0 + NR]
-    ct = colterm[j0:j0 + NR]
-    s = scale[j0:j0 + NR]
-    b = bias[j0:j0 + NR]
+    bz = b_zp[j0:j0 + width]
+    ct = colterm[j0:j0 + width]
+    s = scale[j0:j0 + width]
+    b = bias[j0:j0 + width]
     for r in range(m):
         rs = rowsum[r]
         az = a_zp[r]
-        row = c[r * ldc + j0:r * ldc + j0 + NR]
-        dst = out[r * ldc + j0:r * ldc + j0 + NR]
+        row = c[r * ldc + j0:r * ldc + j0 + width]
+        dst = out[r * ldc + j0:r * ldc + j0 + width]
         if has_bias:
-            for j in range(NR):
+            for j in range(width):
                 v = np.float32(np.int32(row[j] - bz[j] * rs - az * ct[j])) * s[j]
                 dst[j] = v + b[j]
         else:
-            for j in range(NR):
+            for j in range(width):
                 dst[j] = np.float32(np.int32(row[j] - bz[j] * rs - az * ct[j])) * s[j]
 
 

@@ -108,6 +108,9 @@ GEMM_KERNELS = [
     "portable",
     pytest.param("vnni", marks=pytest.mark.skipif(not _vnni_available(), reason=NO_VNNI)),
     pytest.param("amx", marks=pytest.mark.skipif(not _amx_available(), reason=NO_AMX)),
+    pytest.param("avx2", marks=pytest.mark.skipif(
+        not importlib.import_module(K.__name__ + ".avx2").available(),
+        reason="this CPU has no AVX2 (or Numba compiles for a CPU without it): the avx2 kernel cannot run")),
 ]
 
 
@@ -199,6 +202,16 @@ def test_scale_bias_int32_matches_twin(m, n, per_column, bias, seed):
     b = np.where(rng.random(n) < 0.2, -0.0, b).astype(np.float32) if bias else None
     got = K.scale_bias_int32(c, s, b)
     assert same_bits(got, T.scale_bias_int32_twin(c, s, b))
+
+
+@pytest.mark.skipif(not importlib.import_module(K.__name__ + ".avx2").available(),
+                    reason="this CPU has no AVX2 (or Numba compiles for a CPU without it)")
+def test_avx2_kernel_is_vpmaddwd_register_tiles():
+    counts = importlib.import_module(K.__name__ + ".avx2")._instructions()
+    # 4-row tile x 3 vectors: 12 pair products in the 4-row loop body, plus the 2- and 1-row
+    # tiles; on a VNNI CPU LLVM may merge a product and its add into vpdpwssd
+    assert counts["vpmaddwd"] + counts["vpdpwssd"] >= 12 + 6 + 3
+    assert counts["vpdpbusd"] == 0
 
 
 @pytest.mark.skipif(not _amx_available(), reason=NO_AMX)
