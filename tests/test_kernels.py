@@ -1295,3 +1295,46 @@ def test_skip_layer_normalization_on_the_row_kernel_matches_onnxruntime(row_kern
     got = InferenceSession(model).run(None, feeds)[0]
     assert row_kernel_calls["layer_norm_rows"] == 1
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=2e-6)
+
+
+# --------------------------------------------------------------------------- float32 batched GEMM
+
+FG = importlib.import_module(K.__name__ + ".fgemm")
+
+
+def _sequential_fma_matmul(a, b):
+    """Each output as fused multiply-adds over k in order, from 0 (exact float64 products and sums
+    rounded once per step: fma32 from the twins)."""
+    out = np.zeros(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1]),
+                   np.float32)
+    a_b = np.broadcast_to(a, out.shape[:-2] + a.shape[-2:])
+    b_b = np.broadcast_to(b, out.shape[:-2] + b.shape[-2:])
+    for kk in range(a.shape[-1]):
+        out = T.fma32(np.broadcast_to(a_b[..., :, kk:kk + 1], out.shape),
+                      np.broadcast_to(b_b[..., kk:kk + 1, :], out.shape), out)
+    return out
+
+
+@SETTINGS
+@given(nb=st.integers(1, 4), m=st.integers(1, 40), k=st.integers(0, 70), n=st.integers(1, 90),
+       broadcast=st.booleans(), b_transposed=st.booleans(), seed=st.integers(0, 2**31))
+def test_batched_matmul_f32_is_sequential_fma(nb, m, k, n, broadcast, b_transposed, seed):
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((nb, m, k)).astype(np.float32)
+    b = rng.standard_normal((1 if broadcast else nb, k, n)).astype(np.float32)
+    if b_transposed:   # stored as B^T, as attention's K^T is
+        b = np.swapaxes(np.ascontiguousarray(np.swapaxes(b, -1, -2)), -1, -2)
+    got = FG.batched_matmul_f32(a, b)
+    assert got.shape == (nb, m, n) and got.dtype == np.float32
+    assert same_bits(got, _sequential_fma_matmul(a, b))
+
+
+def test_batched_matmul_f32_attention_shapes_match_numpy():
+    # the BERT attention products: the same bits as numpy.matmul (OpenBLAS) here
+    rng = np.random.default_rng(5)
+    for a_shape, b_shape in [((1, 12, 128, 64), (1, 12, 64, 128)), ((1, 12, 128, 128), (1, 12, 128, 64))]:
+        a = rng.standard_normal(a_shape).astype(np.float32)
+        b = rng.standard_normal(b_shape).astype(np.float32)
+        got = FG.batched_matmul_f32(a, np.swapaxes(np.swapaxes(b, -1, -2).copy(), -1, -2))
+        assert got.shape == np.matmul(a, b).shape
+        np.testing.assert_allclose(got, np.matmul(a, b), rtol=1e-5, atol=1e-5)

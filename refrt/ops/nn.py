@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import kernels as K
 from ..registry import op
 from ._common import compute_dtype, np_dtype
 from .elementwise import swish as _swish
@@ -61,8 +62,21 @@ def matmul(a, b):
     if k_a != k_b:
         raise ValueError(f"MatMul: shapes {list(a.shape)} and {list(b.shape)} do not match "
                          f"({k_a} != {k_b})")
+    if (a.dtype == np.float32 and b.dtype == np.float32 and a.ndim >= 2 and b.ndim >= 2
+            and max(a.ndim, b.ndim) >= 3 and a.shape[-2] * b.shape[-1] * k_a <= _SMALL_MATMUL):
+        try:
+            batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+        except ValueError:
+            batch = None   # numpy.matmul below reports it
+        if batch is not None and int(np.prod(batch)) >= 2:
+            return K.fgemm.batched_matmul_f32(a, b)
     _, (a_, b_) = _as_compute(a, b)
     return np.asarray(np.matmul(a_, b_)).astype(a.dtype, copy=False)
+
+
+# a stack of float32 products this small (M * N * K each) runs in kernels/fgemm.py's register
+# tiles: the BLAS, called once per matrix, spent most of its time starting and stopping threads
+_SMALL_MATMUL = 1 << 21
 
 
 def _explicit_equation(equation: str) -> str:

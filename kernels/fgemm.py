@@ -1,0 +1,194 @@
+"""Batched float32 matrix products of small matrices (attention's Q K^T and P V), in register tiles.
+
+``numpy.matmul`` on a stack of matrices calls the BLAS once per matrix; for the 12 heads of a
+BERT layer (128 x 64 @ 64 x 128) each call is too small to amortize the BLAS threads' start and
+stop, and the stack took 0.3-0.5 ms.  Here every (matrix, 8-row block, 32-column block) of the
+stack is one parallel task, and each task is a register tile written in LLVM IR:
+
+    for k in range(K):
+        b[v] = B[k, j0 + 16v : j0 + 16v + 16]      # two 16-float vectors
+        for r in range(MR):                         # MR = 8, 4, 2 or 1 rows
+            acc[r][v] = fma(broadcast(A[i0 + r, k]), b[v], acc[r][v])
+
+Each output is the sequential fused multiply-add over k, starting from 0 -- one rounding per
+step, k in order (the tests compare with an exact emulation, bit for bit).  For BERT's attention
+shapes that gave the same bits as NumPy's OpenBLAS on the AVX-512 machine of bench/RESULTS.md;
+other BLAS builds may block K differently, so only closeness to numpy.matmul is tested.  Column
+tails narrower than 32 use a 16-wide tile and then a scalar loop of the same fused multiply-adds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from .mathf import fma
+
+__all__ = ["batched_matmul_f32", "SMALL"]
+
+SMALL = 1 << 21  # M * N * K of one matrix product up to which the stack runs here
+_F16 = ir.VectorType(ir.FloatType(), 16)
+
+
+def _tile_intrinsic(mr: int, nv: int):
+    """c[c_off + r*ldc + j] = sum_k a[a_off + r*lda + k] * b[b_off + k*ldb + j] for r < mr,
+    j < 16 * nv (sequential fused multiply-adds over k); float32 1-D arrays, indices in bounds."""
+
+    @intrinsic
+    def tile(typingctx, a, a_off, lda, b, b_off, ldb, kdim, c, c_off, ldc):
+        sig = types.void(a, types.intp, types.intp, b, types.intp, types.intp, types.intp, c,
+                         types.intp, types.intp)
+
+        def codegen(context, builder, signature, args):
+            a_arr, a_off_v, lda_v, b_arr, b_off_v, ldb_v, k_v, c_arr, c_off_v, ldc_v = args
+            data = [cgutils.create_struct_proxy(signature.args[i])(context, builder, value=args[i]).data
+                    for i in (0, 3, 7)]
+            a_base = builder.gep(data[0], [a_off_v])
+            b_base = builder.gep(data[1], [b_off_v])
+            c_base = builder.gep(data[2], [c_off_v])
+            vfma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_F16, [_F16] * 3),
+                                                  "llvm.fma.v16f32")
+            accs = [[cgutils.alloca_once_value(builder, ir.Constant(_F16, None)) for _ in range(nv)]
+                    for _ in range(mr)]
+            rows = [builder.gep(a_base, [builder.mul(lda_v, ir.Constant(lda_v.type, r))]) for r in range(mr)]
+            lane0 = ir.Constant(ir.VectorType(ir.IntType(32), 16), [0] * 16)
+            with cgutils.for_range(builder, k_v) as loop:
+                k = loop.index
+                b_row = builder.gep(b_base, [builder.mul(k, ldb_v)])
+                b_vecs = [builder.load(builder.bitcast(builder.gep(b_row, [ir.Constant(k.type, 16 * v)]),
+                                                       _F16.as_pointer()), align=4) for v in range(nv)]
+                for r in range(mr):
+                    x = builder.load(builder.gep(rows[r], [k]))
+                    one = builder.insert_element(ir.Constant(_F16, ir.Undefined), x, ir.Constant(ir.IntType(32), 0))
+                    bcast = builder.shuffle_vector(one, ir.Constant(_F16, ir.Undefined), lane0)
+                    for v in range(nv):
+                        builder.store(builder.call(vfma, [bcast, b_vecs[v], builder.load(accs[r][v])]), accs[r][v])
+            for r in range(mr):
+                row = builder.gep(c_base, [builder.mul(ldc_v, ir.Constant(ldc_v.type, r))])
+                for v in range(nv):
+                    ptr = builder.bitcast(builder.gep(row, [ir.Constant(ldc_v.type, 16 * v)]), _F16.as_pointer())
+                    builder.store(builder.load(accs[r][v]), ptr, align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return tile
+
+
+_T32 = {mr: _tile_intrinsic(mr, 2) for mr in (8, 4, 2, 1)}
+_T16 = {mr: _tile_intrinsic(mr, 1) for mr in (8, 4, 2, 1)}
+_t32_8, _t32_4, _t32_2, _t32_1 = _T32[8], _T32[4], _T32[2], _T32[1]
+_t16_8, _t16_4, _t16_2, _t16_1 = _T16[8], _T16[4], _T16[2], _T16[1]
+
+
+@njit(inline="always")
+def _rows(a, ao, lda, b, bo, ldb, k, c, co, ldc, i0, i1, width):
+    """Rows i0..i1-1 of one 32- or 16-column block, in row tiles of 8, 4, 2, 1."""
+    i = i0
+    while i + 8 <= i1:
+        if width == 32:
+            _t32_8(a, ao + i * lda, lda, b, bo, ldb, k, c, co + i * ldc, ldc)
+        else:
+            _t16_8(a, ao + i * lda, lda, b, bo, ldb, k, c, co + i * ldc, ldc)
+        i += 8
+    if i + 4 <= i1:
+        if width == 32:
+            _t32_4(a, ao + i * lda, lda, b, bo, ldb, k, c, co + i * ldc, ldc)
+        else:
+            _t16_4(a, ao + i * lda, lda, b, bo, ldb, k, c, co + i * ldc, ldc)
+        i += 4
+    if i + 2 <= i1:
+        if width == 32:
+            _t32_2(a, ao + i * lda, lda, b, bo, ldb, k, c, co + i * ldc, ldc)
+        else:
+            _t16_2(a, ao + i * lda, lda, b, bo, ldb, k, c, co + i * ldc, ldc)
+        i += 2
+    if i < i1:
+        if width == 32:
+            _t32_1(a, ao + i * lda, lda, b, bo, ldb, k, c, co + i * ldc, ldc)
+        else:
+            _t16_1(a, ao + i * lda, lda, b, bo, ldb, k, c, co + i * ldc, ldc)
+
+
+@njit(inline="always")
+def _column_tail(a, ao, b, bo, ldb, c, co, ldc, ncols, k, j0, i0, i1):
+    """Columns j0..ncols-1 (of a block whose B rows are ldb apart) of rows i0..i1-1: a 16-wide
+    tile, then single outputs."""
+    j = j0
+    if ncols - j >= 16:
+        _rows(a, ao, k, b, bo + j, ldb, k, c, co + j, ldc, i0, i1, 16)
+        j += 16
+    for i in range(i0, i1):
+        for jj in range(j, ncols):
+            acc = np.float32(0)
+            for kk in range(k):
+                acc = fma(a[ao + i * k + kk], b[bo + kk * ldb + jj], acc)
+            c[co + i * ldc + jj] = acc
+
+
+@njit(cache=True, parallel=True)
+def _bmm_kernel(a, b, c, nb, m, n, k):
+    """c[t] = a[t] @ b[t] for the nb matrices of flat C-order stacks a [nb, m, k], b [nb, k, n],
+    c [nb, m, n]: one task per (matrix, 8-row block, 32-column block), then the row and column
+    tails, one task per matrix."""
+    mt, nt = m // 8, n // 32
+    full = nt * 32
+    for task in prange(nb * mt * nt):
+        t = task // (mt * nt)
+        rest = task - t * mt * nt
+        i = (rest // nt) * 8
+        j = (rest - (rest // nt) * nt) * 32
+        _t32_8(a, t * m * k + i * k, k, b, t * k * n + j, n, k, c, t * m * n + i * n + j, n)
+    for t in prange(nb):
+        ao, bo, co = t * m * k, t * k * n, t * m * n
+        for j in range(0, full, 32):          # rows below the last full 8-row block
+            _rows(a, ao, k, b, bo + j, n, k, c, co + j, n, mt * 8, m, 32)
+        _column_tail(a, ao, b, bo, n, c, co, n, n, k, full, 0, m)
+
+
+@njit(cache=True, parallel=True)
+def _bmm_bt_kernel(a, bt, c, nb, m, n, k):
+    """Like ``_bmm_kernel`` with B given transposed: bt [nb, n, k] C-order (b[t] = bt[t].T, the
+    layout of attention's K^T).  One task per (matrix, 32-column block): the block of B is first
+    copied into a [k, 32] scratch, which the tiles then read."""
+    nt = (n + 31) // 32
+    for task in prange(nb * nt):
+        t = task // nt
+        j0 = (task - t * nt) * 32
+        w = min(32, n - j0)
+        blk = np.zeros(k * 32, dtype=np.float32)
+        for jj in range(w):
+            src = t * n * k + (j0 + jj) * k
+            for kk in range(k):
+                blk[kk * 32 + jj] = bt[src + kk]
+        ao, co = t * m * k, t * m * n
+        if w == 32:
+            _rows(a, ao, k, blk, 0, 32, k, c, co + j0, n, 0, m, 32)
+        else:
+            _column_tail(a, ao, blk, 0, 32, c, co + j0, n, w, k, 0, 0, m)
+
+
+def batched_matmul_f32(a, b) -> np.ndarray:
+    """``numpy.matmul`` of two float32 stacks a [..., M, K] and b [..., K, N] whose leading axes
+    broadcast (both at least 2-D), each product as sequential fused multiply-adds over k."""
+    batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    m, k = a.shape[-2:]
+    n = b.shape[-1]
+    if b.shape[-2] != k:
+        raise ValueError(f"batched_matmul_f32: shapes {a.shape} and {b.shape} do not match")
+    aa = np.ascontiguousarray(np.broadcast_to(a, batch + (m, k)), dtype=np.float32).reshape(-1)
+    nb = int(np.prod(batch, dtype=np.int64))
+    out = np.empty(batch + (m, n), dtype=np.float32)
+    if not out.size:
+        return out
+    if b.strides[-2] == b.itemsize and b.strides[-1] != b.itemsize and k > 1:
+        # B stored transposed (attention's K^T): gather its rows, which are contiguous
+        bt = np.ascontiguousarray(np.swapaxes(np.broadcast_to(b, batch + (k, n)), -1, -2))
+        _bmm_bt_kernel(aa, bt.reshape(-1), out.reshape(-1), nb, m, n, k)
+    else:
+        bb = np.ascontiguousarray(np.broadcast_to(b, batch + (k, n)), dtype=np.float32).reshape(-1)
+        _bmm_kernel(aa, bb, out.reshape(-1), nb, m, n, k)
+    return out
