@@ -78,39 +78,31 @@ def _tile_intrinsic(mr: int, nv: int):
     return tile
 
 
-_T32 = {mr: _tile_intrinsic(mr, 2) for mr in (8, 4, 2, 1)}
-_T16 = {mr: _tile_intrinsic(mr, 1) for mr in (8, 4, 2, 1)}
-_t32_8, _t32_4, _t32_2, _t32_1 = _T32[8], _T32[4], _T32[2], _T32[1]
-_t16_8, _t16_4, _t16_2, _t16_1 = _T16[8], _T16[4], _T16[2], _T16[1]
+def _rows_function(width: int):
+    """rows(a, ao, lda, b, bo, ldb, k, c, co, ldc, i0, i1): rows i0..i1-1 of one ``width``-column
+    block (32 or 16), in row tiles of 8, 4, 2 and 1."""
+    t8, t4, t2, t1 = (_tile_intrinsic(mr, width // 16) for mr in (8, 4, 2, 1))
+
+    @njit(inline="always")
+    def rows(a, ao, lda, b, bo, ldb, k, c, co, ldc, i0, i1):
+        i = i0
+        while i + 8 <= i1:
+            t8(a, ao + i * lda, lda, b, bo, ldb, k, c, co + i * ldc, ldc)
+            i += 8
+        if i + 4 <= i1:
+            t4(a, ao + i * lda, lda, b, bo, ldb, k, c, co + i * ldc, ldc)
+            i += 4
+        if i + 2 <= i1:
+            t2(a, ao + i * lda, lda, b, bo, ldb, k, c, co + i * ldc, ldc)
+            i += 2
+        if i < i1:
+            t1(a, ao + i * lda, lda, b, bo, ldb, k, c, co + i * ldc, ldc)
+
+    return rows, t8
 
 
-@njit(inline="always")
-def _rows(a, ao, lda, b, bo, ldb, k, c, co, ldc, i0, i1, width):
-    """Rows i0..i1-1 of one 32- or 16-column block, in row tiles of 8, 4, 2, 1."""
-    i = i0
-    while i + 8 <= i1:
-        if width == 32:
-            _t32_8(a, ao + i * lda, lda, b, bo, ldb, k, c, co + i * ldc, ldc)
-        else:
-            _t16_8(a, ao + i * lda, lda, b, bo, ldb, k, c, co + i * ldc, ldc)
-        i += 8
-    if i + 4 <= i1:
-        if width == 32:
-            _t32_4(a, ao + i * lda, lda, b, bo, ldb, k, c, co + i * ldc, ldc)
-        else:
-            _t16_4(a, ao + i * lda, lda, b, bo, ldb, k, c, co + i * ldc, ldc)
-        i += 4
-    if i + 2 <= i1:
-        if width == 32:
-            _t32_2(a, ao + i * lda, lda, b, bo, ldb, k, c, co + i * ldc, ldc)
-        else:
-            _t16_2(a, ao + i * lda, lda, b, bo, ldb, k, c, co + i * ldc, ldc)
-        i += 2
-    if i < i1:
-        if width == 32:
-            _t32_1(a, ao + i * lda, lda, b, bo, ldb, k, c, co + i * ldc, ldc)
-        else:
-            _t16_1(a, ao + i * lda, lda, b, bo, ldb, k, c, co + i * ldc, ldc)
+_rows32, _t32_8 = _rows_function(32)
+_rows16, _ = _rows_function(16)
 
 
 @njit(inline="always")
@@ -119,7 +111,7 @@ def _column_tail(a, ao, b, bo, ldb, c, co, ldc, ncols, k, j0, i0, i1):
     tile, then single outputs."""
     j = j0
     if ncols - j >= 16:
-        _rows(a, ao, k, b, bo + j, ldb, k, c, co + j, ldc, i0, i1, 16)
+        _rows16(a, ao, k, b, bo + j, ldb, k, c, co + j, ldc, i0, i1)
         j += 16
     for i in range(i0, i1):
         for jj in range(j, ncols):
@@ -145,7 +137,7 @@ def _bmm_kernel(a, b, c, nb, m, n, k):
     for t in prange(nb):
         ao, bo, co = t * m * k, t * k * n, t * m * n
         for j in range(0, full, 32):          # rows below the last full 8-row block
-            _rows(a, ao, k, b, bo + j, n, k, c, co + j, n, mt * 8, m, 32)
+            _rows32(a, ao, k, b, bo + j, n, k, c, co + j, n, mt * 8, m)
         _column_tail(a, ao, b, bo, n, c, co, n, n, k, full, 0, m)
 
 
@@ -166,7 +158,7 @@ def _bmm_bt_kernel(a, bt, c, nb, m, n, k):
                 blk[kk * 32 + jj] = bt[src + kk]
         ao, co = t * m * k, t * m * n
         if w == 32:
-            _rows(a, ao, k, blk, 0, 32, k, c, co + j0, n, 0, m, 32)
+            _rows32(a, ao, k, blk, 0, 32, k, c, co + j0, n, 0, m)
         else:
             _column_tail(a, ao, blk, 0, 32, c, co + j0, n, w, k, 0, 0, m)
 
