@@ -49,7 +49,7 @@ from numba.extending import intrinsic
 
 from . import vnni
 
-__all__ = ["available", "gemm", "gemm_scaled", "K_ALIGN", "MIN_ROWS"]
+__all__ = ["available", "gemm", "K_ALIGN", "MIN_ROWS"]
 
 K_ALIGN = 64    # bytes of K per A tile row: K is zero-padded to a multiple of this
 MIN_ROWS = 16   # rows of one A tile; fewer rows than this run on the VNNI tiles only
@@ -188,29 +188,15 @@ _tile32 = _tile_intrinsic(2)
 _tile16 = _tile_intrinsic(1)
 
 
-def gemm(a, b: vnni.VnniB, a_zp, b_zp) -> np.ndarray:
-    """C [M, N] int32 = (a - a_zp) @ (B - b_zp), like ``vnni.gemm``; B's panels must have K
-    padded to a multiple of 64 (``vnni.pack_b(..., k_align=K_ALIGN)``)."""
+def gemm(a, b: vnni.VnniB, a_zp, b_zp, epilogue=None) -> np.ndarray:
+    """C [M, N] = (a - a_zp) @ (B - b_zp), like ``vnni.gemm`` (``epilogue`` too); B's panels must
+    have K padded to a multiple of 64 (``vnni.pack_b(..., k_align=K_ALIGN)``)."""
     if b.kpad % K_ALIGN:
         raise ValueError(f"the AMX kernel needs B packed with K padded to a multiple of {K_ALIGN}")
-    m = a.shape[0]
-    a_u8, rowsum, colterm, a_zp, bzp, c = vnni.prepare(a, b, a_zp, b_zp)
-    gemm_u8s8_amx(a_u8.reshape(-1), b.kpad, m, b.panels, b.npad // _NR, b.kpad // _KG,
-                  rowsum, colterm, a_zp, bzp, c, b.npad)
-    return vnni.finish(c, m, b)
-
-
-def gemm_scaled(a, b: vnni.VnniB, a_zp, b_zp, scale, bias=None) -> np.ndarray:
-    """``vnni.gemm_scaled`` on the AMX tiles: float32 (exact int32 product) * scale (+ bias)."""
-    if b.kpad % K_ALIGN:
-        raise ValueError(f"the AMX kernel needs B packed with K padded to a multiple of {K_ALIGN}")
-    m = a.shape[0]
-    a_u8, rowsum, colterm, a_zp, bzp, c = vnni.prepare(a, b, a_zp, b_zp)
-    s, bb = vnni.epilogue_vectors(b, scale, bias)
-    out = np.empty(c.shape, np.float32)
-    gemm_u8s8_amx_f32(a_u8.reshape(-1), b.kpad, m, b.panels, b.npad // _NR, b.kpad // _KG,
-                      rowsum, colterm, a_zp, bzp, c, b.npad, s, bb, bias is not None, out)
-    return vnni.finish(out, m, b)
+    a_u8, rowsum, a_zp = vnni.prepare(a, b, a_zp)
+    terms = vnni.zero_point_terms(b, a.shape[1], rowsum, a_zp, b_zp, b.shift)
+    return vnni.run_panels(gemm_u8s8_amx, gemm_u8s8_amx_f32, a_u8, a.shape[0], b, b.npad // _NR,
+                           b.kpad // _KG, terms, epilogue)
 
 
 @njit(cache=True)

@@ -25,8 +25,8 @@ a horizontal sum.  The tile here keeps a block of C in registers instead:
 Packing (``pack_b``): B [K, N] becomes int16 panels ``[N/24][Kp/2][24][2]`` (K padded to even, N
 to a multiple of 24): for each pair of k, the two values of a column side by side -- the operand
 layout of ``vpmaddwd``.  A is widened to int16 rows per call.  Zero points are folded in per
-panel exactly as in ``vnni.py`` (``fold_zero_points``), and ``gemm_scaled`` adds the float
-epilogue of ``vnni.fold_and_scale``.
+panel exactly as in ``vnni.py`` (``fold_zero_points``), and an ``epilogue`` adds the float
+epilogue of ``vnni.fold_and_scale``; ``vnni.run_panels`` drives both.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from numba.extending import intrinsic
 
 from . import vnni
 
-__all__ = ["available", "Avx2B", "pack_b", "gemm", "gemm_scaled", "NR"]
+__all__ = ["available", "Avx2B", "pack_b", "gemm", "NR"]
 
 _NV = 3
 NR = 8 * _NV  # columns per B panel
@@ -150,39 +150,15 @@ def pack_b(bt, colsum) -> Avx2B:
     return Avx2B(panels.reshape(-1), padded, n, kpad)
 
 
-def _prepare(a, b: Avx2B, a_zp, b_zp):
+def gemm(a, b: Avx2B, a_zp, b_zp, epilogue=None) -> np.ndarray:
+    """C [M, N] int32 = (a - a_zp) @ (B - b_zp) for a uint8/int8 [M, K] (K checked by the
+    caller) and int64 zero-point vectors a_zp [M], b_zp [N]; ``epilogue`` as in ``vnni.gemm``."""
     m, k = a.shape
     a16 = np.zeros((m, b.kpad), dtype=np.int16)
     a16[:, :k] = a
-    rowsum = a.sum(axis=1, dtype=np.int64)
-    bzp = np.zeros(b.npad, dtype=np.int64)
-    bzp[: b.n] = b_zp
-    colterm = b.colsum - np.int64(k) * bzp
-    c = np.empty(m * b.npad, dtype=np.int32)
-    # the fold works modulo 2**32 like the int32 result: each term reduced to int32 first
-    return (a16, rowsum.astype(np.int32), colterm.astype(np.int32), np.asarray(a_zp).astype(np.int32),
-            bzp.astype(np.int32), c)
-
-
-def gemm(a, b: Avx2B, a_zp, b_zp) -> np.ndarray:
-    """C [M, N] int32 = (a - a_zp) @ (B - b_zp) for a uint8/int8 [M, K] (K checked by the
-    caller) and int64 zero-point vectors a_zp [M], b_zp [N]."""
-    m = a.shape[0]
-    a16, rowsum, colterm, a_zp, bzp, c = _prepare(a, b, a_zp, b_zp)
-    gemm_s16_avx2(a16.reshape(-1), b.kpad, m, b.panels, b.npad // NR, b.kpad // 2,
-                  rowsum, colterm, a_zp, bzp, c, b.npad)
-    return vnni.finish(c, m, b)
-
-
-def gemm_scaled(a, b: Avx2B, a_zp, b_zp, scale, bias=None) -> np.ndarray:
-    """``vnni.gemm_scaled`` on the AVX2 tiles: float32 (exact int32 product) * scale (+ bias)."""
-    m = a.shape[0]
-    a16, rowsum, colterm, a_zp, bzp, c = _prepare(a, b, a_zp, b_zp)
-    s, bb = vnni.epilogue_vectors(b, scale, bias)
-    out = np.empty(c.shape, np.float32)
-    gemm_s16_avx2_f32(a16.reshape(-1), b.kpad, m, b.panels, b.npad // NR, b.kpad // 2,
-                      rowsum, colterm, a_zp, bzp, c, b.npad, s, bb, bias is not None, out)
-    return vnni.finish(out, m, b)
+    terms = vnni.zero_point_terms(b, k, a.sum(axis=1, dtype=np.int64), a_zp, b_zp)
+    return vnni.run_panels(gemm_s16_avx2, gemm_s16_avx2_f32, a16, m, b, b.npad // NR, b.kpad // 2,
+                           terms, epilogue)
 
 
 @njit(cache=True)

@@ -262,10 +262,7 @@ def _run(kernel, a, b, a_zp, b_zp, epilogue=None):
         from . import amx, avx2, vnni
 
         mod = {"amx": amx, "vnni": vnni, "avx2": avx2}[kernel]
-        layout = packed.avx2 if kernel == "avx2" else packed.vnni
-        if epilogue is None:
-            return mod.gemm(a, layout, az, bz)
-        return mod.gemm_scaled(a, layout, az, bz, *epilogue)
+        return mod.gemm(a, packed.avx2 if kernel == "avx2" else packed.vnni, az, bz, epilogue)
     out = np.empty((m, n), dtype=np.int32)
     a16, rowsum = _prepare_a(a, packed.data.shape[1])
     _gemm_prepared(kernel, a16, rowsum, packed.data, packed.colsum, k, az, bz, out)

@@ -42,7 +42,8 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-__all__ = ["available", "VnniB", "pack_b", "prepare", "finish", "gemm", "gemm_scaled", "NR", "KGROUP"]
+__all__ = ["available", "VnniB", "pack_b", "prepare", "zero_point_terms", "run_panels", "finish", "gemm",
+           "NR", "KGROUP"]
 
 NR = 32  # columns per B panel (two 16-lane int32 vectors)
 KGROUP = 4  # k steps per vpdpbusd
@@ -151,11 +152,9 @@ def pack_b(bt, colsum, k_align: int = KGROUP) -> VnniB:
     return VnniB(panels.reshape(-1), stored_colsum, shift, n, kpad)
 
 
-def prepare(a, b: VnniB, a_zp, b_zp):
-    """The operands every kernel on ``VnniB`` panels takes: A as uint8 rows padded to ``b.kpad``
-    (int8 A stored as a + 128, its zero points + 128), A's row sums, B's column term
-    ``colsum - K * b_zp`` and both zero-point vectors with the shifts folded in, and the int32
-    output buffer [M * npad]."""
+def prepare(a, b: VnniB, a_zp):
+    """A for the kernels on ``VnniB`` panels: uint8 rows padded to ``b.kpad`` (int8 A stored as
+    a + 128, its zero points + 128), A's int64 row sums and the (shifted) zero points."""
     m, k = a.shape
     rowsum = np.empty(m, dtype=np.int64)
     flip = 0x80 if a.dtype == np.int8 else 0
@@ -167,13 +166,34 @@ def prepare(a, b: VnniB, a_zp, b_zp):
     else:
         a_u8 = np.empty((m, b.kpad), dtype=np.uint8)
         _pad_rows(a.view(np.uint8), flip, a_u8, rowsum)
+    return a_u8, rowsum, a_zp
+
+
+def zero_point_terms(b, k: int, rowsum, a_zp, b_zp, shift: int = 0) -> tuple:
+    """(rowsum, colterm, a_zp, b_zp) as the panel kernels' fold takes them: B's column term
+    ``colsum - K * b_zp`` and b_zp (+ ``shift``) padded to ``b.npad``, all reduced to int32 --
+    the fold works modulo 2**32 like the int32 result."""
     bzp = np.zeros(b.npad, dtype=np.int64)
-    bzp[: b.n] = b_zp + b.shift
+    bzp[: b.n] = b_zp + shift
     colterm = b.colsum - np.int64(k) * bzp
+    return (rowsum.astype(np.int32), colterm.astype(np.int32), np.asarray(a_zp).astype(np.int32),
+            bzp.astype(np.int32))
+
+
+def run_panels(kernel, kernel_f32, a_op, m: int, b, n_panels: int, steps: int, terms: tuple,
+               epilogue=None) -> np.ndarray:
+    """Call a panel kernel pair (int32 result, or ``*_f32`` with ``epilogue=(scale, bias)``)
+    on prepared operands and return C [M, N]: the driver every packed-panel kernel shares."""
     c = np.empty(m * b.npad, dtype=np.int32)
-    # the fold works modulo 2**32 like the int32 result: each term reduced to int32 first
-    return (a_u8, rowsum.astype(np.int32), colterm.astype(np.int32), np.asarray(a_zp).astype(np.int32),
-            bzp.astype(np.int32), c)
+    args = (a_op.reshape(-1), b.kpad, m, b.panels, n_panels, steps) + terms + (c, b.npad)
+    if epilogue is None:
+        kernel(*args)
+        return finish(c, m, b)
+    scale, bias = epilogue
+    s, bb = epilogue_vectors(b, scale, bias)
+    out = np.empty(c.shape, np.float32)
+    kernel_f32(*args, s, bb, bias is not None, out)
+    return finish(out, m, b)
 
 
 @njit(cache=True)
@@ -207,15 +227,16 @@ def finish(c, m: int, b: VnniB) -> np.ndarray:
     return c if b.npad == b.n else np.ascontiguousarray(c[:, : b.n])
 
 
-def gemm(a, b: VnniB, a_zp, b_zp) -> np.ndarray:
+def gemm(a, b: VnniB, a_zp, b_zp, epilogue=None) -> np.ndarray:
     """C [M, N] int32 = (a - a_zp) @ (B - b_zp) for a uint8/int8 [M, K] (K checked by the caller),
     int64 zero-point vectors a_zp [M] and b_zp [N].  int8 A is stored as a + 128 (its zero point
-    + 128); the zero points fold both shifts back in, exactly."""
-    m = a.shape[0]
-    a_u8, rowsum, colterm, a_zp, bzp, c = prepare(a, b, a_zp, b_zp)
-    gemm_u8s8_vnni(a_u8.reshape(-1), b.kpad, m, b.panels, b.npad // NR, b.kpad // KGROUP,
-                   rowsum, colterm, a_zp, bzp, c, b.npad)
-    return finish(c, m, b)
+    + 128); the zero points fold both shifts back in, exactly.  With ``epilogue=(scale, bias)``:
+    float32 C = float32(product) * scale (+ bias), the epilogue of ``kernels.scale_bias_int32``
+    bit for bit, applied per panel while it is in cache."""
+    a_u8, rowsum, a_zp = prepare(a, b, a_zp)
+    terms = zero_point_terms(b, a.shape[1], rowsum, a_zp, b_zp, b.shift)
+    return run_panels(gemm_u8s8_vnni, gemm_u8s8_vnni_f32, a_u8, a.shape[0], b, b.npad // NR,
+                      b.kpad // KGROUP, terms, epilogue)
 
 
 @njit(cache=True)
@@ -282,18 +303,6 @@ def epilogue_vectors(b: VnniB, scale, bias):
         return out
 
     return vector(scale), vector(bias)
-
-
-def gemm_scaled(a, b: VnniB, a_zp, b_zp, scale, bias=None) -> np.ndarray:
-    """float32 C [M, N] = float32((a - a_zp) @ (B - b_zp)) * scale (+ bias), the int32 product
-    exact as in ``gemm`` and the epilogue that of ``kernels.scale_bias_int32``, bit for bit."""
-    m = a.shape[0]
-    a_u8, rowsum, colterm, a_zp, bzp, c = prepare(a, b, a_zp, b_zp)
-    s, bb = epilogue_vectors(b, scale, bias)
-    out = np.empty(c.shape, np.float32)
-    gemm_u8s8_vnni_f32(a_u8.reshape(-1), b.kpad, m, b.panels, b.npad // NR, b.kpad // KGROUP,
-                       rowsum, colterm, a_zp, bzp, c, b.npad, s, bb, bias is not None, out)
-    return finish(out, m, b)
 
 
 @njit(cache=True, parallel=True)
