@@ -373,19 +373,26 @@ def _gemm_for(a_dtype, b_dtype, ctx):
     return K.gemm_int8
 
 
+def _packed_once(ctx, input_index: int, key: tuple, value, pack):
+    """``pack(value)``, kept in the node's cache when input ``input_index`` is constant (a
+    session packs its weights once), recomputed otherwise."""
+    constant = ctx is not None and ctx.is_constant(input_index)
+    signature = (value.shape, value.dtype.str)
+    if constant:
+        hit = ctx.cache.get(key)
+        if hit is not None and hit[0] == signature:
+            return hit[1]
+    packed = pack(value)
+    if constant:
+        ctx.cache[key] = (signature, packed)
+    return packed
+
+
 def _packed_matrices(b, ctx, b_input):
     """PackedB for every matrix of b [..., K, N] (batch flattened); packed once per session for
     a constant b (kept in the node's cache)."""
-    constant = ctx is not None and ctx.is_constant(b_input)
-    key = ("packed_b", b_input)
-    if constant:
-        hit = ctx.cache.get(key)
-        if hit is not None and hit[0] == (b.shape, b.dtype.str):
-            return hit[1]
-    packs = [K.pack_b(m) for m in b.reshape((-1,) + b.shape[-2:])]
-    if constant:
-        ctx.cache[key] = ((b.shape, b.dtype.str), packs)
-    return packs
+    return _packed_once(ctx, b_input, ("packed_b", b_input), b,
+                        lambda v: [K.pack_b(m) for m in v.reshape((-1,) + v.shape[-2:])])
 
 
 def matmul_integer(a, b, a_zp=None, b_zp=None, ctx=None, b_input=1, epilogue=None):
@@ -507,16 +514,12 @@ def conv_integer(x, w, x_zp=None, w_zp=None, *, auto_pad="NOTSET", dilations=Non
 
 def _packed_conv_weights(w, group, ctx, w_input):
     """``conv.pack_weights`` for a constant w, kept in the node's cache; None (pack per call)
-    otherwise, or for depthwise-like groups that never reach the GEMM."""
+    otherwise, or for a group count that does not divide the output channels (conv_int8 reports
+    it)."""
     if ctx is None or not ctx.is_constant(w_input) or group < 1 or w.shape[0] % group:
         return None
-    key = ("packed_conv", w_input, group)
-    hit = ctx.cache.get(key)
-    if hit is not None and hit[0] == (w.shape, w.dtype.str):
-        return hit[1]
-    packed = K.conv.pack_weights(w, group)
-    ctx.cache[key] = ((w.shape, w.dtype.str), packed)
-    return packed
+    return _packed_once(ctx, w_input, ("packed_conv", w_input, group), w,
+                        lambda v: K.conv.pack_weights(v, group))
 
 
 @op("ConvInteger", since=10)
