@@ -120,12 +120,9 @@ def _tile_intrinsic(row_tiles: int):
         sig = types.void(a, types.intp, types.intp, bp, types.intp, types.intp, c, types.intp, types.intp)
 
         def codegen(context, builder, signature, args):
-            a_arr, a_off_v, lda_v, b_arr, b_off_v, kblocks_v, c_arr, c_off_v, ldc_v = args
-            data = [cgutils.create_struct_proxy(signature.args[i])(context, builder, value=args[i]).data
-                    for i in (0, 3, 6)]
-            a_base = builder.gep(builder.bitcast(data[0], _I8P), [a_off_v])
-            b_base = builder.gep(builder.bitcast(data[1], _I8P), [b_off_v])
-            c_base = builder.bitcast(builder.gep(data[2], [c_off_v]), _I8P)
+            lda_v, kblocks_v, ldc_v = args[2], args[5], args[8]
+            a_base, b_base, c_elem = vnni.element_pointers(context, builder, signature, args, (0, 3, 6))
+            c_base = builder.bitcast(c_elem, _I8P)
             mod = builder.module
             load = cgutils.get_or_insert_function(
                 mod, ir.FunctionType(_TILE, [_I16, _I16, _I8P, _I64]), "llvm.x86.tileloadd64.internal")

@@ -80,12 +80,9 @@ def _tile_intrinsic(mr: int):
         sig = types.void(a, types.intp, types.intp, bp, types.intp, types.intp, c, types.intp, types.intp)
 
         def codegen(context, builder, signature, args):
-            a_arr, a_off_v, lda_v, b_arr, b_off_v, pairs_v, c_arr, c_off_v, ldc_v = args
-            data = [cgutils.create_struct_proxy(signature.args[i])(context, builder, value=args[i]).data
-                    for i in (0, 3, 6)]
-            a_base = builder.gep(data[0], [a_off_v])   # int16*
-            b_base = builder.gep(data[1], [b_off_v])   # int16*
-            c_base = builder.gep(data[2], [c_off_v])   # int32*
+            lda_v, pairs_v, ldc_v = args[2], args[5], args[8]
+            # int16*, int16*, int32*
+            a_base, b_base, c_base = vnni.element_pointers(context, builder, signature, args, (0, 3, 6))
             madd = cgutils.get_or_insert_function(
                 builder.module, ir.FunctionType(_I32X8, [_I16X16, _I16X16]), "llvm.x86.avx2.pmadd.wd")
             zero = ir.Constant(_I32X8, None)

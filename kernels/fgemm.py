@@ -26,6 +26,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .mathf import fma
+from .vnni import element_pointers
 
 __all__ = ["batched_matmul_f32", "SMALL"]
 
@@ -43,12 +44,8 @@ def _tile_intrinsic(mr: int, nv: int):
                          types.intp, types.intp)
 
         def codegen(context, builder, signature, args):
-            a_arr, a_off_v, lda_v, b_arr, b_off_v, ldb_v, k_v, c_arr, c_off_v, ldc_v = args
-            data = [cgutils.create_struct_proxy(signature.args[i])(context, builder, value=args[i]).data
-                    for i in (0, 3, 7)]
-            a_base = builder.gep(data[0], [a_off_v])
-            b_base = builder.gep(data[1], [b_off_v])
-            c_base = builder.gep(data[2], [c_off_v])
+            lda_v, ldb_v, k_v, ldc_v = args[2], args[5], args[6], args[9]
+            a_base, b_base, c_base = element_pointers(context, builder, signature, args, (0, 3, 7))
             vfma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_F16, [_F16] * 3),
                                                   "llvm.fma.v16f32")
             accs = [[cgutils.alloca_once_value(builder, ir.Constant(_F16, None)) for _ in range(nv)]

@@ -61,6 +61,13 @@ def available() -> bool:
     return bool(llvm.get_host_cpu_features().get("avx512vnni", False))
 
 
+def element_pointers(context, builder, signature, args, positions) -> list:
+    """In an intrinsic's codegen: for each array argument at ``positions``, whose next argument
+    is an element offset, a pointer to that element (of the array's element type)."""
+    return [builder.gep(cgutils.create_struct_proxy(signature.args[i])(context, builder, value=args[i]).data,
+                        [args[i + 1]]) for i in positions]
+
+
 def _tile_intrinsic(mr: int):
     """A Numba intrinsic computing one MR x 32 int32 tile:
 
@@ -76,14 +83,8 @@ def _tile_intrinsic(mr: int):
         sig = types.void(a, types.intp, types.intp, bp, types.intp, types.intp, c, types.intp, types.intp)
 
         def codegen(context, builder, signature, args):
-            a_arr, a_off_v, lda_v, b_arr, b_off_v, groups_v, c_arr, c_off_v, ldc_v = args
-            a_ptr = cgutils.create_struct_proxy(signature.args[0])(context, builder, value=a_arr).data
-            b_ptr = cgutils.create_struct_proxy(signature.args[3])(context, builder, value=b_arr).data
-            c_ptr = cgutils.create_struct_proxy(signature.args[6])(context, builder, value=c_arr).data
-            i8p = ir.IntType(8).as_pointer()
-            a_base = builder.gep(builder.bitcast(a_ptr, i8p), [a_off_v])
-            b_base = builder.gep(builder.bitcast(b_ptr, i8p), [b_off_v])
-            c_base = builder.gep(c_ptr, [c_off_v])
+            lda_v, groups_v, ldc_v = args[2], args[5], args[8]
+            a_base, b_base, c_base = element_pointers(context, builder, signature, args, (0, 3, 6))
             fn_ty = ir.FunctionType(_I32X16, [_I32X16, _I8X64, _I8X64])
             dpbusd = cgutils.get_or_insert_function(builder.module, fn_ty, "llvm.x86.avx512.vpdpbusd.512")
             zero = ir.Constant(_I32X16, None)
