@@ -1,4 +1,5 @@
-"""Batched float32 matrix products of small matrices (attention's Q K^T and P V), in register tiles.
+"""Float32 matrix products in register tiles: stacks of small matrices (attention's Q K^T and
+P V), and products with a constant weight matrix packed once (a model's MatMul layers).
 
 ``numpy.matmul`` on a stack of matrices calls the BLAS once per matrix; for the 12 heads of a
 BERT layer (128 x 64 @ 64 x 128) each call is too small to amortize the BLAS threads' start and
@@ -15,9 +16,20 @@ step, k in order (the tests compare with an exact emulation, bit for bit).  For 
 shapes that gave the same bits as NumPy's OpenBLAS on the AVX-512 machine of bench/RESULTS.md;
 other BLAS builds may block K differently, so only closeness to numpy.matmul is tested.  Column
 tails narrower than 32 use a 16-wide tile and then a scalar loop of the same fused multiply-adds.
+
+A constant weight matrix B [K, N] (``pack_b_f32``) is copied once into panels of 32 columns,
+each panel K rows of 32 contiguous floats ([ceil(N/32), K, 32], the last panel zero-padded), so a
+tile reads its B vectors from one sequential stream instead of rows N floats apart
+(``matmul_packed_f32``; one task per (panel, 8-row block)).  The optional bias is added to each
+finished tile while it is in cache: one float32 addition per output, the same as an Add node.
+The tiles hold 16 accumulators of 16 floats, which fit AVX-512's 32 vector registers;
+``packed_available()`` says whether this CPU has them (elsewhere the BLAS is faster).
 """
 
 from __future__ import annotations
+
+import os
+from typing import NamedTuple
 
 import numpy as np
 from llvmlite import ir
@@ -28,7 +40,8 @@ from numba.extending import intrinsic
 from .mathf import fma
 from .vnni import element_pointers
 
-__all__ = ["batched_matmul_f32", "SMALL"]
+__all__ = ["batched_matmul_f32", "SMALL", "PackedF32", "pack_b_f32", "matmul_packed_f32",
+           "packed_available"]
 
 SMALL = 1 << 21  # M * N * K of one matrix product up to which the stack runs here
 _F16 = ir.VectorType(ir.FloatType(), 16)
@@ -180,4 +193,89 @@ def batched_matmul_f32(a, b) -> np.ndarray:
     else:
         bb = np.ascontiguousarray(np.broadcast_to(b, batch + (k, n)), dtype=np.float32).reshape(-1)
         _bmm_kernel(aa, bb, out.reshape(-1), nb, m, n, k)
+    return out
+
+
+# ---------------------------------------------------------------- constant weights, packed once
+
+
+class PackedF32(NamedTuple):
+    """B [K, N] float32 as panels [ceil(N/32), K, 32] (flat), zero-padded past column N."""
+    panels: np.ndarray
+    k: int
+    n: int
+
+
+def packed_available() -> bool:
+    """True when Numba compiles for this host CPU and the CPU has AVX-512 (32 vector registers
+    of 16 floats: the 8 x 32 tile's accumulators fit)."""
+    if os.environ.get("NUMBA_CPU_NAME") or os.environ.get("NUMBA_CPU_FEATURES"):
+        return False
+    import llvmlite.binding as llvm
+
+    return bool(llvm.get_host_cpu_features().get("avx512f", False))
+
+
+def pack_b_f32(b: np.ndarray) -> PackedF32:
+    """Pack a 2-D float32 B [K, N] into 32-column panels for ``matmul_packed_f32``."""
+    if b.ndim != 2 or b.dtype != np.float32:
+        raise ValueError(f"pack_b_f32: B must be 2-D float32, got {b.dtype.name} {list(b.shape)}")
+    k, n = b.shape
+    full, rest = divmod(n, 32)
+    panels = np.zeros((full + (rest > 0), k, 32), dtype=np.float32)
+    panels[:full] = b[:, :full * 32].reshape(k, full, 32).transpose(1, 0, 2)
+    if rest:
+        panels[full, :, :rest] = b[:, full * 32:]
+    return PackedF32(panels.reshape(-1), k, n)
+
+
+@njit(cache=True, parallel=True)
+def _packed_kernel(a, bp, c, bias, m, n, k):
+    """c [m, n] = a [m, k] @ B (+ bias [n] when bias.size) from B's panels bp, all flat C-order:
+    one task per (32-column panel, 8-row block)."""
+    npan = (n + 31) // 32
+    mt = (m + 7) // 8
+    for task in prange(npan * mt):
+        p = task // mt
+        i0 = (task - p * mt) * 8
+        i1 = min(i0 + 8, m)
+        j0 = p * 32
+        w = min(32, n - j0)
+        bo = p * k * 32
+        if w < 32:
+            _column_tail(a, 0, bp, bo, 32, c, j0, n, w, k, 0, i0, i1)
+        elif i1 - i0 == 8:
+            _t32_8(a, i0 * k, k, bp, bo, 32, k, c, i0 * n + j0, n)
+        else:
+            _rows32(a, 0, k, bp, bo, 32, k, c, j0, n, i0, i1)
+        if bias.size:
+            for i in range(i0, i1):
+                for j in range(w):
+                    c[i * n + j0 + j] += bias[j0 + j]
+
+
+_NO_BIAS = np.zeros(0, dtype=np.float32)
+
+
+def matmul_packed_f32(a: np.ndarray, packed: PackedF32, bias: np.ndarray | None = None) -> np.ndarray:
+    """``a @ B (+ bias)`` for float32 a [..., K] (at least 1-D) and B packed by ``pack_b_f32``:
+    each output the sequential fused multiply-add over k from 0, then one float32 addition of
+    ``bias`` (float32 [N]) if given. Returns a new [..., N] array; ``a`` is not modified."""
+    if a.dtype != np.float32 or a.ndim < 1 or a.shape[-1] != packed.k:
+        raise ValueError(f"matmul_packed_f32: A {a.dtype.name} {list(a.shape)} does not match "
+                         f"packed B [{packed.k}, {packed.n}]")
+    if bias is not None and (bias.dtype != np.float32 or bias.shape != (packed.n,)):
+        raise ValueError(f"matmul_packed_f32: bias must be float32 [{packed.n}], got "
+                         f"{bias.dtype.name} {list(bias.shape)}")
+    out = np.empty(a.shape[:-1] + (packed.n,), dtype=np.float32)
+    if not out.size:
+        return out
+    if packed.k == 0:
+        out[...] = 0
+        if bias is not None:
+            out += bias
+        return out
+    a2 = np.ascontiguousarray(a.reshape(-1, packed.k))
+    b_ = _NO_BIAS if bias is None else np.ascontiguousarray(bias)
+    _packed_kernel(a2.reshape(-1), packed.panels, out.reshape(-1), b_, a2.shape[0], packed.n, packed.k)
     return out

@@ -23,7 +23,9 @@ Four chains are common in transformer models and cost more node by node than as 
    SkipLayerNormalization): the float32 sum is formed row by row inside the layer-norm kernel
    (``kernels.rows.add_layer_norm_rows``) instead of being written out and read back.
 
-4. ``MatMul -> Add(bias)``: the bias is added into the product's fresh array in place.
+4. ``MatMul -> Add(bias)``: with a constant weight matrix packed for ``kernels.fgemm``, the
+   bias is added to each tile of the product while it is in cache; otherwise it is added into the
+   product's fresh array in place.
 
 A fused kernel does the same float32 operations in the same order as the nodes (each rounded
 once; no multiply-add is fused that the nodes do not fuse), so every output bit is the one the
@@ -263,8 +265,8 @@ def _match_add_layer_norm(steps, i, sole_reader):
 
 
 def _match_matmul_add(steps, i, sole_reader):
-    """MatMul(a, W) -> Add(., bias): the bias is added into MatMul's fresh result in place
-    (the same float additions, without a second output array)."""
+    """MatMul(a, W) -> Add(., bias): the bias goes into the packed kernel's tiles (``nn.matmul_add``)
+    or is added into MatMul's fresh result in place (the same float additions either way)."""
     mm = steps[i]
     if not _is(mm, "MatMul") or len(mm.outputs) != 1:
         return None
@@ -277,8 +279,15 @@ def _match_matmul_add(steps, i, sole_reader):
     add = steps[j]
     bias_first = add.inputs[0] == bias
     inputs = tuple(mm.inputs) + (bias,)
+    from .ops import nn
+
+    in_kernel = mm.fn is nn.matmul and "ctx" in mm.kwargs   # the registered op: bias in its tiles
 
     def fused(a, b, c):
+        if in_kernel and isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
+            y = _call(mm, (a, b), fn=nn.matmul_add, bias=c)
+            if y is not None:
+                return y
         y = _call(mm, (a, b))
         if (isinstance(y, np.ndarray) and isinstance(c, np.ndarray) and y.dtype == c.dtype
                 and y.dtype in (np.float32, np.float64) and y.flags.owndata and y.flags.writeable

@@ -1,6 +1,8 @@
 """Fused MatMulInteger -> Cast -> Mul -> Add chains: same bits as the separate nodes, same errors,
 hooks still see every node, and no fusion where an intermediate value is observable."""
 
+import importlib
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -296,6 +298,9 @@ def test_add_layer_norm_outside_the_kernel_runs_the_nodes():
     ((5, 7), (7, 3), (3,), np.float64),
     ((5, 7), (7, 3), (4, 5, 3), np.float32),    # the bias widens the result: the Add node runs
     ((5, 7), (7, 3), (3,), np.float16),         # float16: the Add node runs
+    ((64, 768), (768, 96), (96,), np.float32),  # big enough for the packed weights (AVX-512)
+    ((2, 24, 256), (256, 350), (350,), np.float32),   # packed, a 30-column tail panel
+    ((64, 768), (768, 96), (1, 96), np.float32),      # packed product, the Add node adds
 ])
 def test_matmul_add_fused_gives_the_same_bits_as_the_nodes(a_shape, w_shape, c_shape, dtype):
     t = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
@@ -312,3 +317,24 @@ def test_matmul_add_fused_gives_the_same_bits_as_the_nodes(a_shape, w_shape, c_s
     assert np.array_equal(y.view(np.uint8), y0.view(np.uint8))
     (again,) = fused.run(None, {"a": a})   # the weights were not written into
     assert np.array_equal(again.view(np.uint8), y0.view(np.uint8))
+
+
+def test_matmul_with_constant_weights_runs_on_the_packed_kernel():
+    fgemm = importlib.import_module(refrt.kernels.__name__ + ".fgemm")
+    if not fgemm.packed_available():
+        pytest.skip("the packed float32 kernel needs AVX-512; this CPU uses the BLAS")
+    rng = np.random.default_rng(9)
+    w = rng.standard_normal((768, 96)).astype(np.float32)
+    c = rng.standard_normal(96).astype(np.float32)
+    m = model([helper.make_node("MatMul", ["a", "w"], ["p"]), helper.make_node("Add", ["p", "c"], ["y"])],
+              [vi("a", TensorProto.FLOAT, [64, 768])], [vi("y", TensorProto.FLOAT, None)],
+              [const("w", w), const("c", c)])
+    fused, plain = sessions(m)
+    a = rng.standard_normal((64, 768)).astype(np.float32)
+    y = fused.run(None, {"a": a})[0]
+    plain.run(None, {"a": a})
+    ctx = plain._plan.steps[0].kwargs["ctx"]
+    assert ("packed_f32",) in ctx.cache                  # packed once, kept for the next runs
+    want = fgemm.matmul_packed_f32(a, fgemm.pack_b_f32(w)) + c
+    assert same_bits(y, want)
+    np.testing.assert_allclose(y, a @ w + c, rtol=1e-4, atol=1e-4)

@@ -1338,3 +1338,32 @@ def test_batched_matmul_f32_attention_shapes_match_numpy():
         got = FG.batched_matmul_f32(a, np.swapaxes(np.swapaxes(b, -1, -2).copy(), -1, -2))
         assert got.shape == np.matmul(a, b).shape
         np.testing.assert_allclose(got, np.matmul(a, b), rtol=1e-5, atol=1e-5)
+
+
+@SETTINGS
+@given(lead=st.sampled_from([(), (1,), (2, 3)]), m=st.integers(1, 40), k=st.integers(0, 70),
+       n=st.integers(1, 90), with_bias=st.booleans(), seed=st.integers(0, 2**31))
+def test_matmul_packed_f32_is_sequential_fma_then_bias(lead, m, k, n, with_bias, seed):
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal(lead + (m, k)).astype(np.float32)
+    b = rng.standard_normal((k, n)).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32) if with_bias else None
+    a_before, b_before = a.copy(), b.copy()
+    packed = FG.pack_b_f32(b)
+    got = FG.matmul_packed_f32(a, packed, bias)
+    want = _sequential_fma_matmul(a, b)
+    if with_bias:
+        want = want + bias     # one float32 addition, as an Add node
+    assert got.shape == lead + (m, n) and got.dtype == np.float32
+    assert same_bits(got, want)
+    assert same_bits(a, a_before) and same_bits(b, b_before)
+
+
+def test_matmul_packed_f32_rejects_mismatched_inputs():
+    packed = FG.pack_b_f32(np.ones((4, 5), np.float32))
+    with pytest.raises(ValueError, match="does not match"):
+        FG.matmul_packed_f32(np.ones((2, 3), np.float32), packed)
+    with pytest.raises(ValueError, match="bias"):
+        FG.matmul_packed_f32(np.ones((2, 4), np.float32), packed, np.ones(4, np.float32))
+    with pytest.raises(ValueError, match="2-D float32"):
+        FG.pack_b_f32(np.ones((4, 5), np.float64))

@@ -84,6 +84,24 @@ def compute_dtype(dtype) -> np.dtype:
     return np.dtype(np.float32)
 
 
+# ---------------------------------------------------------------- constant inputs
+
+
+def packed_once(ctx, input_index: int, key: tuple, value, pack):
+    """``pack(value)``, kept in the node's cache when input ``input_index`` is constant (a
+    session packs its weights once), recomputed otherwise."""
+    constant = ctx is not None and ctx.is_constant(input_index)
+    signature = (value.shape, value.dtype.str)
+    if constant:
+        hit = ctx.cache.get(key)
+        if hit is not None and hit[0] == signature:
+            return hit[1]
+    packed = pack(value)
+    if constant:
+        ctx.cache[key] = (signature, packed)
+    return packed
+
+
 # ---------------------------------------------------------------- sliding windows (Conv, pools)
 
 from typing import NamedTuple  # noqa: E402

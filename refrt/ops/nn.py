@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import kernels as K
 from ..registry import op
-from ._common import compute_dtype, np_dtype
+from ._common import compute_dtype, np_dtype, packed_once
 from .elementwise import swish as _swish
 
 
@@ -52,7 +52,7 @@ def gemm(a, b, c=None, *, alpha=1.0, beta=1.0, broadcast=0, transA=0, transB=0):
 
 
 @op("MatMul", since=(1, 9, 13))
-def matmul(a, b):
+def matmul(a, b, *, ctx=None):
     """Y = A @ B with numpy.matmul semantics: batched over leading axes (broadcast), a 1-D A is
     a row and a 1-D B a column, the promoted axis removed from the result"""
     if a.ndim == 0 or b.ndim == 0:
@@ -70,13 +70,48 @@ def matmul(a, b):
             batch = None   # numpy.matmul below reports it
         if batch is not None and int(np.prod(batch)) >= 2:
             return K.fgemm.batched_matmul_f32(a, b)
+    packed = _packed_weights(a, b, ctx)
+    if packed is not None:
+        return K.fgemm.matmul_packed_f32(a, packed)
     _, (a_, b_) = _as_compute(a, b)
     return np.asarray(np.matmul(a_, b_)).astype(a.dtype, copy=False)
+
+
+def matmul_add(a, b, *, bias, ctx=None):
+    """MatMul(a, b) followed by Add(., bias) as one step (``refrt.fusion``), or None where the
+    packed kernel does not apply: a float32 ``bias`` [N] is added to each tile of the product
+    while it is in cache, one float32 addition per output as the Add node does."""
+    packed = _packed_weights(a, b, ctx)
+    if (packed is None or not isinstance(bias, np.ndarray) or bias.dtype != np.float32
+            or bias.shape != (packed.n,)):
+        return None
+    return K.fgemm.matmul_packed_f32(a, packed, bias)
 
 
 # a stack of float32 products this small (M * N * K each) runs in kernels/fgemm.py's register
 # tiles: the BLAS, called once per matrix, spent most of its time starting and stopping threads
 _SMALL_MATMUL = 1 << 21
+# a float32 product with a constant 2-D B runs on B packed once into kernels/fgemm.py's panels
+# (with AVX-512) when A has at least _PACKED_ROWS rows and M * N * K >= _PACKED_MATMUL: the BLAS
+# re-packs B on every call. Fewer rows (matrix-vector) or smaller products are faster in the BLAS.
+_PACKED_ROWS = 4
+_PACKED_MATMUL = 1 << 22
+_PACKED_CPU: list = []
+
+
+def _packed_weights(a, b, ctx):
+    """B packed once per session (``kernels.fgemm.pack_b_f32``) when the packed kernel applies:
+    float32 A of at least _PACKED_ROWS rows and a constant float32 2-D B, a product of at least
+    _PACKED_MATMUL, AVX-512."""
+    if (ctx is None or a.dtype != np.float32 or b.dtype != np.float32 or b.ndim != 2
+            or a.ndim < 1 or a.size < _PACKED_ROWS * b.shape[0]
+            or a.size * b.shape[1] < _PACKED_MATMUL or not ctx.is_constant(1)):
+        return None
+    if not _PACKED_CPU:
+        _PACKED_CPU.append(K.fgemm.packed_available())
+    if not _PACKED_CPU[0]:
+        return None
+    return packed_once(ctx, 1, ("packed_f32",), b, K.fgemm.pack_b_f32)
 
 
 def _explicit_equation(equation: str) -> str:

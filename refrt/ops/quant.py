@@ -29,7 +29,7 @@ from onnx import TensorProto
 
 from .. import kernels as K
 from ..registry import op
-from ._common import normalize_axis, np_dtype, onnx_elem_type, window_geometry
+from ._common import normalize_axis, np_dtype, onnx_elem_type, packed_once, window_geometry
 from .elementwise import cast_array
 
 # ---------------------------------------------------------------- quantized types
@@ -373,25 +373,10 @@ def _gemm_for(a_dtype, b_dtype, ctx):
     return K.gemm_int8
 
 
-def _packed_once(ctx, input_index: int, key: tuple, value, pack):
-    """``pack(value)``, kept in the node's cache when input ``input_index`` is constant (a
-    session packs its weights once), recomputed otherwise."""
-    constant = ctx is not None and ctx.is_constant(input_index)
-    signature = (value.shape, value.dtype.str)
-    if constant:
-        hit = ctx.cache.get(key)
-        if hit is not None and hit[0] == signature:
-            return hit[1]
-    packed = pack(value)
-    if constant:
-        ctx.cache[key] = (signature, packed)
-    return packed
-
-
 def _packed_matrices(b, ctx, b_input):
     """PackedB for every matrix of b [..., K, N] (batch flattened); packed once per session for
     a constant b (kept in the node's cache)."""
-    return _packed_once(ctx, b_input, ("packed_b", b_input), b,
+    return packed_once(ctx, b_input, ("packed_b", b_input), b,
                         lambda v: [K.pack_b(m) for m in v.reshape((-1,) + v.shape[-2:])])
 
 
@@ -518,7 +503,7 @@ def _packed_conv_weights(w, group, ctx, w_input):
     it)."""
     if ctx is None or not ctx.is_constant(w_input) or group < 1 or w.shape[0] % group:
         return None
-    return _packed_once(ctx, w_input, ("packed_conv", w_input, group), w,
+    return packed_once(ctx, w_input, ("packed_conv", w_input, group), w,
                         lambda v: K.conv.pack_weights(v, group))
 
 
