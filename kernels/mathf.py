@@ -10,16 +10,20 @@ odd/even polynomial split of N. Juffa's faithfully rounded erff (max error ~2.4 
                       f = t - n ln 2 (ln 2 split in two), exp(f) by a degree-6 polynomial, times 2^n
     erf(x) = r with the sign of x
 
-Every step is one float32 operation; the multiply-adds are fused (``fma`` below emits LLVM's
-``llvm.fma.f32``, a single rounding), so the kernel and the NumPy twin in ``twins.py`` (which
-emulates the fused multiply-add exactly) give the same bits.
+Every step is one float32 operation; the multiply-adds are fused (LLVM's ``llvm.fma``, a single
+rounding), so the kernel and the NumPy twin in ``twins.py`` (which emulates the fused multiply-add
+exactly) give the same bits. The kernels run 16 lanes at a time on ``kernels.rows``' vector type.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
+
+from .rows import (LANES, VEC, _lanewise, add, fma as vfma, load, load_first, mul, pow2_of_rounded,
+                   splat, store, store_first, sub)
 
 __all__ = ["erf_f32", "gelu_erf_f32", "GELU_FORMS", "ERF"]
 
@@ -56,9 +60,6 @@ def fma(typingctx, a, b, c):
     return types.float32(types.float32, types.float32, types.float32), codegen
 
 
-# 2**n as float32 for n in [-149, 0] (index n + 149): the scale of exp's result, denormals included
-_POW2 = np.ldexp(np.ones(150, np.float64), np.arange(-149, 1)).astype(np.float32)
-
 _S0, _S1, _S2, _S3, _S4, _S5 = ERF.SMALL
 _B0, _B1, _B2, _B3, _B4, _B5, _B6 = ERF.BIG
 _E0, _E1, _E2, _E3, _E4, _E5, _E6 = ERF.EXP
@@ -67,47 +68,124 @@ _LN2_HI, _LN2_LO, _ROUND = ERF.LN2_HI, ERF.LN2_LO, ERF.ROUND
 _ONE = _F(1.0)
 
 
+# the vector form: both branches are computed in every lane and the lane picks one (a select, as
+# the branch would), so the loop runs 16 lanes at a time; the results are the branchy scalar
+# code's bits (tests/test_kernels.py compares with the NumPy twin over every float32 range).
+_I32 = ir.IntType(32)
+
+
+def _lanes_int(builder, value, op, constant):
+    """A float32 vector's bits, ``op``-ed with an int32 constant in every lane, as floats."""
+    ivec = ir.VectorType(_I32, LANES)
+    bits = builder.bitcast(value, ivec)
+    return builder.bitcast(op(bits, ir.Constant(ivec, [constant] * LANES)), value.type)
+
+
+@intrinsic
+def _abs(typingctx, v):
+    """|v| per lane (the sign bit cleared; NaN stays NaN)."""
+    if v != VEC:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return _lanes_int(builder, args[0], builder.and_, 0x7FFFFFFF)
+
+    return VEC(v), codegen
+
+
+@intrinsic
+def _sign_of(typingctx, r, v):
+    """r with v's sign bit or-ed in (for r >= +0: -r where v is negative, r elsewhere)."""
+    if not (r == VEC and v == VEC):
+        return None
+
+    def codegen(context, builder, sig, args):
+        sign = _lanes_int(builder, args[1], builder.and_, -0x80000000)
+        ivec = ir.VectorType(_I32, LANES)
+        bits = builder.or_(builder.bitcast(args[0], ivec), builder.bitcast(sign, ivec))
+        return builder.bitcast(bits, args[0].type)
+
+    return VEC(r, v), codegen
+
+
+@intrinsic
+def _where_greater(typingctx, a, b, x, y):
+    """x where a > b (ordered: a NaN gives y), y elsewhere, per lane."""
+    if not all(t == VEC for t in (a, b, x, y)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.select(builder.fcmp_ordered(">", args[0], args[1]), args[2], args[3])
+
+    return VEC(a, b, x, y), codegen
+
+
+_div = _lanewise(lambda b, x, y: b.fdiv(x, y), "a / b per lane")
+_MINUS_ZERO = _F(-0.0)
+
+
 @njit(inline="always")
-def _erf(v, pow2):
-    """onnxruntime's float32 erf of one value (``pow2[k + 149]`` = 2^k)."""
-    a = abs(v)
-    if a > _UPPER:
-        a = _UPPER
-    if a > _SPLIT:
-        r = fma(_B0, a, _B1)
-        r = fma(r, a, _B2)
-        r = fma(r, a, _B3)
-        r = fma(r, a, _B4)
-        r = fma(r, a, _B5)
-        r = fma(r, a, _B6)
-        t = -fma(r, a, a)
-        if t < _LOWER:
-            t = _LOWER
-        n = fma(_LOG2E, t, _ROUND) - _ROUND
-        f = fma(n, _LN2_HI, t)
-        f = fma(n, _LN2_LO, f)
-        y = fma(_E0, f, _E1)
-        y = fma(y, f, _E2)
-        y = fma(y, f, _E3)
-        y = fma(y, f, _E4)
-        y = fma(y, f, _E5)
-        y = fma(y, f, _E6)
-        r = _ONE - y * pow2[np.int64(n) + 149]
-    else:
-        s = a * a
-        r = fma(_S0, s, _S1)
-        r = fma(r, s, _S2)
-        r = fma(r, s, _S3)
-        r = fma(r, s, _S4)
-        r = fma(r, s, _S5)
-        r = fma(r, a, a)
-    return -r if np.signbit(v) else r
+def _erf_vec(v):
+    """onnxruntime's float32 erf of 16 lanes (the module docstring's steps)."""
+    upper = splat(_UPPER)
+    a = _abs(v)
+    a = _where_greater(a, upper, upper, a)
+    r = vfma(splat(_B0), a, splat(_B1))
+    r = vfma(r, a, splat(_B2))
+    r = vfma(r, a, splat(_B3))
+    r = vfma(r, a, splat(_B4))
+    r = vfma(r, a, splat(_B5))
+    r = vfma(r, a, splat(_B6))
+    t = sub(splat(_MINUS_ZERO), vfma(r, a, a))       # -(a + a q(a)), exactly
+    lower = splat(_LOWER)
+    t = _where_greater(lower, t, lower, t)
+    rounded = vfma(splat(_LOG2E), t, splat(_ROUND))
+    n = sub(rounded, splat(_ROUND))
+    f = vfma(n, splat(_LN2_HI), t)
+    f = vfma(n, splat(_LN2_LO), f)
+    y = vfma(splat(_E0), f, splat(_E1))
+    y = vfma(y, f, splat(_E2))
+    y = vfma(y, f, splat(_E3))
+    y = vfma(y, f, splat(_E4))
+    y = vfma(y, f, splat(_E5))
+    y = vfma(y, f, splat(_E6))
+    # 2^n from the rounded sum's bits: n >= -27 here (a <= 3.925 keeps t above -18.5), so it
+    # is a normal float32 and equals the scalar code's table entry
+    big = sub(splat(_ONE), mul(y, pow2_of_rounded(rounded)))
+    s = mul(a, a)
+    q = vfma(splat(_S0), s, splat(_S1))
+    q = vfma(q, s, splat(_S2))
+    q = vfma(q, s, splat(_S3))
+    q = vfma(q, s, splat(_S4))
+    q = vfma(q, s, splat(_S5))
+    small = vfma(q, a, a)
+    return _sign_of(_where_greater(a, splat(_SPLIT), big, small), v)
+
+
+@njit(inline="always")
+def _gelu_vec(v, divide, c, one, half, form):
+    u = _div(v, c) if divide else mul(v, c)
+    a = add(_erf_vec(u), one)
+    if form == 0:
+        return mul(mul(v, a), half)
+    if form == 1:
+        return mul(mul(v, half), a)
+    return mul(v, mul(a, half))
+
+
+_BLOCK = 1024   # elements per parallel task
 
 
 @njit(cache=True, parallel=True)
-def _erf_kernel(x, out, pow2):
-    for i in prange(x.shape[0]):
-        out[i] = _erf(x[i], pow2)
+def _erf_kernel(x, out):
+    n = x.shape[0]
+    for b in prange((n + _BLOCK - 1) // _BLOCK):
+        i, end = b * _BLOCK, min(n, b * _BLOCK + _BLOCK)
+        while i + LANES <= end:
+            store(out, i, _erf_vec(load(x, i)))
+            i += LANES
+        if i < end:
+            store_first(out, i, end - i, _erf_vec(load_first(x, i, end - i, _F(0.0))))
 
 
 # GELU forms: how the graph combines x, e = erf(x op c) + one and the constant `half`
@@ -115,17 +193,17 @@ GELU_FORMS = ("(x*a)*h", "(x*h)*a", "x*(a*h)")
 
 
 @njit(cache=True, parallel=True)
-def _gelu_kernel(x, divide, c, one, half, form, out, pow2):
-    for i in prange(x.shape[0]):
-        v = x[i]
-        u = v / c if divide else v * c
-        a = _erf(u, pow2) + one
-        if form == 0:
-            out[i] = (v * a) * half
-        elif form == 1:
-            out[i] = (v * half) * a
-        else:
-            out[i] = v * (a * half)
+def _gelu_kernel(x, divide, c, one, half, form, out):
+    n = x.shape[0]
+    cv, onev, halfv = splat(c), splat(one), splat(half)
+    for b in prange((n + _BLOCK - 1) // _BLOCK):
+        i, end = b * _BLOCK, min(n, b * _BLOCK + _BLOCK)
+        while i + LANES <= end:
+            store(out, i, _gelu_vec(load(x, i), divide, cv, onev, halfv, form))
+            i += LANES
+        if i < end:
+            v = load_first(x, i, end - i, _F(0.0))
+            store_first(out, i, end - i, _gelu_vec(v, divide, cv, onev, halfv, form))
 
 
 def gelu_erf_f32(x, divide: bool, c, one, half, form: str) -> np.ndarray:
@@ -137,7 +215,7 @@ def gelu_erf_f32(x, divide: bool, c, one, half, form: str) -> np.ndarray:
     flat = np.ascontiguousarray(x).reshape(-1)
     out = np.empty_like(flat)
     if flat.size:
-        _gelu_kernel(flat, bool(divide), _F(c), _F(one), _F(half), GELU_FORMS.index(form), out, _POW2)
+        _gelu_kernel(flat, bool(divide), _F(c), _F(one), _F(half), GELU_FORMS.index(form), out)
     return out.reshape(x.shape)
 
 
@@ -147,5 +225,5 @@ def erf_f32(x) -> np.ndarray:
     flat = np.ascontiguousarray(x).reshape(-1)
     out = np.empty_like(flat)
     if flat.size:
-        _erf_kernel(flat, out, _POW2)
+        _erf_kernel(flat, out)
     return out.reshape(x.shape)
