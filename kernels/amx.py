@@ -190,18 +190,27 @@ def gemm(a, b: vnni.VnniB, a_zp, b_zp, epilogue=None) -> np.ndarray:
     have K padded to a multiple of 64 (``vnni.pack_b(..., k_align=K_ALIGN)``)."""
     if b.kpad % K_ALIGN:
         raise ValueError(f"the AMX kernel needs B packed with K padded to a multiple of {K_ALIGN}")
-    a_u8, rowsum, a_zp = vnni.prepare(a, b, a_zp)
+    a_u8, rowsum, a_zp = vnni.prepare(a, b, a_zp, b_zp)
     terms = vnni.zero_point_terms(b, a.shape[1], rowsum, a_zp, b_zp, b.shift)
     return vnni.run_panels(gemm_u8s8_amx, gemm_u8s8_amx_f32, a_u8, a.shape[0], b, b.npad // _NR,
                            b.kpad // _KG, terms, epilogue)
 
 
 @njit(cache=True)
-def _panel(a_u8, lda, m, bp, b_off, groups, c, ldc, j0):
-    """One 32-column panel of C: AMX tiles over 32 and then 16 rows, VNNI tiles for the rest."""
+def _panel(a_u8, lda, m, bp, b_off, groups, c, ldc, j0, n_panels):
+    """One 32-column panel of C: AMX tiles over 32 and then 16 rows, VNNI tiles for the rest.
+    Before each 32-row tile a share of the next panel of B (if any) is prefetched: the tiles
+    compute faster than B streams in from memory, and the hardware prefetcher does not cross
+    into the next panel by itself early enough (measured 6-13 % on BERT's 72 GEMMs)."""
     kblocks = groups // (K_ALIGN // _KG)
+    size = groups * _NR * _KG
+    nxt = b_off + size
+    share = size // max(1, m // 32) + 64
     i = 0
     while i + 32 <= m:
+        if nxt < n_panels * size:
+            vnni.prefetch_bytes(bp, nxt, min(share, n_panels * size - nxt))
+            nxt += share
         _tile32(a_u8, i * lda, lda, bp, b_off, kblocks, c, i * ldc + j0, ldc)
         i += 32
     if i + 16 <= m:
@@ -216,7 +225,7 @@ def gemm_u8s8_amx_f32(a_u8, lda, m, bp, n_panels, groups, rowsum, colterm, a_zp,
     """``gemm_u8s8_amx`` with ``vnni.fold_and_scale`` as each panel's epilogue, into ``out``."""
     panel = groups * _NR * _KG
     for jp in prange(n_panels):
-        _panel(a_u8, lda, m, bp, jp * panel, groups, c, ldc, jp * _NR)
+        _panel(a_u8, lda, m, bp, jp * panel, groups, c, ldc, jp * _NR, n_panels)
         vnni.fold_and_scale(c, m, ldc, jp * _NR, rowsum, colterm, a_zp, b_zp, scale, bias, has_bias, out)
 
 
@@ -226,7 +235,7 @@ def gemm_u8s8_amx(a_u8, lda, m, bp, n_panels, groups, rowsum, colterm, a_zp, b_z
     per 32-column panel; AMX tiles over 32 and then 16 rows, VNNI tiles for the last < 16 rows."""
     panel = groups * _NR * _KG
     for jp in prange(n_panels):
-        _panel(a_u8, lda, m, bp, jp * panel, groups, c, ldc, jp * _NR)
+        _panel(a_u8, lda, m, bp, jp * panel, groups, c, ldc, jp * _NR, n_panels)
         vnni.fold_zero_points(c, m, ldc, jp * _NR, rowsum, colterm, a_zp, b_zp)
 
 

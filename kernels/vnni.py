@@ -68,6 +68,28 @@ def element_pointers(context, builder, signature, args, positions) -> list:
                         [args[i + 1]]) for i in positions]
 
 
+@intrinsic
+def prefetch_bytes(typingctx, arr, off, nbytes):
+    """Ask the CPU to bring ``nbytes`` of ``arr`` from element ``off`` on into its caches (one
+    ``prefetcht1`` per 64-byte line: L2 and up). A hint: nothing is read, no fault is possible."""
+    sig = types.void(arr, types.intp, types.intp)
+
+    def codegen(context, builder, signature, args):
+        (start,) = element_pointers(context, builder, signature, args, (0,))
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        start = builder.bitcast(start, i8p)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0")
+        lines = builder.sdiv(args[2], ir.Constant(args[2].type, 64))
+        with cgutils.for_range(builder, lines) as loop:
+            line = builder.gep(start, [builder.mul(loop.index, ir.Constant(loop.index.type, 64))])
+            builder.call(fn, [line, ir.Constant(i32, 0), ir.Constant(i32, 2), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 def _tile_intrinsic(mr: int):
     """A Numba intrinsic computing one MR x 32 int32 tile:
 
@@ -153,9 +175,11 @@ def pack_b(bt, colsum, k_align: int = KGROUP) -> VnniB:
     return VnniB(panels.reshape(-1), stored_colsum, shift, n, kpad)
 
 
-def prepare(a, b: VnniB, a_zp):
+def prepare(a, b: VnniB, a_zp, b_zp):
     """A for the kernels on ``VnniB`` panels: uint8 rows padded to ``b.kpad`` (int8 A stored as
-    a + 128, its zero points + 128), A's int64 row sums and the (shifted) zero points."""
+    a + 128, its zero points + 128), A's int64 row sums and the (shifted) zero points. The row
+    sums are only multiplied by B's (shifted) zero points: where those are all 0 (symmetric int8
+    weights) an A that needs no copy is not read here at all."""
     m, k = a.shape
     rowsum = np.empty(m, dtype=np.int64)
     flip = 0x80 if a.dtype == np.int8 else 0
@@ -163,7 +187,10 @@ def prepare(a, b: VnniB, a_zp):
         a_zp = a_zp + 128
     if not flip and k == b.kpad and a.flags.c_contiguous:
         a_u8 = a            # already uint8 rows of the padded width: only the row sums
-        _row_sums(a, rowsum)
+        if b.shift == 0 and not np.any(b_zp):
+            rowsum[:] = 0
+        else:
+            _row_sums(a, rowsum)
     else:
         a_u8 = np.empty((m, b.kpad), dtype=np.uint8)
         _pad_rows(a.view(np.uint8), flip, a_u8, rowsum)
@@ -234,7 +261,7 @@ def gemm(a, b: VnniB, a_zp, b_zp, epilogue=None) -> np.ndarray:
     + 128); the zero points fold both shifts back in, exactly.  With ``epilogue=(scale, bias)``:
     float32 C = float32(product) * scale (+ bias), the epilogue of ``kernels.scale_bias_int32``
     bit for bit, applied per panel while it is in cache."""
-    a_u8, rowsum, a_zp = prepare(a, b, a_zp)
+    a_u8, rowsum, a_zp = prepare(a, b, a_zp, b_zp)
     terms = zero_point_terms(b, a.shape[1], rowsum, a_zp, b_zp, b.shift)
     return run_panels(gemm_u8s8_vnni, gemm_u8s8_vnni_f32, a_u8, a.shape[0], b, b.npad // NR,
                       b.kpad // KGROUP, terms, epilogue)
