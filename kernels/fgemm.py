@@ -116,26 +116,27 @@ _rows16, _ = _rows_function(16)
 
 
 @njit(inline="always")
-def _column_tail(a, ao, b, bo, ldb, c, co, ldc, ncols, k, j0, i0, i1):
-    """Columns j0..ncols-1 (of a block whose B rows are ldb apart) of rows i0..i1-1: a 16-wide
-    tile, then single outputs."""
+def _column_tail(a, ao, lda, b, bo, ldb, c, co, ldc, ncols, k, j0, i0, i1):
+    """Columns j0..ncols-1 (of a block whose B rows are ldb apart) of rows i0..i1-1 (A's rows lda
+    apart): a 16-wide tile, then single outputs."""
     j = j0
     if ncols - j >= 16:
-        _rows16(a, ao, k, b, bo + j, ldb, k, c, co + j, ldc, i0, i1)
+        _rows16(a, ao, lda, b, bo + j, ldb, k, c, co + j, ldc, i0, i1)
         j += 16
     for i in range(i0, i1):
         for jj in range(j, ncols):
             acc = np.float32(0)
             for kk in range(k):
-                acc = fma(a[ao + i * k + kk], b[bo + kk * ldb + jj], acc)
+                acc = fma(a[ao + i * lda + kk], b[bo + kk * ldb + jj], acc)
             c[co + i * ldc + jj] = acc
 
 
 @njit(cache=True, parallel=True)
-def _bmm_kernel(a, b, c, nb, m, n, k):
-    """c[t] = a[t] @ b[t] for the nb matrices of flat C-order stacks a [nb, m, k], b [nb, k, n],
-    c [nb, m, n]: one task per (matrix, 8-row block, 32-column block), then the row and column
-    tails, one task per matrix."""
+def _bmm_kernel(a, a_offs, lda, b, b_offs, ldb, c, nb, m, n, k):
+    """c[t] = A_t @ B_t for t < nb, c a flat C-order stack [nb, m, n]; A_t's row i starts at
+    a[a_offs[t] + i * lda], B_t's row kk at b[b_offs[t] + kk * ldb] (rows contiguous: strided
+    views such as attention's transposed heads are read in place). One task per (matrix, 8-row
+    block, 32-column block), then the row and column tails, one task per matrix."""
     mt, nt = m // 8, n // 32
     full = nt * 32
     for task in prange(nb * mt * nt):
@@ -143,19 +144,20 @@ def _bmm_kernel(a, b, c, nb, m, n, k):
         rest = task - t * mt * nt
         i = (rest // nt) * 8
         j = (rest - (rest // nt) * nt) * 32
-        _t32_8(a, t * m * k + i * k, k, b, t * k * n + j, n, k, c, t * m * n + i * n + j, n)
+        _t32_8(a, a_offs[t] + i * lda, lda, b, b_offs[t] + j, ldb, k, c, t * m * n + i * n + j, n)
     for t in prange(nb):
-        ao, bo, co = t * m * k, t * k * n, t * m * n
+        ao, bo, co = a_offs[t], b_offs[t], t * m * n
         for j in range(0, full, 32):          # rows below the last full 8-row block
-            _rows32(a, ao, k, b, bo + j, n, k, c, co + j, n, mt * 8, m)
-        _column_tail(a, ao, b, bo, n, c, co, n, n, k, full, 0, m)
+            _rows32(a, ao, lda, b, bo + j, ldb, k, c, co + j, n, mt * 8, m)
+        _column_tail(a, ao, lda, b, bo, ldb, c, co, n, n, k, full, 0, m)
 
 
 @njit(cache=True, parallel=True)
-def _bmm_bt_kernel(a, bt, c, nb, m, n, k):
-    """Like ``_bmm_kernel`` with B given transposed: bt [nb, n, k] C-order (b[t] = bt[t].T, the
-    layout of attention's K^T).  One task per (matrix, 32-column block): the block of B is first
-    copied into a [k, 32] scratch, which the tiles then read."""
+def _bmm_bt_kernel(a, a_offs, lda, bt, bt_offs, ldbt, c, nb, m, n, k):
+    """Like ``_bmm_kernel`` with B given transposed: B_t's column j is the contiguous row
+    bt[bt_offs[t] + j * ldbt : ... + k] (the layout of attention's K^T). One task per (matrix,
+    32-column block): the block of B is first copied into a [k, 32] scratch, which the tiles
+    then read."""
     nt = (n + 31) // 32
     for task in prange(nb * nt):
         t = task // nt
@@ -163,36 +165,70 @@ def _bmm_bt_kernel(a, bt, c, nb, m, n, k):
         w = min(32, n - j0)
         blk = np.zeros(k * 32, dtype=np.float32)
         for jj in range(w):
-            src = t * n * k + (j0 + jj) * k
+            src = bt_offs[t] + (j0 + jj) * ldbt
             for kk in range(k):
                 blk[kk * 32 + jj] = bt[src + kk]
-        ao, co = t * m * k, t * m * n
+        ao, co = a_offs[t], t * m * n
         if w == 32:
-            _rows32(a, ao, k, blk, 0, 32, k, c, co + j0, n, 0, m)
+            _rows32(a, ao, lda, blk, 0, 32, k, c, co + j0, n, 0, m)
         else:
-            _column_tail(a, ao, blk, 0, 32, c, co + j0, n, w, k, 0, 0, m)
+            _column_tail(a, ao, lda, blk, 0, 32, c, co + j0, n, w, k, 0, 0, m)
+
+
+def _rows_view(x, batch):
+    """A float32 stack x [..., R, C] (batch axes broadcast to ``batch``) whose rows are contiguous
+    (last stride one element, the others non-negative multiples of it) as (read-only flat view
+    starting at x's first element, offset of each matrix [nb], row stride), without copying;
+    None for any other layout."""
+    xs = np.broadcast_to(x, batch + x.shape[-2:])
+    item = xs.itemsize
+    if xs.dtype != np.float32 or (xs.shape[-1] > 1 and xs.strides[-1] != item):
+        return None
+    if any(st < 0 or st % item for st in xs.strides):
+        return None
+    strides = [st // item for st in xs.strides]
+    span = 1 + sum((d - 1) * st for d, st in zip(xs.shape, strides))
+    flat = np.lib.stride_tricks.as_strided(xs, shape=(span,), strides=(item,), writeable=False)
+    offs = np.zeros((), np.int64)
+    for d, st in zip(batch, strides[:-2]):
+        offs = offs[..., None] + np.arange(d, dtype=np.int64) * st
+    return flat, offs.reshape(-1), strides[-2]
+
+
+def _copied_rows(x, shape):
+    """x broadcast to ``shape`` and copied C-contiguous: (read-only flat array, matrix offsets,
+    row stride), the form ``_rows_view`` gives."""
+    xx = np.ascontiguousarray(np.broadcast_to(x, shape), dtype=np.float32).reshape(-1)
+    xx.flags.writeable = False
+    r, c = shape[-2:]
+    return xx, np.arange(xx.size // max(1, r * c), dtype=np.int64) * (r * c), c
 
 
 def batched_matmul_f32(a, b) -> np.ndarray:
     """``numpy.matmul`` of two float32 stacks a [..., M, K] and b [..., K, N] whose leading axes
-    broadcast (both at least 2-D), each product as sequential fused multiply-adds over k."""
+    broadcast (both at least 2-D), each product as sequential fused multiply-adds over k.
+    Strided views whose rows (of A, and of B or of B^T) are contiguous are read in place."""
     batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     m, k = a.shape[-2:]
     n = b.shape[-1]
     if b.shape[-2] != k:
         raise ValueError(f"batched_matmul_f32: shapes {a.shape} and {b.shape} do not match")
-    aa = np.ascontiguousarray(np.broadcast_to(a, batch + (m, k)), dtype=np.float32).reshape(-1)
     nb = int(np.prod(batch, dtype=np.int64))
     out = np.empty(batch + (m, n), dtype=np.float32)
     if not out.size:
         return out
-    if b.strides[-2] == b.itemsize and b.strides[-1] != b.itemsize and k > 1:
-        # B stored transposed (attention's K^T): gather its rows, which are contiguous
-        bt = np.ascontiguousarray(np.swapaxes(np.broadcast_to(b, batch + (k, n)), -1, -2))
-        _bmm_bt_kernel(aa, bt.reshape(-1), out.reshape(-1), nb, m, n, k)
+    if k == 0:
+        out[...] = 0
+        return out
+    av = _rows_view(a, batch) or _copied_rows(a, batch + (m, k))
+    if k > 1 and b.strides[-2] == b.itemsize and b.strides[-1] != b.itemsize:
+        # B stored transposed (attention's K^T): its columns are contiguous rows of B^T
+        bt = np.swapaxes(b, -1, -2)
+        bv = _rows_view(bt, batch) or _copied_rows(bt, batch + (n, k))
+        _bmm_bt_kernel(*av, *bv, out.reshape(-1), nb, m, n, k)
     else:
-        bb = np.ascontiguousarray(np.broadcast_to(b, batch + (k, n)), dtype=np.float32).reshape(-1)
-        _bmm_kernel(aa, bb, out.reshape(-1), nb, m, n, k)
+        bv = _rows_view(b, batch) or _copied_rows(b, batch + (k, n))
+        _bmm_kernel(*av, *bv, out.reshape(-1), nb, m, n, k)
     return out
 
 
@@ -243,7 +279,7 @@ def _packed_kernel(a, bp, c, bias, m, n, k):
         w = min(32, n - j0)
         bo = p * k * 32
         if w < 32:
-            _column_tail(a, 0, bp, bo, 32, c, j0, n, w, k, 0, i0, i1)
+            _column_tail(a, 0, k, bp, bo, 32, c, j0, n, w, k, 0, i0, i1)
         elif i1 - i0 == 8:
             _t32_8(a, i0 * k, k, bp, bo, 32, k, c, i0 * n + j0, n)
         else:

@@ -1315,18 +1315,31 @@ def _sequential_fma_matmul(a, b):
     return out
 
 
+def _heads_view(x):
+    """x [nb, r, c] as a strided view of a [r, nb, c] array (attention's transposed heads)."""
+    return np.swapaxes(np.ascontiguousarray(np.swapaxes(x, 0, 1)), 0, 1)
+
+
 @SETTINGS
 @given(nb=st.integers(1, 4), m=st.integers(1, 40), k=st.integers(0, 70), n=st.integers(1, 90),
-       broadcast=st.booleans(), b_transposed=st.booleans(), seed=st.integers(0, 2**31))
-def test_batched_matmul_f32_is_sequential_fma(nb, m, k, n, broadcast, b_transposed, seed):
+       broadcast=st.booleans(), b_transposed=st.booleans(), strided=st.booleans(),
+       seed=st.integers(0, 2**31))
+def test_batched_matmul_f32_is_sequential_fma(nb, m, k, n, broadcast, b_transposed, strided, seed):
     rng = np.random.default_rng(seed)
     a = rng.standard_normal((nb, m, k)).astype(np.float32)
     b = rng.standard_normal((1 if broadcast else nb, k, n)).astype(np.float32)
+    if strided:        # views read in place: heads split out of a [seq, heads, dim] array
+        a = _heads_view(a)
     if b_transposed:   # stored as B^T, as attention's K^T is
-        b = np.swapaxes(np.ascontiguousarray(np.swapaxes(b, -1, -2)), -1, -2)
+        bt = np.ascontiguousarray(np.swapaxes(b, -1, -2))
+        b = np.swapaxes(_heads_view(bt) if strided else bt, -1, -2)
+    elif strided:
+        b = _heads_view(b)
+    a_before, b_before = a.copy(), b.copy()
     got = FG.batched_matmul_f32(a, b)
     assert got.shape == (nb, m, n) and got.dtype == np.float32
     assert same_bits(got, _sequential_fma_matmul(a, b))
+    assert same_bits(a, a_before) and same_bits(b, b_before)
 
 
 def test_batched_matmul_f32_attention_shapes_match_numpy():
@@ -1367,3 +1380,17 @@ def test_matmul_packed_f32_rejects_mismatched_inputs():
         FG.matmul_packed_f32(np.ones((2, 4), np.float32), packed, np.ones(4, np.float32))
     with pytest.raises(ValueError, match="2-D float32"):
         FG.pack_b_f32(np.ones((4, 5), np.float64))
+
+
+def test_batched_matmul_f32_reads_attention_views_in_place(monkeypatch):
+    # Q, K, V as the Transpose ops hand them over: views of [1, 128, 12, 64] arrays
+    rng = np.random.default_rng(6)
+    q, k, v = (rng.standard_normal((1, 128, 12, 64)).astype(np.float32) for _ in range(3))
+    copies = []
+    real = FG._copied_rows
+    monkeypatch.setattr(FG, "_copied_rows", lambda *a: copies.append(a) or real(*a))
+    scores = FG.batched_matmul_f32(q.transpose(0, 2, 1, 3), k.transpose(0, 2, 3, 1))
+    context = FG.batched_matmul_f32(scores, v.transpose(0, 2, 1, 3))
+    assert not copies
+    assert same_bits(scores, _sequential_fma_matmul(q.transpose(0, 2, 1, 3), k.transpose(0, 2, 3, 1)))
+    assert same_bits(context, _sequential_fma_matmul(scores, v.transpose(0, 2, 1, 3)))
