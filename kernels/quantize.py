@@ -22,6 +22,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from .rows import LANES, keep_nan, lanes_max, lanes_min, lanes_sum, load, load_first, maximum, minimum, splat
+
 __all__ = [
     "quantize_linear",
     "dequantize_linear",
@@ -345,6 +347,25 @@ def _quantize_u8_kernel(x, scale, zp, out):
 
 
 @njit(cache=True)
+def _range_kernel(x):
+    """(min, max, NaN marker) of a flat float32 array in one pass, 16 lanes at a time (a plain
+    compare loop stays scalar: LLVM may not reorder float compares without fast-math). The last,
+    partial block is read with 0 in the missing lanes: the range DynamicQuantizeLinear uses
+    always includes 0. NaN is left out of min/max and shows in the marker (NaN if any)."""
+    n = x.shape[0]
+    lo, hi, nan = splat(np.float32(np.inf)), splat(np.float32(-np.inf)), splat(np.float32(0))
+    i = 0
+    while i + LANES <= n:
+        v = load(x, i)
+        lo, hi, nan = minimum(v, lo), maximum(v, hi), keep_nan(nan, v)
+        i += LANES
+    if i < n:
+        v = load_first(x, i, n - i, np.float32(0))
+        lo, hi, nan = minimum(v, lo), maximum(v, hi), keep_nan(nan, v)
+    return lanes_min(lo), lanes_max(hi), lanes_sum(nan)
+
+
+@njit(cache=True)
 def _dynamic_params(lo, hi, ort_mode):
     """uint8 scale and zero point from the data range, all in float32:
 
@@ -386,10 +407,9 @@ def dynamic_quantize_linear(x, mode="ort"):
     x = np.asarray(x, dtype=np.float32)
     flat = np.ascontiguousarray(x).reshape(-1)
     if flat.size:
-        # NumPy's reductions are SIMD already (a Numba min/max loop stays scalar: LLVM may not
-        # reorder float compares without fast-math, which would lose NaN)
-        lo, hi = np.float32(flat.min()), np.float32(flat.max())
-        if np.isnan(lo):
+        lo, hi, nan = _range_kernel(flat)
+        lo, hi = np.float32(lo), np.float32(hi)    # Numba hands float32 back as Python floats
+        if np.isnan(nan):
             raise ValueError("x contains NaN: the quantization range is undefined (onnxruntime's "
                              "result depends on where the NaN falls in its vector lanes)")
     else:

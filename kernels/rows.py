@@ -226,6 +226,10 @@ add = _lanewise(lambda b, x, y: b.fadd(x, y), "a + b per lane")
 sub = _lanewise(lambda b, x, y: b.fsub(x, y), "a - b per lane")
 mul = _lanewise(lambda b, x, y: b.fmul(x, y), "a * b per lane")
 maximum = _lanewise(_greater, "a if a > b else b per lane (vmaxps: a NaN in a gives b)")
+minimum = _lanewise(lambda b, x, y: b.select(b.fcmp_ordered("<", x, y), x, y),
+                    "a if a < b else b per lane (vminps: a NaN in a gives b)")
+keep_nan = _lanewise(lambda b, acc, x: b.select(b.fcmp_unordered("uno", x, x), x, acc),
+                     "x where x is NaN, acc elsewhere, per lane (a NaN, once met, stays)")
 
 
 @intrinsic
@@ -269,6 +273,8 @@ def _halves(reduce_pair, doc):
 lanes_sum = _halves(lambda b, lo, hi: b.fadd(lo, hi),
                     "the lanes' sum: v[k] + v[k + 8], then lanes 4, 2 and 1 apart")
 lanes_max = _halves(_greater, "the lanes' maximum, combined in halves as lanes_sum")
+lanes_min = _halves(lambda b, lo, hi: b.select(b.fcmp_ordered("<", lo, hi), lo, hi),
+                    "the lanes' minimum, combined in halves as lanes_sum")
 
 
 @intrinsic
