@@ -20,8 +20,9 @@ tails narrower than 32 use a 16-wide tile and then a scalar loop of the same fus
 A constant weight matrix B [K, N] (``pack_b_f32``) is copied once into panels of 32 columns,
 each panel K rows of 32 contiguous floats ([ceil(N/32), K, 32], the last panel zero-padded), so a
 tile reads its B vectors from one sequential stream instead of rows N floats apart
-(``matmul_packed_f32``; one task per (panel, 8-row block)).  The optional bias is added to each
-finished tile while it is in cache: one float32 addition per output, the same as an Add node.
+(``matmul_packed_f32``; one task per panel, or per (panel, chunk of rows) when there are few
+panels).  The optional bias is added to the task's outputs while they are in cache: one float32
+addition per output, the same as an Add node.
 The tiles hold 16 accumulators of 16 floats, which fit AVX-512's 32 vector registers;
 ``packed_available()`` says whether this CPU has them (elsewhere the BLAS is faster).
 """
@@ -266,22 +267,21 @@ def pack_b_f32(b: np.ndarray) -> PackedF32:
 
 
 @njit(cache=True, parallel=True)
-def _packed_kernel(a, bp, c, bias, m, n, k):
+def _packed_kernel(a, bp, c, bias, m, n, k, chunks):
     """c [m, n] = a [m, k] @ B (+ bias [n] when bias.size) from B's panels bp, all flat C-order:
-    one task per (32-column panel, 8-row block)."""
+    one task per (32-column panel, chunk of rows): the chunk's 8-row tiles reuse the panel from
+    the core's cache. ``chunks`` (>= 1) row chunks per panel, each a multiple of 8 rows."""
     npan = (n + 31) // 32
-    mt = (m + 7) // 8
-    for task in prange(npan * mt):
-        p = task // mt
-        i0 = (task - p * mt) * 8
-        i1 = min(i0 + 8, m)
+    rows = ((m + chunks - 1) // chunks + 7) // 8 * 8
+    for task in prange(npan * chunks):
+        p = task // chunks
+        i0 = (task - p * chunks) * rows
+        i1 = min(i0 + rows, m)
         j0 = p * 32
         w = min(32, n - j0)
         bo = p * k * 32
         if w < 32:
             _column_tail(a, 0, k, bp, bo, 32, c, j0, n, w, k, 0, i0, i1)
-        elif i1 - i0 == 8:
-            _t32_8(a, i0 * k, k, bp, bo, 32, k, c, i0 * n + j0, n)
         else:
             _rows32(a, 0, k, bp, bo, 32, k, c, j0, n, i0, i1)
         if bias.size:
@@ -291,6 +291,7 @@ def _packed_kernel(a, bp, c, bias, m, n, k):
 
 
 _NO_BIAS = np.zeros(0, dtype=np.float32)
+_TASKS = 8   # at least this many parallel tasks per product (when it has that many tiles)
 
 
 def matmul_packed_f32(a: np.ndarray, packed: PackedF32, bias: np.ndarray | None = None) -> np.ndarray:
@@ -313,5 +314,8 @@ def matmul_packed_f32(a: np.ndarray, packed: PackedF32, bias: np.ndarray | None 
         return out
     a2 = np.ascontiguousarray(a.reshape(-1, packed.k))
     b_ = _NO_BIAS if bias is None else np.ascontiguousarray(bias)
-    _packed_kernel(a2.reshape(-1), packed.panels, out.reshape(-1), b_, a2.shape[0], packed.n, packed.k)
+    m, npan = a2.shape[0], (packed.n + 31) // 32
+    # whole panels per task where there are enough of them to share out; else rows are split
+    chunks = max(1, min((m + 7) // 8, -(-_TASKS // npan)))
+    _packed_kernel(a2.reshape(-1), packed.panels, out.reshape(-1), b_, m, packed.n, packed.k, chunks)
     return out
