@@ -222,11 +222,14 @@ def _panel(a_u8, lda, m, bp, b_off, groups, c, ldc, j0, n_panels):
 @njit(cache=True, parallel=True)
 def gemm_u8s8_amx_f32(a_u8, lda, m, bp, n_panels, groups, rowsum, colterm, a_zp, b_zp, c, ldc,
                       scale, bias, has_bias, out):
-    """``gemm_u8s8_amx`` with ``vnni.fold_and_scale`` as each panel's epilogue, into ``out``."""
+    """``gemm_u8s8_amx`` with ``vnni.fold_and_scale`` as each panel's epilogue, into ``out``
+    (rows ldc apart; each task's int32 panel in a scratch of its own, ``c`` not used)."""
     panel = groups * _NR * _KG
     for jp in prange(n_panels):
-        _panel(a_u8, lda, m, bp, jp * panel, groups, c, ldc, jp * _NR, n_panels)
-        vnni.fold_and_scale(c, m, ldc, jp * _NR, rowsum, colterm, a_zp, b_zp, scale, bias, has_bias, out)
+        scratch = np.empty(m * _NR, dtype=np.int32)
+        _panel(a_u8, lda, m, bp, jp * panel, groups, scratch, _NR, 0, n_panels)
+        vnni.fold_and_scale(scratch, _NR, m, jp * _NR, rowsum, colterm, a_zp, b_zp, scale, bias, has_bias,
+                            out, ldc)
 
 
 @njit(cache=True, parallel=True)

@@ -127,11 +127,12 @@ class Avx2B:
     """B packed for ``gemm``: ``panels`` (int16, see ``pack_b``), ``colsum`` (int64 column sums,
     zero-padded to ``npad`` = N rounded up to 24), ``kpad`` (K rounded up to even)."""
 
-    __slots__ = ("panels", "colsum", "n", "npad", "kpad")
+    __slots__ = ("panels", "colsum", "n", "npad", "kpad", "zero_terms")
 
     def __init__(self, panels, colsum, n, kpad):
         self.panels, self.colsum, self.n, self.kpad = panels, colsum, n, kpad
         self.npad = colsum.shape[0]
+        self.zero_terms = None   # see vnni.zero_point_terms
 
 
 def pack_b(bt, colsum) -> Avx2B:
@@ -185,12 +186,14 @@ def gemm_s16_avx2(a16, lda, m, bp, n_panels, pairs, rowsum, colterm, a_zp, b_zp,
 @njit(cache=True, parallel=True)
 def gemm_s16_avx2_f32(a16, lda, m, bp, n_panels, pairs, rowsum, colterm, a_zp, b_zp, c, ldc,
                       scale, bias, has_bias, out):
-    """``gemm_s16_avx2`` with ``vnni.fold_and_scale`` as each panel's epilogue, into ``out``."""
+    """``gemm_s16_avx2`` with ``vnni.fold_and_scale`` as each panel's epilogue, into ``out``
+    (rows ldc apart; each task's int32 panel in a scratch of its own, ``c`` not used)."""
     panel = pairs * NR * 2
     for jp in prange(n_panels):
-        _panel(a16, lda, m, bp, jp * panel, pairs, c, ldc, jp * NR)
-        vnni.fold_and_scale(c, m, ldc, jp * NR, rowsum, colterm, a_zp, b_zp, scale, bias, has_bias,
-                            out, NR)
+        scratch = np.empty(m * NR, dtype=np.int32)
+        _panel(a16, lda, m, bp, jp * panel, pairs, scratch, NR, 0)
+        vnni.fold_and_scale(scratch, NR, m, jp * NR, rowsum, colterm, a_zp, b_zp, scale, bias, has_bias,
+                            out, ldc, NR)
 
 
 def _instructions(names=("vpmaddwd", "vpdpwssd", "vpmulld", "vpdpbusd")) -> dict:

@@ -152,11 +152,12 @@ class VnniB:
     the stored values, zero-padded to ``npad`` = N rounded up to 32), ``shift`` (the zero-point
     shift of the stored values: -128 for uint8 B, else 0), ``kpad`` (K padded with zeros)."""
 
-    __slots__ = ("panels", "colsum", "shift", "n", "npad", "kpad")
+    __slots__ = ("panels", "colsum", "shift", "n", "npad", "kpad", "zero_terms")
 
     def __init__(self, panels, colsum, shift, n, kpad):
         self.panels, self.colsum, self.shift, self.n, self.kpad = panels, colsum, shift, n, kpad
         self.npad = colsum.shape[0]
+        self.zero_terms = None   # (colterm, b_zp) as int32 for all-zero zero points, made once
 
 
 def pack_b(bt, colsum, k_align: int = KGROUP) -> VnniB:
@@ -200,26 +201,33 @@ def prepare(a, b: VnniB, a_zp, b_zp):
 def zero_point_terms(b, k: int, rowsum, a_zp, b_zp, shift: int = 0) -> tuple:
     """(rowsum, colterm, a_zp, b_zp) as the panel kernels' fold takes them: B's column term
     ``colsum - K * b_zp`` and b_zp (+ ``shift``) padded to ``b.npad``, all reduced to int32 --
-    the fold works modulo 2**32 like the int32 result."""
-    bzp = np.zeros(b.npad, dtype=np.int64)
-    bzp[: b.n] = b_zp + shift
-    colterm = b.colsum - np.int64(k) * bzp
-    return (rowsum.astype(np.int32), colterm.astype(np.int32), np.asarray(a_zp).astype(np.int32),
-            bzp.astype(np.int32))
+    the fold works modulo 2**32 like the int32 result.  For B's zero points all 0 and no shift
+    (symmetric int8 weights) B's terms are the column sums, kept with the packed B."""
+    if shift == 0 and not np.any(b_zp):
+        if b.zero_terms is None:
+            b.zero_terms = (b.colsum.astype(np.int32), np.zeros(b.npad, dtype=np.int32))
+        colterm32, bzp32 = b.zero_terms
+    else:
+        bzp = np.zeros(b.npad, dtype=np.int64)
+        bzp[: b.n] = b_zp + shift
+        colterm32 = (b.colsum - np.int64(k) * bzp).astype(np.int32)
+        bzp32 = bzp.astype(np.int32)
+    return rowsum.astype(np.int32), colterm32, np.asarray(a_zp).astype(np.int32), bzp32
 
 
 def run_panels(kernel, kernel_f32, a_op, m: int, b, n_panels: int, steps: int, terms: tuple,
                epilogue=None) -> np.ndarray:
     """Call a panel kernel pair (int32 result, or ``*_f32`` with ``epilogue=(scale, bias)``)
     on prepared operands and return C [M, N]: the driver every packed-panel kernel shares."""
-    c = np.empty(m * b.npad, dtype=np.int32)
+    # the ``*_f32`` kernels keep each panel's int32 sums in a scratch of their own
+    c = np.empty(m * b.npad if epilogue is None else 0, dtype=np.int32)
     args = (a_op.reshape(-1), b.kpad, m, b.panels, n_panels, steps) + terms + (c, b.npad)
     if epilogue is None:
         kernel(*args)
         return finish(c, m, b)
     scale, bias = epilogue
     s, bb = epilogue_vectors(b, scale, bias)
-    out = np.empty(c.shape, np.float32)
+    out = np.empty(m * b.npad, np.float32)
     kernel_f32(*args, s, bb, bias is not None, out)
     return finish(out, m, b)
 
@@ -300,10 +308,12 @@ def fold_zero_points(c, m, ldc, j0, rowsum, colterm, a_zp, b_zp, width=NR):
 
 
 @njit(cache=True)
-def fold_and_scale(c, m, ldc, j0, rowsum, colterm, a_zp, b_zp, scale, bias, has_bias, out, width=NR):
-    """``fold_zero_points`` and then out[i, j] = float32(c[i, j]) * scale[j] (+ bias[j]) on one
-    panel's columns, in one pass while the panel is in cache: the int32 value is the folded one,
-    the float steps those of ``kernels.scale_bias_int32`` (two roundings, no fused multiply-add)."""
+def fold_and_scale(c, ldc, m, j0, rowsum, colterm, a_zp, b_zp, scale, bias, has_bias, out, ldo, width=NR):
+    """``fold_zero_points`` and then out[i, j0 + j] = float32(c[i, j]) * scale[j0 + j] (+ bias)
+    for one panel of ``width`` columns, in one pass while it is in cache: c is the panel's int32
+    scratch (rows ldc apart), out the float32 result (rows ldo apart). The int32 value is the
+    folded one, the float steps those of ``kernels.scale_bias_int32`` (two roundings, no fused
+    multiply-add)."""
     bz = b_zp[j0:j0 + width]
     ct = colterm[j0:j0 + width]
     s = scale[j0:j0 + width]
@@ -311,8 +321,8 @@ def fold_and_scale(c, m, ldc, j0, rowsum, colterm, a_zp, b_zp, scale, bias, has_
     for r in range(m):
         rs = rowsum[r]
         az = a_zp[r]
-        row = c[r * ldc + j0:r * ldc + j0 + width]
-        dst = out[r * ldc + j0:r * ldc + j0 + width]
+        row = c[r * ldc:r * ldc + width]
+        dst = out[r * ldo + j0:r * ldo + j0 + width]
         if has_bias:
             for j in range(width):
                 v = np.float32(np.int32(row[j] - bz[j] * rs - az * ct[j])) * s[j]
@@ -336,11 +346,13 @@ def epilogue_vectors(b: VnniB, scale, bias):
 @njit(cache=True, parallel=True)
 def gemm_u8s8_vnni_f32(a_u8, lda, m, bp, n_panels, groups, rowsum, colterm, a_zp, b_zp, c, ldc,
                        scale, bias, has_bias, out):
-    """``gemm_u8s8_vnni`` with ``fold_and_scale`` as each panel's epilogue, into ``out``."""
+    """``gemm_u8s8_vnni`` with ``fold_and_scale`` as each panel's epilogue, into ``out`` (rows
+    ldc apart): each task's int32 panel lives in a scratch of its own (``c`` is not used)."""
     panel = groups * NR * KGROUP
     for jp in prange(n_panels):
-        tile_rows(a_u8, 0, m, lda, bp, jp * panel, groups, c, ldc, jp * NR)
-        fold_and_scale(c, m, ldc, jp * NR, rowsum, colterm, a_zp, b_zp, scale, bias, has_bias, out)
+        scratch = np.empty(m * NR, dtype=np.int32)
+        tile_rows(a_u8, 0, m, lda, bp, jp * panel, groups, scratch, NR, 0)
+        fold_and_scale(scratch, NR, m, jp * NR, rowsum, colterm, a_zp, b_zp, scale, bias, has_bias, out, ldc)
 
 
 @njit(cache=True, parallel=True)
