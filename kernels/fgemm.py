@@ -39,6 +39,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .mathf import fma
+from .rows import row_view
 from .vnni import element_pointers
 
 __all__ = ["batched_matmul_f32", "SMALL", "PackedF32", "pack_b_f32", "matmul_packed_f32",
@@ -176,29 +177,9 @@ def _bmm_bt_kernel(a, a_offs, lda, bt, bt_offs, ldbt, c, nb, m, n, k):
             _column_tail(a, ao, lda, blk, 0, 32, c, co + j0, n, w, k, 0, 0, m)
 
 
-def _rows_view(x, batch):
-    """A float32 stack x [..., R, C] (batch axes broadcast to ``batch``) whose rows are contiguous
-    (last stride one element, the others non-negative multiples of it) as (read-only flat view
-    starting at x's first element, offset of each matrix [nb], row stride), without copying;
-    None for any other layout."""
-    xs = np.broadcast_to(x, batch + x.shape[-2:])
-    item = xs.itemsize
-    if xs.dtype != np.float32 or (xs.shape[-1] > 1 and xs.strides[-1] != item):
-        return None
-    if any(st < 0 or st % item for st in xs.strides):
-        return None
-    strides = [st // item for st in xs.strides]
-    span = 1 + sum((d - 1) * st for d, st in zip(xs.shape, strides))
-    flat = np.lib.stride_tricks.as_strided(xs, shape=(span,), strides=(item,), writeable=False)
-    offs = np.zeros((), np.int64)
-    for d, st in zip(batch, strides[:-2]):
-        offs = offs[..., None] + np.arange(d, dtype=np.int64) * st
-    return flat, offs.reshape(-1), strides[-2]
-
-
 def _copied_rows(x, shape):
     """x broadcast to ``shape`` and copied C-contiguous: (read-only flat array, matrix offsets,
-    row stride), the form ``_rows_view`` gives."""
+    row stride), the form ``rows.row_view`` gives."""
     xx = np.ascontiguousarray(np.broadcast_to(x, shape), dtype=np.float32).reshape(-1)
     xx.flags.writeable = False
     r, c = shape[-2:]
@@ -221,14 +202,14 @@ def batched_matmul_f32(a, b) -> np.ndarray:
     if k == 0:
         out[...] = 0
         return out
-    av = _rows_view(a, batch) or _copied_rows(a, batch + (m, k))
+    av = row_view(a, batch) or _copied_rows(a, batch + (m, k))
     if k > 1 and b.strides[-2] == b.itemsize and b.strides[-1] != b.itemsize:
         # B stored transposed (attention's K^T): its columns are contiguous rows of B^T
         bt = np.swapaxes(b, -1, -2)
-        bv = _rows_view(bt, batch) or _copied_rows(bt, batch + (n, k))
+        bv = row_view(bt, batch) or _copied_rows(bt, batch + (n, k))
         _bmm_bt_kernel(*av, *bv, out.reshape(-1), nb, m, n, k)
     else:
-        bv = _rows_view(b, batch) or _copied_rows(b, batch + (k, n))
+        bv = row_view(b, batch) or _copied_rows(b, batch + (k, n))
         _bmm_kernel(*av, *bv, out.reshape(-1), nb, m, n, k)
     return out
 

@@ -56,7 +56,8 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
-__all__ = ["layer_norm_rows", "add_layer_norm_rows", "softmax_rows", "exp_nonpositive", "LANES", "EXP"]
+__all__ = ["layer_norm_rows", "add_layer_norm_rows", "softmax_rows", "scale_add_softmax_rows", "exp_nonpositive",
+           "row_view", "LANES", "EXP"]
 
 LANES = 16
 _F = np.float32
@@ -225,6 +226,7 @@ def _greater(builder, a, b):
 add = _lanewise(lambda b, x, y: b.fadd(x, y), "a + b per lane")
 sub = _lanewise(lambda b, x, y: b.fsub(x, y), "a - b per lane")
 mul = _lanewise(lambda b, x, y: b.fmul(x, y), "a * b per lane")
+_div = _lanewise(lambda b, x, y: b.fdiv(x, y), "a / b per lane")
 maximum = _lanewise(_greater, "a if a > b else b per lane (vmaxps: a NaN in a gives b)")
 minimum = _lanewise(lambda b, x, y: b.select(b.fcmp_ordered("<", x, y), x, y),
                     "a if a < b else b per lane (vminps: a NaN in a gives b)")
@@ -471,37 +473,110 @@ def add_layer_norm_rows(a, b, scale, bias=None, epsilon=1e-5):
 
 # --------------------------------------------------------------------------- softmax
 
-@njit(cache=True, parallel=True)
-def _softmax_kernel(x, y):
-    rows, n = x.shape
+@njit(inline="always")
+def _softmax_row(xr, yr, n):
+    """yr = softmax(xr) over the row's n values (xr may be yr: each pass reads a value before it
+    writes it)."""
     full = n - n % LANES
     tail = n - full
     neg_inf = _F(-np.inf)
+    top = splat(neg_inf)
+    for i in range(0, full, LANES):
+        top = maximum(top, load(xr, i))
+    if tail:
+        top = maximum(top, load_first(xr, full, tail, neg_inf))
+    mv = splat(lanes_max(top))
+
+    acc = splat(_F(0.0))
+    for i in range(0, full, LANES):
+        e = _exp_nonpositive(sub(load(xr, i), mv))
+        store(yr, i, e)
+        acc = add(acc, e)
+    if tail:  # lanes past the row read -inf: e = 0
+        e = _exp_nonpositive(sub(load_first(xr, full, tail, neg_inf), mv))
+        store_first(yr, full, tail, e)
+        acc = add(acc, e)
+
+    inv = splat(_ONE / lanes_sum(acc))
+    for i in range(0, full, LANES):
+        store(yr, i, mul(load(yr, i), inv))
+    if tail:
+        store_first(yr, full, tail, mul(load_first(yr, full, tail, _F(0.0)), inv))
+
+
+@njit(cache=True, parallel=True)
+def _softmax_kernel(x, y):
+    rows, n = x.shape
+    for r in prange(rows):
+        _softmax_row(x[r], y[r], n)
+
+
+@njit(cache=True, parallel=True)
+def _scale_add_softmax_kernel(x, c, divide, mask, mask_offs, mask_ld, per_matrix, y):
+    """y[r] = softmax((x[r] * c or x[r] / c) + mask row) with the two float32 roundings of the
+    Mul/Div and Add nodes, then ``_softmax_row`` in place; row r's mask starts at
+    mask[mask_offs[r // per_matrix] + (r % per_matrix) * mask_ld]."""
+    rows, n = x.shape
+    full = n - n % LANES
+    tail = n - full
+    cv = splat(c)
     for r in prange(rows):
         xr = x[r]
         yr = y[r]
-        top = splat(neg_inf)
+        mo = mask_offs[r // per_matrix] + (r % per_matrix) * mask_ld
+        mr = mask[mo:mo + n]
         for i in range(0, full, LANES):
-            top = maximum(top, load(xr, i))
+            v = load(xr, i)
+            store(yr, i, add(_div(v, cv) if divide else mul(v, cv), load(mr, i)))
         if tail:
-            top = maximum(top, load_first(xr, full, tail, neg_inf))
-        mv = splat(lanes_max(top))
+            v = load_first(xr, full, tail, _F(0.0))
+            t = add(_div(v, cv) if divide else mul(v, cv), load_first(mr, full, tail, _F(0.0)))
+            store_first(yr, full, tail, t)
+        _softmax_row(yr, yr, n)
 
-        acc = splat(_F(0.0))
-        for i in range(0, full, LANES):
-            e = _exp_nonpositive(sub(load(xr, i), mv))
-            store(yr, i, e)
-            acc = add(acc, e)
-        if tail:  # lanes past the row read -inf: e = 0
-            e = _exp_nonpositive(sub(load_first(xr, full, tail, neg_inf), mv))
-            store_first(yr, full, tail, e)
-            acc = add(acc, e)
 
-        inv = splat(_ONE / lanes_sum(acc))
-        for i in range(0, full, LANES):
-            store(yr, i, mul(load(yr, i), inv))
-        if tail:
-            store_first(yr, full, tail, mul(load_first(yr, full, tail, _F(0.0)), inv))
+def row_view(x, batch: tuple):
+    """A float32 stack x [..., R, C] (batch axes broadcast to ``batch``) whose rows are contiguous
+    (last stride one element, the others non-negative multiples of it) as (read-only flat view
+    starting at x's first element, offset of each matrix [nb], row stride), without copying;
+    None for any other layout."""
+    xs = np.broadcast_to(x, batch + x.shape[-2:])
+    item = xs.itemsize
+    if xs.dtype != np.float32 or (xs.shape[-1] > 1 and xs.strides[-1] != item):
+        return None
+    if any(st < 0 or st % item for st in xs.strides):
+        return None
+    strides = [st // item for st in xs.strides]
+    span = 1 + sum((d - 1) * st for d, st in zip(xs.shape, strides))
+    flat = np.lib.stride_tricks.as_strided(xs, shape=(span,), strides=(item,), writeable=False)
+    offs = np.zeros((), np.int64)
+    for d, st in zip(batch, strides[:-2]):
+        offs = offs[..., None] + np.arange(d, dtype=np.int64) * st
+    return flat, offs.reshape(-1), strides[-2]
+
+
+def scale_add_softmax_rows(x, c, divide: bool, mask):
+    """softmax(x * c + mask) (``divide``: x / c + mask) along the last axis, each step a float32
+    operation rounded once, as a Mul (or Div), an Add and a Softmax node give it (the softmax is
+    ``softmax_rows``'). x float32 [..., R, n] (at least 2-D), c a float32 scalar, mask float32
+    broadcasting to x's shape without widening it (attention's [B, 1, 1, S] bias). Returns a new
+    array, or None where the layouts do not fit (the caller runs the nodes)."""
+    if x.ndim < 2 or x.dtype != np.float32 or mask.dtype != np.float32:
+        return None
+    try:
+        if np.broadcast_shapes(x.shape, mask.shape) != x.shape:
+            return None
+    except ValueError:
+        return None
+    view = row_view(np.broadcast_to(mask, x.shape), x.shape[:-2])
+    if view is None:
+        return None
+    flat, offs, ld = view
+    x2 = np.ascontiguousarray(x).reshape(-1, x.shape[-1])
+    y = np.empty(x2.shape, np.float32)
+    if x2.size:
+        _scale_add_softmax_kernel(x2, np.float32(c), bool(divide), flat, offs, ld, x.shape[-2], y)
+    return y.reshape(x.shape)
 
 
 def softmax_rows(x) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Fused steps: a chain of nodes run as one step, with bit for bit the same result.
 
-Four chains are common in transformer models and cost more node by node than as one step:
+Five chains are common in transformer models and cost more node by node than as one step:
 
 1. A dynamically quantized MatMul (onnxruntime's ``quantize_dynamic``):
 
@@ -26,6 +26,10 @@ Four chains are common in transformer models and cost more node by node than as 
 4. ``MatMul -> Add(bias)``: with a constant weight matrix packed for ``kernels.fgemm``, the
    bias is added to each tile of the product while it is in cache; otherwise it is added into the
    product's fresh array in place.
+
+5. Attention's ``Mul(scores, c)`` (or ``Div``) ``-> Add(mask) -> Softmax`` over the last axis:
+   each row is scaled, masked and softmaxed in one pass (``kernels.rows.scale_add_softmax_rows``)
+   instead of three passes over the [batch, heads, seq, seq] scores.
 
 A fused kernel does the same float32 operations in the same order as the nodes (each rounded
 once; no multiply-add is fused that the nodes do not fuse), so every output bit is the one the
@@ -264,6 +268,48 @@ def _match_add_layer_norm(steps, i, sole_reader):
     return [i, j], inputs, fused
 
 
+def _match_scale_mask_softmax(steps, i, sole_reader):
+    """Mul(x, c) or Div(x, c) -> Add(., mask) -> Softmax over the last axis: attention's scaled and
+    masked scores, softmaxed row by row in one pass (``kernels.rows.scale_add_softmax_rows``)."""
+    pre = steps[i]
+    if not _is(pre, "Mul", "Div") or len(pre.inputs) != 2 or len(pre.outputs) != 1:
+        return None
+    j = sole_reader(pre.outputs[0])
+    if j is None or not _is(steps[j], "Add"):
+        return None
+    mask = _other(steps[j], pre.outputs[0])
+    k = sole_reader(steps[j].outputs[0]) if mask is not None else None
+    if k is None or not _is(steps[k], "Softmax") or len(steps[k].inputs) != 1:
+        return None
+    sm = steps[k]
+    if sm.fn.__name__ not in ("softmax_coerced_2d", "softmax_single_axis"):
+        return None   # not the registered op (a model-local function, say)
+    from .ops._common import ROW_KERNEL_MIN_SIZE, normalize_axis
+
+    default_axis = -1 if sm.fn.__name__ == "softmax_single_axis" else 1
+    divide = pre.node.op_type == "Div"
+    inputs = tuple(pre.inputs) + (mask,)
+    chain = [pre, steps[j], sm]
+
+    def fused(a, b, m):
+        x, c = a, b
+        if not divide and _f32_scalar(a) and not _f32_scalar(b):
+            x, c = b, a     # Mul(c, x)
+        ctx = sm.kwargs.get("ctx")
+        if (isinstance(x, np.ndarray) and x.dtype == np.float32 and x.ndim >= 2 and _f32_scalar(c)
+                and c.ndim <= x.ndim and isinstance(m, np.ndarray) and x.size >= ROW_KERNEL_MIN_SIZE
+                and (ctx is None or ctx.numerics != "spec")
+                and normalize_axis(sm.kwargs.get("axis", default_axis), x.ndim) == x.ndim - 1):
+            from .kernels import rows
+
+            y = rows.scale_add_softmax_rows(x, c.reshape(()), divide, m)
+            if y is not None:
+                return y
+        return _run_members(chain, inputs, (a, b, m))
+
+    return [i, j, k], inputs, fused
+
+
 def _match_matmul_add(steps, i, sole_reader):
     """MatMul(a, W) -> Add(., bias): the bias goes into the packed kernel's tiles (``nn.matmul_add``)
     or is added into MatMul's fresh result in place (the same float additions either way)."""
@@ -328,7 +374,8 @@ def fuse_steps(steps: list, reads: list, keep: set, make_step) -> tuple[list, li
         if i in absorbed or i in replaced:
             continue
         found = (_match_matmul_integer(steps, i, sole_reader) or _match_gelu(steps, i, sole_reader, producer)
-                 or _match_add_layer_norm(steps, i, sole_reader) or _match_matmul_add(steps, i, sole_reader))
+                 or _match_add_layer_norm(steps, i, sole_reader) or _match_matmul_add(steps, i, sole_reader)
+                 or _match_scale_mask_softmax(steps, i, sole_reader))
         if found is None:
             continue
         members, inputs, fn = found

@@ -338,3 +338,49 @@ def test_matmul_with_constant_weights_runs_on_the_packed_kernel():
     want = fgemm.matmul_packed_f32(a, fgemm.pack_b_f32(w)) + c
     assert same_bits(y, want)
     np.testing.assert_allclose(y, a @ w + c, rtol=1e-4, atol=1e-4)
+
+
+# ---------------------------------------------------------------- Mul/Div -> Add(mask) -> Softmax
+
+def scaled_softmax_model(x_shape, mask_shape, op="Mul", scalar_first=False, opset=17, axis=-1):
+    c = np.float32(0.125 if op == "Mul" else 8.0)
+    pre = ["c", "x"] if scalar_first else ["x", "c"]
+    nodes = [helper.make_node(op, pre, ["s"]), helper.make_node("Add", ["s", "mask"], ["t"]),
+             helper.make_node("Softmax", ["t"], ["y"], axis=axis)]
+    return model(nodes, [vi("x", TensorProto.FLOAT, list(x_shape)), vi("mask", TensorProto.FLOAT, list(mask_shape))],
+                 [vi("y", TensorProto.FLOAT, None)], [const("c", np.array(c, np.float32))], opset=opset)
+
+
+@pytest.mark.parametrize("x_shape, mask_shape, op, scalar_first, opset, axis", [
+    ((1, 12, 128, 128), (1, 1, 1, 128), "Mul", False, 17, -1),   # BERT's attention
+    ((2, 4, 64, 100), (2, 1, 1, 100), "Div", False, 17, 3),      # one mask row per batch, a tail
+    ((2, 4, 64, 100), (100,), "Mul", True, 17, -1),
+    ((3, 64, 70), (3, 64, 70), "Mul", False, 11, 2),             # opset 11: flattened at the last axis
+    ((2, 4, 64, 100), (2, 4, 1, 1), "Mul", False, 17, -1),       # mask rows are not contiguous: the nodes
+    ((4, 8, 8), (1, 1, 8), "Mul", False, 17, -1),                # too small for the row kernel: the nodes
+    ((2, 4, 64, 100), (2, 4, 64, 100), "Mul", False, 17, 2),     # not the last axis: the nodes
+])
+def test_scale_mask_softmax_fused_gives_the_same_bits_as_the_nodes(x_shape, mask_shape, op, scalar_first,
+                                                                   opset, axis):
+    rng = np.random.default_rng(12)
+    m = scaled_softmax_model(x_shape, mask_shape, op, scalar_first, opset, axis)
+    fused, plain = sessions(m)
+    assert len(fused._plan.fused_steps) == 1
+    x = (rng.standard_normal(x_shape) * 4).astype(np.float32)
+    mask = np.where(rng.random(mask_shape) < 0.3, np.float32(-10000), np.float32(0)).astype(np.float32)
+    x_before, mask_before = x.copy(), mask.copy()
+    y, y0 = fused.run(None, {"x": x, "mask": mask})[0], plain.run(None, {"x": x, "mask": mask})[0]
+    assert same_bits(y, y0)
+    assert same_bits(x, x_before) and same_bits(mask, mask_before)
+
+
+def test_scale_mask_softmax_fused_uses_the_row_kernel(monkeypatch):
+    rows = importlib.import_module(refrt.kernels.__name__ + ".rows")
+    calls = []
+    real = rows.scale_add_softmax_rows
+    monkeypatch.setattr(rows, "scale_add_softmax_rows", lambda *a: calls.append(1) or real(*a))
+    fused, _ = sessions(scaled_softmax_model((1, 12, 128, 128), (1, 1, 1, 128)))
+    x = np.random.default_rng(3).standard_normal((1, 12, 128, 128)).astype(np.float32)
+    y = fused.run(None, {"x": x, "mask": np.zeros((1, 1, 1, 128), np.float32)})[0]
+    assert calls == [1]
+    np.testing.assert_allclose(y.sum(axis=-1), 1, rtol=1e-5)
