@@ -239,12 +239,26 @@ def pack_b_f32(b: np.ndarray) -> PackedF32:
     if b.ndim != 2 or b.dtype != np.float32:
         raise ValueError(f"pack_b_f32: B must be 2-D float32, got {b.dtype.name} {list(b.shape)}")
     k, n = b.shape
-    full, rest = divmod(n, 32)
-    panels = np.zeros((full + (rest > 0), k, 32), dtype=np.float32)
-    panels[:full] = b[:, :full * 32].reshape(k, full, 32).transpose(1, 0, 2)
-    if rest:
-        panels[full, :, :rest] = b[:, full * 32:]
-    return PackedF32(panels.reshape(-1), k, n)
+    panels = np.empty(((n + 31) // 32) * k * 32, dtype=np.float32)
+    if panels.size:
+        _pack_kernel(np.ascontiguousarray(b), panels)
+    return PackedF32(panels, k, n)
+
+
+@njit(cache=True, parallel=True)
+def _pack_kernel(b, panels):
+    """panels[p, kk, j] = b[kk, 32 p + j] (0 past column N), one task per panel: a session's
+    weights are packed by both threads, each panel written once (no zero fill first)."""
+    k, n = b.shape
+    for p in prange((n + 31) // 32):
+        j0 = p * 32
+        w = min(32, n - j0)
+        for kk in range(k):
+            dst = (p * k + kk) * 32
+            for j in range(w):
+                panels[dst + j] = b[kk, j0 + j]
+            for j in range(w, 32):
+                panels[dst + j] = 0
 
 
 @njit(cache=True, parallel=True)

@@ -22,8 +22,8 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
-from .rows import (LANES, VEC, _lanewise, add, fma as vfma, load, load_first, mul, pow2_of_rounded,
-                   splat, store, store_first, sub)
+from .rows import (LANES, VEC, add, div, fma as vfma, load, load_first, mul, pow2_of_rounded, splat,
+                   store, store_first, sub)
 
 __all__ = ["erf_f32", "gelu_erf_f32", "GELU_FORMS", "ERF"]
 
@@ -120,7 +120,6 @@ def _where_greater(typingctx, a, b, x, y):
     return VEC(a, b, x, y), codegen
 
 
-_div = _lanewise(lambda b, x, y: b.fdiv(x, y), "a / b per lane")
 _MINUS_ZERO = _F(-0.0)
 
 
@@ -164,7 +163,7 @@ def _erf_vec(v):
 
 @njit(inline="always")
 def _gelu_vec(v, divide, c, one, half, form):
-    u = _div(v, c) if divide else mul(v, c)
+    u = div(v, c) if divide else mul(v, c)
     a = add(_erf_vec(u), one)
     if form == 0:
         return mul(mul(v, a), half)

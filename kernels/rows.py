@@ -226,7 +226,7 @@ def _greater(builder, a, b):
 add = _lanewise(lambda b, x, y: b.fadd(x, y), "a + b per lane")
 sub = _lanewise(lambda b, x, y: b.fsub(x, y), "a - b per lane")
 mul = _lanewise(lambda b, x, y: b.fmul(x, y), "a * b per lane")
-_div = _lanewise(lambda b, x, y: b.fdiv(x, y), "a / b per lane")
+div = _lanewise(lambda b, x, y: b.fdiv(x, y), "a / b per lane")
 maximum = _lanewise(_greater, "a if a > b else b per lane (vmaxps: a NaN in a gives b)")
 minimum = _lanewise(lambda b, x, y: b.select(b.fcmp_ordered("<", x, y), x, y),
                     "a if a < b else b per lane (vminps: a NaN in a gives b)")
@@ -527,10 +527,10 @@ def _scale_add_softmax_kernel(x, c, divide, mask, mask_offs, mask_ld, per_matrix
         mr = mask[mo:mo + n]
         for i in range(0, full, LANES):
             v = load(xr, i)
-            store(yr, i, add(_div(v, cv) if divide else mul(v, cv), load(mr, i)))
+            store(yr, i, add(div(v, cv) if divide else mul(v, cv), load(mr, i)))
         if tail:
             v = load_first(xr, full, tail, _F(0.0))
-            t = add(_div(v, cv) if divide else mul(v, cv), load_first(mr, full, tail, _F(0.0)))
+            t = add(div(v, cv) if divide else mul(v, cv), load_first(mr, full, tail, _F(0.0)))
             store_first(yr, full, tail, t)
         _softmax_row(yr, yr, n)
 

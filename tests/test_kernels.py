@@ -1394,3 +1394,12 @@ def test_batched_matmul_f32_reads_attention_views_in_place(monkeypatch):
     assert not copies
     assert same_bits(scores, _sequential_fma_matmul(q.transpose(0, 2, 1, 3), k.transpose(0, 2, 3, 1)))
     assert same_bits(context, _sequential_fma_matmul(scores, v.transpose(0, 2, 1, 3)))
+
+
+def test_pack_b_f32_layout():
+    b = np.arange(3 * 40, dtype=np.float32).reshape(3, 40)
+    packed = FG.pack_b_f32(b)
+    panels = packed.panels.reshape(2, 3, 32)
+    assert (packed.k, packed.n) == (3, 40)
+    assert same_bits(panels[0], b[:, :32]) and same_bits(panels[1, :, :8], b[:, 32:])
+    assert not panels[1, :, 8:].any()      # the last panel's padding is zero
