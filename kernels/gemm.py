@@ -46,7 +46,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["PackedB", "pack_b", "gemm_int8", "gemm_int8_scaled", "gemm_u8s8_avx2_saturating", "default_kernel"]
+__all__ = ["PackedB", "pack_b", "gemm_int8", "gemm_int8_scaled", "ScaledGemm", "gemm_u8s8_avx2_saturating",
+           "default_kernel"]
 
 _K_ALIGN = 16  # K padding of packed operands (zeros), so vector loops have no remainder
 _L1_BUDGET = 24 * 1024  # bytes of A rows kept hot in L1 while B columns stream past them
@@ -309,6 +310,64 @@ def gemm_int8_scaled(a, b, a_zp=0, b_zp=0, scale=1.0, bias=None, kernel="auto") 
     it to each 32-column panel while it is in cache (what a dynamically quantized MatMul's
     Cast -> Mul -> Add computes)."""
     return _run(_choose(kernel, a), a, b, a_zp, b_zp, epilogue=(scale, bias))
+
+
+class ScaledGemm:
+    """``gemm_int8_scaled`` against one packed B whose zero points and bias stay the same from call
+    to call (a session's dynamically quantized MatMul), with everything about B prepared once:
+    its column terms, zero points and bias as the panel kernels take them. A call then passes
+    only what changes -- A, A's zero point (one for all rows) and the scale -- straight to the
+    VNNI or AMX kernel, the same kernels and terms as ``gemm_int8_scaled``, so the same bits.
+
+    Covers uint8 A [M, K] whose C-contiguous rows are already as wide as B's packed K (K a
+    multiple of 64 on AMX, of 4 on VNNI) on CPUs whose default kernel is "amx" or "vnni"; a call
+    returns None for anything else and the caller takes ``gemm_int8_scaled``."""
+
+    def __init__(self, b: PackedB, b_zp=0, bias=None):
+        from . import vnni
+
+        self.kernel = default_kernel()
+        self.n = b.n
+        if self.kernel not in ("amx", "vnni"):
+            return
+        vb = self.vb = b.vnni
+        bz = _zero_point_vector(b_zp, b.n, "b_zp", "one per column of b")
+        self.row_sums = bool(vb.shift) or bool(bz.any())   # only multiplied by B's zero points
+        none = np.zeros(0, dtype=np.int64)
+        _, self.colterm, _, self.bzp = vnni.zero_point_terms(vb, b.k, none, none, bz, vb.shift)
+        _, self.bias = vnni.epilogue_vectors(vb, 1.0, bias)
+        self.has_bias = bias is not None
+
+    def __call__(self, a, a_zp, scale) -> np.ndarray | None:
+        """float32 [M, N] = float32((a - a_zp) @ (B - b_zp)) * scale (+ bias), or None (see the
+        class). ``a_zp`` an integer, ``scale`` float32 with one element or N."""
+        if self.kernel not in ("amx", "vnni"):
+            return None
+        from . import amx, vnni
+
+        vb = self.vb
+        if a.dtype != np.uint8 or a.ndim != 2 or a.shape[1] != vb.kpad or not a.flags.c_contiguous:
+            return None
+        m = a.shape[0]
+        if m == 0:
+            return np.empty((0, self.n), np.float32)
+        rowsum = np.zeros(m, dtype=np.int64)
+        if self.row_sums:
+            vnni._row_sums(a, rowsum)
+        s = np.asarray(scale, dtype=np.float32).reshape(-1)
+        if s.size == 1:
+            scale_vec = np.full(vb.npad, s[0], dtype=np.float32)
+        else:
+            scale_vec, _ = vnni.epilogue_vectors(vb, s, None)
+        kern = amx.gemm_u8s8_amx_f32 if self.kernel == "amx" and m >= _AMX_MIN_ROWS else vnni.gemm_u8s8_vnni_f32
+        out = np.empty(m * vb.npad, dtype=np.float32)
+        kern(a.reshape(-1), vb.kpad, m, vb.panels, vb.npad // vnni.NR, vb.kpad // vnni.KGROUP,
+             rowsum.astype(np.int32), self.colterm, np.full(m, a_zp, dtype=np.int32), self.bzp,
+             _NO_C, vb.npad, scale_vec, self.bias, self.has_bias, out)
+        return vnni.finish(out, m, vb)
+
+
+_NO_C = np.zeros(0, dtype=np.int32)   # the *_f32 kernels keep their int32 sums in a scratch
 
 
 def _choose(kernel, a):

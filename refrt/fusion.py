@@ -137,7 +137,10 @@ def _match_matmul_integer(steps, i, sole_reader):
     in_gemm = mm.fn is quant.matmul_integer_op and "ctx" in mm.kwargs
 
     def with_epilogue(A, B, a_zero_point=None, b_zero_point=None, *, ctx, epilogue):
-        return quant.matmul_integer(A, B, a_zero_point, b_zero_point, ctx=ctx, epilogue=epilogue)
+        y = quant.matmul_integer_scaled(A, B, a_zero_point, b_zero_point, *epilogue, ctx=ctx)
+        if y is None:
+            y = quant.matmul_integer(A, B, a_zero_point, b_zero_point, ctx=ctx, epilogue=epilogue)
+        return y
 
     def fused(*args):
         s = args[n_mm]

@@ -53,7 +53,9 @@ def same_bits(a, b):
 
 
 cases = st.fixed_dictionaries({
-    "m": st.integers(1, 40), "k": st.integers(1, 200), "n": st.integers(1, 70),
+    # K a multiple of 64 (BERT's widths): the prepared GEMM of quant.matmul_integer_scaled
+    "m": st.integers(1, 40), "k": st.one_of(st.integers(1, 200), st.sampled_from([64, 128, 192])),
+    "n": st.integers(1, 70),
     "w_dtype": st.sampled_from([np.int8, np.uint8]),
     "per_column": st.booleans(), "with_bias": st.booleans(),
     "scale_first": st.booleans(), "bias_first": st.booleans(),
@@ -94,6 +96,25 @@ def test_shared_input_and_moved_steps_keep_values_alive():
     x = rng.standard_normal((10, 64)).astype(np.float32)
     for a, b in zip(fused.run(None, {"x": x}), plain.run(None, {"x": x})):
         assert same_bits(a, b)
+
+
+@pytest.mark.parametrize("w_dtype, w_zp, per_column", [(np.int8, 0, False), (np.uint8, 128, True),
+                                                      (np.int8, 3, True)])
+def test_fused_chain_runs_the_prepared_gemm(w_dtype, w_zp, per_column):
+    rng = np.random.default_rng(4)
+    info = np.iinfo(w_dtype)
+    w = rng.integers(info.min, info.max, (128, 80), endpoint=True).astype(w_dtype)
+    scale = np.full(80 if per_column else (), 0.01, np.float32)
+    m = chain_model(128, 80, w, np.array(w_zp, w_dtype), scale, rng.standard_normal(80).astype(np.float32),
+                    heads=2)
+    fused, plain = sessions(m)
+    for rows in (40, 3, 0):     # AMX rows, VNNI rows (below one AMX tile), none
+        x = rng.standard_normal((rows, 128)).astype(np.float32)
+        for a, b in zip(fused.run(None, {"x": x}), plain.run(None, {"x": x})):
+            assert same_bits(a, b)
+    ctxs = [s.kwargs["ctx"] for s in fused._plan.steps if s.node.op_type == "MatMulInteger"]
+    uses_vnni = refrt.kernels.gemm.default_kernel() in ("amx", "vnni")
+    assert all((("scaled_gemm",) in c.cache) == uses_vnni for c in ctxs)
 
 
 def test_no_fusion_where_an_intermediate_is_observable():

@@ -443,6 +443,33 @@ def matmul_integer(a, b, a_zp=None, b_zp=None, ctx=None, b_input=1, epilogue=Non
     return y if epilogue is None else K.scale_bias_int32(y, *epilogue)
 
 
+def matmul_integer_scaled(a, b, a_zp, b_zp, scale, bias, *, ctx):
+    """``matmul_integer(a, b, a_zp, b_zp, ctx=ctx, epilogue=(scale, bias))`` on the session's
+    prepared GEMM (``kernels.gemm.ScaledGemm``, kept in the node's cache), or None where that
+    does not apply: B and its zero point constant, A uint8 [..., K] with one zero point, the
+    exact GEMM. The result is the same; a call skips the general path's checks and set-up,
+    which the first call runs once for the constant inputs."""
+    if (ctx is None or not ctx.is_constant(1) or (b_zp is not None and not ctx.is_constant(3))
+            or not isinstance(a, np.ndarray) or a.dtype != np.uint8 or a.ndim < 2
+            or not isinstance(b, np.ndarray) or b.ndim != 2 or a.shape[-1] != b.shape[0]
+            or (a_zp is not None and (not isinstance(a_zp, np.ndarray) or a_zp.dtype != np.uint8
+                                      or a_zp.size != 1))):
+        return None
+    hit = ctx.cache.get(("scaled_gemm",))
+    if hit is None or hit[0] is not bias or hit[1] != (b.shape, b.dtype.str):
+        if _gemm_for(a.dtype, _int8_operand(b, "B").dtype, ctx) is not K.gemm_int8:
+            return None
+        bz = _matrix_zero_points(_zero_point_of(b_zp, b, "b_zero_point"), b.shape[1], "column of B",
+                                 "b_zero_point", "1N")
+        if bz.ndim > 1:
+            return None
+        plan = K.gemm.ScaledGemm(_packed_matrices(b, ctx, 1)[0], bz, bias)
+        hit = ctx.cache[("scaled_gemm",)] = (bias, (b.shape, b.dtype.str), plan)
+    rows = a.reshape(-1, a.shape[-1])
+    y = hit[2](rows, 0 if a_zp is None else int(a_zp.reshape(-1)[0]), scale)
+    return None if y is None else y.reshape(a.shape[:-1] + (b.shape[1],))
+
+
 @op("MatMulInteger", since=10)
 def matmul_integer_op(A, B, a_zero_point=None, b_zero_point=None, *, ctx):
     """Y = (A - a_zero_point) @ (B - b_zero_point) in int32, batched like MatMul
