@@ -8,11 +8,11 @@
 import os as _os
 import sys as _sys
 
-# Thread pools. refrt runs NumPy's OpenBLAS (float MatMul, Gemm) and Numba's OpenMP kernels
-# (the int8 GEMMs, quantization) one after the other on the same cores. By default each pool
-# keeps spinning after its work (OpenBLAS for 2**28 cycles, libgomp for a while), so the next
-# pool's threads wait for a core: the BERT-base encoder ran 1.4x (FP32) to 2.8x (INT8) slower
-# that way on 2 cores. refrt therefore asks both pools to sleep when idle, unless the variable
+# Thread pools. refrt runs NumPy's OpenBLAS (float Gemm, float MatMul without packed weights) and
+# Numba's OpenMP kernels (the int8 GEMMs, quantization, packed float MatMul) one after the other
+# on the same cores. By default each pool keeps spinning after its work (OpenBLAS for 2**28
+# cycles, libgomp for a while), so the next pool's threads wait for a core: the BERT-base encoder
+# ran 1.4x (FP32) to 2.8x (INT8) slower that way on 2 cores. refrt therefore asks both pools to sleep when idle, unless the variable
 # is already set. OpenBLAS reads its variable when NumPy is first imported, so that one only
 # takes effect when refrt is imported before NumPy; libgomp reads its own when Numba first
 # starts its threads.
