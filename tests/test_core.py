@@ -343,6 +343,19 @@ def test_import_asks_idle_thread_pools_to_sleep_unless_told_otherwise(first, pre
     assert tuple(json.loads(out.stdout)) == expected
 
 
+@pytest.mark.parametrize("preset, expected", [({}, True), ({"MALLOC_MMAP_THRESHOLD_": "131072"}, False)])
+def test_import_raises_glibc_mmap_threshold_unless_told_otherwise(preset, expected):
+    import subprocess
+    import sys
+    if not sys.platform.startswith("linux") or not os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc"):
+        pytest.skip("the mmap threshold is a glibc setting")
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_MMAP_THRESHOLD_"}
+    env.update(preset)
+    out = subprocess.run([sys.executable, "-c", "import refrt; print(refrt.MMAP_THRESHOLD_RAISED)"],
+                         env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == str(expected)
+
+
 # ---------------------------------------------------------------- external data
 
 def _save_external(tmp_path, location):
