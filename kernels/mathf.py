@@ -22,8 +22,8 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
-from .rows import (LANES, VEC, add, div, fma as vfma, load, load_first, mul, pow2_of_rounded, splat,
-                   store, store_first, sub)
+from .rows import (LANES, VEC, add, div, fma as vfma, horner, load, load_first, mul, pow2_of_rounded,
+                   splat, store, store_first, sub)
 
 __all__ = ["erf_f32", "gelu_erf_f32", "GELU_FORMS", "ERF"]
 
@@ -60,9 +60,7 @@ def fma(typingctx, a, b, c):
     return types.float32(types.float32, types.float32, types.float32), codegen
 
 
-_S0, _S1, _S2, _S3, _S4, _S5 = ERF.SMALL
-_B0, _B1, _B2, _B3, _B4, _B5, _B6 = ERF.BIG
-_E0, _E1, _E2, _E3, _E4, _E5, _E6 = ERF.EXP
+_SMALL, _BIG, _EXP = ERF.SMALL, ERF.BIG, ERF.EXP   # polynomial coefficients, highest power first
 _UPPER, _SPLIT, _LOWER, _LOG2E = ERF.UPPER, ERF.SPLIT, ERF.EXP_LOWER, ERF.LOG2E
 _LN2_HI, _LN2_LO, _ROUND = ERF.LN2_HI, ERF.LN2_LO, ERF.ROUND
 _ONE = _F(1.0)
@@ -129,12 +127,7 @@ def _erf_vec(v):
     upper = splat(_UPPER)
     a = _abs(v)
     a = _where_greater(a, upper, upper, a)
-    r = vfma(splat(_B0), a, splat(_B1))
-    r = vfma(r, a, splat(_B2))
-    r = vfma(r, a, splat(_B3))
-    r = vfma(r, a, splat(_B4))
-    r = vfma(r, a, splat(_B5))
-    r = vfma(r, a, splat(_B6))
+    r = horner(a, _BIG)
     t = sub(splat(_MINUS_ZERO), vfma(r, a, a))       # -(a + a q(a)), exactly
     lower = splat(_LOWER)
     t = _where_greater(lower, t, lower, t)
@@ -142,22 +135,12 @@ def _erf_vec(v):
     n = sub(rounded, splat(_ROUND))
     f = vfma(n, splat(_LN2_HI), t)
     f = vfma(n, splat(_LN2_LO), f)
-    y = vfma(splat(_E0), f, splat(_E1))
-    y = vfma(y, f, splat(_E2))
-    y = vfma(y, f, splat(_E3))
-    y = vfma(y, f, splat(_E4))
-    y = vfma(y, f, splat(_E5))
-    y = vfma(y, f, splat(_E6))
+    y = horner(f, _EXP)
     # 2^n from the rounded sum's bits: n >= -27 here (a <= 3.925 keeps t above -18.5), so it
     # is a normal float32 and equals the scalar code's table entry
     big = sub(splat(_ONE), mul(y, pow2_of_rounded(rounded)))
     s = mul(a, a)
-    q = vfma(splat(_S0), s, splat(_S1))
-    q = vfma(q, s, splat(_S2))
-    q = vfma(q, s, splat(_S3))
-    q = vfma(q, s, splat(_S4))
-    q = vfma(q, s, splat(_S5))
-    small = vfma(q, a, a)
+    small = vfma(horner(s, _SMALL), a, a)
     return _sign_of(_where_greater(a, splat(_SPLIT), big, small), v)
 
 

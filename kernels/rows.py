@@ -279,6 +279,16 @@ lanes_min = _halves(lambda b, lo, hi: b.select(b.fcmp_ordered("<", lo, hi), lo, 
                     "the lanes' minimum, combined in halves as lanes_sum")
 
 
+@njit(inline="always")
+def horner(x, coeffs):
+    """coeffs[0] x^(n-1) + ... + coeffs[n-1] per lane (coeffs a tuple of n float32), by Horner's
+    rule in fused multiply-adds: one rounding per step, highest power first."""
+    p = splat(coeffs[0])
+    for i in range(1, len(coeffs)):
+        p = fma(p, x, splat(coeffs[i]))
+    return p
+
+
 @intrinsic
 def pow2_of_rounded(typingctx, t):
     """2^n per lane, for t = 1.5 * 2^23 + n with -126 <= n <= 127: the float32 whose exponent bits
@@ -311,10 +321,10 @@ def zero_where_below(typingctx, x, bound, y):
 
 # --------------------------------------------------------------------------- exp for x <= 0
 
-_Q0, _Q1, _Q2, _Q3, _Q4 = EXP.POLY
 _LOG2E, _ROUND, _LOWER = EXP.LOG2E, EXP.ROUND, EXP.LOWER
 _MINUS_LN2_HI, _MINUS_LN2_LO = -EXP.LN2_HI, -EXP.LN2_LO
 _ONE = _F(1.0)
+_EXP_POLY = EXP.POLY + (_ONE, _ONE)
 
 
 @njit(inline="always")
@@ -324,12 +334,7 @@ def _exp_nonpositive(x):
     n = sub(t, splat(_ROUND))
     r = fma(n, splat(_MINUS_LN2_HI), x)
     r = fma(n, splat(_MINUS_LN2_LO), r)
-    p = fma(splat(_Q0), r, splat(_Q1))
-    p = fma(p, r, splat(_Q2))
-    p = fma(p, r, splat(_Q3))
-    p = fma(p, r, splat(_Q4))
-    p = fma(p, r, splat(_ONE))
-    p = fma(p, r, splat(_ONE))
+    p = horner(r, _EXP_POLY)              # 1 + r + r^2 q(r) = (q(r) r + 1) r + 1
     return zero_where_below(x, _LOWER, mul(p, pow2_of_rounded(t)))
 
 
