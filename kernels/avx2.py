@@ -106,11 +106,7 @@ def _tile_intrinsic(mr: int):
                     for v in range(_NV):
                         acc = builder.load(accs[r][v])
                         builder.store(builder.add(acc, builder.call(madd, [bcast, b_vecs[v]])), accs[r][v])
-            for r in range(mr):
-                row = builder.gep(c_base, [builder.mul(ldc_v, ir.Constant(ldc_v.type, r))])
-                for v in range(_NV):
-                    ptr = builder.gep(row, [ir.Constant(ldc_v.type, 8 * v)])
-                    builder.store(builder.load(accs[r][v]), builder.bitcast(ptr, _I32X8.as_pointer()), align=4)
+            vnni.store_tile(builder, c_base, ldc_v, accs)
             return context.get_dummy_value()
 
         return sig, codegen

@@ -40,7 +40,7 @@ from numba.extending import intrinsic
 
 from .mathf import fma
 from .rows import row_view
-from .vnni import element_pointers
+from .vnni import element_pointers, store_tile
 
 __all__ = ["batched_matmul_f32", "SMALL", "PackedF32", "pack_b_f32", "matmul_packed_f32",
            "packed_available"]
@@ -78,11 +78,7 @@ def _tile_intrinsic(mr: int, nv: int):
                     bcast = builder.shuffle_vector(one, ir.Constant(_F16, ir.Undefined), lane0)
                     for v in range(nv):
                         builder.store(builder.call(vfma, [bcast, b_vecs[v], builder.load(accs[r][v])]), accs[r][v])
-            for r in range(mr):
-                row = builder.gep(c_base, [builder.mul(ldc_v, ir.Constant(ldc_v.type, r))])
-                for v in range(nv):
-                    ptr = builder.bitcast(builder.gep(row, [ir.Constant(ldc_v.type, 16 * v)]), _F16.as_pointer())
-                    builder.store(builder.load(accs[r][v]), ptr, align=4)
+            store_tile(builder, c_base, ldc_v, accs)
             return context.get_dummy_value()
 
         return sig, codegen

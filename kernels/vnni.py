@@ -68,6 +68,18 @@ def element_pointers(context, builder, signature, args, positions) -> list:
                         [args[i + 1]]) for i in positions]
 
 
+def store_tile(builder, c_base, ldc, accs) -> None:
+    """In an intrinsic's codegen: store the accumulators ``accs[r][v]`` (allocas of one LLVM
+    vector type) to the elements ``c_base + r * ldc + v * lanes``: a register tile's rows, ldc
+    elements apart."""
+    for r, row_accs in enumerate(accs):
+        row = builder.gep(c_base, [builder.mul(ldc, ir.Constant(ldc.type, r))])
+        for v, acc in enumerate(row_accs):
+            value = builder.load(acc)
+            ptr = builder.gep(row, [ir.Constant(ldc.type, value.type.count * v)])
+            builder.store(value, builder.bitcast(ptr, value.type.as_pointer()), align=4)
+
+
 @intrinsic
 def prefetch_bytes(typingctx, arr, off, nbytes):
     """Ask the CPU to bring ``nbytes`` of ``arr`` from element ``off`` on into its caches (one
@@ -129,11 +141,7 @@ def _tile_intrinsic(mr: int):
                     for v in range(_NV):
                         acc = builder.load(accs[r][v])
                         builder.store(builder.call(dpbusd, [acc, bcast, b_vecs[v]]), accs[r][v])
-            for r in range(mr):
-                row = builder.gep(c_base, [builder.mul(ldc_v, ir.Constant(ldc_v.type, r))])
-                for v in range(_NV):
-                    p = builder.gep(row, [ir.Constant(ldc_v.type, 16 * v)])
-                    builder.store(builder.load(accs[r][v]), builder.bitcast(p, _I32X16.as_pointer()), align=4)
+            store_tile(builder, c_base, ldc_v, accs)
             return context.get_dummy_value()
 
         return sig, codegen
