@@ -48,6 +48,13 @@ class NodeError(RefrtError, RuntimeError):
         super().__init__(f"node {node_name!r} ({op_type}): {message}")
 
 
+def node_error(label: str, op_type: str, error: Exception) -> NodeError:
+    """The NodeError an op's exception becomes (raise it ``from`` the exception): a refrt error
+    keeps its message, any other is prefixed with its type's name."""
+    message = str(error) if isinstance(error, RefrtError) else f"{type(error).__name__}: {error}"
+    return NodeError(label, op_type, message)
+
+
 def node_label(node) -> str:
     """A readable name for a NodeProto: its name, else its op type and first output."""
     if node.name:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import NodeError, RefrtError
+from .errors import NodeError, node_error
 
 
 def split_hooks(hooks) -> tuple[tuple, tuple]:
@@ -55,12 +55,10 @@ def _run(plan, env: dict, hooks: tuple) -> list:
                 h(step.node, args)
         try:
             result = fn(*args, **kwargs)
-        except RefrtError as e:
-            if isinstance(e, NodeError):
-                raise
-            raise NodeError(step.label, step.node.op_type, str(e)) from e
+        except NodeError:
+            raise
         except Exception as e:
-            raise NodeError(step.label, step.node.op_type, f"{type(e).__name__}: {e}") from e
+            raise node_error(step.label, step.node.op_type, e) from e
         if type(result) is np.ndarray and len(outs) == 1:   # the common case
             if outs[0]:
                 env[outs[0]] = result

@@ -55,7 +55,7 @@ from collections import Counter
 import numpy as np
 from onnx import TensorProto
 
-from .errors import NodeError, RefrtError
+from .errors import NodeError, node_error
 
 
 def _is(step, *op_types: str) -> bool:
@@ -68,12 +68,10 @@ def _call(step, args, fn=None, **extra):
     name that member, as the executor would."""
     try:
         return (fn or step.fn)(*args, **step.kwargs, **extra)
-    except RefrtError as e:
-        if isinstance(e, NodeError):
-            raise
-        raise NodeError(step.label, step.node.op_type, str(e)) from e
+    except NodeError:
+        raise
     except Exception as e:
-        raise NodeError(step.label, step.node.op_type, f"{type(e).__name__}: {e}") from e
+        raise node_error(step.label, step.node.op_type, e) from e
 
 
 def _run_members(members, inputs: tuple, values: tuple):
