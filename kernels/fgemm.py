@@ -29,6 +29,7 @@ The tiles hold 16 accumulators of 16 floats, which fit AVX-512's 32 vector regis
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import NamedTuple
 
@@ -220,6 +221,7 @@ class PackedF32(NamedTuple):
     n: int
 
 
+@functools.cache
 def packed_available() -> bool:
     """True when Numba compiles for this host CPU and the CPU has AVX-512 (32 vector registers
     of 16 floats: the 8 x 32 tile's accumulators fit)."""

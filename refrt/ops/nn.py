@@ -96,7 +96,6 @@ _SMALL_MATMUL = 1 << 21
 # re-packs B on every call. Fewer rows (matrix-vector) or smaller products are faster in the BLAS.
 _PACKED_ROWS = 4
 _PACKED_MATMUL = 1 << 22
-_PACKED_CPU: list = []
 
 
 def _packed_weights(a, b, ctx):
@@ -107,9 +106,7 @@ def _packed_weights(a, b, ctx):
             or a.ndim < 1 or a.size < _PACKED_ROWS * b.shape[0]
             or a.size * b.shape[1] < _PACKED_MATMUL or not ctx.is_constant(1)):
         return None
-    if not _PACKED_CPU:
-        _PACKED_CPU.append(K.fgemm.packed_available())
-    if not _PACKED_CPU[0]:
+    if not K.fgemm.packed_available():
         return None
     return packed_once(ctx, 1, ("packed_f32",), b, K.fgemm.pack_b_f32)
 
