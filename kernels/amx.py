@@ -37,7 +37,6 @@ lacks ``amx-tile``/``amx-int8``, or Numba compiles for a CPU other than this one
 
 from __future__ import annotations
 
-import os
 import platform
 import sys
 
@@ -75,7 +74,7 @@ _I16, _I64, _I8P = ir.IntType(16), ir.IntType(64), ir.IntType(8).as_pointer()
 _PERMISSION = None
 
 
-def _request_tile_permission() -> bool:
+def tile_permission() -> bool:
     """Ask Linux for the AMX tile-data state (once per process)."""
     global _PERMISSION
     if _PERMISSION is None:
@@ -93,16 +92,12 @@ def _request_tile_permission() -> bool:
 
 
 def available() -> bool:
-    """True when Numba compiles for this host CPU, the CPU has AMX-INT8 and the OS granted the
-    tile state to this process."""
-    if os.environ.get("NUMBA_CPU_NAME") or os.environ.get("NUMBA_CPU_FEATURES"):
-        return False
-    import llvmlite.binding as llvm
+    """True when this process can run the AMX kernel (``cpu.runnable_int8_kernels``): Numba
+    compiles for this host CPU, the CPU has AMX-INT8 and AVX512-VNNI, and the OS granted the tile
+    state."""
+    from .cpu import runnable_int8_kernels
 
-    features = llvm.get_host_cpu_features()
-    if not (features.get("amx-tile", False) and features.get("amx-int8", False)):
-        return False
-    return _request_tile_permission()
+    return "amx" in runnable_int8_kernels()
 
 
 def _tile_intrinsic(row_tiles: int):

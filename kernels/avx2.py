@@ -31,7 +31,6 @@ epilogue of ``vnni.fold_and_scale``; ``vnni.run_panels`` drives both.
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 from llvmlite import ir
@@ -48,21 +47,12 @@ NR = 8 * _NV  # columns per B panel
 _I16X16 = ir.VectorType(ir.IntType(16), 16)
 _I32X8 = ir.VectorType(ir.IntType(32), 8)
 
-# LLVM CPU names with AVX2 that NUMBA_CPU_NAME may name (compiling for another CPU than this one)
-_AVX2_CPUS = {"haswell", "broadwell", "skylake", "skylake-avx512", "cascadelake", "cooperlake",
-              "cannonlake", "icelake-client", "icelake-server", "tigerlake", "alderlake",
-              "raptorlake", "meteorlake", "sapphirerapids", "emeraldrapids", "graniterapids",
-              "znver1", "znver2", "znver3", "znver4", "znver5", "x86-64-v3", "x86-64-v4"}
-
-
 def available() -> bool:
-    """True when this CPU has AVX2 and Numba compiles for it (or for a named AVX2 CPU)."""
-    import llvmlite.binding as llvm
+    """True when this CPU has AVX2 and Numba compiles for it (or for a named AVX2 CPU):
+    ``cpu.runnable_int8_kernels``."""
+    from .cpu import runnable_int8_kernels
 
-    if not llvm.get_host_cpu_features().get("avx2", False) or os.environ.get("NUMBA_CPU_FEATURES"):
-        return False
-    name = os.environ.get("NUMBA_CPU_NAME")
-    return name in (None, "", "host") or name in _AVX2_CPUS
+    return "avx2" in runnable_int8_kernels()
 
 
 def _tile_intrinsic(mr: int):

@@ -29,8 +29,6 @@ The tiles hold 16 accumulators of 16 floats, which fit AVX-512's 32 vector regis
 
 from __future__ import annotations
 
-import functools
-import os
 from typing import NamedTuple
 
 import numpy as np
@@ -221,15 +219,13 @@ class PackedF32(NamedTuple):
     n: int
 
 
-@functools.cache
 def packed_available() -> bool:
-    """True when Numba compiles for this host CPU and the CPU has AVX-512 (32 vector registers
-    of 16 floats: the 8 x 32 tile's accumulators fit)."""
-    if os.environ.get("NUMBA_CPU_NAME") or os.environ.get("NUMBA_CPU_FEATURES"):
-        return False
-    import llvmlite.binding as llvm
+    """True when the packed float32 kernel runs here (``cpu.float_matmul() == "packed"``): Numba
+    compiles for this host CPU and the CPU has AVX-512 (32 vector registers of 16 floats: the
+    8 x 32 tile's accumulators fit), unless ``REFRT_FLOAT_MATMUL=blas``."""
+    from .cpu import float_matmul
 
-    return bool(llvm.get_host_cpu_features().get("avx512f", False))
+    return float_matmul() == "packed"
 
 
 def pack_b_f32(b: np.ndarray) -> PackedF32:

@@ -98,7 +98,7 @@ class PackedB:
         if self._vnni is None:
             from . import amx, vnni
 
-            k_align = amx.K_ALIGN if default_kernel() == "amx" else vnni.KGROUP
+            k_align = amx.K_ALIGN if amx.available() else vnni.KGROUP
             self._vnni = vnni.pack_b(self.bt, self.colsum, k_align)
         return self._vnni
 
@@ -122,19 +122,11 @@ def _padded_k(k: int) -> int:
 def default_kernel() -> str:
     """The kernel ``gemm_int8`` runs by default: "amx" where this CPU has AMX-INT8 (and the OS
     grants the tile state), else "vnni" where it has AVX512-VNNI, else "avx2" where it has AVX2,
-    else "portable" (each only when Numba compiles for a CPU that has it)."""
-    global _DEFAULT_KERNEL
-    if _DEFAULT_KERNEL is None:
-        from . import amx, avx2, vnni
+    else "portable" (each only when Numba compiles for a CPU that has it); the environment
+    variable ``REFRT_INT8_KERNEL`` forces one of those this CPU can run (``cpu.int8_kernel``)."""
+    from .cpu import int8_kernel
 
-        if vnni.available():
-            _DEFAULT_KERNEL = "amx" if amx.available() else "vnni"
-        else:
-            _DEFAULT_KERNEL = "avx2" if avx2.available() else "portable"
-    return _DEFAULT_KERNEL
-
-
-_DEFAULT_KERNEL = None
+    return int8_kernel()
 
 
 def _check_int8_matrix(x, name: str) -> np.ndarray:
@@ -285,6 +277,9 @@ def _gemm_prepared(kernel, a16, rowsum, bt16, colsum, k, a_zp, b_zp, out):
 
 _KERNELS = ("auto", "amx", "vnni", "avx2", "portable")
 _AMX_MIN_ROWS = 16  # "auto" runs the VNNI kernel below one 16-row AMX tile
+_NEEDS = {"amx": "AMX-INT8, AVX512-VNNI, the OS's permission for tile data and Numba compiling for this CPU",
+          "vnni": "AVX512-VNNI and Numba compiling for this CPU",
+          "avx2": "AVX2 and Numba compiling for an AVX2 CPU"}
 
 
 def gemm_int8(a, b, a_zp=0, b_zp=0, kernel="auto") -> np.ndarray:
@@ -322,6 +317,11 @@ class ScaledGemm:
     Covers uint8 A [M, K] whose C-contiguous rows are already as wide as B's packed K (K a
     multiple of 64 on AMX, of 4 on VNNI) on CPUs whose default kernel is "amx" or "vnni"; a call
     returns None for anything else and the caller takes ``gemm_int8_scaled``."""
+
+    @staticmethod
+    def runs_here() -> bool:
+        """True where the default kernel is one the prepared GEMM drives ("amx" or "vnni")."""
+        return default_kernel() in ("amx", "vnni")
 
     def __init__(self, b: PackedB, b_zp=0, bias=None):
         from . import vnni
@@ -380,16 +380,12 @@ def _choose(kernel, a):
             kernel = "vnni"
         if kernel == "avx2" and rows < 2:
             kernel = "portable"   # one row: the dot-product kernel measured faster (bench/gemm.py)
-    if kernel == "amx" and default_kernel() != "amx":
-        raise RuntimeError("the amx kernel needs a CPU with AMX-INT8, the OS's permission for "
-                           "tile data, and Numba compiling for this CPU")
-    if kernel == "vnni" and default_kernel() not in ("amx", "vnni"):
-        raise RuntimeError("the vnni kernel needs a CPU with AVX512-VNNI (and Numba compiling for it)")
-    if kernel == "avx2":
-        from . import avx2
+    from .cpu import KernelUnavailable, runnable_int8_kernels
 
-        if not avx2.available():
-            raise RuntimeError("the avx2 kernel needs a CPU with AVX2 (and Numba compiling for it)")
+    if kernel not in runnable_int8_kernels():
+        raise KernelUnavailable(f"the {kernel} int8 kernel cannot run here (this CPU or this process "
+                                f"runs {', '.join(runnable_int8_kernels())}): it needs "
+                                + _NEEDS[kernel])
     return _gemm_dot_kernel if kernel == "portable" else kernel
 
 

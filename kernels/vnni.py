@@ -34,7 +34,6 @@ this process may use it.  Without it, ``gemm.py``'s portable kernel runs instead
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 from llvmlite import ir
@@ -53,12 +52,11 @@ _I8X64 = ir.VectorType(ir.IntType(8), 64)
 
 
 def available() -> bool:
-    """True when Numba compiles for this host CPU and the CPU has AVX512-VNNI."""
-    if os.environ.get("NUMBA_CPU_NAME") or os.environ.get("NUMBA_CPU_FEATURES"):
-        return False  # code compiled for another CPU: the intrinsic may not exist there
-    import llvmlite.binding as llvm
+    """True when this process can run the VNNI kernel: Numba compiles for this host CPU and the
+    CPU has AVX512-VNNI (``cpu.runnable_int8_kernels``)."""
+    from .cpu import runnable_int8_kernels
 
-    return bool(llvm.get_host_cpu_features().get("avx512vnni", False))
+    return "vnni" in runnable_int8_kernels()
 
 
 def element_pointers(context, builder, signature, args, positions) -> list:

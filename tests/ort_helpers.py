@@ -1,9 +1,14 @@
 """onnxruntime helpers shared by the tests.
 
 * ``ort_session(model)``: a CPU session with graph optimizations disabled (op-by-op comparisons).
-* ``avx2_ort_prefix()``: how to run onnxruntime on an AVX2 CPU *without* VNNI, where its u8 x s8
-  GEMM saturates int16 pairs: natively when this CPU is one, else under user-mode QEMU emulating a
-  Haswell (``qemu-x86_64 -cpu Haswell``), else not at all (with the reason).
+* ``refrt_like_ort(model, **options)``: a refrt session with the options that reproduce
+  onnxruntime on this machine (``refrt.host.ort_matching_options()``: ``emulate_avx2_u8s8`` where
+  its u8 x s8 GEMM saturates). Every test that compares refrt's default numerics with onnxruntime
+  run in this process builds its refrt session with it.
+* ``avx2_ort_prefix()``: how to run an onnxruntime whose u8 x s8 GEMM saturates int16 pairs (an
+  AVX2 CPU without VNNI): natively where this machine's does (``refrt.host``), else under
+  user-mode QEMU emulating a Haswell (``qemu-x86_64 -cpu Haswell``), else not at all (with the
+  reason).
 * ``run_models_avx2(runs, tmp_path)``: run (model, feeds) pairs in such an onnxruntime, in a
   subprocess, and return their outputs.
 """
@@ -17,7 +22,15 @@ import sys
 
 import numpy as np
 
-VNNI_FLAGS = {"avx512_vnni", "avx_vnni", "avx_vnni_int8"}
+import refrt
+from refrt import host
+
+ORT_SATURATES_U8S8 = host.ort_u8s8_saturates()
+
+
+def refrt_like_ort(model, **options):
+    """``refrt.InferenceSession(model, ...)`` with the options that reproduce onnxruntime here."""
+    return refrt.InferenceSession(model, **{**host.ort_matching_options(), **options})
 
 
 def ort_session(model):
@@ -30,31 +43,16 @@ def ort_session(model):
     return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
 
 
-def cpu_flags():
-    """The CPU feature flags from /proc/cpuinfo, or None when they cannot be read."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return None
-
-
 def avx2_ort_prefix():
-    """-> (command prefix, reason): ``[]`` to run natively on an AVX2 CPU without VNNI,
-    ``["qemu-x86_64", "-cpu", "Haswell"]`` where QEMU can emulate one, or ``None`` and the reason
-    why neither is possible."""
-    flags = cpu_flags()
-    if flags is None:
-        return None, "cannot read CPU flags from /proc/cpuinfo"
-    if "avx2" in flags and not flags & VNNI_FLAGS:
-        return [], "AVX2 without VNNI"
+    """-> (command prefix, reason): ``[]`` to run natively where onnxruntime's u8 x s8 GEMM
+    saturates here, ``["qemu-x86_64", "-cpu", "Haswell"]`` where QEMU can emulate such a CPU, or
+    ``None`` and the reason why neither is possible."""
+    if ORT_SATURATES_U8S8:
+        return [], f"{host.info().cpu_class}: onnxruntime's u8 x s8 GEMM saturates natively"
     if shutil.which("qemu-x86_64") and os.uname().machine == "x86_64":
         return ["qemu-x86_64", "-cpu", "Haswell"], "emulated Haswell"
-    return None, ("CPU has VNNI (ORT's u8 x s8 GEMM is exact there) or lacks AVX2, and "
-                  "qemu-x86_64 is absent")
+    return None, (f"onnxruntime's u8 x s8 GEMM is exact on this CPU ({host.info().cpu_class}) and "
+                  "qemu-x86_64 (Debian package qemu-user) is absent to emulate one where it saturates")
 
 
 _RUN_MODELS_SCRIPT = r'''

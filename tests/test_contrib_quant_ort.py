@@ -1,7 +1,8 @@
 """refrt's com.microsoft quantization ops (refrt/ops/contrib_quant.py) against onnxruntime.
 
 Every case is a one-node model run by onnxruntime's CPU provider (graph optimizations off) and
-by refrt. Cases are drawn from seeded generators: shapes (broadcasting, odd lengths, vector
+by refrt with the options that reproduce onnxruntime on this machine
+(``refrt.host.ort_matching_options()``: ``emulate_avx2_u8s8`` where its u8 x s8 GEMM saturates). Cases are drawn from seeded generators: shapes (broadcasting, odd lengths, vector
 tails), per-tensor and per-column parameters, uint8 and int8, full-range values (0, 255, -128,
 127 included), power-of-two and odd scales (power-of-two scales make exact .5 ties in the
 requantization), K up to 1,000.
@@ -48,7 +49,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-from ort_helpers import avx2_ort_prefix, ort_session, run_models_avx2
+from ort_helpers import avx2_ort_prefix, ort_session, refrt_like_ort, run_models_avx2
 
 import refrt
 from refrt.kernels.conv import conv_u8s8_avx2_saturating
@@ -94,7 +95,7 @@ def one_node(op_type, inputs, attrs=None, n_outputs=1, const=(), opset=13, domai
 def run_both(op_type, inputs, attrs=None, n_outputs=1, const=()):
     model, feeds = one_node(op_type, inputs, attrs, n_outputs, const)
     EXAMPLES[op_type] = EXAMPLES.get(op_type, 0) + 1
-    return refrt.InferenceSession(model).run(None, feeds), ort_session(model).run(None, feeds)
+    return refrt_like_ort(model).run(None, feeds), ort_session(model).run(None, feeds)
 
 
 def assert_exact(ours, theirs):
@@ -413,7 +414,7 @@ def test_dynamic_quantize_lstm_bit_exact(seed, case, threads):
     so.intra_op_num_threads = threads
     theirs = ort.InferenceSession(model.SerializeToString(), so,
                                   providers=["CPUExecutionProvider"]).run(None, feeds)
-    ours = refrt.InferenceSession(model, sess_options=so).run(None, feeds)
+    ours = refrt_like_ort(model, sess_options=so).run(None, feeds)
     EXAMPLES["DynamicQuantizeLSTM"] = EXAMPLES.get("DynamicQuantizeLSTM", 0) + 1
     assert_exact(ours, theirs)
 

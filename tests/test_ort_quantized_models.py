@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-from ort_helpers import ort_session
+from ort_helpers import ort_session, refrt_like_ort
 
 import refrt
 
@@ -40,7 +40,7 @@ def rel_l2(a, b):
 def compare(model_path, feeds, label):
     """refrt vs onnxruntime (optimizations off): returns both errors, prints the optimized one."""
     model = onnx.load(str(model_path))
-    ours = refrt.InferenceSession(model).run(None, feeds)
+    ours = refrt_like_ort(model).run(None, feeds)
     theirs = ort_session(model).run(None, feeds)
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -155,7 +155,7 @@ def test_qat_qdq_graph_runs_as_is():
     model.ir_version = 8
     onnx.checker.check_model(model)
     x = np.load(f"{DATA}/digits_test.npz")["x"][:32]
-    ours = refrt.InferenceSession(model).run(None, {"x": x})[0]
+    ours = refrt_like_ort(model).run(None, {"x": x})[0]
     theirs = ort_session(model).run(None, {"x": x})[0]
     err = rel_l2(ours, theirs)
     print(f"\nQAT Q/DQ graph: rel L2 vs onnxruntime (no optimizations) {err:.2e}")

@@ -28,6 +28,7 @@ import onnx
 import pytest
 from onnx import TensorProto as T
 from onnx import helper, numpy_helper
+from ort_helpers import refrt_like_ort
 
 import refrt
 import refrt.quantization as rq
@@ -395,7 +396,7 @@ def _ort_run(path, feeds):
 
 def _refrt_run(path, feeds):
     try:
-        return refrt.InferenceSession(str(path)).run(None, feeds)
+        return refrt_like_ort(str(path)).run(None, feeds)
     except refrt.errors.UnsupportedOpError as e:
         pytest.skip(f"refrt cannot run {e.domain}.{e.op_type} yet (the quantized model needs it)")
 
