@@ -334,3 +334,46 @@ def conv_u8s8_avx2_saturating(x, w, x_zp=0, w_zp=0, group=1, pads=None, strides=
             acc = gemm_u8s8_avx2_saturating(rows, np.ascontiguousarray(w_rc[g]), xz, wz[g * mg:(g + 1) * mg])
             y[i, g * mg:(g + 1) * mg] = acc.T.reshape((mg,) + tuple(out_spatial))
     return y
+
+
+def conv_integer_s8u8_avx2_saturating(x, w, x_zp=0, w_zp=0, group=1, pads=None, strides=None,
+                                      dilations=None):
+    """Reproduce onnxruntime's ConvInteger with int8 x and uint8 w on an AVX2 CPU without VNNI.
+
+    ORT's ConvInteger runs each image and group as one GEMM with the weights as A [Mg, K] and the
+    columns of x as B [K, L], the reduction index channel-major (k = c * KK + r, ``im2col_int8``'s
+    order, padding read as x_zp). With uint8 w and int8 x that is its u8 x s8 GEMM, whose raw
+    products of each pair (k, k+1), k even, add in a saturating int16
+    (``gemm_u8s8_avx2_saturating``); the other type pairs are exact. Checked against onnxruntime
+    1.32 on an AVX2 CPU (``tests/test_quant_ort.py``).
+
+    x: int8 [N, C, *spatial]; w: uint8 [M, C/group, *kernel]; zero points as in ``conv_int8``.
+    Returns int32 [N, M, *out].
+    """
+    from .gemm import gemm_u8s8_avx2_saturating
+
+    x = _check_int8(x, "x", 3)
+    w = _check_int8(w, "w", 3)
+    if x.dtype != np.int8 or w.dtype != np.uint8:
+        raise TypeError(f"x must be int8 and w uint8, got {x.dtype} and {w.dtype}")
+    n, c = x.shape[:2]
+    m = w.shape[0]
+    group = int(group)
+    if group < 1 or c % group or m % group or w.shape[1] != c // group or w.ndim != x.ndim:
+        raise ValueError(f"w {w.shape} does not fit x {x.shape} with group {group}")
+    cg, mg = c // group, m // group
+    kernel_shape, pads, strides, dilations, out_spatial = _geometry(x.shape[2:], w.shape[2:], pads, strides,
+                                                                    dilations)
+    xz = _scalar_zero_point(x_zp, "x_zp")
+    wz = np.asarray(0 if w_zp is None else w_zp)
+    if wz.dtype.kind not in "iu" or wz.size not in (1, m):
+        raise ValueError(f"w_zp must be an integer scalar or have {m} elements, got shape {wz.shape}")
+    wz = np.broadcast_to(wz.astype(np.int64).reshape(-1), (m,))
+    w_rows = w.reshape(group, mg, -1)                      # [group, Mg, Cg * KK], k = c * KK + r
+    y = np.empty((n, m) + tuple(out_spatial), dtype=np.int32)
+    for i in range(n):
+        for g in range(group):
+            cols = im2col_int8(x[i, g * cg:(g + 1) * cg], kernel_shape, pads, strides, dilations, xz)
+            acc = gemm_u8s8_avx2_saturating(np.ascontiguousarray(w_rows[g]), cols, wz[g * mg:(g + 1) * mg], xz)
+            y[i, g * mg:(g + 1) * mg] = acc.reshape((mg,) + tuple(out_spatial))
+    return y

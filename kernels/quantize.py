@@ -189,7 +189,7 @@ def quantize_linear(x, scale, zp=None, axis=1, qmin=None, qmax=None, out_dtype=N
     default to out_dtype's range (pass e.g. -8/7 for int4 values kept in int8).  Inputs of other
     float types are converted to float32 first (ORT divides float16 in float32 too).
     """
-    x = np.ascontiguousarray(x, dtype=np.float32)
+    x = np.asarray(x, dtype=np.float32, order="C")   # keeps a 0-d x 0-d
     if out_dtype is None:
         out_dtype = np.asarray(zp).dtype if zp is not None else np.uint8
     out_dtype = np.dtype(out_dtype)
@@ -214,7 +214,7 @@ def dequantize_linear(x, scale, zp=None, axis=1, block_size=0):
     float32 scale, as ORT does.  Layouts as in ``quantize_linear``.  A float16 scale is widened to
     float32; cast the result back if the model's output type is float16.
     """
-    x = np.ascontiguousarray(x)
+    x = np.asarray(x, order="C")   # keeps a 0-d x 0-d (ascontiguousarray makes it 1-d)
     if x.dtype.kind not in "iu":
         raise TypeError(f"dequantize_linear expects an integer input, got {x.dtype}")
     scale, zp, per_tensor, axis = _scale_and_zero_point(x, scale, zp, axis, block_size)
@@ -296,7 +296,7 @@ def requantize(acc, multiplier, y_zp=0, qmin=None, qmax=None, out_dtype=np.uint8
     axis 1 for NCHW convolution outputs, -1 for matmul columns).  Any bias is added to ``acc``
     (int32) before this step.
     """
-    acc = np.ascontiguousarray(acc)
+    acc = np.asarray(acc, order="C")
     if acc.dtype != np.int32:
         raise TypeError(f"requantize expects int32 accumulators, got {acc.dtype}")
     out_dtype = np.dtype(out_dtype)

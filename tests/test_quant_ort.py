@@ -27,11 +27,12 @@ Cases onnxruntime rejects or gets wrong are tested against the NumPy twins inste
   (the spec: NaN, the value rounds past 448), float8e5m2 gives NaN for |x| in [61440, 65536)
   (the spec: +-inf). refrt follows the spec there; the float8 test accepts only those two
   departures.
-* On AVX2 CPUs without VNNI onnxruntime's u8 x s8 MatMulInteger, QLinearMatMul and QLinearConv
-  add int16-saturated pairs of products. There refrt's GEMM ops are compared with the session
-  option ``emulate_avx2_u8s8`` on (``test_avx2_emulation_matches_onnxruntime`` checks that
-  switch under QEMU on other CPUs), and QLinearConv's u8 x s8 weights stay in [-64, 63], where
-  no pair saturates (refrt does not emulate the convolution).
+* On AVX2 CPUs without VNNI (and AVX-512 without VNNI) onnxruntime's u8 x s8 MatMulInteger,
+  QLinearMatMul, QLinearConv and ConvInteger (uint8 weights, int8 inputs) add int16-saturated
+  pairs of products. Every refrt session here is built with ``refrt.host.ort_matching_options()``,
+  which turns ``emulate_avx2_u8s8`` on exactly where this machine's onnxruntime saturates (it
+  runs onnxruntime on a product that saturates to find out);
+  ``test_avx2_emulation_matches_onnxruntime`` checks the switch under QEMU on other CPUs.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
-from ort_helpers import VNNI_FLAGS, avx2_ort_prefix, cpu_flags, ort_session, run_models_avx2
+from ort_helpers import avx2_ort_prefix, ort_session, refrt_like_ort, run_models_avx2
 
 import refrt
 from refrt.kernels import twins as TW
@@ -53,8 +54,6 @@ from refrt.ops._common import window_geometry
 pytest.importorskip("onnxruntime")
 
 TP = TensorProto
-_FLAGS = cpu_flags() or set()
-ORT_SATURATES_U8S8 = "avx2" in _FLAGS and not _FLAGS & VNNI_FLAGS
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 E = helper.np_dtype_to_tensor_dtype
@@ -102,11 +101,12 @@ def one_node_model(op_type, inputs, out_elem, opset, attrs=(), initializers=(), 
 
 
 class Pair:
-    """The same model in onnxruntime and in refrt."""
+    """The same model in onnxruntime and in refrt, refrt with the options that reproduce
+    onnxruntime on this machine (``refrt.host.ort_matching_options``)."""
 
-    def __init__(self, model, emulate=False):
+    def __init__(self, model):
         self.ort = ort_session(model)
-        self.ref = refrt.InferenceSession(model, emulate_avx2_u8s8=emulate)
+        self.ref = refrt_like_ort(model)
 
     def run(self, feeds):
         return self.ort.run(None, feeds)[0], self.ref.run(None, feeds)[0]
@@ -350,6 +350,22 @@ def test_dequantize_linear_float8_matches_onnxruntime(c, q_elem, s_dt):
     assert_same(*pair.run({"x_c": x, "s": scale, "z_c": np.zeros(pshape, np.float32)}))
 
 
+@pytest.mark.parametrize("opset", [10, 13, 19, 21])
+@pytest.mark.parametrize("op_type", ["QuantizeLinear", "DequantizeLinear"])
+def test_zero_d_input_keeps_its_shape(op_type, opset):
+    """A 0-d input gives a 0-d output, as in onnxruntime and the spec (found in a PP-OCR model
+    quantized to QDQ by onnxruntime's tool: 102 such nodes)."""
+    x = np.array(1.7, np.float32) if op_type == "QuantizeLinear" else np.array(200, np.uint8)
+    s, z = np.float32(0.25), np.uint8(3)
+    inputs = [("x", E(x.dtype)), ("s", TP.FLOAT), ("z", TP.UINT8)]
+    model = one_node_model(op_type, inputs, TP.UINT8 if op_type == "QuantizeLinear" else TP.FLOAT, opset,
+                           initializers=[numpy_helper.from_array(np.asarray(s), "s"),
+                                         numpy_helper.from_array(np.asarray(z), "z")])
+    expected, got = Pair(model).run({"x": x})
+    assert expected.shape == () and got.shape == ()
+    assert_same(expected, got)
+
+
 # ---------------------------------------------------------------- DynamicQuantizeLinear
 
 @settings(max_examples=40, **SETTINGS)
@@ -443,22 +459,21 @@ def _feeds(**arrays):
 @given(gemm_cases)
 def test_matmul_integer_matches_onnxruntime(c):
     a, b, az, bz = make_gemm_case(c)
-    emulate = ORT_SATURATES_U8S8 and a.dtype == np.uint8 and b.dtype == np.int8
     if c["const_b"]:
-        pair = Pair(_int_product_model("MatMulInteger", a, b, az, bz, True), emulate)
+        pair = Pair(_int_product_model("MatMulInteger", a, b, az, bz, True))
         feeds = _feeds(A=a, az=az, bz=bz)
     else:
-        pair = _cached_gemm_pair(a.dtype.str, b.dtype.str, az is not None, bz is not None, emulate)
+        pair = _cached_gemm_pair(a.dtype.str, b.dtype.str, az is not None, bz is not None)
         feeds = _feeds(A=a, B=b, az=az, bz=bz)
     assert_same(*pair.run(feeds))
 
 
 @functools.lru_cache(maxsize=None)
-def _cached_gemm_pair(a_dt, b_dt, has_az, has_bz, emulate):
+def _cached_gemm_pair(a_dt, b_dt, has_az, has_bz):
     a, b = np.zeros((1, 1), a_dt), np.zeros((1, 1), b_dt)
     az = np.zeros((), a_dt) if has_az else None
     bz = np.zeros((), b_dt) if has_bz else None
-    return Pair(_int_product_model("MatMulInteger", a, b, az, bz, False), emulate)
+    return Pair(_int_product_model("MatMulInteger", a, b, az, bz, False))
 
 
 @settings(max_examples=40, **SETTINGS)
@@ -566,7 +581,7 @@ def _requant_scales(rng, n_channels):
 def test_qlinear_conv_matches_onnxruntime(c, w_scale_kind, w_zp_kind, with_bias, const_w):
     if c["x_dtype"] == np.int8:  # ORT: int8 x only with int8 w (and y of x's type)
         c = dict(c, w_dtype=np.int8)
-    rng, x, w, x_zp, attrs = make_conv_case(c, limit_weights=ORT_SATURATES_U8S8)
+    rng, x, w, x_zp, attrs = make_conv_case(c)
     m = w.shape[0]
     xs, ws, ys = (np.asarray(v, np.float32) for v in
                   _requant_scales(rng, m if w_scale_kind == "channel" else 1))
@@ -601,14 +616,13 @@ def test_qlinear_matmul_matches_onnxruntime(c, opset, s_dt, b_kind):
     b_s = np.asarray(b_s).reshape(bz.shape).astype(s_dt)
     a_s, y_s = np.asarray(a_s, s_dt), np.asarray(y_s, s_dt)
     y_zp = int_array(rng, (), a.dtype, rng.choice(["random", "min", "max"]))
-    emulate = ORT_SATURATES_U8S8 and a.dtype == np.uint8 and b.dtype == np.int8
     names = ["a", "as", "az", "b", "bs", "bz", "ys", "yz"]
     values = [a, a_s, az, b, b_s, bz, y_s, y_zp]
     feeds = dict(zip(names, values))
     inits = [numpy_helper.from_array(feeds.pop("b"), "b")] if c["const_b"] else []
     model = one_node_model("QLinearMatMul", [(nm, E(v.dtype)) for nm, v in zip(names, values)],
                            E(a.dtype), opset, initializers=inits)
-    assert_same(*Pair(model, emulate).run(feeds))
+    assert_same(*Pair(model).run(feeds))
 
 
 @settings(max_examples=30, **SETTINGS)
@@ -676,9 +690,9 @@ def test_dequantize_linear_float8_nonzero_zero_point_twin(c, q_elem):
 # ---------------------------------------------------------------- AVX2 emulation
 
 def test_avx2_emulation_matches_onnxruntime(tmp_path):
-    """MatMulInteger and QLinearMatMul with ``emulate_avx2_u8s8`` reproduce onnxruntime's u8 x s8
-    results on an AVX2 CPU without VNNI bit for bit, saturation included: natively on such a CPU,
-    under ``qemu-x86_64 -cpu Haswell`` elsewhere."""
+    """MatMulInteger, QLinearMatMul and ConvInteger with ``emulate_avx2_u8s8`` reproduce
+    onnxruntime's u8 x s8 results on an AVX2 CPU without VNNI bit for bit, saturation included:
+    natively on such a CPU, under ``qemu-x86_64 -cpu Haswell`` elsewhere."""
     prefix, reason = avx2_ort_prefix()
     if prefix is None:
         pytest.skip(reason)
@@ -701,11 +715,26 @@ def test_avx2_emulation_matches_onnxruntime(tmp_path):
         qmodel = one_node_model("QLinearMatMul", inputs, TP.UINT8, 10,
                                 initializers=[numpy_helper.from_array(b, "b")])
         runs.append((qmodel, {nm: np.asarray(v) for nm, v in zip(names, values) if nm != "b"}))
+    # ConvInteger: onnxruntime multiplies uint8 weights (its GEMM's A) by int8 inputs
+    for i, (group, cg, mg, kernel, spatial, pads) in enumerate([
+            (1, 1, 1, [3], [9], [1, 1]), (1, 5, 4, [3, 3], [6, 7], [1, 0, 2, 1]),
+            (2, 3, 2, [2, 2], [5, 5], [0, 0, 0, 0]), (1, 8, 3, [1, 1], [4, 4], [0, 0, 0, 0]),
+            (3, 1, 1, [3, 3], [5, 4], [1, 1, 1, 1]), (1, 4, 1, [2, 2, 2], [3, 4, 3], [0] * 6)]):
+        x = rng.choice(np.array([-128, 127, -100, 90], np.int8), size=[2, group * cg] + spatial)
+        w = rng.integers(200, 256, [group * mg, cg] + kernel).astype(np.uint8)
+        xz, wz = np.int8(rng.integers(-128, 128)), np.uint8(rng.integers(0, 256))
+        inputs = [("x", TP.INT8), ("w", TP.UINT8), ("xz", TP.INT8), ("wz" if i % 2 else "", TP.UINT8)]
+        model = one_node_model("ConvInteger", inputs, TP.INT32, 10, [("pads", pads), ("group", group)],
+                               initializers=[numpy_helper.from_array(w, "w")] if i % 3 else [])
+        runs.append((model, _feeds(x=x, w=None if i % 3 else w, xz=xz, wz=wz if i % 2 else None)))
     ort_results = run_models_avx2(runs, tmp_path, prefix)
-    saturated = 0
+    saturated = {}
     for (model, feeds), (expected,) in zip(runs, ort_results):
         (emulated,) = refrt.run(model, feeds, emulate_avx2_u8s8=True)
         (exact,) = refrt.run(model, feeds)
         assert_same(expected, emulated)
-        saturated += int((exact != emulated).sum())
-    assert saturated > 0  # the cases do exercise the saturation
+        op_type = model.graph.node[-1].op_type
+        saturated[op_type] = saturated.get(op_type, 0) + int((exact != emulated).sum())
+    # the cases do exercise the saturation, for every op
+    assert set(saturated) == {"MatMulInteger", "QLinearMatMul", "ConvInteger"}
+    assert all(saturated.values()), saturated

@@ -455,6 +455,8 @@ def matmul_integer_scaled(a, b, a_zp, b_zp, scale, bias, *, ctx):
             or (a_zp is not None and (not isinstance(a_zp, np.ndarray) or a_zp.dtype != np.uint8
                                       or a_zp.size != 1))):
         return None
+    if not K.gemm.ScaledGemm.runs_here():
+        return None
     hit = ctx.cache.get(("scaled_gemm",))
     if hit is None or hit[0] is not bias or hit[1] != (b.shape, b.dtype.str):
         if _gemm_for(a.dtype, _int8_operand(b, "B").dtype, ctx) is not K.gemm_int8:
@@ -485,7 +487,7 @@ def matmul_integer_op(A, B, a_zero_point=None, b_zero_point=None, *, ctx):
 
 def conv_integer(x, w, x_zp=None, w_zp=None, *, auto_pad="NOTSET", dilations=None, group=1,
                  kernel_shape=None, pads=None, strides=None, ctx=None, w_input=1,
-                 avx2_emulation=False):
+                 ort_op="ConvInteger"):
     """int32 ``y[n, m, o] = sum_{c in group(m), r} (w[m, c, r] - w_zp[m]) * (x[n, c, o*s + r*d - pb]
     - x_zp)``, padding read as x_zp (so it contributes nothing).
 
@@ -493,7 +495,10 @@ def conv_integer(x, w, x_zp=None, w_zp=None, *, auto_pad="NOTSET", dilations=Non
     a scalar or one per output channel (length M) of w's type. Pads from ``auto_pad`` as for Conv.
     Runs on the Numba int8 convolution (im2col + packed GEMM; depthwise direct); with ``ctx`` a
     constant w (input number ``w_input`` of the node) is packed once and kept in ``ctx.cache``.
-    ``avx2_emulation``: honour the session option ``emulate_avx2_u8s8`` (QLinearConv does).
+    Under the session option ``emulate_avx2_u8s8`` the u8 x s8 product saturates as onnxruntime's
+    ``ort_op`` ("ConvInteger" or "QLinearConv") does on AVX2 without VNNI: its ConvInteger
+    multiplies uint8 weights by int8 inputs, its QLinearConv uint8 inputs by int8 weights, each
+    with its own order of the reduction (``kernels.conv``).
     """
     x = _int8_operand(x, "x")
     w = _int8_operand(w, "w")
@@ -514,11 +519,13 @@ def conv_integer(x, w, x_zp=None, w_zp=None, *, auto_pad="NOTSET", dilations=Non
         raise ValueError(f"w_zero_point must be a scalar or 1-D with one value per output channel "
                          f"({m}), got shape {list(wz.shape)}")
     win = window_geometry(x.shape[2:], w.shape[2:], strides, dilations, pads, auto_pad)
-    # QLinearConv's u8 x s8 path saturates like its GEMM on AVX2 without VNNI (ConvInteger is
-    # exact in onnxruntime on every CPU, so it never emulates).
-    saturating = avx2_emulation and _gemm_for(x.dtype, w.dtype, ctx) is K.gemm_u8s8_avx2_saturating
+    # onnxruntime's GEMM takes the weights as A in ConvInteger and the inputs as A in QLinearConv
+    u8s8 = (w.dtype, x.dtype) if ort_op == "ConvInteger" else (x.dtype, w.dtype)
+    saturating = _gemm_for(*u8s8, ctx) is K.gemm_u8s8_avx2_saturating
     args = (x, w, 0 if xz is None else int(xz.reshape(-1)[0]), 0 if wz is None else wz,
             group, list(win.pads_begin + win.pads_end), list(win.strides), list(win.dilations))
+    if saturating and ort_op == "ConvInteger":
+        return K.conv.conv_integer_s8u8_avx2_saturating(*args)
     if saturating:
         return K.conv.conv_u8s8_avx2_saturating(*args)
     return K.conv_int8(*args, packed=_packed_conv_weights(w, group, ctx, w_input))
@@ -540,7 +547,9 @@ def conv_integer_op(x, w, x_zero_point=None, w_zero_point=None, *, auto_pad="NOT
     """y = conv(x - x_zero_point, w - w_zero_point) in int32 (zero-point padding contributes 0)
 
     ORT vs spec: onnxruntime refuses a per-channel w_zero_point and dilations with auto_pad
-    SAME_*; refrt takes both. Results agree otherwise (exact for every type pair).
+    SAME_*; refrt takes both. On AVX2 CPUs without VNNI onnxruntime's uint8 w x int8 x products
+    saturate in int16 pairs; refrt is exact unless the session option ``emulate_avx2_u8s8`` asks
+    to reproduce that. Results agree otherwise.
     """
     return conv_integer(x, w, x_zero_point, w_zero_point, auto_pad=auto_pad,
                         dilations=dilations, group=group, kernel_shape=kernel_shape, pads=pads,
@@ -663,7 +672,7 @@ def qlinear_conv(x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_
                          f"({m}), got shape {list(np.shape(w_scale))}")
     acc = conv_integer(x, w, x_zero_point, w_zero_point, auto_pad=auto_pad, dilations=dilations,
                        group=group, kernel_shape=kernel_shape, pads=pads, strides=strides, ctx=ctx,
-                       w_input=3, avx2_emulation=True)
+                       w_input=3, ort_op="QLinearConv")
     if B is not None:
         if B.dtype != np.int32 or B.ndim != 1 or B.shape[0] != m:
             raise ValueError(f"B must be int32 of shape [{m}] (one per output channel), got "
