@@ -1,9 +1,13 @@
 """Command line: ``refrt run`` and ``refrt demo``.
 
     refrt run MODEL [--input NAME=FILE.npy ...] [--random-inputs] [--dim NAME=SIZE ...]
+                    [--range [NAME=]LO:HI ...] [--numerics ort|spec] [--emulate-avx2-u8s8]
                     [--trace] [--compare-ort] [--json]
     refrt quantize IN OUT --mode dynamic|static [...]   (refrt quantize --help)
     refrt demo [--json]     the bundled digits CNN: refrt vs onnxruntime
+    refrt host [--json]     this CPU, the kernels refrt picks, onnxruntime's int8 GEMM here
+
+Every command prints refrt's errors as one line and exits with 1 (2 for a usage error).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import time
 
 import numpy as np
 
-from .errors import RefrtError
+from .errors import NodeError, RefrtError
 from .session import InferenceSession
 from .types import shape_of
 
@@ -47,10 +51,52 @@ def _fmt_stats(d: dict) -> str:
     return s
 
 
-def random_feed(sess, dims: dict, seed: int = 0) -> dict:
-    """A random value for every input: symbolic dims from ``dims`` (default 1); floats
-    standard normal, integers in [0, 2), booleans fair coins."""
+def symbolic_dims(sess) -> list[str]:
+    """The names of the symbolic dimensions of the model's inputs, in order of appearance."""
+    names = []
+    for vi in sess._inputs:
+        for d in shape_of(vi.type) or []:
+            if isinstance(d, str) and d and d not in names:
+                names.append(d)
+    return names
+
+
+def parse_ranges(items) -> dict:
+    """``--range`` values: ``LO:HI`` for every input, ``NAME=LO:HI`` for one -> {name or None:
+    (lo, hi)}."""
+    ranges = {}
+    for item in items:
+        name, _, bounds = item.rpartition("=")
+        lo, sep, hi = bounds.partition(":")
+        try:
+            lo, hi = float(lo), float(hi)
+        except ValueError:
+            lo = None
+        if not sep or lo is None or not lo <= hi:
+            raise RefrtError(f"--range {item!r}: expected [NAME=]LO:HI with LO <= HI")
+        ranges[name or None] = (lo, hi)
+    return ranges
+
+
+def random_feed(sess, dims: dict, seed: int = 0, ranges: dict | None = None) -> dict:
+    """A random value for every input.
+
+    Symbolic dims take their size from ``dims`` (default 1; a name the model does not have is an
+    error). Values: integers uniform over their type's whole range (0 and 1 only would hide every
+    integer mismatch), floats standard normal, booleans fair coins; ``ranges`` ({input name or
+    None for all: (lo, hi)}) sets integers uniform in [lo, hi] and floats uniform in [lo, hi)."""
     from .ops._common import np_dtype
+    known = symbolic_dims(sess)
+    unknown = [d for d in dims if d not in known]
+    if unknown:
+        raise RefrtError(f"--dim {', '.join(unknown)}: the model has no such symbolic dimension; its "
+                         f"inputs' symbolic dimensions are {', '.join(known) if known else '(none)'}")
+    ranges = ranges or {}
+    names = [vi.name for vi in sess._inputs]
+    stray = [n for n in ranges if n is not None and n not in names]
+    if stray:
+        raise RefrtError(f"--range {', '.join(stray)}: no such input; the model's inputs are "
+                         f"{', '.join(names)}")
     rng = np.random.default_rng(seed)
     feeds = {}
     for vi in sess._inputs:
@@ -58,15 +104,22 @@ def random_feed(sess, dims: dict, seed: int = 0) -> dict:
         if not tp.HasField("tensor_type"):
             raise RefrtError(f"--random-inputs cannot make a value for {vi.name!r} "
                              f"({tp.WhichOneof('value')}); pass it with --input")
-        shape = [d if isinstance(d, int) and d > 0 else int(dims.get(d, 1))
+        shape = [d if isinstance(d, int) and d >= 0 else int(dims.get(d, 1))
                  for d in (shape_of(tp) or [])]
         dtype = np_dtype(tp.tensor_type.elem_type)
+        span = ranges.get(vi.name, ranges.get(None))
         if dtype.kind == "f" or dtype.name == "bfloat16":
-            v = rng.standard_normal(shape).astype(dtype)
+            v = rng.standard_normal(shape) if span is None else rng.uniform(*span, size=shape)
+            v = v.astype(dtype)
         elif dtype.kind == "b":
             v = rng.random(shape) < 0.5
         elif dtype.kind in "iu":
-            v = rng.integers(0, 2, size=shape).astype(dtype)
+            info = np.iinfo(dtype)
+            lo, hi = (info.min, info.max) if span is None else (int(np.ceil(span[0])), int(np.floor(span[1])))
+            if lo < info.min or hi > info.max or lo > hi:
+                raise RefrtError(f"--range for {vi.name!r}: [{lo}, {hi}] is not inside {dtype.name}'s "
+                                 f"range [{info.min}, {info.max}]")
+            v = rng.integers(lo, hi, size=shape, dtype=dtype, endpoint=True)
         else:
             raise RefrtError(f"--random-inputs cannot make a value of {dtype} for {vi.name!r}")
         feeds[vi.name] = v
@@ -119,11 +172,22 @@ def compare(a, b) -> dict:
 
 # ---------------------------------------------------------------- refrt run
 
+# ops whose uint8 x int8 products onnxruntime runs on its integer GEMM
+U8S8_GEMM_OPS = {"MatMulInteger", "ConvInteger", "QLinearMatMul", "QLinearConv", "QGemm",
+                 "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QAttention", "DynamicQuantizeLSTM"}
+
+
+def _session_options(args) -> dict:
+    return {"numerics": args.numerics, "emulate_avx2_u8s8": args.emulate_avx2_u8s8}
+
+
 def cmd_run(args) -> int:
-    sess = InferenceSession(args.model)
+    sess = InferenceSession(args.model, **_session_options(args))
     feeds = {}
     if args.random_inputs:
-        feeds = random_feed(sess, dict(_kv(d) for d in args.dim), args.seed)
+        feeds = random_feed(sess, dict(_kv(d) for d in args.dim), args.seed, parse_ranges(args.range))
+    elif args.dim or args.range:
+        raise RefrtError("--dim and --range shape the values of --random-inputs; add that flag")
     for item in args.input:
         name, path = _kv(item)
         feeds[name] = np.load(path, allow_pickle=False)
@@ -132,17 +196,22 @@ def cmd_run(args) -> int:
         tracer = Tracer(sys.stderr if args.json else sys.stdout, as_json=args.json)
         sess.add_hook(tracer)
     t0 = time.perf_counter()
-    outputs = sess.run(None, feeds)
+    try:
+        outputs = sess.run(None, feeds)
+    except NodeError as e:
+        if args.random_inputs and any(np.asarray(v).dtype.kind in "iu" for v in feeds.values()):
+            raise RefrtError(f"{e}\n(random integer inputs span their type's whole range; index-like "
+                             "inputs need --range NAME=LO:HI)") from e
+        raise
     elapsed = time.perf_counter() - t0
     names = [o.name for o in sess.get_outputs()]
-    report = {"model": args.model, "seconds": elapsed,
+    report = {"model": args.model, "seconds": elapsed, "numerics": args.numerics,
+              "emulate_avx2_u8s8": args.emulate_avx2_u8s8,
               "outputs": {n: stats(v) for n, v in zip(names, outputs)}}
     if tracer:
         report["trace"] = tracer.records
     if args.compare_ort:
-        ort_sess = _ort_session(sess.model.SerializeToString())
-        ort_out = ort_sess.run(None, feeds)
-        report["compare_ort"] = {n: compare(a, b) for n, a, b in zip(names, outputs, ort_out)}
+        report.update(_compare_with_ort(args, sess, feeds, names, outputs))
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -151,14 +220,53 @@ def cmd_run(args) -> int:
         print(f"  {n}: {_fmt_stats(s)}")
     if args.compare_ort:
         print("vs onnxruntime (graph optimizations disabled):")
-        for n, c in report["compare_ort"].items():
-            if "shape_mismatch" in c:
-                print(f"  {n}: SHAPE MISMATCH refrt {c['shape_mismatch'][0]} vs ort "
-                      f"{c['shape_mismatch'][1]}")
-            else:
-                print(f"  {n}: max abs err {c['max_abs']:.3g}  max rel err {c['max_rel']:.3g}"
-                      f"{'  (bit-identical)' if c['equal'] else ''}")
+        _print_comparison(report["compare_ort"])
+        if "compare_ort_emulated" in report:
+            print("vs onnxruntime, refrt with --emulate-avx2-u8s8:")
+            _print_comparison(report["compare_ort_emulated"])
+        if report.get("hint"):
+            print(report["hint"])
     return 0
+
+
+def _print_comparison(comparison: dict) -> None:
+    for n, c in comparison.items():
+        if "shape_mismatch" in c:
+            print(f"  {n}: SHAPE MISMATCH refrt {c['shape_mismatch'][0]} vs ort "
+                  f"{c['shape_mismatch'][1]}")
+        else:
+            print(f"  {n}: max abs err {c['max_abs']:.3g}  max rel err {c['max_rel']:.3g}"
+                  f"{'  (bit-identical)' if c['equal'] else ''}")
+
+
+def _compare_with_ort(args, sess, feeds, names, outputs) -> dict:
+    """Run onnxruntime on the same feeds. Where refrt and onnxruntime differ, the model has u8 x s8
+    integer GEMMs and onnxruntime's saturates on this CPU, refrt runs again with the emulation
+    switch and says whether that explains the difference."""
+    from . import host
+
+    ort_out = _ort_session(sess.model.SerializeToString()).run(None, feeds)
+    result = {"compare_ort": {n: compare(a, b) for n, a, b in zip(names, outputs, ort_out)}}
+    if all(c.get("equal") for c in result["compare_ort"].values()):
+        return result
+    gemm_ops = sorted({node.op_type for node in sess.model.graph.node} & U8S8_GEMM_OPS)
+    if not gemm_ops or args.emulate_avx2_u8s8 or not host.ort_u8s8_saturates():
+        return result
+    info = host.info()
+    emulated = InferenceSession(sess.model, numerics=args.numerics, emulate_avx2_u8s8=True).run(None, feeds)
+    if all(np.array_equal(a, b) for a, b in zip(emulated, outputs)):
+        return result     # no product saturates: the difference is elsewhere
+    result["compare_ort_emulated"] = {n: compare(a, b) for n, a, b in zip(names, emulated, ort_out)}
+    same = all(c.get("equal") for c in result["compare_ort_emulated"].values())
+    result["hint"] = (
+        f"note: on this CPU ({info.cpu_name}, {info.cpu_class}) onnxruntime's uint8 x int8 GEMM "
+        f"({', '.join(gemm_ops)}) adds each pair of byte products in a saturating int16 "
+        "(vpmaddubsw), so its integer sums are wrong where a pair exceeds 32767; refrt computes "
+        "them exactly. "
+        + ("With --emulate-avx2-u8s8 refrt reproduces onnxruntime bit for bit: the difference is "
+           "that saturation." if same else
+           "--emulate-avx2-u8s8 reproduces that saturation; a difference remains beyond it (above)."))
+    return result
 
 
 def _kv(item: str) -> tuple[str, str]:
@@ -166,6 +274,28 @@ def _kv(item: str) -> tuple[str, str]:
         raise RefrtError(f"expected NAME=VALUE, got {item!r}")
     k, v = item.split("=", 1)
     return k, v
+
+
+# ---------------------------------------------------------------- refrt host
+
+def cmd_host(args) -> int:
+    from . import host
+
+    info = host.info()
+    if args.json:
+        print(json.dumps(info.as_dict(), indent=2))
+        return 0
+    rows = [("CPU", f"{info.cpu_name} ({info.machine})"), ("class", info.cpu_class),
+            ("features", " ".join(info.features) or "-"),
+            ("int8 kernel", f"{info.int8_kernel} (runnable: {', '.join(info.int8_kernels)}; "
+                            f"force one with REFRT_INT8_KERNEL)"),
+            ("float32 MatMul", f"{info.float_matmul} (REFRT_FLOAT_MATMUL=blas forces the BLAS)"),
+            ("onnxruntime u8 x s8", f"{info.ort_u8s8}, {info.ort_u8s8_source}")]
+    for k, v in rows:
+        print(f"{k:<20} {v}")
+    if info.ort_u8s8 == "saturating":
+        print("refrt reproduces onnxruntime here with emulate_avx2_u8s8=True (--emulate-avx2-u8s8)")
+    return 0
 
 
 # ---------------------------------------------------------------- refrt demo
@@ -261,7 +391,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="random values for inputs not given with --input")
     r.add_argument("--dim", action="append", default=[], metavar="NAME=SIZE",
                    help="size of a symbolic dimension for --random-inputs (default 1)")
+    r.add_argument("--range", action="append", default=[], metavar="[NAME=]LO:HI",
+                   help="random values in [LO, HI] for one input or all (default: integers over "
+                        "their type's whole range, floats standard normal)")
     r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--numerics", choices=("ort", "spec"), default="ort",
+                   help="ort: onnxruntime's CPU results where the spec leaves a choice (default); "
+                        "spec: the ONNX specification literally")
+    r.add_argument("--emulate-avx2-u8s8", action="store_true",
+                   help="reproduce onnxruntime's int16 saturation in its AVX2 uint8 x int8 GEMM")
     r.add_argument("--trace", action="store_true", help="one line per node")
     r.add_argument("--compare-ort", action="store_true",
                    help="run onnxruntime on the same feeds and report the error per output")
@@ -271,6 +409,9 @@ def build_parser() -> argparse.ArgumentParser:
                        add_help=False)
     q.add_argument("args", nargs=argparse.REMAINDER)
     q.set_defaults(func=lambda a: _quantize_main(a.args))
+    h = sub.add_parser("host", help="this CPU, the kernels refrt picks, onnxruntime's int8 GEMM here")
+    h.add_argument("--json", action="store_true")
+    h.set_defaults(func=cmd_host)
     d = sub.add_parser("demo", help="the bundled digits model: refrt vs onnxruntime")
     d.add_argument("--repeats", type=int, default=20)
     d.add_argument("--per-channel", action="store_true", help="quantize weights per channel")
@@ -281,14 +422,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["quantize"]:     # its own parser (refrt.quantization.cli) takes every flag
-        return _quantize_main(argv[1:])
-    args = build_parser().parse_args(argv)
     try:
+        if argv[:1] == ["quantize"]:     # its own parser (refrt.quantization.cli) takes every flag
+            return _quantize_main(argv[1:])
+        args = build_parser().parse_args(argv)
         return args.func(args)
     except (RefrtError, OSError, ValueError) as e:
+        if isinstance(e, BrokenPipeError):
+            return _stdout_closed()
         print(f"refrt: error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _stdout_closed() -> int:
+    """The reader of our output went away (``refrt run --json | head``): stop quietly. Python's
+    own flush at exit would fail again, so stdout goes to /dev/null."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    return 1
 
 
 if __name__ == "__main__":

@@ -95,7 +95,7 @@ def _parse(data: bytes, what: str) -> ModelProto:
     try:
         proto.ParseFromString(data)
     except (DecodeError, RuntimeError, ValueError) as e:
-        raise ModelError(f"{what} are not a valid ONNX model (malformed or truncated): {e}") from e
+        raise ModelError(f"{what}: not a valid ONNX model (malformed or truncated): {e}") from e
     if not data:
         raise ModelError(f"{what}: empty model")
     return proto

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,8 +33,24 @@ class SessionOptions:
     * ``numerics``: ``"ort"`` (default) reproduces onnxruntime's CPU results where the spec leaves a
       choice; ``"spec"`` follows the ONNX specification literally.
     * ``emulate_avx2_u8s8``: reproduce onnxruntime's AVX2 (no VNNI) u8 x s8 GEMM, whose int16
-      saturation returns wrong sums for full-range int8 weights. Off by default (refrt is exact).
+      saturation returns wrong sums for full-range int8 weights. Off by default (refrt is exact);
+      ``refrt.host.ort_matching_options()`` says whether this machine's onnxruntime needs it.
+
+    refrt uses ``graph_optimization_level`` (``ORT_DISABLE_ALL`` runs every node on its own),
+    ``intra_op_num_threads`` (onnxruntime's DynamicQuantizeLSTM results depend on it) and
+    ``log_severity_level``. onnxruntime's other attributes are accepted, so that code written for
+    onnxruntime runs, but a session built with one of them changed from its default warns that
+    refrt does not implement it (``IGNORED``). Setting an attribute onnxruntime does not have
+    raises AttributeError, as onnxruntime does.
     """
+
+    # onnxruntime's attributes refrt accepts but does not act on, with their defaults
+    IGNORED = {"enable_cpu_mem_arena": True, "enable_mem_pattern": True, "enable_mem_reuse": True,
+               "enable_profiling": False, "execution_mode": 0, "execution_order": 0,
+               "log_verbosity_level": 0, "logid": "", "optimized_model_filepath": "",
+               "profile_file_prefix": "onnxruntime_profile_", "use_deterministic_compute": False}
+    _USED = ("graph_optimization_level", "intra_op_num_threads", "inter_op_num_threads",
+             "log_severity_level", "numerics", "emulate_avx2_u8s8")
 
     def __init__(self, **options):
         self.graph_optimization_level = GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -43,16 +60,29 @@ class SessionOptions:
         self.numerics = "ort"
         self.emulate_avx2_u8s8 = False
         self.config_entries: dict[str, str] = {}
+        for k, v in self.IGNORED.items():
+            setattr(self, k, v)
         for k, v in options.items():
-            if not hasattr(self, k):
+            if k not in self._USED and k not in self.IGNORED:
                 raise TypeError(f"unknown session option {k!r}")
             setattr(self, k, v)
+
+    def __setattr__(self, name, value):
+        if name not in self._USED and name not in self.IGNORED and name != "config_entries":
+            raise AttributeError(f"SessionOptions has no attribute {name!r} (onnxruntime's "
+                                 f"attributes and refrt's numerics and emulate_avx2_u8s8 only)")
+        object.__setattr__(self, name, value)
 
     def add_session_config_entry(self, key: str, value: str) -> None:
         self.config_entries[key] = value
 
     def get_session_config_entry(self, key: str) -> str:
         return self.config_entries[key]
+
+    def ignored_settings(self) -> dict:
+        """The attributes refrt does not implement that differ from onnxruntime's defaults."""
+        return {k: getattr(self, k) for k, default in self.IGNORED.items()
+                if getattr(self, k) != default}
 
 
 @dataclass
@@ -99,7 +129,7 @@ class InferenceSession:
         self._inputs = [vi for vi in model.graph.input if vi.name not in inits]
         self._overridable = [vi for vi in model.graph.input if vi.name in inits]
         self._declared = {vi.name: vi.type for vi in model.graph.input}
-        self._providers = list(providers) if providers else ["CPUExecutionProvider"]
+        self._providers = _providers(providers)
 
     # ---- onnxruntime's description API
     def get_inputs(self) -> list[NodeArg]:
@@ -203,18 +233,39 @@ def _dom(domain: str) -> str:
 def _merge_options(sess_options, extra: dict) -> SessionOptions:
     opts = SessionOptions()
     if sess_options is not None:   # refrt's own, or onnxruntime's SessionOptions
-        for k in ("graph_optimization_level", "intra_op_num_threads", "inter_op_num_threads",
-                  "log_severity_level", "numerics", "emulate_avx2_u8s8"):
+        for k in (*SessionOptions._USED, *SessionOptions.IGNORED):
             if hasattr(sess_options, k):
-                setattr(opts, k, getattr(sess_options, k))
+                value = getattr(sess_options, k)
+                if k in ("execution_mode", "execution_order", "graph_optimization_level"):
+                    value = int(value)     # onnxruntime's enums
+                setattr(opts, k, value)
         opts.config_entries.update(getattr(sess_options, "config_entries", {}) or {})
     for k, v in extra.items():
-        if not hasattr(opts, k):
+        if k not in SessionOptions._USED and k not in SessionOptions.IGNORED:
             raise TypeError(f"unknown session option {k!r}")
         setattr(opts, k, v)
     if opts.numerics not in NUMERICS_MODES:
         raise ValueError(f"numerics must be one of {NUMERICS_MODES}, not {opts.numerics!r}")
+    ignored = opts.ignored_settings()
+    if ignored:
+        warnings.warn("refrt does not implement these onnxruntime session options and ignores "
+                      f"them: {', '.join(f'{k}={v!r}' for k, v in ignored.items())}",
+                      RuntimeWarning, stacklevel=3)
     return opts
+
+
+def _providers(providers) -> list[str]:
+    """onnxruntime's rule: providers it does not have are dropped with a warning, and the CPU
+    provider runs. refrt runs everything on the CPU."""
+    if not providers:
+        return ["CPUExecutionProvider"]
+    names = [p[0] if isinstance(p, (tuple, list)) else p for p in providers]
+    others = [n for n in names if n != "CPUExecutionProvider"]
+    if others:
+        warnings.warn(f"refrt runs on the CPU only: {', '.join(map(str, others))} "
+                      f"{'is' if len(others) == 1 else 'are'} not available; using "
+                      "CPUExecutionProvider", RuntimeWarning, stacklevel=3)
+    return ["CPUExecutionProvider"]
 
 
 def run(model, feeds: dict, output_names=None, **options) -> list:

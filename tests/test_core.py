@@ -42,6 +42,48 @@ def test_ort_surface_and_topological_order():
     assert [s.node.name for s in sess._plan.steps] == ["add", "relu", "scale"]
 
 
+def test_providers_like_onnxruntime():
+    """A provider refrt does not have is dropped with a warning, as onnxruntime does on a build
+    without it; get_providers() says what runs."""
+    with pytest.warns(RuntimeWarning, match="CUDAExecutionProvider is not available"):
+        sess = refrt.InferenceSession(add_chain(), providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert sess.get_providers() == ["CPUExecutionProvider"]
+    with pytest.warns(RuntimeWarning, match="TensorrtExecutionProvider, CUDAExecutionProvider are"):
+        sess = refrt.InferenceSession(add_chain(), providers=[("TensorrtExecutionProvider", {}),
+                                                              "CUDAExecutionProvider"])
+    assert sess.get_providers() == ["CPUExecutionProvider"]
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert refrt.InferenceSession(add_chain(), providers=["CPUExecutionProvider"]).get_providers() == \
+            ["CPUExecutionProvider"]
+
+
+def test_session_options_refuse_unknown_attributes_and_warn_about_ignored_ones():
+    so = refrt.SessionOptions()
+    with pytest.raises(AttributeError, match="no attribute 'enable_profilng'"):
+        so.enable_profilng = True          # a typo is not silently accepted
+    with pytest.raises(TypeError, match="unknown session option"):
+        refrt.SessionOptions(num_threads=2)
+    so.enable_profiling = True             # onnxruntime's, not implemented by refrt
+    so.optimized_model_filepath = "opt.onnx"
+    with pytest.warns(RuntimeWarning, match="enable_profiling=True, optimized_model_filepath='opt.onnx'"):
+        refrt.InferenceSession(add_chain(), so)
+    ort = pytest.importorskip("onnxruntime")
+    o = ort.SessionOptions()               # onnxruntime's own object: its enums are read as ints
+    o.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    o.intra_op_num_threads = 3
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sess = refrt.InferenceSession(add_chain(), o)
+    got = sess.get_session_options()
+    assert got.graph_optimization_level == 0 and got.intra_op_num_threads == 3
+    o.execution_mode = ort.ExecutionMode.ORT_PARALLEL
+    with pytest.warns(RuntimeWarning, match="execution_mode=1"):
+        refrt.InferenceSession(add_chain(), o)
+
+
 def test_path_bytes_and_proto_give_the_same(tmp_path):
     m = add_chain()
     p = tmp_path / "m.onnx"

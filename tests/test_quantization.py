@@ -5,6 +5,7 @@ Whole models against onnxruntime's quantizer are in test_quantization_parity.py.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import io
 import json
@@ -461,9 +462,28 @@ def test_summary_counts_quantized_nodes_and_sizes(tmp_path):
                            quant_format="QOperator", activation_type="QUInt8")
     d = s.to_dict()
     assert d["mode"] == "static QOperator"
-    assert d["op_types"]["Conv"] == {"quantized": 2, "float": 0}
+    assert d["op_types"]["Conv"] == {"nodes": 2, "quantized": 2, "float": 0, "removed": 0}
     assert d["op_types"]["Gemm"]["quantized"] == 2
+    # the Relus are gone from the output model (their range is the QLinearConv/QGemm output's)
+    assert d["op_types"]["Relu"] == {"nodes": 3, "quantized": 0, "float": 0, "removed": 3}
+    out_ops = collections.Counter(n.op_type for n in onnx.load(str(tmp_path / "q.onnx")).graph.node)
+    assert d["output_op_types"] == dict(out_ops) and "Relu" not in out_ops
     assert d["size_after"] < d["size_before"]
+
+
+def test_summary_reports_the_input_models_op_types_and_the_output_model(tmp_path):
+    """Dynamic mode turns each Gemm into MatMul (+ Add) before quantizing it: the summary still
+    speaks of the input model's Gemms, and lists what the output model holds."""
+    d = rq.quantize_dynamic(DIGITS, tmp_path / "q.onnx").to_dict()
+    inputs = collections.Counter(n.op_type for n in onnx.load(DIGITS).graph.node)
+    assert {op: v["nodes"] for op, v in d["op_types"].items()} == dict(inputs)
+    assert d["op_types"]["Gemm"] == {"nodes": 2, "quantized": 2, "float": 0, "removed": 0}
+    assert "MatMul" not in d["op_types"] and "Add" not in d["op_types"]
+    out_ops = collections.Counter(n.op_type for n in onnx.load(str(tmp_path / "q.onnx")).graph.node)
+    assert d["output_op_types"] == dict(out_ops) and out_ops["MatMulInteger"] == 2
+    qdq = rq.quantize_static(DIGITS, tmp_path / "qdq.onnx", Reader(digits_calib(16))).to_dict()
+    assert qdq["op_types"]["Relu"]["removed"] == 3
+    assert "Relu" not in qdq["output_op_types"]
 
 
 def test_transformer_weights_shrink_about_four_times(tmp_path):

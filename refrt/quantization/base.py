@@ -43,20 +43,28 @@ class QuantizedValue:
 
 @dataclass
 class Summary:
-    """What a quantization run did: per op type, how many nodes were quantized (and which were
-    left in float), the nodes the user excluded, and the model size before and after."""
+    """What a quantization run did, read against the input and the output model: per op type of
+    the input model, how many nodes were quantized, left in float, or removed (a Relu/Clip whose
+    range the quantized output before it already clips); the op types the output model holds;
+    the nodes the user excluded; and the size before and after."""
     mode: str = ""
-    quantized: dict = field(default_factory=dict)    # op type -> [node labels]
-    float_nodes: dict = field(default_factory=dict)  # op type -> [node labels]
+    quantized: dict = field(default_factory=dict)    # input op type -> [node labels]
+    float_nodes: dict = field(default_factory=dict)  # input op type -> [node labels]
+    removed: dict = field(default_factory=dict)      # input op type -> [node labels]
+    output_op_types: dict = field(default_factory=dict)   # output model: op type -> count
     excluded: list = field(default_factory=list)
     size_before: int = 0
     size_after: int = 0
 
     def to_dict(self) -> dict:
-        ops = sorted(set(self.quantized) | set(self.float_nodes))
-        return {"mode": self.mode,
-                "op_types": {op: {"quantized": len(self.quantized.get(op, [])),
-                                  "float": len(self.float_nodes.get(op, []))} for op in ops},
+        ops = sorted(set(self.quantized) | set(self.float_nodes) | set(self.removed))
+        counts = {op: {"quantized": len(self.quantized.get(op, [])),
+                       "float": len(self.float_nodes.get(op, [])),
+                       "removed": len(self.removed.get(op, []))} for op in ops}
+        for c in counts.values():
+            c["nodes"] = c["quantized"] + c["float"] + c["removed"]
+        return {"mode": self.mode, "op_types": counts,
+                "output_op_types": dict(sorted(self.output_op_types.items())),
                 "excluded": list(self.excluded),
                 "size_before": self.size_before, "size_after": self.size_after,
                 "ratio": self.size_before / self.size_after if self.size_after else None}
@@ -93,6 +101,8 @@ class QuantizerBase:
                                   if n.op_type == "QuantizeLinear" and n.input}
         self.quantized_nodes: list = []      # original nodes rewritten into quantized form
         self.float_nodes: list = []          # nodes left in float
+        self.removed_nodes: list = []        # Relu/Clip folded into the quantized output before them
+        self.origin: dict = {}               # a node's first output -> the input node it replaces
 
     # ---- which nodes
     def should_quantize_node(self, node) -> bool:
@@ -191,12 +201,25 @@ class QuantizerBase:
                 for name, td in self.tensors_range.items()}
 
     # ---- reporting
-    def summary(self, mode: str) -> Summary:
+    def summary(self, mode: str, output_model=None) -> Summary:
+        """The run's Summary; nodes are counted under the input model's op type (a Gemm that
+        dynamic mode turned into MatMul + Add counts once, as quantized if any part was)."""
         s = Summary(mode=mode)
-        for node in self.quantized_nodes:
-            s.quantized.setdefault(node.op_type, []).append(node_label(node))
-        for node in self.float_nodes:
-            s.float_nodes.setdefault(node.op_type, []).append(node_label(node))
+        verdict = {}        # id(input node) -> (node, "quantized" | "float" | "removed")
+        rank = {"float": 0, "removed": 1, "quantized": 2}
+        for nodes, kind in ((self.float_nodes, "float"), (self.removed_nodes, "removed"),
+                            (self.quantized_nodes, "quantized")):
+            for node in nodes:
+                original = self.origin.get(node.output[0] if node.output else None, node)
+                old = verdict.get(id(original))
+                if old is None or rank[kind] > rank[old[1]]:
+                    verdict[id(original)] = (original, kind)
+        for original, kind in verdict.values():
+            target = {"quantized": s.quantized, "float": s.float_nodes, "removed": s.removed}[kind]
+            target.setdefault(original.op_type, []).append(node_label(original))
+        if output_model is not None:
+            for node in output_model.graph.node:
+                s.output_op_types[node.op_type] = s.output_op_types.get(node.op_type, 0) + 1
         s.excluded = list(self.user_excluded)
         return s
 

@@ -20,9 +20,10 @@ import os
 import sys
 
 import numpy as np
-import onnx
 
+from ..errors import RefrtError
 from .calibrate import NumpyDataReader
+from .model import load
 from .options import CalibrationMethod, QuantFormat
 
 
@@ -58,13 +59,17 @@ def main(argv=None) -> int:
         return 2 if e.code else 0
     try:
         summary = _run(args)
-    except (OSError, ValueError, NotImplementedError, RuntimeError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (RefrtError, OSError, ValueError, NotImplementedError, RuntimeError, KeyError) as e:
+        print(f"refrt quantize: error: {e}", file=sys.stderr)
         return 1
-    if args.json:
-        print(json.dumps(summary.to_dict(), indent=2))
-    else:
-        print(format_summary(summary, args))
+    try:
+        if args.json:
+            print(json.dumps(summary.to_dict(), indent=2))
+        else:
+            print(format_summary(summary, args))
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     return 0
 
 
@@ -77,7 +82,7 @@ def _run(args):
                                 per_channel=args.per_channel)
     if not args.calib_data:
         raise ValueError("static quantization needs --calib-data FILE.npz|DIR")
-    model = onnx.load(args.input, load_external_data=False)
+    model = load(args.input, load_external_data=False)
     initializers = {t.name for t in model.graph.initializer}
     inputs = [vi.name for vi in model.graph.input if vi.name not in initializers]
     reader = calibration_reader(args.calib_data, inputs, args.calib_key, args.batch_size)
@@ -144,21 +149,34 @@ def _size(n: int) -> str:
 
 
 def format_summary(summary, args=None) -> str:
+    """The summary as a table: per op type of the input model, its nodes and how many were
+    quantized, left in float or removed; then the output model's op types and the sizes."""
     d = summary.to_dict()
     lines = [f"quantized ({d['mode']}): {args.input} -> {args.output}" if args else
              f"quantized ({d['mode']})", ""]
-    rows = [("op type", "quantized", "float")]
-    rows += [(op, str(v["quantized"]), str(v["float"])) for op, v in d["op_types"].items()]
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    head = ("op type", "nodes", "quantized", "float", "removed")
+    rows = [head] + [(op, *(str(v[k]) for k in head[1:])) for op, v in d["op_types"].items()]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     for i, r in enumerate(rows):
-        lines.append(f"  {r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:>{widths[2]}}")
+        lines.append("  " + "  ".join(f"{c:<{w}}" if j == 0 else f"{c:>{w}}"
+                                      for j, (c, w) in enumerate(zip(r, widths))))
         if i == 0:
-            lines.append(f"  {'-' * widths[0]}  {'-' * widths[1]}  {'-' * widths[2]}")
+            lines.append("  " + "  ".join("-" * w for w in widths))
+    if any(v["removed"] for v in d["op_types"].values()):
+        lines.append("  (removed: a Relu/Clip whose range the quantized output before it already clips)")
     lines.append("")
+    lines.append("output model: " + ", ".join(f"{op} x{n}" for op, n in d["output_op_types"].items()))
     lines.append(f"excluded: {', '.join(d['excluded']) if d['excluded'] else 'none'}")
-    ratio = f" ({d['ratio']:.2f}x smaller)" if d["ratio"] else ""
-    lines.append(f"size: {_size(d['size_before'])} -> {_size(d['size_after'])}{ratio}")
+    lines.append(f"size: {_size(d['size_before'])} -> {_size(d['size_after'])}{_ratio(d['ratio'])}")
     return "\n".join(lines)
+
+
+def _ratio(ratio) -> str:
+    if not ratio:
+        return ""
+    if ratio >= 1:
+        return f" ({ratio:.2f}x smaller)"
+    return f" ({1 / ratio:.2f}x larger: the quantization parameters and added nodes outweigh the saved bytes)"
 
 
 if __name__ == "__main__":

@@ -13,7 +13,10 @@ import tempfile
 
 import numpy as np
 import onnx
+from google.protobuf.message import DecodeError
 from onnx import TensorProto, helper, numpy_helper
+
+from ..errors import ModelError
 
 FLOAT_TYPES = (TensorProto.FLOAT, TensorProto.FLOAT16)
 MS_DOMAIN = "com.microsoft"
@@ -27,11 +30,21 @@ DQ_NODE_SUFFIX = "_DequantizeLinear"             # DequantizeLinear node
 DQ_OUTPUT_SUFFIX = "_DequantizeLinear_Output"    # DequantizeLinear output (QDQ)
 
 
-def load(model) -> onnx.ModelProto:
-    """A private copy of ``model`` (path or ModelProto), external data loaded."""
+def load(model, load_external_data: bool = True) -> onnx.ModelProto:
+    """A private copy of ``model`` (path or ModelProto), external data loaded; a file that is not
+    an ONNX model raises ModelError."""
     if isinstance(model, onnx.ModelProto):
         return copy.deepcopy(model)
-    return onnx.load(os.fspath(model))
+    path = os.fspath(model)
+    try:
+        proto = onnx.load(path, load_external_data=load_external_data)
+    except DecodeError as e:
+        raise ModelError(f"{path!r}: not a valid ONNX model (malformed or truncated): {e}") from e
+    except OSError as e:
+        raise ModelError(f"cannot read model file {path!r}: {e.strerror or e}") from e
+    if not proto.HasField("graph"):
+        raise ModelError(f"{path!r}: not an ONNX model (it has no graph)")
+    return proto
 
 
 def infer_shapes(model: onnx.ModelProto, inplace: bool = False) -> onnx.ModelProto:

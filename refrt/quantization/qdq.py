@@ -423,12 +423,13 @@ class QDQQuantizer(QuantizerBase):
             self._dq(q_name, bias, bias + M.DQ_NODE_SUFFIX, q_name + "_scale", zp.name, axis)
 
     def _note_quantized_nodes(self) -> None:
-        """For the summary: a node was quantized if it was folded away, or if it was one to
-        quantize and now reads a tensor dequantized here; other original nodes stay float."""
+        """For the summary: a node folded away was removed; a node to quantize that now reads a
+        tensor dequantized here was quantized; other original nodes stay float."""
         removed = {id(n) for n in self.nodes_to_remove}
         for node in self._original_nodes:
-            if id(node) in removed or (id(node) in self._considered
-                                       and any(i in self._dequantized for i in node.input)):
+            if id(node) in removed:
+                self.removed_nodes.append(node)
+            elif id(node) in self._considered and any(i in self._dequantized for i in node.input):
                 self.quantized_nodes.append(node)
             else:
                 self.float_nodes.append(node)

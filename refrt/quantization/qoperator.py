@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-from onnx import TensorProto, numpy_helper
+from onnx import NodeProto, TensorProto, numpy_helper
 
 from . import model as M
 from .base import QuantizedValue, QuantizerBase, warn
@@ -43,12 +43,14 @@ class OperatorQuantizer(QuantizerBase):
 
     def __init__(self, model, *, static: bool, **kwargs):
         user_excluded = sorted(kwargs.get("nodes_to_exclude") or ())
+        origin = {}
         if not static:          # dynamic mode turns every plain Gemm into MatMul (+ Add) first
-            model, replaced = _gemm_to_matmul(model, kwargs["options"])
+            model, replaced, origin = _gemm_to_matmul(model, kwargs["options"])
             for key in ("nodes_to_exclude", "nodes_to_quantize"):   # names follow the Gemm
                 names = set(kwargs.get(key) or ())
                 kwargs[key] = names | {new for gemm in names for new in replaced.get(gemm, ())}
         super().__init__(model, **kwargs)
+        self.origin = origin
         self.user_excluded = user_excluded
         self.static = static
         self.handlers = QLINEAR_OPS if static else INTEGER_OPS
@@ -421,8 +423,9 @@ def _gemm_to_matmul(model, options):
     transposed constant B is stored transposed as ``<B>_Transposed``, a computed one gets a
     Transpose. Overrides of B follow to the transposed copy (with the axis flipped).
 
-    Returns the model and {Gemm name: names of the nodes replacing it}: an excluded Gemm
-    keeps its replacement in float (onnxruntime quantizes it anyway)."""
+    Returns the model, {Gemm name: names of the nodes replacing it} (an excluded Gemm keeps its
+    replacement in float; onnxruntime quantizes it anyway) and {first output of a new node: the
+    Gemm it replaces}."""
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
     names = set(inits) | {v.name for v in (*graph.input, *graph.output, *graph.value_info)}
@@ -430,14 +433,14 @@ def _gemm_to_matmul(model, options):
         names.update(node.input)
         names.update(node.output)
     transposed: dict[str, str] = {}
-    new_nodes, replaced = [], {}
+    new_nodes, replaced, origin = [], {}, {}
     for node in graph.node:
         attrs = M.attributes(node)
         if node.op_type != "Gemm" or attrs.get("alpha", 1.0) != 1.0 or \
                 attrs.get("beta", 1.0) != 1.0 or attrs.get("transA", 0):
             new_nodes.append(node)
             continue
-        b = node.input[1]
+        b, first = node.input[1], len(new_nodes)
         if attrs.get("transB", 0):
             if b in inits:
                 if b not in transposed:
@@ -465,6 +468,9 @@ def _gemm_to_matmul(model, options):
                                          node.name + "_Add" if node.name else ""))
         if node.name:
             replaced[node.name] = [node.name + s for s in ("_Transpose", "_MatMul", "_Add")]
+        gemm = NodeProto()
+        gemm.CopyFrom(node)
+        origin.update((n.output[0], gemm) for n in new_nodes[first:])
     graph.ClearField("node")
     graph.node.extend(new_nodes)
     overrides = options.tensor_quant_overrides
@@ -478,7 +484,7 @@ def _gemm_to_matmul(model, options):
                         d["axis"] = 1 - (d["axis"] % 2)
                 overrides[t_name] = flipped
         options.tensor_quant_overrides = overrides
-    return M.infer_shapes(model, inplace=True), replaced
+    return M.infer_shapes(model, inplace=True), replaced, origin
 
 
 # ---------------------------------------------------------------- handlers
@@ -667,7 +673,7 @@ def qlinear_activation(q, node):
         if node.input[0] not in q.quantized or q.options.activation_symmetric:
             return q.keep_float(node)
         q.quantized[node.output[0]] = q.quantized[node.input[0]]
-        q.quantized_nodes.append(node)
+        q.removed_nodes.append(node)
         return
     nnapi = node.op_type == "Sigmoid" and q.options.sigmoid_nnapi
     _qlinear_single_input(q, node, 1 / 256.0 if nnapi else None, 0 if nnapi else None)

@@ -199,7 +199,7 @@ def _finish(quantizer, mode, model_output, use_external_data_format, size_before
     model = quantizer.quantize_model()
     M.prune_value_info(model.graph)
     M.save(model, model_output, use_external_data_format)
-    summary = quantizer.summary(mode)
+    summary = quantizer.summary(mode, model)
     summary.size_before, summary.size_after = size_before, M.model_size(model)
     return summary
 
