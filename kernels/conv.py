@@ -294,7 +294,9 @@ def conv_u8s8_avx2_saturating(x, w, x_zp=0, w_zp=0, group=1, pads=None, strides=
     index is ``k = r * Cg + c`` (kernel tap r outer, input channel c of the group inner -- the
     opposite of ``im2col_int8``'s order), and its AVX2 GEMM adds the raw products of each pair
     (k, k+1), k even, in a saturating int16 (see ``gemm_u8s8_avx2_saturating``).  Groups with
-    one input and one output channel (depthwise) run on ORT's exact depthwise kernel.  Measured
+    one input and one output channel (depthwise) run on ORT's exact depthwise kernel when the
+    weight zero point is one value; with distinct per-channel weight zero points onnxruntime
+    1.32 runs them as one GEMM per group like the others, which saturates.  Measured
     against onnxruntime 1.32 under ``qemu-x86_64 -cpu Haswell`` (C in {3, 4, 5, 7, 8, 12, 16},
     kernels 1x1 to 3x3, groups 1, 3 and depthwise, w_zp 0 and 3).
 
@@ -313,7 +315,8 @@ def conv_u8s8_avx2_saturating(x, w, x_zp=0, w_zp=0, group=1, pads=None, strides=
     if group < 1 or c % group or m % group or w.shape[1] != c // group or w.ndim != x.ndim:
         raise ValueError(f"w {w.shape} does not fit x {x.shape} with group {group}")
     cg, mg = c // group, m // group
-    if cg == 1 and mg == 1:
+    one_w_zp = w_zp is None or np.unique(np.asarray(w_zp)).size <= 1
+    if cg == 1 and mg == 1 and one_w_zp:
         return conv_int8(x, w, x_zp, w_zp, group, pads, strides, dilations)
     kernel_shape, pads, strides, dilations, out_spatial = _geometry(x.shape[2:], w.shape[2:], pads, strides,
                                                                     dilations)

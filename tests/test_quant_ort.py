@@ -690,7 +690,7 @@ def test_dequantize_linear_float8_nonzero_zero_point_twin(c, q_elem):
 # ---------------------------------------------------------------- AVX2 emulation
 
 def test_avx2_emulation_matches_onnxruntime(tmp_path):
-    """MatMulInteger, QLinearMatMul and ConvInteger with ``emulate_avx2_u8s8`` reproduce
+    """MatMulInteger, QLinearMatMul, ConvInteger and QLinearConv with ``emulate_avx2_u8s8`` reproduce
     onnxruntime's u8 x s8 results on an AVX2 CPU without VNNI bit for bit, saturation included:
     natively on such a CPU, under ``qemu-x86_64 -cpu Haswell`` elsewhere."""
     prefix, reason = avx2_ort_prefix()
@@ -727,6 +727,19 @@ def test_avx2_emulation_matches_onnxruntime(tmp_path):
         model = one_node_model("ConvInteger", inputs, TP.INT32, 10, [("pads", pads), ("group", group)],
                                initializers=[numpy_helper.from_array(w, "w")] if i % 3 else [])
         runs.append((model, _feeds(x=x, w=None if i % 3 else w, xz=xz, wz=wz if i % 2 else None)))
+    # QLinearConv: uint8 inputs x int8 weights; depthwise with distinct per-channel weight zero
+    # points runs on onnxruntime's GEMM too (one value: its exact depthwise kernel)
+    for group, cg, mg, w_zp in [(1, 5, 4, np.int8(3)), (4, 1, 1, np.array([0, 3, -2, 7], np.int8)),
+                                (4, 1, 1, np.full(4, 2, np.int8)), (2, 3, 2, np.int8(0))]:
+        x = rng.integers(200, 256, (1, group * cg, 6, 5)).astype(np.uint8)
+        w = rng.choice(np.array([-128, 127, -120, 110], np.int8), size=(group * mg, cg, 3, 3))
+        names = ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz"]
+        vals = [x, np.float32(1.0), np.uint8(0), w, np.float32(1.0), w_zp, np.float32(2048.0), np.uint8(128)]
+        model = one_node_model("QLinearConv", [(nm, E(np.asarray(v).dtype)) for nm, v in zip(names, vals)],
+                               TP.UINT8, 10, [("pads", [1, 1, 1, 1]), ("group", group)],
+                               initializers=[numpy_helper.from_array(np.asarray(v), nm)
+                                             for nm, v in zip(names, vals) if nm != "x"])
+        runs.append((model, {"x": x}))
     ort_results = run_models_avx2(runs, tmp_path, prefix)
     saturated = {}
     for (model, feeds), (expected,) in zip(runs, ort_results):
@@ -736,5 +749,5 @@ def test_avx2_emulation_matches_onnxruntime(tmp_path):
         op_type = model.graph.node[-1].op_type
         saturated[op_type] = saturated.get(op_type, 0) + int((exact != emulated).sum())
     # the cases do exercise the saturation, for every op
-    assert set(saturated) == {"MatMulInteger", "QLinearMatMul", "ConvInteger"}
+    assert set(saturated) == {"MatMulInteger", "QLinearMatMul", "ConvInteger", "QLinearConv"}
     assert all(saturated.values()), saturated
