@@ -169,7 +169,7 @@ def dynamic_quantize_linear_twin(x, mode="ort"):
 def conv_u8s8_avx2_saturating_twin(x, w, x_zp=0, w_zp=0, group=1, pads=None, strides=None, dilations=None):
     """NumPy twin of ``conv_u8s8_avx2_saturating``: padded windows in int64, reduction ordered
     tap-major (k = r * Cg + c), raw products summed in pairs saturated to int16, zero points
-    folded in exactly afterwards; depthwise groups exact."""
+    folded in exactly afterwards; depthwise groups exact when the weight zero point is one value."""
     nd = x.ndim - 2
     pads = list(pads) if pads is not None else [0] * (2 * nd)
     strides = list(strides) if strides is not None else [1] * nd
@@ -193,7 +193,7 @@ def conv_u8s8_avx2_saturating_twin(x, w, x_zp=0, w_zp=0, group=1, pads=None, str
         a = cols[:, :, g * cg:(g + 1) * cg].reshape(n, -1, cols.shape[-1])  # [N, K, L], k = r * Cg + c
         b = w[g * mg:(g + 1) * mg].astype(np.int64).reshape(mg, cg, -1).transpose(0, 2, 1).reshape(mg, -1)
         zg = wz[g * mg:(g + 1) * mg][None, :, None]
-        if cg == 1 and mg == 1:
+        if cg == 1 and mg == 1 and np.unique(wz).size == 1:
             y[:, g * mg:(g + 1) * mg] = np.einsum("nkl,mk->nml", a - int(x_zp), b - zg[0])
             continue
         if a.shape[1] % 2:
