@@ -113,8 +113,14 @@ def machine_info() -> dict:
         layer = numba.threading_layer()
     except ValueError:  # no parallel kernel has run yet in this process
         layer = f"{numba.config.THREADING_LAYER} (none chosen yet)"
+    from refrt import host
+
+    h = host.info()
     return {
         "cpu": model,
+        "cpu_class": h.cpu_class,
+        "host_summary": host.summary(h),
+        "ort_u8s8": f"{h.ort_u8s8} ({h.ort_u8s8_source})",
         "flags": [f for f in INT8_FLAGS if f in flags],
         "missing_flags": [f for f in INT8_FLAGS if f not in flags],
         "llvm_cpu": llvm_cpu,
@@ -143,15 +149,17 @@ def machine_markdown(info: dict) -> str:
                       "small blocks)",
                 False: "not granted (ORT's MLAS uses its AVX512-VNNI / AVX-VNNI kernels)",
                 None: "could not be queried"}[amx]
+    if "amx_int8" not in info["flags"]:
+        amx_text = "this CPU has no AMX"
     lines = [
         f"- CPU: **{info['cpu']}** (LLVM host CPU `{info['llvm_cpu']}`), {info['cores']} logical "
         f"cores ({info['usable_cores']} usable)",
         f"- int8-relevant flags present: `{' '.join(info['flags'])}`",
         f"- absent: `{' '.join(info['missing_flags']) or '-'}`",
-        f"- VNNI/AMX: {'yes: ' + ', '.join(vnni) if vnni else 'no'}. With VNNI, onnxruntime's u8 x s8 "
-        f"GEMM (`vpdpbusd`) and AMX (`tdpbusd`) accumulate byte products straight into int32, so "
-        f"its default u8 x s8 path is exact here (no `vpmaddubsw` int16 saturation as on AVX2-only "
-        f"CPUs).",
+        f"- CPU class: **{info['cpu_class']}** (`refrt host`): {info['host_summary']}",
+        f"- VNNI/AMX: {'yes: ' + ', '.join(vnni) if vnni else 'no'}. onnxruntime's u8 x s8 GEMM here: "
+        f"{info['ort_u8s8']} (exact with `vpdpbusd` / `tdpbusd`; `vpmaddubsw` saturates int16 pairs "
+        f"on AVX2 and AVX-512 without VNNI).",
         f"- AMX tile-data permission (arch_prctl ARCH_GET_XCOMP_PERM): {amx_text}",
         f"- Python {info['python']}, numpy {info['numpy']}, numba {info['numba']} "
         f"(threading layer `{info['numba_threading_layer']}`, {info['numba_threads']} threads max), "
@@ -485,7 +493,9 @@ def md_table(headers, rows) -> str:
 def print_table(title, headers, rows):
     widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) if rows else len(str(h))
               for i, h in enumerate(headers)]
-    print(f"\n{title}")
+    from refrt import host
+
+    print(f"\n{title}  [CPU class {host.info().cpu_class}]")
     print("  ".join(str(h).ljust(w) for h, w in zip(headers, widths)))
     print("  ".join("-" * w for w in widths))
     for r in rows:
@@ -515,10 +525,11 @@ def write_section(key: str, body: str, targets: list | None = None, info: dict |
     every section present, machine from this run."""
     sections = _read_sections()
     title = dict(SECTIONS)[key]
-    text = f"## {title}\n\n{body.strip()}\n\n"
+    info = info or machine_info()
+    text = (f"## {title}\n\n_Measured on CPU class {info['cpu_class']}: {info['host_summary']}; "
+            f"{info['date']}._\n\n{body.strip()}\n\n")
     text += f"<!-- targets:{key} {json.dumps(targets or [])} -->\n"
     sections[key] = text
-    info = info or machine_info()
 
     all_targets = []
     for k, _ in SECTIONS:

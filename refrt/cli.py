@@ -320,8 +320,9 @@ def cmd_demo(args) -> int:
     t = _median_time(lambda: sess.run(None, {name: x}), args.repeats)
     rows.append({"runtime": "refrt", "accuracy": float((logits.argmax(1) == y).mean()),
                  "ms": t * 1e3})
+    from . import host
     report = {"model": "digits_cnn.onnx (bundled; trained in NumPy on scikit-learn digits)",
-              "test_images": int(len(y)), "rows": rows}
+              "test_images": int(len(y)), "rows": rows, "host": host.info().as_dict()}
     try:
         with open(model_path, "rb") as f:
             ort_sess = _ort_session(f.read())
@@ -341,6 +342,7 @@ def cmd_demo(args) -> int:
         return 0
     print(f"{report['model']}: {report['test_images']} test images, batch of all, "
           f"median of {args.repeats} runs")
+    print(host.summary())
     print(f"{'runtime':<14}{'accuracy':>10}{'time (ms)':>12}")
     for r in rows:
         print(f"{r['runtime']:<14}{r['accuracy']:>10.4f}{r['ms']:>12.2f}")
@@ -355,6 +357,9 @@ def cmd_demo(args) -> int:
           f" weights; static modes calibrated on {len(np.load(os.path.join(DATA_DIR, 'digits_test.npz'))['calib'])}"
           f" training images), each INT8 model run in onnxruntime and in refrt:\n")
     print(markdown(report["quantized"]))
+    if host.ort_u8s8_saturates():
+        print("\n(onnxruntime's uint8 x int8 GEMM saturates int16 pairs on this CPU; refrt's INT8 "
+              "column is exact. `refrt host` says more.)")
     return 0
 
 

@@ -17,6 +17,8 @@ def test_demo_reports_accuracy_agreement_and_quantized_models(capsys):
     assert fp32["refrt"]["accuracy"] >= 0.95
     assert fp32["refrt"]["accuracy"] == fp32["onnxruntime"]["accuracy"]
     assert report["agreement"]["same_prediction"] == 1.0
+    from refrt import host as _host
+    assert report["host"]["cpu_class"] == _host.info().cpu_class
     modes = [r["mode"] for r in report["quantized"]]
     assert modes == ["dynamic", "static QDQ", "static QOperator"]
     for row in report["quantized"]:

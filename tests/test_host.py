@@ -138,3 +138,31 @@ def test_info_and_summary():
     line = host.summary()
     assert h.cpu_class in line and h.int8_kernel in line and h.ort_u8s8 in line
     assert h.as_dict()["cpu_class"] == h.cpu_class
+
+
+_PROBE_SCRIPT = """
+from refrt import host
+from refrt.kernels import cpu
+_, features = cpu.features()
+print(host.cpu_class(features), host.predict_ort_u8s8(features), host.probe_ort_u8s8())
+"""
+
+
+@pytest.mark.parametrize("qemu_cpu, klass, ort_path", [("Haswell", "AVX2", "saturating"),
+                                                       ("Nehalem", "x86-64 without AVX2", "exact")])
+def test_prediction_matches_onnxruntime_on_emulated_cpus(qemu_cpu, klass, ort_path):
+    """Under user-mode QEMU the CPU class, the prediction and onnxruntime's real behaviour agree
+    for classes this machine may not be (QEMU's TCG has no AVX-512, so only these two)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    pytest.importorskip("onnxruntime")
+    if not shutil.which("qemu-x86_64") or os.uname().machine != "x86_64":
+        pytest.skip("qemu-x86_64 (Debian package qemu-user) is needed to emulate another x86-64 CPU")
+    proc = subprocess.run(["qemu-x86_64", "-cpu", qemu_cpu, sys.executable, "-c", _PROBE_SCRIPT],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got_class, predicted, probed = proc.stdout.strip().rsplit("\n", 1)[-1].rsplit(" ", 2)
+    assert (got_class, predicted, probed) == (klass, ort_path, ort_path)
