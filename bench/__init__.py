@@ -1,19 +1,15 @@
 """Benchmarks of refrt against onnxruntime (measurement only). See bench/README.md.
 
-Importing this package (which every script does before NumPy) sets the thread-pool wait
-policies of the process: several runtimes share two cores here, and a pool that spin-waits after
-its work (OpenBLAS, the OpenMP layer of Numba) keeps a core busy while the next runtime needs it.
-Values already set in the environment win; ``common.ort_session`` does the same for onnxruntime
+Importing this package (which every script does before NumPy) tunes the process as the ``refrt``
+command does (``refrt.tune_process()``: idle thread pools sleep, glibc keeps freed arrays in the
+heap): several runtimes share two cores here, and a pool that spin-waits after its work
+(OpenBLAS, the OpenMP layer of Numba) keeps a core busy while the next runtime needs it. Values
+already set in the environment win; ``common.ort_session`` does the same for onnxruntime
 (``session.intra_op.allow_spinning``, override with BENCH_ORT_SPINNING=1).
 """
 
-import os
+from refrt.tuning import WAIT_POLICY, tune_process
 
-WAIT_POLICY = {
-    "OMP_WAIT_POLICY": "PASSIVE",        # Numba's OpenMP threading layer (GNU libgomp)
-    "OPENBLAS_THREAD_TIMEOUT": "4",      # OpenBLAS workers sleep after 2**4 cycles, not 2**28
-}
-# refrt sets the same defaults when it is imported before NumPy (refrt/__init__.py); the
-# benchmark sets them itself so that processes measuring only onnxruntime run alike.
-for _k, _v in WAIT_POLICY.items():
-    os.environ.setdefault(_k, _v)
+TUNING = tune_process()
+
+__all__ = ["WAIT_POLICY", "TUNING"]

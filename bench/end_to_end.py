@@ -190,6 +190,8 @@ import json, os, sys, time, statistics
 if sys.argv[3] == "numpy-first":
     import numpy as np
 import refrt
+if sys.argv[3] in ("refrt-first", "numpy-first"):
+    refrt.tune_process()
 import numpy as np
 from refrt.testing.models import bert_feeds
 feeds = bert_feeds(batch=1, seq=%d, vocab=%d)
@@ -209,7 +211,7 @@ print(json.dumps({"median": statistics.median(ts), "n": len(ts)}))
 
 
 def child_latency(path, env_overrides: dict, runs: int, numpy_first: bool = False,
-                  runtime: str = "refrt") -> dict | None:
+                  runtime: str = "refrt", tuned: bool = True) -> dict | None:
     env = dict(os.environ)
     for k, v in env_overrides.items():
         if v is None:
@@ -219,7 +221,8 @@ def child_latency(path, env_overrides: dict, runs: int, numpy_first: bool = Fals
     code = _CHILD % (SEQ, BERT["vocab"])
     C.wait_briefly_for_quiet(5.0)
     try:
-        order = "onnxruntime" if runtime == "onnxruntime" else ("numpy-first" if numpy_first else "refrt-first")
+        order = ("onnxruntime" if runtime == "onnxruntime" else "untuned" if tuned is False
+                 else "numpy-first" if numpy_first else "refrt-first")
         out = subprocess.run([sys.executable, "-c", code, str(path), str(runs), order], env=env,
                              capture_output=True, text=True, timeout=600, cwd=str(C.ROOT))
         return json.loads(out.stdout.strip().splitlines()[-1])
@@ -409,6 +412,7 @@ def main(argv=None):
             unset = {k: None for k in bench.WAIT_POLICY}
             refrt_first = child_latency(int8_path, unset, runs)
             numpy_first = child_latency(int8_path, unset, runs, numpy_first=True)
+            untuned = child_latency(int8_path, unset, runs, tuned=False)
             ort_alone = child_latency(int8_path, {}, runs, runtime="onnxruntime")
             if refrt_first and numpy_first:
                 ort_row = ([["onnxruntime alone in its process (all optimizations, no spinning)",
@@ -417,12 +421,14 @@ def main(argv=None):
                     "#### Thread-pool wait policy (INT8 QInt8 BERT, child processes without the "
                     f"benchmark's variables, median of {runs} runs after 2 warm-up runs)\n",
                     C.md_table(["process", "latency"], [
-                        ["`import refrt` first: refrt sets "
-                         + ", ".join(f"{k}={v}" for k, v in bench.WAIT_POLICY.items()),
-                         C.fmt_time(refrt_first["median"])],
-                        ["`import numpy` first: OpenBLAS has read its (unset) variable and spins; "
-                         "refrt still sets OMP_WAIT_POLICY", C.fmt_time(numpy_first["median"])],
-                    ] + ort_row),
+                        ["`refrt.tune_process()` before NumPy: "
+                         + ", ".join(f"{k}={v}" for k, v in bench.WAIT_POLICY.items())
+                         + ", glibc mmap threshold raised", C.fmt_time(refrt_first["median"])],
+                        ["`import numpy` first, then `refrt.tune_process()`: OpenBLAS has read its "
+                         "(unset) variable and spins; OMP_WAIT_POLICY and malloc still set",
+                         C.fmt_time(numpy_first["median"])],
+                    ] + ([["no tuning (`import refrt` alone changes nothing)",
+                           C.fmt_time(untuned["median"])]] if untuned else []) + ort_row),
                     ("\nEach runtime alone in its own process, one after the other: refrt / "
                      f"onnxruntime {C.fmt_ratio(refrt_first['median'] / ort_alone['median'])} "
                      "(the table above interleaves both runtimes in one process, where each one's "

@@ -280,17 +280,20 @@ def _kv(item: str) -> tuple[str, str]:
 
 def cmd_host(args) -> int:
     from . import host
+    from .tuning import applied
 
     info = host.info()
     if args.json:
-        print(json.dumps(info.as_dict(), indent=2))
+        print(json.dumps({**info.as_dict(), "process_tuning": applied()}, indent=2))
         return 0
     rows = [("CPU", f"{info.cpu_name} ({info.machine})"), ("class", info.cpu_class),
             ("features", " ".join(info.features) or "-"),
             ("int8 kernel", f"{info.int8_kernel} (runnable: {', '.join(info.int8_kernels)}; "
                             f"force one with REFRT_INT8_KERNEL)"),
             ("float32 MatMul", f"{info.float_matmul} (REFRT_FLOAT_MATMUL=blas forces the BLAS)"),
-            ("onnxruntime u8 x s8", f"{info.ort_u8s8}, {info.ort_u8s8_source}")]
+            ("onnxruntime u8 x s8", f"{info.ort_u8s8}, {info.ort_u8s8_source}"),
+            ("process tuning", "; ".join(f"{k}: {v}" for k, v in applied().items())
+             or "none (refrt.tune_process() was not called)")]
     for k, v in rows:
         print(f"{k:<20} {v}")
     if info.ort_u8s8 == "saturating":

@@ -366,36 +366,85 @@ def test_a_run_raises_no_floating_point_warnings_and_restores_numpy_state():
     assert np.isnan(z[0, 0]) and z[0, 1] == np.float32(np.exp(np.float32(-1))) and z[0, 2] == np.inf
 
 
-@pytest.mark.parametrize("first, preset, expected", [
-    ("", {}, ("PASSIVE", "4")),
-    ("import numpy;", {}, ("PASSIVE", None)),   # OpenBLAS already read its environment
-    ("", {"OMP_WAIT_POLICY": "ACTIVE", "OPENBLAS_THREAD_TIMEOUT": "28"}, ("ACTIVE", "28")),
-])
-def test_import_asks_idle_thread_pools_to_sleep_unless_told_otherwise(first, preset, expected):
+_TUNING_KEYS = ("OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT", "MALLOC_MMAP_THRESHOLD_")
+
+# Run in a fresh interpreter: record every mallopt call made through ctypes, and the environment
+# before and after.
+_IMPORT_PROBE = """
+import ctypes, json, os, sys
+calls = []
+class Recorder(ctypes.CDLL):
+    def __getattr__(self, name):
+        fn = super().__getattr__(name)
+        if name != "mallopt":
+            return fn
+        def mallopt(*args):
+            calls.append(args)
+            return fn(*args)
+        setattr(self, name, mallopt)    # CDLL caches the function it found: cache the recorder
+        return mallopt
+ctypes.CDLL = Recorder
+before = dict(os.environ)
+{code}
+changed = sorted(k for k in set(before) | set(os.environ) if before.get(k) != os.environ.get(k))
+print(json.dumps({{"changed": changed, "mallopt": calls, "numpy": "numpy" in sys.modules, "out": out}}))
+"""
+
+
+def _probe(code, preset=None):
     import json
     import subprocess
     import sys
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT")}
-    env.update(preset)
-    code = (f"{first}import os, json, refrt; print(json.dumps([os.environ.get('OMP_WAIT_POLICY'), "
-            f"os.environ.get('OPENBLAS_THREAD_TIMEOUT')]))")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         check=True)
-    assert tuple(json.loads(out.stdout)) == expected
+    env = {k: v for k, v in os.environ.items() if k not in _TUNING_KEYS}
+    env.update(preset or {})
+    proc = subprocess.run([sys.executable, "-c", _IMPORT_PROBE.format(code=code)], env=env,
+                          capture_output=True, text=True, check=True)
+    return json.loads(proc.stdout)
+
+
+def test_import_leaves_the_process_alone():
+    """A library does not reconfigure its host: importing refrt (and using it) changes no
+    environment variable and makes no allocator call, and does not load NumPy by itself."""
+    got = _probe("import refrt\nout = refrt.__version__")
+    assert got == {"changed": [], "mallopt": [], "numpy": False, "out": refrt.__version__}
+    got = _probe("import refrt, numpy as np\nsess = refrt.InferenceSession("
+                 f"{os.path.join(os.path.dirname(refrt.__file__), 'data', 'digits_cnn.onnx')!r})\n"
+                 "out = sess.run(None, {'input': np.zeros((1, 1, 8, 8), np.float32)})[0].shape")
+    assert got["changed"] == [] and got["mallopt"] == [] and got["out"] == [1, 10]
+
+
+@pytest.mark.parametrize("first, preset, expected", [
+    ("", {}, {"OMP_WAIT_POLICY": "PASSIVE", "OPENBLAS_THREAD_TIMEOUT": "4"}),
+    ("import numpy\n", {}, {"OMP_WAIT_POLICY": "PASSIVE"}),   # OpenBLAS already read its environment
+    ("", {"OMP_WAIT_POLICY": "ACTIVE", "OPENBLAS_THREAD_TIMEOUT": "28"}, {}),
+])
+def test_tune_process_sets_what_is_not_set(first, preset, expected):
+    got = _probe(f"{first}import refrt\nout = refrt.tune_process(malloc=False)", preset)
+    assert got["changed"] == sorted(expected) and got["mallopt"] == []
+    for key, value in expected.items():
+        assert got["out"][key] == value
 
 
 @pytest.mark.parametrize("preset, expected", [({}, True), ({"MALLOC_MMAP_THRESHOLD_": "131072"}, False)])
-def test_import_raises_glibc_mmap_threshold_unless_told_otherwise(preset, expected):
-    import subprocess
+def test_tune_process_raises_glibc_mmap_threshold_unless_told_otherwise(preset, expected):
     import sys
     if not sys.platform.startswith("linux") or not os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc"):
         pytest.skip("the mmap threshold is a glibc setting")
-    env = {k: v for k, v in os.environ.items() if k != "MALLOC_MMAP_THRESHOLD_"}
-    env.update(preset)
-    out = subprocess.run([sys.executable, "-c", "import refrt; print(refrt.MMAP_THRESHOLD_RAISED)"],
-                         env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == str(expected)
+    got = _probe("import refrt\nout = refrt.tune_process(threads=False)", preset)
+    assert got["changed"] == []
+    assert (got["mallopt"] == [[-3, 32 << 20], [-1, 64 << 20]]) == expected
+    assert got["out"]["malloc"].startswith("mmap threshold 32 MiB") == expected
+
+
+def test_the_refrt_command_tunes_its_process():
+    import json
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k not in _TUNING_KEYS}
+    out = subprocess.run([sys.executable, "-m", "refrt", "host", "--json"], env=env,
+                         capture_output=True, text=True, check=True)
+    tuning = json.loads(out.stdout)["process_tuning"]
+    assert tuning["OMP_WAIT_POLICY"] == "PASSIVE" and tuning["OPENBLAS_THREAD_TIMEOUT"] == "4"
 
 
 # ---------------------------------------------------------------- external data
