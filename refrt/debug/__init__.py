@@ -1,0 +1,20 @@
+"""The mismatch debugger: where refrt and a reference part, whether a node creates the difference
+or carries it, and why.
+
+    from refrt import debug
+    result = debug.compare("model.onnx", {"x": x}, against="onnxruntime")
+    print(result.table())
+
+Modules, in the order a comparison uses them: ``references`` (every tensor as the reference
+computes it), ``capture`` (refrt's tensors through a hook), ``metrics`` (max abs/rel, mismatches,
+SQNR, ULP), ``replay`` (one node alone on chosen inputs), ``causes`` (which alternative
+reproduces the reference), ``compare`` (the whole comparison and its report).
+"""
+
+from .causes import CODES, Cause
+from .compare import SCHEMA, Comparison, NodeResult, OutputResult, compare
+from .metrics import TensorMetrics, tensor_metrics
+from .references import KINDS, reference_values
+
+__all__ = ["compare", "Comparison", "NodeResult", "OutputResult", "Cause", "CODES", "SCHEMA",
+           "TensorMetrics", "tensor_metrics", "reference_values", "KINDS"]

@@ -1,0 +1,87 @@
+"""``refrt compare``: the mismatch debugger on the command line (a thin shell over
+``refrt.debug.compare``).
+
+    refrt compare MODEL --against onnxruntime|onnxruntime-optimized|spec|onnx-reference|saved:PATH
+                  [--input NAME=FILE.npy ...] [--random-inputs] [--seed N] [--dim NAME=SIZE ...]
+                  [--range [NAME=]LO:HI ...] [--atol A] [--rtol R] [--tol OUTPUT=ATOL:RTOL ...]
+                  [--numerics ort|spec] [--emulate-avx2-u8s8] [--no-explain] [--all] [--limit N]
+                  [--json FILE] [--keep FILE.npz]
+
+Exit status: 0 when every tensor matches, 3 when some differ, 1 on an error, 2 on a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from ..errors import RefrtError
+
+DIFFERENCES = 3
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("compare", help="compare every tensor with a reference: where, how much, why",
+                       description=__doc__.split("\n\n")[0])
+    p.add_argument("model")
+    p.add_argument("--against", default="onnxruntime", metavar="REF",
+                   help="onnxruntime (default), onnxruntime-optimized, spec, onnx-reference, saved:PATH")
+    p.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy")
+    p.add_argument("--random-inputs", action="store_true", help="random values for inputs not given")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dim", action="append", default=[], metavar="NAME=SIZE")
+    p.add_argument("--range", action="append", default=[], metavar="[NAME=]LO:HI")
+    p.add_argument("--atol", type=float, default=1e-5, help="absolute tolerance (default 1e-5)")
+    p.add_argument("--rtol", type=float, default=1e-5, help="relative tolerance (default 1e-5)")
+    p.add_argument("--tol", action="append", default=[], metavar="OUTPUT=ATOL:RTOL",
+                   help="tolerances for one tensor")
+    p.add_argument("--numerics", choices=("ort", "spec"), default="ort")
+    p.add_argument("--emulate-avx2-u8s8", action="store_true")
+    p.add_argument("--no-explain", action="store_true", help="skip the replays and causes")
+    p.add_argument("--all", action="store_true", help="list matching nodes too")
+    p.add_argument("--limit", type=int, default=30, help="nodes in the table (default 30)")
+    p.add_argument("--json", metavar="FILE", help="write the whole record as JSON")
+    p.add_argument("--keep", metavar="FILE.npz", help="save refrt's tensors")
+    p.set_defaults(func=run)
+
+
+def _pairs(items, what):
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise RefrtError(f"{what}: expected NAME=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        out[k] = v
+    return out
+
+
+def run(args) -> int:
+    from ..feeds import parse_ranges
+    from .compare import compare
+
+    feeds = {k: np.load(v, allow_pickle=False) for k, v in _pairs(args.input, "--input").items()}
+    tolerances = {}
+    for name, spec in _pairs(args.tol, "--tol").items():
+        a, sep, r = spec.partition(":")
+        try:
+            tolerances[name] = (float(a), float(r))
+        except ValueError:
+            raise RefrtError(f"--tol {name}={spec}: expected ATOL:RTOL") from None
+    dims = {k: int(v) for k, v in _pairs(args.dim, "--dim").items()}
+    random = args.random_inputs
+    if random:
+        from ..feeds import random_feed
+        from ..session import InferenceSession
+
+        generated = random_feed(InferenceSession(args.model), dims, args.seed, parse_ranges(args.range))
+        feeds = {**generated, **feeds}
+    result = compare(args.model, feeds, args.against, atol=args.atol, rtol=args.rtol, tolerances=tolerances,
+                     numerics=args.numerics, emulate_avx2_u8s8=args.emulate_avx2_u8s8,
+                     keep=bool(args.keep), explain=not args.no_explain)
+    print(result.table(limit=args.limit, show_all=args.all))
+    if args.json:
+        result.to_json(args.json)
+    if args.keep:
+        np.savez(args.keep, **result.kept)
+    return 0 if result.matches else DIFFERENCES

@@ -1,0 +1,246 @@
+"""refrt.debug: the mismatch debugger (``refrt compare``).
+
+Each cause code is produced by a constructed case. Most references are *saved* values computed
+here independently (a perturbed weight, onnxruntime's saturation reproduced by refrt's emulation,
+another summation order, float16 accumulation), so that the cases behave the same on every CPU;
+the onnxruntime cases run against onnxruntime itself.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import refrt
+from refrt import debug, host
+from refrt.cli import main as cli_main
+from refrt.debug.capture import capture_refrt
+from refrt.debug.metrics import tensor_metrics, ulp_distance
+
+F = TensorProto.FLOAT
+
+
+def _model(nodes, inputs, outputs, inits=(), opset=17):
+    m = helper.make_model(helper.make_graph(nodes, "g", inputs, outputs, list(inits)),
+                          opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 8
+    return m
+
+
+def _vi(name, elem, shape=None):
+    return helper.make_tensor_value_info(name, elem, shape)
+
+
+def mlp(w2_scale=1.0):
+    """x -> MatMul(w1) -> Relu -> MatMul(w2) -> Add(b) -> Sigmoid -> y"""
+    rng = np.random.default_rng(1)
+    w1 = rng.standard_normal((16, 32)).astype(np.float32)
+    w2 = (rng.standard_normal((32, 8)) * w2_scale).astype(np.float32)
+    b = rng.standard_normal(8).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"], name="mm1"),
+             helper.make_node("Relu", ["h"], ["r"], name="relu"),
+             helper.make_node("MatMul", ["r", "w2"], ["z"], name="mm2"),
+             helper.make_node("Add", ["z", "b"], ["zb"], name="add"),
+             helper.make_node("Sigmoid", ["zb"], ["y"], name="sig")]
+    inits = [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2"),
+             numpy_helper.from_array(b, "b")]
+    return _model(nodes, [_vi("x", F, ["N", 16])], [_vi("y", F)], inits)
+
+
+X = np.random.default_rng(2).standard_normal((4, 16)).astype(np.float32)
+
+
+def _saved(tmp_path, values, name="ref.npz"):
+    path = tmp_path / name
+    np.savez(path, **values)
+    return f"saved:{path}"
+
+
+# ---------------------------------------------------------------- where: first, local, propagated
+
+def test_an_injected_fault_is_the_first_divergence_and_its_successors_only_carry_it(tmp_path):
+    ref = capture_refrt(mlp(w2_scale=1.01), {"x": X})      # the reference's w2 differs by 1 %
+    result = debug.compare(mlp(), {"x": X}, _saved(tmp_path, ref))
+    by_name = {n.name: n for n in result.nodes}
+    assert [n.name for n in result.first_divergences] == ["mm2"]
+    assert by_name["mm1"].status == by_name["relu"].status == "match"
+    assert by_name["mm2"].origin == "local"
+    assert by_name["add"].status == by_name["sig"].status == "differs"
+    assert by_name["add"].origin == by_name["sig"].origin == "propagated"
+    # refrt's two modes agree and are within float rounding of float64; the reference is far
+    assert by_name["mm2"].cause.code == "reference_bug"
+    assert not result.matches and result.summary()["first"] == 1
+
+
+def test_same_model_matches_and_keeps_nothing_unless_asked():
+    result = debug.compare(mlp(), {"x": X}, "spec", atol=0, rtol=0)
+    assert result.matches and result.kept == {}
+    kept = debug.compare(mlp(), {"x": X}, "spec", keep=True).kept
+    assert set(kept) == {"h", "r", "z", "zb", "y"}
+
+
+# ---------------------------------------------------------------- why: the cause codes
+
+def _u8s8_model():
+    rng = np.random.default_rng(3)
+    b = rng.choice(np.array([-128, 127, -100, 90], np.int8), size=(64, 16))
+    nodes = [helper.make_node("MatMulInteger", ["a", "b"], ["acc"], name="mmi"),
+             helper.make_node("Cast", ["acc"], ["y"], to=F, name="cast")]
+    return _model(nodes, [_vi("a", TensorProto.UINT8, [8, 64])], [_vi("y", F)],
+                  [numpy_helper.from_array(b, "b")])
+
+
+A_U8 = np.random.default_rng(4).integers(200, 256, (8, 64)).astype(np.uint8)
+
+
+def test_cause_avx2_u8s8_saturation_from_saved_values(tmp_path):
+    saturated = capture_refrt(_u8s8_model(), {"a": A_U8}, emulate_avx2_u8s8=True)
+    result = debug.compare(_u8s8_model(), {"a": A_U8}, _saved(tmp_path, saturated), atol=0, rtol=0)
+    (first,) = result.first_divergences
+    assert first.name == "mmi" and first.origin == "local"
+    assert first.cause.code == "avx2_u8s8_saturation" and first.cause.detail["reproduced"] == "bit for bit"
+    assert {n.name: n.origin for n in result.differing}["cast"] == "propagated"
+    # with the switch on, refrt is the reference
+    assert debug.compare(_u8s8_model(), {"a": A_U8}, _saved(tmp_path, saturated),
+                         emulate_avx2_u8s8=True, atol=0, rtol=0).matches
+
+
+def test_cause_avx2_u8s8_saturation_against_onnxruntime():
+    pytest.importorskip("onnxruntime")
+    result = debug.compare(_u8s8_model(), {"a": A_U8}, "onnxruntime", atol=0, rtol=0)
+    if not host.ort_u8s8_saturates():
+        assert result.matches      # onnxruntime is exact on this CPU
+        return
+    (first,) = result.first_divergences
+    assert first.cause.code == "avx2_u8s8_saturation"
+
+
+def test_cause_spec_choice_names_the_numerics_row():
+    nodes = [helper.make_node("DynamicQuantizeLinear", ["x"], ["q", "s", "z"], name="dql")]
+    m = _model(nodes, [_vi("x", F, [6])], [_vi("q", TensorProto.UINT8), _vi("s", F), _vi("z", TensorProto.UINT8)])
+    result = debug.compare(m, {"x": np.zeros(6, np.float32)}, "spec")
+    (first,) = result.first_divergences
+    assert first.origin == "local" and first.cause.code == "spec_choice"
+    assert first.cause.detail["numerics"] == "spec"
+    assert "DynamicQuantizeLinear" in first.cause.detail["numerics_md"]
+
+
+def test_cause_transcendental_approximation_against_onnxruntime():
+    """MLAS's logistic clamps its input to [-18, 18] and is a rational approximation; refrt's
+    Sigmoid is libm-exact."""
+    pytest.importorskip("onnxruntime")
+    m = _model([helper.make_node("Sigmoid", ["x"], ["y"], name="sig")], [_vi("x", F, [2000])], [_vi("y", F)])
+    x = np.concatenate([np.linspace(-20, 20, 1996), [-18.3, -19, 18.5, 0.1]]).astype(np.float32)
+    result = debug.compare(m, {"x": x}, "onnxruntime", atol=0, rtol=0)
+    (first,) = result.first_divergences
+    assert first.cause.code == "transcendental_approximation", first.cause
+
+
+def test_cause_accumulation_order(tmp_path):
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((8, 512)).astype(np.float32)
+    b = rng.standard_normal((512, 8)).astype(np.float32)
+    m = _model([helper.make_node("MatMul", ["a", "b"], ["y"], name="mm")], [_vi("a", F, [8, 512])],
+               [_vi("y", F)], [numpy_helper.from_array(b, "b")])
+    backwards = np.zeros((8, 8), np.float32)
+    for k in range(511, -1, -1):                 # float32 sums from the last k to the first
+        backwards += a[:, k:k + 1] * b[k:k + 1, :]
+    result = debug.compare(m, {"a": a}, _saved(tmp_path, {"y": backwards}), atol=0, rtol=0)
+    (first,) = result.first_divergences
+    assert first.cause.code == "accumulation_order"
+    assert first.cause.detail["refrt_eps_from_float64"] < 64 and first.cause.detail["reference_eps_from_float64"] < 64
+
+
+def test_cause_float16_in_float32(tmp_path):
+    x = np.random.default_rng(6).uniform(0.5, 1.5, (4, 300)).astype(np.float16)
+    m = _model([helper.make_node("ReduceSum", ["x", "axes"], ["y"], name="sum", keepdims=0)],
+               [_vi("x", TensorProto.FLOAT16, [4, 300])], [_vi("y", TensorProto.FLOAT16)],
+               [numpy_helper.from_array(np.array([1], np.int64), "axes")])
+    in_half = np.zeros(4, np.float16)
+    for k in range(300):                          # a float16 accumulator, rounded every step
+        in_half = (in_half + x[:, k]).astype(np.float16)
+    result = debug.compare(m, {"x": x}, _saved(tmp_path, {"y": in_half}), atol=0, rtol=0)
+    (first,) = result.first_divergences
+    assert first.cause.code == "float16_in_float32" and first.cause.detail == {"refrt": "float32 inside"}
+
+
+def test_cause_requantization_rounding(tmp_path):
+    """A reference that requantizes QLinearMatMul with a float64 multiplier (onnx.reference's
+    way) differs by one step at ties."""
+    rng = np.random.default_rng(7)
+    a = rng.integers(0, 256, (32, 64)).astype(np.uint8)
+    b = rng.integers(-128, 128, (64, 32)).astype(np.int8)
+    sa, sb, sy = np.float32(0.1), np.float32(0.07), np.float32(0.3)
+    vals = {"as": sa, "az": np.uint8(0), "b": b, "bs": sb, "bz": np.int8(0), "ys": sy, "yz": np.uint8(128)}
+    names = ["a", "as", "az", "b", "bs", "bz", "ys", "yz"]
+    m = _model([helper.make_node("QLinearMatMul", names, ["y"], name="qmm")], [_vi("a", TensorProto.UINT8, [32, 64])],
+               [_vi("y", TensorProto.UINT8)], [numpy_helper.from_array(np.asarray(v), k) for k, v in vals.items()])
+    acc = a.astype(np.int64) @ b.astype(np.int64)
+    m64 = float(sa) * float(sb) / float(sy)
+    ref = np.clip(np.rint(acc * m64) + 128, 0, 255).astype(np.uint8)
+    (ours,) = refrt.run(m, {"a": a})
+    assert (ours != ref).any()   # the case does hit ties
+    result = debug.compare(m, {"a": a}, _saved(tmp_path, {"y": ref}))
+    (first,) = result.first_divergences
+    assert first.cause.code == "requantization_rounding"
+
+
+# ---------------------------------------------------------------- references, report, CLI
+
+def test_onnxruntime_optimized_reports_fused_away_tensors():
+    pytest.importorskip("onnxruntime")
+    digits = f"{refrt.__path__[0]}/data/digits_cnn.onnx"
+    x = np.random.default_rng(8).standard_normal((2, 1, 8, 8)).astype(np.float32)
+    result = debug.compare(digits, {"input": x}, "onnxruntime-optimized")
+    missing = {o.name: o.reason for n in result.nodes for o in n.outputs if o.tag == "missing"}
+    assert missing and all("removed by onnxruntime's graph optimizations" in r for r in missing.values())
+    logits = next(o for n in result.nodes for o in n.outputs if o.name == "logits")
+    assert logits.tag in ("match", "differs") and logits.metrics is not None
+
+
+def test_onnx_reference_and_onnxruntime_agree_on_the_digits_model_within_tolerance():
+    pytest.importorskip("onnxruntime")
+    digits = f"{refrt.__path__[0]}/data/digits_cnn.onnx"
+    x = np.random.default_rng(9).standard_normal((3, 1, 8, 8)).astype(np.float32)
+    for against in ("onnxruntime", "onnx-reference"):
+        result = debug.compare(digits, {"input": x}, against, atol=1e-4, rtol=1e-4)
+        assert result.matches, result.table()
+
+
+def test_metrics_against_independent_numpy():
+    rng = np.random.default_rng(10)
+    ref = rng.standard_normal(1000).astype(np.float32)
+    got = (ref + rng.standard_normal(1000).astype(np.float32) * 1e-3).astype(np.float32)
+    m = tensor_metrics(got, ref, atol=1e-3, rtol=0)
+    r64, g64 = ref.astype(np.float64), got.astype(np.float64)
+    assert m.sqnr_db == pytest.approx(20 * np.log10(np.linalg.norm(r64) / np.linalg.norm(g64 - r64)))
+    assert m.max_abs == np.abs(g64 - r64).max()
+    assert m.mismatched == int((np.abs(g64 - r64) > 1e-3).sum())
+    one = np.nextafter(np.float32(1), np.float32(2))
+    assert ulp_distance(np.array([1, -0.0], np.float32), np.array([one, 0.0], np.float32)) == 1
+    assert tensor_metrics(np.array([np.nan], np.float32), np.array([np.nan], np.float32), 0, 0).equal
+    assert not tensor_metrics(np.zeros(2), np.zeros(3), 1, 1).matches
+
+
+def test_json_record_and_cli_exit_codes(tmp_path, capsys):
+    ref = capture_refrt(mlp(w2_scale=1.01), {"x": X})
+    model_path = tmp_path / "mlp.onnx"
+    onnx.save(mlp(), model_path)
+    x_path = tmp_path / "x.npy"
+    np.save(x_path, X)
+    report = tmp_path / "report.json"
+    rc = cli_main(["compare", str(model_path), "--input", f"x={x_path}", "--against",
+                   _saved(tmp_path, ref), "--json", str(report)])
+    out = capsys.readouterr().out
+    assert rc == 3 and "FIRST" in out and "mm2" in out and "reference_bug" in out
+    record = json.loads(report.read_text())
+    assert record["schema"] == debug.SCHEMA and record["first_divergences"] == ["mm2"]
+    nodes = {n["name"]: n for n in record["nodes"]}
+    assert nodes["mm2"]["cause"]["code"] == "reference_bug" and nodes["sig"]["origin"] == "propagated"
+    assert cli_main(["compare", str(model_path), "--input", f"x={x_path}", "--against", "spec"]) == 0
+    assert cli_main(["compare", str(model_path), "--random-inputs", "--dim", "N=2", "--against", "nonsense"]) == 1
+    assert "unknown reference" in capsys.readouterr().err
