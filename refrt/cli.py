@@ -6,6 +6,7 @@
     refrt quantize IN OUT --mode dynamic|static [...]   (refrt quantize --help)
     refrt demo [--json]     the bundled digits CNN: refrt vs onnxruntime
     refrt compare MODEL --against REF [...]   every tensor vs a reference (refrt compare --help)
+    refrt reduce MODEL --against REF --out SMALL.onnx   the smallest subgraph that still differs
     refrt host [--json]     this CPU, the kernels refrt picks, onnxruntime's int8 GEMM here
 
 Every command prints refrt's errors as one line and exits with 1 (2 for a usage error).

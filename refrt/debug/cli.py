@@ -7,7 +7,12 @@
                   [--numerics ort|spec] [--emulate-avx2-u8s8] [--no-explain] [--all] [--limit N]
                   [--json FILE] [--keep FILE.npz]
 
-Exit status: 0 when every tensor matches, 3 when some differ, 1 on an error, 2 on a usage error.
+    refrt reduce MODEL --against REF --out SMALL.onnx [--target TENSOR] [the input and
+                 tolerance flags of refrt compare]
+
+Without --input or --random-inputs, the inputs in test_data_set_0/ beside the model are used (what
+refrt reduce writes). Exit status: 0 when every tensor matches, 3 when some differ, 1 on an error,
+2 on a usage error.
 """
 
 from __future__ import annotations
@@ -21,9 +26,7 @@ from ..errors import RefrtError
 DIFFERENCES = 3
 
 
-def add_parser(sub) -> None:
-    p = sub.add_parser("compare", help="compare every tensor with a reference: where, how much, why",
-                       description=__doc__.split("\n\n")[0])
+def _common(p) -> None:
     p.add_argument("model")
     p.add_argument("--against", default="onnxruntime", metavar="REF",
                    help="onnxruntime (default), onnxruntime-optimized, spec, onnx-reference, saved:PATH")
@@ -38,12 +41,25 @@ def add_parser(sub) -> None:
                    help="tolerances for one tensor")
     p.add_argument("--numerics", choices=("ort", "spec"), default="ort")
     p.add_argument("--emulate-avx2-u8s8", action="store_true")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("compare", help="compare every tensor with a reference: where, how much, why",
+                       description=__doc__.split("\n\n")[0])
+    _common(p)
     p.add_argument("--no-explain", action="store_true", help="skip the replays and causes")
     p.add_argument("--all", action="store_true", help="list matching nodes too")
     p.add_argument("--limit", type=int, default=30, help="nodes in the table (default 30)")
     p.add_argument("--json", metavar="FILE", help="write the whole record as JSON")
     p.add_argument("--keep", metavar="FILE.npz", help="save refrt's tensors")
     p.set_defaults(func=run)
+    r = sub.add_parser("reduce", help="cut a model down to the smallest subgraph that still differs")
+    _common(r)
+    r.add_argument("--out", required=True, metavar="SMALL.onnx",
+                   help="where to write it (test_data_set_0/ goes beside it)")
+    r.add_argument("--target", metavar="TENSOR", help="the tensor to keep differing (default: the "
+                                                      "first tensor where a difference starts)")
+    r.set_defaults(func=run_reduce)
 
 
 def _pairs(items, what):
@@ -56,11 +72,27 @@ def _pairs(items, what):
     return out
 
 
-def run(args) -> int:
+def _feeds(args) -> dict:
     from ..feeds import parse_ranges
-    from .compare import compare
+    from .reduce import load_test_data
 
     feeds = {k: np.load(v, allow_pickle=False) for k, v in _pairs(args.input, "--input").items()}
+    dims = {k: int(v) for k, v in _pairs(args.dim, "--dim").items()}
+    if args.random_inputs:
+        from ..feeds import random_feed
+        from ..session import InferenceSession
+
+        generated = random_feed(InferenceSession(args.model), dims, args.seed, parse_ranges(args.range))
+        feeds = {**generated, **feeds}
+    elif not feeds:
+        feeds = load_test_data(args.model) or {}
+        if not feeds:
+            raise RefrtError("give the inputs: --input NAME=FILE.npy, --random-inputs, or a "
+                             "test_data_set_0/ folder beside the model")
+    return feeds
+
+
+def _tolerances(args) -> dict:
     tolerances = {}
     for name, spec in _pairs(args.tol, "--tol").items():
         a, sep, r = spec.partition(":")
@@ -68,14 +100,13 @@ def run(args) -> int:
             tolerances[name] = (float(a), float(r))
         except ValueError:
             raise RefrtError(f"--tol {name}={spec}: expected ATOL:RTOL") from None
-    dims = {k: int(v) for k, v in _pairs(args.dim, "--dim").items()}
-    random = args.random_inputs
-    if random:
-        from ..feeds import random_feed
-        from ..session import InferenceSession
+    return tolerances
 
-        generated = random_feed(InferenceSession(args.model), dims, args.seed, parse_ranges(args.range))
-        feeds = {**generated, **feeds}
+
+def run(args) -> int:
+    from .compare import compare
+
+    feeds, tolerances = _feeds(args), _tolerances(args)
     result = compare(args.model, feeds, args.against, atol=args.atol, rtol=args.rtol, tolerances=tolerances,
                      numerics=args.numerics, emulate_avx2_u8s8=args.emulate_avx2_u8s8,
                      keep=bool(args.keep), explain=not args.no_explain)
@@ -85,3 +116,17 @@ def run(args) -> int:
     if args.keep:
         np.savez(args.keep, **result.kept)
     return 0 if result.matches else DIFFERENCES
+
+
+def run_reduce(args) -> int:
+    from .reduce import reduce_model
+
+    feeds = _feeds(args)
+    r = reduce_model(args.model, feeds, args.against, target=args.target, out=args.out, atol=args.atol,
+                     rtol=args.rtol, numerics=args.numerics, emulate_avx2_u8s8=args.emulate_avx2_u8s8)
+    print(f"{r.target}: {r.nodes_before} nodes -> {r.nodes_after} "
+          f"({', '.join(n.op_type for n in r.model.graph.node)}); written to {r.path} with "
+          f"test_data_set_0/ beside it")
+    print(f"reproduce: refrt compare {r.path} --against {args.against}"
+          + (f" --atol {args.atol:g} --rtol {args.rtol:g}" if (args.atol, args.rtol) != (1e-5, 1e-5) else ""))
+    return 0
