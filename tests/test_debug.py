@@ -290,3 +290,12 @@ def test_reduced_case_loads_in_onnx_backend_runner_and_reproduces_with_onnxrunti
     with pytest.raises(AssertionError):
         Runner.assert_similar_outputs(expected, list(refrt_backend.prepare(model).run(inputs)), rtol=0,
                                       atol=0, model_dir=case.model_dir)
+
+
+def test_html_report_is_self_contained(tmp_path):
+    ref = capture_refrt(mlp(w2_scale=1.01), {"x": X})
+    page = debug.compare(mlp(), {"x": X}, _saved(tmp_path, ref)).to_html(tmp_path / "r.html")
+    assert page.startswith("<!DOCTYPE html>") and "<svg" in page and "<script" not in page
+    assert "http://" not in page.replace("http://www.w3.org/2000/svg", "")   # nothing fetched
+    assert page.count("<circle") == 5 and 'class="first"' in page and "reference_bug" in page
+    assert (tmp_path / "r.html").read_text() == page

@@ -5,7 +5,7 @@
                   [--input NAME=FILE.npy ...] [--random-inputs] [--seed N] [--dim NAME=SIZE ...]
                   [--range [NAME=]LO:HI ...] [--atol A] [--rtol R] [--tol OUTPUT=ATOL:RTOL ...]
                   [--numerics ort|spec] [--emulate-avx2-u8s8] [--no-explain] [--all] [--limit N]
-                  [--json FILE] [--keep FILE.npz]
+                  [--json FILE] [--html FILE] [--keep FILE.npz]
 
     refrt reduce MODEL --against REF --out SMALL.onnx [--target TENSOR] [the input and
                  tolerance flags of refrt compare]
@@ -51,6 +51,7 @@ def add_parser(sub) -> None:
     p.add_argument("--all", action="store_true", help="list matching nodes too")
     p.add_argument("--limit", type=int, default=30, help="nodes in the table (default 30)")
     p.add_argument("--json", metavar="FILE", help="write the whole record as JSON")
+    p.add_argument("--html", metavar="FILE", help="write a page with the error plotted per node")
     p.add_argument("--keep", metavar="FILE.npz", help="save refrt's tensors")
     p.set_defaults(func=run)
     r = sub.add_parser("reduce", help="cut a model down to the smallest subgraph that still differs")
@@ -113,6 +114,8 @@ def run(args) -> int:
     print(result.table(limit=args.limit, show_all=args.all))
     if args.json:
         result.to_json(args.json)
+    if args.html:
+        result.to_html(args.html)
     if args.keep:
         np.savez(args.keep, **result.kept)
     return 0 if result.matches else DIFFERENCES

@@ -138,6 +138,16 @@ class Comparison:
                 f.write(text + "\n")
         return text
 
+    def to_html(self, path=None) -> str:
+        """A self-contained page: the error per node plotted in graph order, and every node."""
+        from .html import to_html
+
+        page = to_html(self)
+        if path is not None:
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(page)
+        return page
+
     def table(self, limit: int = 30, show_all: bool = False) -> str:
         """A terminal table: first divergences on top, then the other differing nodes (and with
         ``show_all`` every node), then a summary line."""
@@ -151,7 +161,7 @@ class Comparison:
             for o in n.outputs:
                 m = o.metrics
                 mark = "FIRST" if n.first and o.tag == "differs" else o.tag if o.tag != "differs" else "differs"
-                rows.append((mark, _short(n.label, 22), _short(n.op_type, 18), _short(o.name, 22),
+                rows.append((mark, _short(n.label, 28), _short(n.op_type, 16), _short(o.name, 24),
                              *(_fmt(m) if m else ("-", "-", o.reason or "-", "-", "-")),
                              n.origin if o.tag == "differs" else "",
                              n.cause.code if n.cause and o.tag == "differs" else ""))
@@ -228,6 +238,11 @@ def compare(model, feeds: dict | None = None, against: str = "onnxruntime", *, a
             raise ValueError("give feeds, or random_inputs=True")
         feeds = random_feed(sess, dims or {}, seed, ranges)
     feeds = dict(feeds)
+    missing = [vi.name for vi in sess._inputs if vi.name not in feeds]
+    if missing:
+        from ..errors import InputError
+        raise InputError(f"missing input(s) {missing}; the model's inputs are "
+                         f"{[vi.name for vi in sess._inputs]}")
     tolerances = tolerances or {}
     ref = reference_values(proto, feeds, against, **options)
     label = model if isinstance(model, str) else (proto.graph.name or "model")
