@@ -180,6 +180,8 @@ class Comparison:
         for n in self.first_divergences[:5]:
             if n.cause:
                 lines.append(f"  {n.label}: {n.cause.code}: {n.cause.sentence}")
+            elif n.note:
+                lines.append(f"  {n.label}: {n.note}")
         return "\n".join(lines)
 
 
@@ -322,6 +324,26 @@ def _explain(proto, feeds, ref, result, options, atol, rtol, tolerances, progres
             o.local = tensor_metrics(value, ref.values[out_name], *tolerances.get(out_name, (atol, rtol)))
             is_local |= not o.local.matches
         n.origin = "local" if is_local else "propagated"
+        if n.first and not is_local:
+            # every input matched within tolerance, yet the node differs only because of them:
+            # name the inputs that differ below the tolerance
+            below = _below_tolerance(result, node)
+            if below:
+                n.note = ("its inputs match within tolerance, but " + "; ".join(below)
+                          + " differ below it, and this node turns that into a difference "
+                            "(rerun with --atol 0 --rtol 0 to see where it starts)")
         if is_local:
             n.cause = diagnose(proto, node, inputs, ref_outs, local, options, atol, rtol)
         tick(k)
+
+
+def _below_tolerance(result, node) -> list:
+    """'name (max abs x)' for each input of ``node`` that matched within tolerance but not bit for
+    bit."""
+    by_output = {o.name: o for n in result.nodes for o in n.outputs}
+    out = []
+    for name in node.input:
+        o = by_output.get(name)
+        if o is not None and o.metrics is not None and o.tag == "match" and not o.metrics.equal:
+            out.append(f"{name} (max abs {o.metrics.max_abs:.3g})")
+    return out
