@@ -287,6 +287,27 @@ def conv_int8(x, w, x_zp=0, w_zp=0, group=1, pads=None, strides=None, dilations=
 
 # --------------------------------------------------------------------------- AVX2 u8 x s8 emulation
 
+def _check_typed_pair(x, w, x_dtype, w_dtype, group):
+    """x [N, C, ...] of ``x_dtype`` and w [M, C/group, ...] of ``w_dtype`` for the saturating
+    convolutions -> (x, w, group, C/group, M/group)."""
+    x = _check_int8(x, "x", 3)
+    w = _check_int8(w, "w", 3)
+    if x.dtype != x_dtype or w.dtype != w_dtype:
+        raise TypeError(f"x must be {np.dtype(x_dtype)} and w {np.dtype(w_dtype)}, got {x.dtype} and {w.dtype}")
+    c, m, group = x.shape[1], w.shape[0], int(group)
+    if group < 1 or c % group or m % group or w.shape[1] != c // group or w.ndim != x.ndim:
+        raise ValueError(f"w {w.shape} does not fit x {x.shape} with group {group}")
+    return x, w, group, c // group, m // group
+
+
+def _channel_zero_points(w_zp, m: int) -> np.ndarray:
+    """w_zp (None, a scalar or one per output channel) as int64 [M]."""
+    wz = np.asarray(0 if w_zp is None else w_zp)
+    if wz.dtype.kind not in "iu" or wz.size not in (1, m):
+        raise ValueError(f"w_zp must be an integer scalar or have {m} elements, got shape {wz.shape}")
+    return np.broadcast_to(wz.astype(np.int64).reshape(-1), (m,))
+
+
 def conv_u8s8_avx2_saturating(x, w, x_zp=0, w_zp=0, group=1, pads=None, strides=None, dilations=None):
     """Reproduce onnxruntime's QLinearConv on an AVX2 CPU without VNNI, int16 saturation included.
 
@@ -305,26 +326,14 @@ def conv_u8s8_avx2_saturating(x, w, x_zp=0, w_zp=0, group=1, pads=None, strides=
     """
     from .gemm import gemm_u8s8_avx2_saturating
 
-    x = _check_int8(x, "x", 3)
-    w = _check_int8(w, "w", 3)
-    if x.dtype != np.uint8 or w.dtype != np.int8:
-        raise TypeError(f"x must be uint8 and w int8, got {x.dtype} and {w.dtype}")
-    n, c = x.shape[:2]
-    m = w.shape[0]
-    group = int(group)
-    if group < 1 or c % group or m % group or w.shape[1] != c // group or w.ndim != x.ndim:
-        raise ValueError(f"w {w.shape} does not fit x {x.shape} with group {group}")
-    cg, mg = c // group, m // group
+    x, w, group, cg, mg = _check_typed_pair(x, w, np.uint8, np.int8, group)
+    n, m = x.shape[0], w.shape[0]
     one_w_zp = w_zp is None or np.unique(np.asarray(w_zp)).size <= 1
     if cg == 1 and mg == 1 and one_w_zp:
         return conv_int8(x, w, x_zp, w_zp, group, pads, strides, dilations)
     kernel_shape, pads, strides, dilations, out_spatial = _geometry(x.shape[2:], w.shape[2:], pads, strides,
                                                                     dilations)
-    xz = _scalar_zero_point(x_zp, "x_zp")
-    wz = np.asarray(0 if w_zp is None else w_zp)
-    if wz.dtype.kind not in "iu" or wz.size not in (1, m):
-        raise ValueError(f"w_zp must be an integer scalar or have {m} elements, got shape {wz.shape}")
-    wz = np.broadcast_to(wz.astype(np.int64).reshape(-1), (m,))
+    xz, wz = _scalar_zero_point(x_zp, "x_zp"), _channel_zero_points(w_zp, m)
     kk = int(np.prod(kernel_shape))
     n_l = int(np.prod(out_spatial))
     # weights as B [K, Mg] per group with k = r * Cg + c
@@ -355,23 +364,11 @@ def conv_integer_s8u8_avx2_saturating(x, w, x_zp=0, w_zp=0, group=1, pads=None, 
     """
     from .gemm import gemm_u8s8_avx2_saturating
 
-    x = _check_int8(x, "x", 3)
-    w = _check_int8(w, "w", 3)
-    if x.dtype != np.int8 or w.dtype != np.uint8:
-        raise TypeError(f"x must be int8 and w uint8, got {x.dtype} and {w.dtype}")
-    n, c = x.shape[:2]
-    m = w.shape[0]
-    group = int(group)
-    if group < 1 or c % group or m % group or w.shape[1] != c // group or w.ndim != x.ndim:
-        raise ValueError(f"w {w.shape} does not fit x {x.shape} with group {group}")
-    cg, mg = c // group, m // group
+    x, w, group, cg, mg = _check_typed_pair(x, w, np.int8, np.uint8, group)
+    n, m = x.shape[0], w.shape[0]
     kernel_shape, pads, strides, dilations, out_spatial = _geometry(x.shape[2:], w.shape[2:], pads, strides,
                                                                     dilations)
-    xz = _scalar_zero_point(x_zp, "x_zp")
-    wz = np.asarray(0 if w_zp is None else w_zp)
-    if wz.dtype.kind not in "iu" or wz.size not in (1, m):
-        raise ValueError(f"w_zp must be an integer scalar or have {m} elements, got shape {wz.shape}")
-    wz = np.broadcast_to(wz.astype(np.int64).reshape(-1), (m,))
+    xz, wz = _scalar_zero_point(x_zp, "x_zp"), _channel_zero_points(w_zp, m)
     w_rows = w.reshape(group, mg, -1)                      # [group, Mg, Cg * KK], k = c * KK + r
     y = np.empty((n, m) + tuple(out_spatial), dtype=np.int32)
     for i in range(n):
