@@ -17,7 +17,6 @@ refrt reduce writes). Exit status: 0 when every tensor matches, 3 when some diff
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from ..errors import RefrtError
