@@ -299,3 +299,79 @@ def test_html_report_is_self_contained(tmp_path):
     assert "http://" not in page.replace("http://www.w3.org/2000/svg", "")   # nothing fetched
     assert page.count("<circle") == 5 and 'class="first"' in page and "reference_bug" in page
     assert (tmp_path / "r.html").read_text() == page
+
+
+# ---------------------------------------------------------------- quantization loss
+
+DIGITS = f"{refrt.__path__[0]}/data/digits_cnn.onnx"
+
+
+@pytest.fixture(scope="module")
+def quantized_digits(tmp_path_factory):
+    import refrt.quantization as rq
+    folder = tmp_path_factory.mktemp("qdigits")
+    data = np.load(f"{refrt.__path__[0]}/data/digits_test.npz")
+    calib = data["calib"][:32]
+    paths = {"dynamic": folder / "dyn.onnx", "QDQ": folder / "qdq.onnx", "QOperator": folder / "qop.onnx"}
+    rq.quantize_dynamic(DIGITS, paths["dynamic"])
+    for fmt in ("QDQ", "QOperator"):
+        rq.quantize_static(DIGITS, paths[fmt], rq.NumpyDataReader({"input": calib}, batch_size=16),
+                           quant_format=fmt, activation_type="QUInt8", progress=False)
+    return {k: str(v) for k, v in paths.items()}, {"input": data["x"][:48]}
+
+
+def test_quantization_loss_matches_every_format(quantized_digits):
+    paths, feeds = quantized_digits
+    losses = {fmt: debug.quant_loss(DIGITS, path, feeds) for fmt, path in paths.items()}
+    acts = {fmt: {t.name: t for t in loss.tensors if t.kind == "activation"} for fmt, loss in losses.items()}
+    floats = {o for n in onnx.load(DIGITS).graph.node for o in n.output} | {"input"}
+    assert set(acts["dynamic"]) == floats                      # every tensor stays or has a quantized form
+    # static formats fold each Relu into the op before it: the Relu's output is matched, the op's is not
+    for fmt in ("QDQ", "QOperator"):
+        assert {"relu1_out", "relu2_out", "relu3_out", "pool1_out", "logits"} <= set(acts[fmt])
+        assert {"conv1_out", "conv2_out", "fc1_out"} <= set(losses[fmt].unmatched)
+    # the same quantization parameters in QDQ and QOperator form lose the same
+    for name in ("relu1_out", "relu2_out", "pool2_out", "logits"):
+        assert acts["QDQ"][name].sqnr_db == pytest.approx(acts["QOperator"][name].sqnr_db, abs=1e-6)
+    weights = {t.name for t in losses["QDQ"].tensors if t.kind == "weight"}
+    assert {"conv1.weight", "conv2.weight", "fc1.weight", "fc2.weight"} <= weights
+    assert losses["QDQ"].suggestions() and all(isinstance(n, str) and n for n in losses["QDQ"].suggestions())
+
+
+def test_quantization_loss_figures_equal_an_independent_numpy_computation(quantized_digits):
+    pytest.importorskip("onnxruntime")
+    from refrt.debug.references import reference_values
+    paths, feeds = quantized_digits
+    loss = debug.quant_loss(DIGITS, paths["QDQ"], feeds, runtime="onnxruntime")
+    got = {t.name: t for t in loss.tensors}
+    floats = capture_refrt(onnx.load(DIGITS), feeds)
+    qdq = onnx.load(paths["QDQ"])
+    ort_q = reference_values(qdq, feeds, "onnxruntime").values
+    f = floats["relu2_out"].astype(np.float64)
+    q = ort_q["relu2_out_DequantizeLinear_Output"].astype(np.float64)
+    assert got["relu2_out"].sqnr_db == pytest.approx(20 * np.log10(np.linalg.norm(f) / np.linalg.norm(f - q)), rel=1e-9)
+    inits = {t.name: numpy_helper.to_array(t) for t in qdq.graph.initializer}
+    w = numpy_helper.to_array(next(t for t in onnx.load(DIGITS).graph.initializer if t.name == "conv1.weight"))
+    wq = (inits["conv1.weight_quantized"].astype(np.float64) - inits["conv1.weight_zero_point"]) * \
+        inits["conv1.weight_scale"]
+    w64 = w.astype(np.float64)
+    expect = 20 * np.log10(np.linalg.norm(w64) / np.linalg.norm(w64 - wq.astype(np.float32)))
+    assert got["conv1.weight"].sqnr_db == pytest.approx(expect, rel=1e-6)
+    # clipped: float logits outside [(0 - zp) s, (255 - zp) s] (half a step beyond)
+    s, z = float(inits["logits_scale"]), float(inits["logits_zero_point"])
+    logits = floats["logits"].astype(np.float64)
+    share = np.mean((logits < (0 - z) * s - s / 2) | (logits > (255 - z) * s + s / 2))
+    qop = {t.name: t for t in debug.quant_loss(DIGITS, paths["QOperator"], feeds).tensors}
+    assert qop["logits"].clipped == pytest.approx(share)
+
+
+def test_quantization_loss_on_the_command_line(quantized_digits, tmp_path, capsys):
+    paths, feeds = quantized_digits
+    x = tmp_path / "x.npy"
+    np.save(x, feeds["input"])
+    assert cli_main(["compare", DIGITS, "--quantized", paths["QOperator"], "--input", f"input={x}",
+                     "--json", str(tmp_path / "q.json")]) == 0
+    out = capsys.readouterr().out
+    assert "SQNR dB" in out and "candidates for nodes_to_exclude" in out and "folded into" in out
+    record = json.loads((tmp_path / "q.json").read_text())
+    assert record["schema"] == "refrt.debug.quant_loss/1" and record["tensors"]

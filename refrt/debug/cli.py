@@ -7,6 +7,7 @@
                   [--numerics ort|spec] [--emulate-avx2-u8s8] [--no-explain] [--all] [--limit N]
                   [--json FILE] [--html FILE] [--keep FILE.npz]
 
+    refrt compare FLOAT_MODEL --quantized QMODEL [--runtime refrt|onnxruntime] [input flags]
     refrt reduce MODEL --against REF --out SMALL.onnx [--target TENSOR] [the input and
                  tolerance flags of refrt compare]
 
@@ -46,6 +47,11 @@ def add_parser(sub) -> None:
                        description=__doc__.split("\n\n")[0])
     _common(p)
     p.add_argument("--no-explain", action="store_true", help="skip the replays and causes")
+    p.add_argument("--quantized", metavar="QMODEL", help="quantization loss instead: MODEL is the float "
+                   "model, QMODEL its quantized form (QDQ, QOperator or dynamic); every float tensor "
+                   "against its dequantized counterpart")
+    p.add_argument("--runtime", choices=("refrt", "onnxruntime"), default="refrt",
+                   help="with --quantized: what runs the quantized model")
     p.add_argument("--all", action="store_true", help="list matching nodes too")
     p.add_argument("--limit", type=int, default=30, help="nodes in the table (default 30)")
     p.add_argument("--json", metavar="FILE", help="write the whole record as JSON")
@@ -105,6 +111,8 @@ def _tolerances(args) -> dict:
 def run(args) -> int:
     from .compare import compare
 
+    if args.quantized:
+        return run_quant_loss(args)
     feeds, tolerances = _feeds(args), _tolerances(args)
     result = compare(args.model, feeds, args.against, atol=args.atol, rtol=args.rtol, tolerances=tolerances,
                      numerics=args.numerics, emulate_avx2_u8s8=args.emulate_avx2_u8s8,
@@ -130,4 +138,14 @@ def run_reduce(args) -> int:
           f"test_data_set_0/ beside it")
     print(f"reproduce: refrt compare {r.path} --against {args.against}"
           + (f" --atol {args.atol:g} --rtol {args.rtol:g}" if (args.atol, args.rtol) != (1e-5, 1e-5) else ""))
+    return 0
+
+
+def run_quant_loss(args) -> int:
+    from .quant_loss import quant_loss
+
+    loss = quant_loss(args.model, args.quantized, _feeds(args), runtime=args.runtime)
+    print(loss.table(limit=args.limit))
+    if args.json:
+        loss.to_json(args.json)
     return 0
