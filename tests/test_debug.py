@@ -375,3 +375,33 @@ def test_quantization_loss_on_the_command_line(quantized_digits, tmp_path, capsy
     assert "SQNR dB" in out and "candidates for nodes_to_exclude" in out and "folded into" in out
     record = json.loads((tmp_path / "q.json").read_text())
     assert record["schema"] == "refrt.debug.quant_loss/1" and record["tensors"]
+
+
+def test_cause_ort_graph_optimization_names_the_transformer(tmp_path):
+    """A static QDQ model (int8 activations) against onnxruntime at its default level: where
+    onnxruntime's own two levels disagree, the cause is its graph rewrite, and bisecting its
+    disabled_optimizers names the transformer."""
+    ort = pytest.importorskip("onnxruntime")
+    import refrt.quantization as rq
+    data = np.load(f"{refrt.__path__[0]}/data/digits_test.npz")
+    path = str(tmp_path / "qdq.onnx")
+    rq.quantize_static(DIGITS, path, rq.NumpyDataReader({"input": data["calib"][:32]}, batch_size=16),
+                       progress=False)                     # onnxruntime's defaults: QDQ, int8 activations
+    feeds = {"input": data["x"][:100]}
+    levels = []
+    for level in (ort.GraphOptimizationLevel.ORT_DISABLE_ALL, ort.GraphOptimizationLevel.ORT_ENABLE_ALL):
+        so = ort.SessionOptions()
+        so.graph_optimization_level = level
+        levels.append(ort.InferenceSession(path, so, providers=["CPUExecutionProvider"]).run(None, feeds)[0])
+    result = debug.compare(path, feeds, "onnxruntime-optimized")
+    causes = {n.cause.code for n in result.differing if n.cause}
+    if np.array_equal(levels[0], levels[1]):
+        assert "ort_graph_optimization" not in causes
+        return
+    (first,) = [n for n in result.first_divergences if n.cause and n.cause.code == "ort_graph_optimization"]
+    transformer = first.cause.detail["transformer"]
+    assert transformer
+    so = ort.SessionOptions()
+    fixed = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"],
+                                 disabled_optimizers=[transformer]).run(None, feeds)[0]
+    assert np.allclose(fixed, levels[0], atol=1e-5, rtol=1e-5)   # its absence restores the values

@@ -15,8 +15,8 @@ inputs, still differs). Each check replays the node alone on those inputs:
 | ``reference_bug`` | refrt's two modes agree, refrt is within a few epsilons of float64, the reference is far from it |
 | ``unexplained`` | none of the above |
 
-(``ort_graph_optimization`` is reported by the comparison itself, not here: a tensor that differs
-only against ``onnxruntime-optimized``.)
+``ort_graph_optimization`` (``optimizer_cause``, against ``onnxruntime-optimized``): onnxruntime's
+own two levels differ at the tensor; bisecting its ``disabled_optimizers`` names the transformer.
 """
 
 from __future__ import annotations
@@ -190,3 +190,51 @@ def diagnose(model, node, inputs: list, ref_outputs: list, refrt_outputs: list, 
         return Cause("unexplained", f"no alternative reproduces the reference (refrt {e_refrt:.3g}, reference "
                                     f"{e_ref:.3g} float epsilons from float64).", detail)
     return Cause("unexplained", "no alternative of refrt's reproduces the reference.")
+
+
+# onnxruntime's graph transformers that rewrite arithmetic (names as its ``disabled_optimizers``
+# takes them; a name it does not know changes nothing, so a wrong one is never blamed)
+ORT_TRANSFORMERS = (
+    "QDQSelectorActionTransformer", "QDQPropagationTransformer", "QDQS8ToU8Transformer",
+    "QDQFinalCleanupTransformer", "DoubleQDQPairsRemover", "NchwcTransformer", "NhwcTransformer",
+    "ConvActivationFusion", "ConvAddFusion", "ConvMulFusion", "ConvBNFusion", "GemmActivationFusion",
+    "MatMulAddFusion", "MatMulScaleFusion", "MatMulIntegerToFloatFusion", "DynamicQuantizeMatMulFusion",
+    "LayerNormFusion", "SimplifiedLayerNormFusion", "SkipLayerNormFusion", "EmbedLayerNormFusion",
+    "AttentionFusion", "GeluFusion", "BiasGeluFusion", "FastGeluFusion", "QuickGeluFusion",
+    "BiasSoftmaxFusion", "GemmSumFusion", "GemmTransposeFusion", "MatmulTransposeFusion",
+    "ConstantFolding", "CommonSubexpressionElimination", "TransposeOptimizer", "ReshapeFusion")
+
+
+def optimizer_cause(proto, feeds, node_result, ref, atol, rtol, memo: dict) -> Cause | None:
+    """Against ``onnxruntime-optimized``: when onnxruntime's own two levels (optimizations off,
+    all on) disagree at this node's tensors, the difference comes from a graph rewrite; bisect
+    ``disabled_optimizers`` over ORT_TRANSFORMERS for the one whose absence restores the
+    unoptimized values. None when the two levels agree."""
+    from .references import ort_optimized_values, reference_values
+
+    if "plain" not in memo:
+        memo["plain"] = reference_values(proto, feeds, "onnxruntime").values
+    plain = memo["plain"]
+    names = [o.name for o in node_result.outputs if o.tag == "differs" and o.name in plain]
+    if not names or all(tensor_metrics(ref.values[n], plain[n], atol, rtol).matches for n in names):
+        return None
+
+    def restored(disabled) -> bool:
+        key = tuple(disabled)
+        if key not in memo:
+            memo[key] = ort_optimized_values(proto, feeds, disabled)[0]
+        values = memo[key]
+        return all(n in values and tensor_metrics(values[n], plain[n], atol, rtol).matches for n in names)
+
+    found, pool = None, list(ORT_TRANSFORMERS)
+    if restored(pool):
+        while len(pool) > 1:                    # halve the set that still restores it
+            half = pool[:len(pool) // 2]
+            pool = half if restored(half) else pool[len(pool) // 2:]
+        found = pool[0] if restored(pool) else None
+    which = f"; disabling onnxruntime's {found} removes it" if found else \
+        "; no single transformer of the list explains it"
+    return Cause("ort_graph_optimization",
+                 f"the difference comes from onnxruntime's graph optimizations: its own results with "
+                 f"optimizations off and on disagree at this tensor{which}.",
+                 {"transformer": found})

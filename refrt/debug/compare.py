@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from onnx import numpy_helper
 
-from .causes import Cause, diagnose
+from .causes import Cause, diagnose, optimizer_cause
 from .metrics import TensorMetrics, tensor_metrics
 from .references import reference_values
 from .replay import ReplayError, replay_node
@@ -305,6 +305,7 @@ def _explain(proto, feeds, ref, result, options, atol, rtol, tolerances, progres
         raise ReplayError(f"the reference has no value for input {name!r}")
 
     todo = result.differing
+    memo: dict = {}
     tick = _Progress(len(todo), "replay", progress)
     for k, n in enumerate(todo, 1):
         node = proto.graph.node[n.index]
@@ -313,6 +314,8 @@ def _explain(proto, feeds, ref, result, options, atol, rtol, tolerances, progres
             local = replay_node(proto, node, inputs, **options)
         except ReplayError as e:
             n.origin, n.note = "unknown", n.note or f"cannot replay alone: {e}"
+            if result.against == "onnxruntime-optimized":
+                n.cause = optimizer_cause(proto, feeds, n, ref, atol, rtol, memo)
             tick(k)
             continue
         ref_outs, is_local = [], False
@@ -324,6 +327,8 @@ def _explain(proto, feeds, ref, result, options, atol, rtol, tolerances, progres
             o.local = tensor_metrics(value, ref.values[out_name], *tolerances.get(out_name, (atol, rtol)))
             is_local |= not o.local.matches
         n.origin = "local" if is_local else "propagated"
+        if is_local and result.against == "onnxruntime-optimized":
+            n.cause = optimizer_cause(proto, feeds, n, ref, atol, rtol, memo)
         if n.first and not is_local:
             # every input matched within tolerance, yet the node differs only because of them:
             # name the inputs that differ below the tolerance
@@ -332,7 +337,7 @@ def _explain(proto, feeds, ref, result, options, atol, rtol, tolerances, progres
                 n.note = ("its inputs match within tolerance, but " + "; ".join(below)
                           + " differ below it, and this node turns that into a difference "
                             "(rerun with --atol 0 --rtol 0 to see where it starts)")
-        if is_local:
+        if is_local and n.cause is None:
             n.cause = diagnose(proto, node, inputs, ref_outs, local, options, atol, rtol)
         tick(k)
 

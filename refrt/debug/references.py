@@ -56,7 +56,7 @@ def reference_values(model: ModelProto, feeds: dict, against: str, **refrt_optio
         values = _ort_values(model, feeds)
         ref = Reference(against, "onnxruntime (CPU, graph optimizations off)", values)
     elif against == "onnxruntime-optimized":
-        values, removed = _ort_optimized_values(model, feeds)
+        values, removed = ort_optimized_values(model, feeds)
         ref = Reference(against, "onnxruntime (CPU, all graph optimizations)", values,
                         {n: "removed by onnxruntime's graph optimizations" for n in removed})
     elif against == "spec":
@@ -98,7 +98,7 @@ def _ort():
     return ort
 
 
-def _ort_run(model: ModelProto, feeds: dict, level, save_to=None) -> dict:
+def _ort_run(model: ModelProto, feeds: dict, level, save_to=None, disabled=()) -> dict:
     ort = _ort()
     so = ort.SessionOptions()
     so.graph_optimization_level = level
@@ -109,7 +109,8 @@ def _ort_run(model: ModelProto, feeds: dict, level, save_to=None) -> dict:
         path = os.path.join(tmp, "model.onnx")
         large = model.ByteSize() > (1 << 30)      # protobuf's 2 GB limit: weights beside the model
         onnx.save(model, path, save_as_external_data=large)
-        sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+        extra = {"disabled_optimizers": list(disabled)} if disabled else {}
+        sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"], **extra)
         names = [o.name for o in sess.get_outputs()]
         wanted = {i.name for i in sess.get_inputs()}
         outs = sess.run(None, {k: v for k, v in feeds.items() if k in wanted})
@@ -121,11 +122,13 @@ def _ort_values(model: ModelProto, feeds: dict) -> dict:
     return _ort_run(_with_outputs(model, node_outputs(model)), feeds, level)
 
 
-def _ort_optimized_values(model: ModelProto, feeds: dict) -> tuple[dict, list]:
+def ort_optimized_values(model: ModelProto, feeds: dict, disabled=()) -> tuple[dict, list]:
+    """onnxruntime's tensors at its default optimization level, with the graph transformers named
+    in ``disabled`` turned off -> (values of the tensors that survive, names fused away)."""
     ort = _ort()
     with tempfile.TemporaryDirectory(prefix="refrt.debug.") as tmp:
         saved = os.path.join(tmp, "optimized.onnx")
-        _ort_run(model, feeds, ort.GraphOptimizationLevel.ORT_ENABLE_ALL, save_to=saved)
+        _ort_run(model, feeds, ort.GraphOptimizationLevel.ORT_ENABLE_ALL, save_to=saved, disabled=disabled)
         optimized = onnx.load(saved)
     produced = set(node_outputs(optimized))
     wanted = node_outputs(model)
