@@ -405,3 +405,23 @@ def test_cause_ort_graph_optimization_names_the_transformer(tmp_path):
     fixed = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"],
                                  disabled_optimizers=[transformer]).run(None, feeds)[0]
     assert np.allclose(fixed, levels[0], atol=1e-5, rtol=1e-5)   # its absence restores the values
+
+
+def test_nodes_to_exclude_candidates_are_measured(quantized_digits):
+    import refrt.quantization as rq
+    from refrt.debug.quant_loss import measure_exclusions
+    paths, feeds = quantized_digits
+    calib = np.load(f"{refrt.__path__[0]}/data/digits_test.npz")["calib"][:32]
+
+    def quantize(path, exclude):
+        rq.quantize_static(DIGITS, path, rq.NumpyDataReader({"input": calib}, batch_size=16), quant_format="QDQ",
+                           activation_type="QUInt8", nodes_to_exclude=exclude, progress=False)
+
+    loss = debug.quant_loss(DIGITS, paths["QDQ"], feeds)
+    before = loss.output_sqnr(["logits"])
+    measured = measure_exclusions(DIGITS, feeds, quantize, loss)
+    assert [e["node"] for e in measured] == loss.suggestions()
+    for e in measured:
+        assert e["change_db"] == pytest.approx(e["output_sqnr_db"] - before)
+    assert max(e["change_db"] for e in measured) > 1.0      # one of them does help, measurably
+    assert "re-quantized with nodes_to_exclude" in loss.table()

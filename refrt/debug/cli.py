@@ -52,6 +52,10 @@ def add_parser(sub) -> None:
                    "against its dequantized counterpart")
     p.add_argument("--runtime", choices=("refrt", "onnxruntime"), default="refrt",
                    help="with --quantized: what runs the quantized model")
+    p.add_argument("--requantize", metavar="'QUANTIZE FLAGS'",
+                   help="with --quantized: how QMODEL was made, as refrt quantize's flags (e.g. "
+                        "'--mode static --calib-data calib.npz'); each nodes_to_exclude candidate is "
+                        "then re-quantized away and its effect on the outputs measured")
     p.add_argument("--all", action="store_true", help="list matching nodes too")
     p.add_argument("--limit", type=int, default=30, help="nodes in the table (default 30)")
     p.add_argument("--json", metavar="FILE", help="write the whole record as JSON")
@@ -144,7 +148,25 @@ def run_reduce(args) -> int:
 def run_quant_loss(args) -> int:
     from .quant_loss import quant_loss
 
-    loss = quant_loss(args.model, args.quantized, _feeds(args), runtime=args.runtime)
+    feeds = _feeds(args)
+    loss = quant_loss(args.model, args.quantized, feeds, runtime=args.runtime)
+    if args.requantize:
+        import contextlib
+        import io
+        import shlex
+
+        from ..quantization.cli import _run, build_parser
+        from .quant_loss import measure_exclusions
+
+        flags = shlex.split(args.requantize)
+
+        def quantize(path, exclude):
+            qargs = build_parser().parse_args([args.model, path, *flags])
+            qargs.exclude = list(qargs.exclude) + list(exclude)
+            with contextlib.redirect_stdout(io.StringIO()):
+                _run(qargs)
+
+        measure_exclusions(args.model, feeds, quantize, loss, runtime=args.runtime)
     print(loss.table(limit=args.limit))
     if args.json:
         loss.to_json(args.json)

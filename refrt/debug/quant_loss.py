@@ -75,6 +75,12 @@ class QuantLoss:
     runtime: str
     tensors: list = field(default_factory=list)
     unmatched: list = field(default_factory=list)   # float tensors with no quantized counterpart
+    exclusions: list = field(default_factory=list)  # measured: {"node", "output_sqnr_db", "change_db"}
+
+    def output_sqnr(self, outputs) -> float:
+        """The lowest SQNR over the model outputs ``outputs`` (names)."""
+        values = [t.sqnr_db for t in self.tensors if t.name in outputs]
+        return min(values) if values else float("nan")
 
     def ranked(self) -> list:
         """Activations by SQNR, lowest first, then weights."""
@@ -91,7 +97,8 @@ class QuantLoss:
         return {"schema": "refrt.debug.quant_loss/1", "float_model": self.float_model,
                 "quantized_model": self.quantized_model, "runtime": self.runtime,
                 "tensors": [t.as_dict() for t in self.ranked()], "unmatched": self.unmatched,
-                "nodes_to_exclude_candidates": self.suggestions()}
+                "nodes_to_exclude_candidates": self.suggestions(),
+                "exclusions_measured": self.exclusions}
 
     def to_json(self, path=None) -> str:
         text = json.dumps(self.to_dict(), indent=2)
@@ -121,6 +128,9 @@ class QuantLoss:
         sugg = self.suggestions()
         if sugg:
             lines.append("losing most against their inputs (candidates for nodes_to_exclude): " + ", ".join(sugg))
+        for e in self.exclusions:
+            lines.append(f"  re-quantized with nodes_to_exclude=[{e['node']!r}]: output SQNR "
+                         f"{e['output_sqnr_db']:.1f} dB ({e['change_db']:+.1f} dB)")
         return "\n".join(lines)
 
 
@@ -355,3 +365,25 @@ def _as_list(v):
     if v is None:
         return None
     return [x.item() if hasattr(x, "item") else x for x in np.asarray(v).reshape(-1)]
+
+
+def measure_exclusions(float_model, feeds: dict, quantize, loss: QuantLoss, count: int = 3,
+                       runtime: str = "refrt") -> list:
+    """Re-quantize with each of the ``count`` top candidates excluded and measure the model
+    outputs' SQNR against the float model's. ``quantize(output_path, nodes_to_exclude)`` writes a
+    quantized model the way the one under study was made. Fills and returns ``loss.exclusions``."""
+    import os
+    import tempfile
+
+    import onnx
+
+    outputs = [o.name for o in (float_model if isinstance(float_model, onnx.ModelProto)
+                                else onnx.load(float_model, load_external_data=False)).graph.output]
+    before = loss.output_sqnr(outputs)
+    with tempfile.TemporaryDirectory(prefix="refrt.exclude.") as tmp:
+        for node in loss.suggestions(count):
+            path = os.path.join(tmp, "q.onnx")
+            quantize(path, [node])
+            after = quant_loss(float_model, path, feeds, runtime).output_sqnr(outputs)
+            loss.exclusions.append({"node": node, "output_sqnr_db": after, "change_db": after - before})
+    return loss.exclusions
