@@ -425,3 +425,33 @@ def test_nodes_to_exclude_candidates_are_measured(quantized_digits):
         assert e["change_db"] == pytest.approx(e["output_sqnr_db"] - before)
     assert max(e["change_db"] for e in measured) > 1.0      # one of them does help, measurably
     assert "re-quantized with nodes_to_exclude" in loss.table()
+
+
+def test_polygraphy_saved_inputs_and_outputs(tmp_path):
+    """A Polygraphy run with every tensor marked as an output (onnxruntime runner) is a saved
+    reference; its saved inputs are the feeds."""
+    import os
+    import subprocess
+    import sys
+    pytest.importorskip("polygraphy")
+    pytest.importorskip("onnxruntime")
+    model = tmp_path / "mlp.onnx"
+    onnx.save(mlp(), model)
+    tool = os.path.join(os.path.dirname(sys.executable), "polygraphy")
+    proc = subprocess.run([tool, "run", str(model), "--onnxrt", "--onnx-outputs", "mark", "all",
+                           "--input-shapes", "x:[3,16]", "--save-inputs", str(tmp_path / "in.json"),
+                           "--save-outputs", str(tmp_path / "out.json")], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    from refrt.debug.references import load_polygraphy, load_polygraphy_inputs
+    feeds = load_polygraphy_inputs(str(tmp_path / "in.json"))
+    assert feeds["x"].shape == (3, 16)
+    saved = load_polygraphy(str(tmp_path / "out.json"), "onnxrt")
+    assert {"h", "r", "z", "zb", "y"} <= set(saved)
+    ours = debug.compare(mlp(), feeds, f"saved:{tmp_path / 'out.json'}")
+    theirs = debug.compare(mlp(), feeds, "onnxruntime", atol=0, rtol=0)
+    assert ours.matches                                       # within 1e-5: the same onnxruntime run
+    for a, b in zip(ours.nodes, theirs.nodes):                # bit for bit the values compare gets itself
+        assert [o.metrics.max_abs for o in a.outputs] == [o.metrics.max_abs for o in b.outputs]
+    assert cli_main(["compare", str(model), "--load-inputs", str(tmp_path / "in.json"), "--against",
+                     f"saved:{tmp_path / 'out.json'}#onnxrt"]) == 0

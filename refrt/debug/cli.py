@@ -30,6 +30,7 @@ def _common(p) -> None:
     p.add_argument("--against", default="onnxruntime", metavar="REF",
                    help="onnxruntime (default), onnxruntime-optimized, spec, onnx-reference, saved:PATH")
     p.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy")
+    p.add_argument("--load-inputs", metavar="FILE.json", help="feeds saved by Polygraphy's --save-inputs")
     p.add_argument("--random-inputs", action="store_true", help="random values for inputs not given")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dim", action="append", default=[], metavar="NAME=SIZE")
@@ -86,6 +87,9 @@ def _feeds(args) -> dict:
     from .reduce import load_test_data
 
     feeds = {k: np.load(v, allow_pickle=False) for k, v in _pairs(args.input, "--input").items()}
+    if args.load_inputs:
+        from .references import load_polygraphy_inputs
+        feeds = {**load_polygraphy_inputs(args.load_inputs), **feeds}
     dims = {k: int(v) for k, v in _pairs(args.dim, "--dim").items()}
     if args.random_inputs:
         from ..feeds import random_feed

@@ -16,8 +16,9 @@ References (the ``against`` string):
 * ``spec``: refrt itself in its ``"spec"`` numerics mode.
 * ``onnx-reference``: ``onnx.reference.ReferenceEvaluator`` with its intermediate results.
 * ``saved:PATH``: values a user dumped from their own runtime: an ``.npz`` keyed by tensor name,
-  or a folder of ``NAME.npy`` files or serialized TensorProto ``.pb`` files (the name stored in
-  the proto, else the file's stem).
+  a folder of ``NAME.npy`` files or serialized TensorProto ``.pb`` files (the name stored in the
+  proto, else the file's stem), or a Polygraphy ``--save-outputs`` JSON (``saved:out.json`` or
+  ``saved:out.json#RUNNER`` to pick a runner by part of its name).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import numpy as np
 import onnx
 from onnx import ModelProto, helper, numpy_helper
 
-__all__ = ["Reference", "reference_values", "node_outputs", "load_saved", "KINDS"]
+__all__ = ["Reference", "reference_values", "node_outputs", "load_saved", "load_polygraphy", "KINDS"]
 
 KINDS = ("onnxruntime", "onnxruntime-optimized", "spec", "onnx-reference", "saved:PATH")
 
@@ -169,7 +170,51 @@ def load_saved(path: str) -> dict:
         if not values:
             raise ValueError(f"{path}: no .npy or .pb files")
         return values
+    base, _, runner = path.partition("#")
+    if base.endswith(".json"):
+        return load_polygraphy(base, runner)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no saved values at {path!r}")
     with np.load(path, allow_pickle=False) as z:
         return {k: z[k] for k in z.files}
+
+
+def load_polygraphy_inputs(path: str) -> dict:
+    """The first feed dict of a Polygraphy ``--save-inputs`` file."""
+    import json
+
+    with open(path, encoding="utf-8") as f:
+        data = json.load(f)
+    if isinstance(data, dict) and "lst" in data:
+        data = data["lst"]
+    if not isinstance(data, list) or not data or not isinstance(data[0], dict):
+        raise ValueError(f"{path}: not a Polygraphy inputs file (a list of name -> array)")
+    return {name: _polygraphy_array(v, path) for name, v in data[0].items()}
+
+
+def _polygraphy_array(entry, path):
+    import base64
+    import io
+
+    while isinstance(entry, dict) and "array" not in entry:
+        entry = entry.get("values")
+    if not isinstance(entry, dict):
+        raise ValueError(f"{path}: a value is not a saved array")
+    return np.load(io.BytesIO(base64.b64decode(entry["array"])), allow_pickle=False)
+
+
+def load_polygraphy(path: str, runner: str = "") -> dict:
+    """The tensors of a Polygraphy ``--save-outputs`` file (RunResults JSON): the first iteration
+    of the first runner whose name contains ``runner`` (``saved:outputs.json#trt``)."""
+    import json
+
+    with open(path, encoding="utf-8") as f:
+        data = json.load(f)
+    if not isinstance(data, dict) or "lst" not in data:
+        raise ValueError(f"{path}: not a Polygraphy RunResults file (no 'lst')")
+    runs = [(name, iterations) for name, iterations in data["lst"] if runner in name]
+    if not runs or not runs[0][1]:
+        names = [name for name, _ in data["lst"]]
+        raise ValueError(f"{path}: no runner matching {runner!r} with results (runners: {names})")
+
+    return {name: _polygraphy_array(v, path) for name, v in runs[0][1][0]["outputs"].items()}
