@@ -19,6 +19,22 @@ The steps, in the order they run:
    If it then matches, it only carries error from upstream (``propagated``); if not, it creates
    error of its own (``local``). Both errors are reported.
 5. For local errors, ``causes.diagnose`` names the cause.
+
+The JSON record (``to_json``; ``schema`` is ``refrt.debug.compare/1``, a new number whenever a
+field changes meaning or goes away):
+
+    schema, model, against, reference (in words), tolerance {atol, rtol, per_output}, refrt_options,
+    host (CPU class and kernels), inputs {name: {dtype, shape}},
+    summary {nodes, match, differs, first, local, propagated, missing, causes {code: count}},
+    first_divergences [node labels],
+    nodes [{index, name, label, op_type, domain, status ("match" | "differs" | "missing"), first,
+            origin ("local" | "propagated" | "unknown" | null), cause {code, sentence, detail} | null,
+            note, outputs [{name, tag, reason, metrics, local}]}]
+
+    metrics / local: {shape_ref, shape_got, dtype_ref, dtype_got, equal, mismatched, size, max_abs,
+                      max_rel, sqnr_db ("inf" when exact), max_ulp, note}
+
+``local`` is refrt's node replayed on the reference's inputs.
 """
 
 from __future__ import annotations

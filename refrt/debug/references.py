@@ -31,7 +31,9 @@ import numpy as np
 import onnx
 from onnx import ModelProto, helper, numpy_helper
 
-__all__ = ["Reference", "reference_values", "node_outputs", "load_saved", "load_polygraphy", "KINDS"]
+from ..errors import RefrtError
+
+__all__ = ["Reference", "ReferenceUnavailable", "reference_values", "node_outputs", "load_saved", "load_polygraphy", "KINDS"]
 
 KINDS = ("onnxruntime", "onnxruntime-optimized", "spec", "onnx-reference", "saved:PATH")
 
@@ -49,7 +51,25 @@ def node_outputs(model: ModelProto) -> list[str]:
     return [o for node in model.graph.node for o in node.output if o]
 
 
+class ReferenceUnavailable(RefrtError):
+    """The reference could not compute the model (it lacks an operator, refuses an input, ...)."""
+
+
 def reference_values(model: ModelProto, feeds: dict, against: str, **refrt_options) -> Reference:
+    """Every node output of ``model`` on ``feeds`` as ``against`` computes it; a failure of the
+    reference itself is a ReferenceUnavailable naming the reference and its message."""
+    if not (against in KINDS[:-1] or against.startswith("saved:")):
+        raise ValueError(f"unknown reference {against!r}: expected one of {', '.join(KINDS)}")
+    try:
+        return _reference_values(model, feeds, against, **refrt_options)
+    except (RefrtError, OSError, ValueError):
+        raise
+    except Exception as e:   # a third-party runtime's own failure, whatever its type
+        raise ReferenceUnavailable(f"the reference {against!r} cannot run this model: "
+                                   f"{type(e).__name__}: {str(e).strip()[:500]}") from e
+
+
+def _reference_values(model: ModelProto, feeds: dict, against: str, **refrt_options) -> Reference:
     """Every node output of ``model`` (weights included in the proto) on ``feeds`` as ``against``
     computes it (see the module docstring); ``refrt_options`` are session options for the
     ``spec`` reference."""
