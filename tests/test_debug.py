@@ -455,3 +455,34 @@ def test_polygraphy_saved_inputs_and_outputs(tmp_path):
         assert [o.metrics.max_abs for o in a.outputs] == [o.metrics.max_abs for o in b.outputs]
     assert cli_main(["compare", str(model), "--load-inputs", str(tmp_path / "in.json"), "--against",
                      f"saved:{tmp_path / 'out.json'}#onnxrt"]) == 0
+
+
+def test_a_data_reader_stops_at_the_first_batch_that_differs():
+    """DynamicQuantizeLinear's all-zero input is where refrt's "ort" and "spec" modes differ:
+    only that batch shows a difference."""
+    nodes = [helper.make_node("DynamicQuantizeLinear", ["x"], ["q", "s", "z"], name="dql")]
+    m = _model(nodes, [_vi("x", F, [6])], [_vi("q", TensorProto.UINT8), _vi("s", F), _vi("z", TensorProto.UINT8)])
+    rng = np.random.default_rng(11)
+
+    class Reader:                      # onnxruntime's CalibrationDataReader protocol
+        def __init__(self, batches):
+            self.batches = iter(batches)
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    plain = [{"x": rng.standard_normal(6).astype(np.float32)} for _ in range(3)]
+    result = debug.compare(m, Reader(plain), "spec")
+    assert result.matches and (result.batch, result.batches) == (2, 3)
+    zeros = {"x": np.zeros(6, np.float32)}
+    result = debug.compare(m, Reader([plain[0], plain[1], zeros, plain[2]]), "spec")
+    assert not result.matches and (result.batch, result.batches) == (2, 3)
+    assert "batch 2 of the 3 compared (the first that differs)" in result.table()
+    assert result.first_divergences[0].cause.code == "spec_choice"
+
+
+def test_a_reference_that_cannot_run_the_model_is_one_typed_error(quantized_digits):
+    from refrt.debug.references import ReferenceUnavailable
+    paths, feeds = quantized_digits
+    with pytest.raises(ReferenceUnavailable, match="onnx-reference.*cannot run this model"):
+        debug.compare(paths["QOperator"], feeds, "onnx-reference")

@@ -116,6 +116,8 @@ class Comparison:
     inputs: dict                       # name -> dtype and shape of the feeds
     nodes: list = field(default_factory=list)
     kept: dict = field(default_factory=dict)   # refrt's tensors, with keep=True
+    batch: int = 0                     # with a data reader: which batch this is (from 0)
+    batches: int = 1                   # and how many were compared
 
     @property
     def differing(self) -> list:
@@ -143,7 +145,8 @@ class Comparison:
 
         return {"schema": SCHEMA, "model": self.model, "against": self.against,
                 "reference": self.reference, "tolerance": self.tolerance, "refrt_options": self.options,
-                "host": host.summary(), "inputs": self.inputs, "summary": self.summary(),
+                "host": host.summary(), "inputs": self.inputs, "batch": self.batch, "batches": self.batches,
+                "summary": self.summary(),
                 "first_divergences": [n.label for n in self.first_divergences],
                 "nodes": [n.as_dict() for n in self.nodes]}
 
@@ -190,6 +193,9 @@ class Comparison:
         if len(order) > limit:
             lines.append(f"... {len(order) - limit} more nodes (--limit, --json)")
         s = self.summary()
+        if self.batches > 1 or self.batch:
+            lines.append(f"batch {self.batch} of the {self.batches} compared"
+                         + (" (the first that differs)" if not self.matches else " (all match)"))
         lines.append(f"{s['nodes']} nodes: {s['match']} match, {s['differs']} differ ({s['first']} where a "
                      f"difference starts; {s['local']} local, {s['propagated']} propagated)"
                      + (f", {s['missing']} without a reference value" if s["missing"] else ""))
@@ -244,7 +250,24 @@ def compare(model, feeds: dict | None = None, against: str = "onnxruntime", *, a
     """Compare every node output of ``model`` (path, bytes or ModelProto) between refrt and
     ``against`` (see ``references.py``) on ``feeds`` (or random feeds: ``random_inputs``,
     ``seed``, ``dims``, ``ranges`` as ``refrt run``). ``tolerances``: {output name: (atol,
-    rtol)} overrides. ``explain=False`` skips the replays and causes."""
+    rtol)} overrides. ``explain=False`` skips the replays and causes.
+
+    ``feeds`` may also be a data reader (``get_next()`` returning a feed dict, then None, as
+    onnxruntime's CalibrationDataReader): the batches are compared in turn and the first one
+    where something differs is reported (``batch``, ``batches``), or the last when all match."""
+    if feeds is not None and hasattr(feeds, "get_next"):
+        kwargs = dict(atol=atol, rtol=rtol, tolerances=tolerances, numerics=numerics,
+                      emulate_avx2_u8s8=emulate_avx2_u8s8, keep=keep, explain=explain, progress=progress)
+        result, count = None, 0
+        while (batch := feeds.get_next()) is not None:
+            result = compare(model, batch, against, **kwargs)
+            result.batch, result.batches = count, count + 1
+            count += 1
+            if not result.matches:
+                break
+        if result is None:
+            raise ValueError("the data reader gave no batch")
+        return result
     from ..feeds import random_feed
     from ..session import InferenceSession
 
