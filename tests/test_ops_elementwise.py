@@ -244,9 +244,16 @@ def test_reductions_over_an_empty_set():
     assert call("ReduceMin", 18, np.zeros((0,), np.int32), axes=None).tolist() == [2**31 - 1]
 
 
-def test_integer_sums_wrap_in_the_input_type():
+def test_integer_sums_out_of_range_saturate_in_ort_and_wrap_in_spec():
+    """The spec is silent; onnxruntime clamps the exact sum to the type's range, an accumulator of
+    the type (and onnx.reference) wraps."""
+    from refrt.session import SessionOptions
     x = np.array([100, 100], np.int8)
     y = call("ReduceSum", 13, x, keepdims=0)
+    assert y.dtype == np.int8 and int(y) == 127
+    impl = registry.lookup("ReduceSum", "", 13)
+    spec = NodeContext("n", "ReduceSum", "ai.onnx", 13, n_outputs=1, options=SessionOptions(numerics="spec"))
+    y = impl.fn(x, keepdims=0, ctx=spec)
     assert y.dtype == np.int8 and int(y) == -56
 
 

@@ -174,15 +174,29 @@ def _int_power(x, y):
     return np.trunc(np.power(x.astype(np.float64), y.astype(np.float64)))
 
 
+def _ort_int_power(x, y):
+    """onnxruntime's integer Pow: std::pow in double, converted to the type; a value out of the
+    type's range (or NaN) becomes its minimum, as the x86 conversion gives."""
+    z = np.trunc(np.power(x.astype(np.float64), y.astype(np.float64)))
+    info = np.iinfo(x.dtype)
+    bad = ~np.isfinite(z) | (z < info.min) | (z >= float(info.max) + 1)
+    return np.where(bad, info.min, np.where(bad, 0, z).astype(x.dtype))
+
+
 @op("Pow", since=(1, 7, 12, 13, 15))
-def pow_(x, y, *, axis=None, broadcast=0):
+def pow_(x, y, *, axis=None, broadcast=0, ctx=None):
     """Z = X ^ Y, in X's type. Mixed types follow onnxruntime: a float base with an integer
     exponent computes in the base's compute dtype; an integer base with a float exponent computes
-    in float64 and truncates toward zero; integer ^ integer is exact (negative exponents: float64
-    then truncation)."""
+    in float64 and truncates toward zero.
+
+    ORT vs spec, integer ^ integer out of the type's range: "spec" is exact modulo 2^bits (C
+    integer multiplication; negative exponents: float64 then truncation); "ort" computes in
+    float64 as onnxruntime does and gives the type's minimum out of range (5^14 in int32)."""
     y = legacy_broadcast(x, y, broadcast, axis)
     with np.errstate(all="ignore"):
         if _is_int(x.dtype) and _is_int(y.dtype):
+            if ctx is not None and ctx.numerics != "spec":
+                return _result(_ort_int_power(x, y), x.dtype)
             return _result(_int_power(x, y), x.dtype)
         if _is_int(x.dtype):
             z = np.power(x.astype(np.float64), y.astype(np.float64))
@@ -529,20 +543,23 @@ def thresholded_relu(x, *, alpha=1.0):
     return _unary(lambda v: np.where(v > alpha, v, 0), x)
 
 
+# Elu, Celu and Selu compute e^X - 1 as expm1: near 0, exp(X) - 1 cancels (at X = -2^-8 in float32
+# it loses 11 bits). onnxruntime computes exp(X) - 1 with its own exp (docs/NUMERICS.md).
+
 @op("Elu", since=(1, 6, 22))
 def elu(x, *, alpha=1.0, consumed_inputs=None):
     """Y = alpha * (e^X - 1) for X < 0, else X"""
-    return _unary(lambda v: np.where(v < 0, alpha * (np.exp(v) - 1), v), x)
+    return _unary(lambda v: np.where(v < 0, alpha * np.expm1(v), v), x)
 
 
 @op("Celu", since=(12, 28))
 def celu(x, *, alpha=1.0):
     """Y = max(0, X) + min(0, alpha * (e^(X / alpha) - 1))"""
-    return _unary(lambda v: np.maximum(v, 0) + np.minimum(0, alpha * (np.exp(v / alpha) - 1)), x)
+    return _unary(lambda v: np.maximum(v, 0) + np.minimum(0, alpha * np.expm1(v / alpha)), x)
 
 
 def _selu(x, alpha, gamma):
-    return _unary(lambda v: gamma * np.where(v > 0, v, alpha * (np.exp(v) - 1)), x)
+    return _unary(lambda v: gamma * np.where(v > 0, v, alpha * np.expm1(v)), x)
 
 
 @op("Selu", since=1)
@@ -589,8 +606,13 @@ def softsign(x):
 
 @op("Mish", since=(18, 22))
 def mish(x):
-    """Y = X * tanh(ln(1 + e^X))"""
-    return _unary(lambda v: v * np.tanh(np.logaddexp(v, 0)), x)
+    """Y = X * tanh(ln(1 + e^X))
+
+    Each of the spec's function-body steps (Softplus, Tanh, Mul) is rounded to X's type, as
+    onnxruntime and onnx.reference evaluate it: for float16 this differs from one rounding of the
+    float32 value by a unit in the last place (X = -13: -2.9445e-05, not -2.9385e-05)."""
+    softplus = _unary(lambda v: np.logaddexp(v, 0), x)
+    return _binary(np.multiply, x, _unary(np.tanh, softplus))
 
 
 @op("Swish", since=24)
@@ -624,8 +646,20 @@ def gelu(x, *, approximate="none"):
 
 @op("Shrink", since=9)
 def shrink(x, *, bias=0.0, lambd=0.5):
-    """Y = X - bias for X > lambd, X + bias for X < -lambd, else 0"""
-    return _unary(lambda v: np.where(v < -lambd, v + bias, np.where(v > lambd, v - bias, 0)), x)
+    """Y = X - bias for X > lambd, X + bias for X < -lambd, else 0
+
+    Integer X (the spec is silent): X -/+ bias in float32, the type of the float attributes, then
+    truncated toward zero, as onnxruntime does (17 - 7.4e-07 is 17 in float32); int64 values
+    beyond 2^24 lose precision there, as in onnxruntime."""
+    def fn(v):
+        return np.where(v < -lambd, v + bias, np.where(v > lambd, v - bias, 0))
+    if _is_int(x.dtype):
+        wide = np.float32
+        with np.errstate(all="ignore"):
+            v = x.astype(wide)
+            y = np.where(v < -wide(lambd), v + wide(bias), np.where(v > wide(lambd), v - wide(bias), 0))
+        return _result(np.trunc(y), x.dtype)
+    return _unary(fn, x)
 
 
 # ---------------------------------------------------------------- Clip

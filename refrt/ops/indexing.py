@@ -187,10 +187,13 @@ def one_hot(indices, depth, values, *, axis=-1):
 
 
 @op("NonZero", since=(9, 13))
-def non_zero(X):
+def non_zero(X, *, ctx=None):
     """Y = int64 indices of the non-zero elements of X, shape (rank, count), in row-major order.
 
-    A scalar is treated as a 1-element vector (shape (1, count)), as onnxruntime does."""
+    ORT vs spec: a scalar has rank 0, so the spec's output is (0, count); onnxruntime treats it as a
+    1-element vector, (1, count). "ort" numerics follow onnxruntime, "spec" the spec."""
+    if X.ndim == 0 and ctx is not None and ctx.numerics == "spec":
+        return np.zeros((0, int(bool(X.astype(bool)))), dtype=np.int64)
     x = X.reshape(1) if X.ndim == 0 else X
     if x.dtype == object:
         x = x.astype(bool)

@@ -35,7 +35,8 @@ def _taps(x, win, fill):
     n_sp = len(win.kernel)
     kernel_axes = tuple(range(2 + n_sp, 2 + 2 * n_sp))
     taps = np.moveaxis(windows, kernel_axes, tuple(range(n_sp)))
-    return taps.reshape((-1,) + windows.shape[:2 + n_sp])
+    taps_count = int(np.prod(windows.shape[2 + n_sp:]))       # explicit: a zero-size batch has no -1
+    return taps.reshape((taps_count,) + windows.shape[:2 + n_sp])
 
 
 def _lowest(dtype):

@@ -34,11 +34,23 @@ def reduction_axes(rank: int, axes, noop_with_empty_axes: int = 0) -> tuple[int,
     return axes
 
 
-def _reduce(kernel, data: np.ndarray, axes, keepdims: int, noop_with_empty_axes: int):
+# Integer sums that leave the type's range: the spec is silent. "spec" wraps modulo 2^bits, as an
+# accumulator of the type does (and onnx.reference); "ort" gives the exact result clamped to the
+# type's range, as onnxruntime does (its partial sums do not wrap: [2^30, 2^30, -2^30] is 2^30).
+SATURATING_IN_ORT = {"ReduceSum", "ReduceSumSquare", "ReduceL1", "ReduceProd"}
+
+
+def _reduce(kernel, data: np.ndarray, axes, keepdims: int, noop_with_empty_axes: int, saturate=False):
     axes = reduction_axes(data.ndim, axes, noop_with_empty_axes)
     x = data.astype(compute_dtype(data.dtype), copy=False)
     with np.errstate(all="ignore"):
         y = kernel(x, axes, bool(keepdims))
+        if saturate and data.dtype.kind in "iu":
+            info = np.iinfo(data.dtype)
+            wide = kernel(data.astype(np.float64), axes, bool(keepdims))    # only for the range
+            # bounds as exact float64 powers of two (info.max itself rounds up in float64)
+            hi, lo = float(info.max) + 1.0, float(info.min)
+            y = np.where(wide >= hi, info.max, np.where(wide < lo, info.min, y))
     return _result(y, data.dtype)
 
 
@@ -48,11 +60,14 @@ def _reduce_op(name: str, axes_attribute: tuple, axes_input: tuple):
     ``noop_with_empty_axes`` exists. Both share :func:`reduction_axes` and :func:`_reduce`."""
 
     def register(kernel):
-        def with_axes_attribute(data, *, axes=None, keepdims=1):
-            return _reduce(kernel, data, axes, keepdims, 0)
+        def saturate(ctx):
+            return name in SATURATING_IN_ORT and (ctx is None or ctx.numerics != "spec")
 
-        def with_axes_input(data, axes=None, *, keepdims=1, noop_with_empty_axes=0):
-            return _reduce(kernel, data, axes, keepdims, noop_with_empty_axes)
+        def with_axes_attribute(data, *, axes=None, keepdims=1, ctx=None):
+            return _reduce(kernel, data, axes, keepdims, 0, saturate(ctx))
+
+        def with_axes_input(data, axes=None, *, keepdims=1, noop_with_empty_axes=0, ctx=None):
+            return _reduce(kernel, data, axes, keepdims, noop_with_empty_axes, saturate(ctx))
 
         for fn, suffix in ((with_axes_attribute, "axes_attribute"),
                            (with_axes_input, "axes_input")):
@@ -149,14 +164,23 @@ def reduce_log_sum_exp(x, axes, keepdims):
 
 # ---------------------------------------------------------------- ArgMax, ArgMin
 
-def _arg_extreme(data, axis, keepdims, select_last_index, largest):
+def _arg_extreme(data, axis, keepdims, select_last_index, largest, ctx=None):
     """Index of the first (or last) largest/smallest value along axis, int64. The spec says
-    nothing about NaN; refrt follows onnxruntime's scan, where a NaN never wins except when it
-    comes first (then the index is 0)."""
+    nothing about NaN. "ort" follows onnxruntime's scan, where a NaN never wins except when it
+    comes first (then the index is 0); "spec" takes a NaN as the extreme, as ReduceMax/ReduceMin
+    give NaN there: the index of the first NaN (the last with select_last_index), as NumPy and
+    onnx.reference."""
     axis = normalize_axis(axis, data.ndim)
     if data.shape[axis] == 0:
         raise ValueError(f"cannot take the index of an extreme value over empty axis {axis}")
     x = data.astype(compute_dtype(data.dtype), copy=False)
+    if ctx is not None and ctx.numerics == "spec" and x.dtype.kind == "f" and np.isnan(x).any():
+        find = np.argmax if largest else np.argmin     # NumPy's: NaN is the extreme
+        if select_last_index:
+            idx = x.shape[axis] - 1 - find(np.flip(x, axis), axis=axis)
+        else:
+            idx = find(x, axis=axis)
+        return _result(np.expand_dims(idx, axis) if keepdims else idx, np.int64)
     with np.errstate(invalid="ignore"):
         best = (np.fmax if largest else np.fmin).reduce(x, axis=axis, keepdims=True)
         hit = x == best
@@ -174,17 +198,17 @@ def _arg_extreme(data, axis, keepdims, select_last_index, largest):
 
 
 @op("ArgMax", since=(1, 11, 12, 13))
-def arg_max(data, *, axis=0, keepdims=1, select_last_index=0):
+def arg_max(data, *, axis=0, keepdims=1, select_last_index=0, ctx=None):
     """Y = index of the largest value along axis (the first one, or the last with
     select_last_index), int64"""
-    return _arg_extreme(data, axis, keepdims, select_last_index, largest=True)
+    return _arg_extreme(data, axis, keepdims, select_last_index, largest=True, ctx=ctx)
 
 
 @op("ArgMin", since=(1, 11, 12, 13))
-def arg_min(data, *, axis=0, keepdims=1, select_last_index=0):
+def arg_min(data, *, axis=0, keepdims=1, select_last_index=0, ctx=None):
     """Y = index of the smallest value along axis (the first one, or the last with
     select_last_index), int64"""
-    return _arg_extreme(data, axis, keepdims, select_last_index, largest=False)
+    return _arg_extreme(data, axis, keepdims, select_last_index, largest=False, ctx=ctx)
 
 
 # ---------------------------------------------------------------- Softmax, LogSoftmax, Hardmax
@@ -199,6 +223,8 @@ def _softmax_op(name: str, row_kernel: str | None = None):
 
     def register(kernel):
         def run(x, axis, ctx):
+            if x.size == 0:
+                return np.empty(x.shape, x.dtype)     # nothing to normalize (onnxruntime, the spec)
             if (row_kernel is not None and x.dtype == np.float32 and axis == x.ndim - 1
                     and x.size >= ROW_KERNEL_MIN_SIZE and (ctx is None or ctx.numerics != "spec")):
                 from ..kernels import rows  # Numba loads on first use

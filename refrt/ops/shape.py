@@ -334,7 +334,9 @@ def split_(input, split=None, *, axis=0, num_outputs=None, ctx):
     chunk = -(-dim // num_outputs)
     sizes = [chunk] * (num_outputs - 1) + [dim - chunk * (num_outputs - 1)]
     if num_outputs < 1 or sizes[-1] < 0:
-        raise ValueError(f"cannot split a dimension of size {dim} into {num_outputs} outputs")
+        raise ValueError(f"cannot split a dimension of size {dim} into {num_outputs} outputs: chunks "
+                         f"of ceil({dim}/{num_outputs}) = {chunk} leave a negative last one (onnxruntime "
+                         f"refuses this case too; onnx.reference returns an empty last chunk)")
     return _split(input, axis, sizes)
 
 

@@ -1,0 +1,181 @@
+"""Edge cases where refrt failed or had to choose: zero-size inputs, 0-d NonZero, precision near
+zero, NaN in ArgMax/ArgMin, integer overflow, integer Shrink, string padding, Split's chunk rule.
+
+Each case runs in refrt's two numerics modes and, where they have a kernel, in onnxruntime and
+onnx.reference: "ort" must give onnxruntime's result, "spec" the spec's (docs/NUMERICS.md says
+which choice each mode makes where the spec is silent).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import helper
+
+import refrt
+
+ort = pytest.importorskip("onnxruntime")
+
+
+def model(op_type, inputs, attrs=None, opset=18, n_out=1):
+    names = [f"i{k}" for k in range(len(inputs))]
+    node = helper.make_node(op_type, names, [f"o{k}" for k in range(n_out)], **(attrs or {}))
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info(
+        n, helper.np_dtype_to_tensor_dtype(v.dtype), list(v.shape)) for n, v in zip(names, inputs)],
+        [helper.make_empty_tensor_value_info(f"o{k}") for k in range(n_out)])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 8
+    return m, dict(zip(names, inputs))
+
+
+def run_ort(m, feeds):
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.log_severity_level = 4
+    return ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"]).run(None, feeds)
+
+
+def run_reference(m, feeds):
+    from onnx.reference import ReferenceEvaluator
+    return ReferenceEvaluator(m).run(None, feeds)
+
+
+def same(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    return a.shape == b.shape and (a.dtype.kind == "O" or a.dtype == b.dtype) and np.array_equal(a, b, equal_nan=True)
+
+
+# ---------------------------------------------------------------- refrt's defects, fixed
+
+@pytest.mark.parametrize("op_type, attrs, shape", [
+    ("Softmax", {}, (0, 3)), ("Softmax", {}, (2, 0)), ("LogSoftmax", {}, (2, 0)), ("Hardmax", {}, (2, 0)),
+    ("Softmax", {"axis": 0}, (0, 3)),
+    ("MaxPool", {"kernel_shape": [2, 2]}, (0, 1, 4, 4)), ("AveragePool", {"kernel_shape": [2, 2]}, (0, 2, 4, 4)),
+    ("LpPool", {"kernel_shape": [2, 2]}, (0, 1, 4, 4)), ("GlobalAveragePool", {}, (0, 3, 4, 4))])
+def test_zero_size_inputs_give_empty_outputs_like_onnxruntime(op_type, attrs, shape):
+    m, feeds = model(op_type, [np.zeros(shape, np.float32)], attrs)
+    (expected,) = run_ort(m, feeds)
+    for numerics in ("ort", "spec"):
+        (got,) = refrt.run(m, feeds, numerics=numerics)
+        assert got.shape == expected.shape and got.dtype == expected.dtype
+
+
+@pytest.mark.parametrize("value", [3.0, 0.0])
+def test_nonzero_of_a_scalar(value):
+    m, feeds = model("NonZero", [np.array(value, np.float32)], opset=13)
+    assert same(refrt.run(m, feeds)[0], run_ort(m, feeds)[0])             # onnxruntime: (1, n)
+    assert refrt.run(m, feeds, numerics="spec")[0].shape == (0, int(value != 0))   # the spec: (rank, n)
+
+
+@pytest.mark.parametrize("op_type, attrs", [("Elu", {}), ("Celu", {}), ("Selu", {}), ("Elu", {"alpha": 0.5}),
+                                            ("Celu", {"alpha": 2.0})])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_elu_family_keeps_precision_near_zero(op_type, attrs, dtype):
+    x = -np.concatenate([2.0 ** -np.arange(1, 60), np.linspace(1e-7, 3, 50)]).astype(dtype)
+    m, feeds = model(op_type, [x], attrs)
+    got = refrt.run(m, feeds)[0]
+    assert same(got, refrt.run(m, feeds, numerics="spec")[0])
+    alpha = attrs.get("alpha", 1.0)
+    if op_type == "Selu":
+        exact = 1.05070102214813232421875 * 1.67326319217681884765625 * np.expm1(x.astype(np.float64))
+    elif op_type == "Celu":
+        exact = alpha * np.expm1(x.astype(np.float64) / alpha)
+    else:
+        exact = alpha * np.expm1(x.astype(np.float64))
+    # within 2 units in the last place everywhere, where exp(x) - 1 lost up to 2^40 of them
+    assert np.max(np.abs(got - exact) / np.spacing(np.abs(exact).astype(dtype))) <= 2
+    if dtype == np.float32 and op_type == "Elu" and not attrs:
+        assert got[7] == np.float32(-0.0038986306)                       # x = -2^-8
+
+
+def test_mish_float16_follows_its_function_body():
+    x = np.concatenate([np.linspace(-20, 20, 4001), [-13, -2 ** -8, 0, 1e-4]]).astype(np.float16)
+    m, feeds = model("Mish", [x])
+    (got,) = refrt.run(m, feeds)
+    assert same(got, run_reference(m, feeds)[0])
+    assert got[-4] == np.float16(-2.9445e-05)                          # x = -13, as onnxruntime too
+    assert run_ort(m, feeds)[0][-4] == got[-4]
+
+
+# ---------------------------------------------------------------- where the spec is silent: refrt's choices
+
+NAN_ROWS = np.array([[1, np.nan, 3, 5], [2, 1, np.nan, np.nan], [np.nan, 4, 4, 1]], np.float32)
+
+
+@pytest.mark.parametrize("op_type", ["ArgMax", "ArgMin"])
+@pytest.mark.parametrize("last", [0, 1])
+def test_argmax_argmin_with_nan(op_type, last):
+    m, feeds = model(op_type, [NAN_ROWS], {"axis": 1, "select_last_index": last}, opset=13)
+    assert same(refrt.run(m, feeds)[0], run_ort(m, feeds)[0])                     # NaN never wins
+    if not last:   # onnx.reference ignores select_last_index with NaN; NumPy's first NaN otherwise
+        assert same(refrt.run(m, feeds, numerics="spec")[0], run_reference(m, feeds)[0])
+    spec = refrt.run(m, feeds, numerics="spec")[0].ravel().tolist()
+    assert spec == ([1, 3, 0] if last else [1, 2, 0])                            # the NaN is the extreme
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int32, np.int64])
+@pytest.mark.parametrize("bias", [0.5, 7.4e-07, 2.25])
+def test_shrink_on_integers_computes_in_float32_like_onnxruntime(dtype, bias):
+    x = np.array([17, -17, 3, 0, 1, -2, 100], dtype)
+    m, feeds = model("Shrink", [x], {"bias": bias, "lambd": 1.0}, opset=9)
+    expected = run_ort(m, feeds)[0]
+    for numerics in ("ort", "spec"):
+        assert same(refrt.run(m, feeds, numerics=numerics)[0], expected)
+
+
+OVERFLOWS = [("ReduceSum", np.array([[2 ** 30, 2 ** 30, 2 ** 30]], np.int32)),
+             ("ReduceSum", np.array([[-2 ** 30, -2 ** 30, -2 ** 30]], np.int32)),
+             ("ReduceSum", np.array([[2 ** 30, 2 ** 30, -2 ** 30]], np.int32)),     # partial sums only
+             ("ReduceSum", np.array([[2 ** 62, 2 ** 62]], np.int64)),
+             ("ReduceSumSquare", np.array([[60000, 60000, 60000]], np.int32)),
+             ("ReduceL1", np.array([[-2 ** 30, 2 ** 30, 2 ** 30]], np.int32)),
+             ("ReduceProd", np.array([[2 ** 16, 2 ** 16, 3]], np.int32))]
+
+
+@pytest.mark.parametrize("op_type, x", OVERFLOWS)
+def test_integer_reductions_out_of_range(op_type, x):
+    m, feeds = model(op_type, [x, np.array([1], np.int64)] if op_type == "ReduceSum" else [x],
+                     {"keepdims": 0}, opset=13 if op_type == "ReduceSum" else 18)
+    assert same(refrt.run(m, feeds)[0], run_ort(m, feeds)[0])                       # clamped
+    wrapped = refrt.run(m, feeds, numerics="spec")[0]
+    exact = int(np.sum(x.astype(object)) if op_type in ("ReduceSum",) else
+                np.sum(x.astype(object) ** 2) if op_type == "ReduceSumSquare" else
+                np.sum(np.abs(x.astype(object))) if op_type == "ReduceL1" else np.prod(x.astype(object)))
+    bits = x.dtype.itemsize * 8
+    assert int(wrapped.reshape(-1)[0]) == (exact + 2 ** (bits - 1)) % 2 ** bits - 2 ** (bits - 1)   # wraps
+
+
+@pytest.mark.parametrize("op_type", ["ReduceL2", "ReduceMean"])
+def test_integer_mean_and_l2_are_the_mathematical_value(op_type):
+    x = np.array([[60000, 60000, 60000]] if op_type == "ReduceL2" else [[2 ** 30, 2 ** 30, 2 ** 30]], np.int32)
+    m, feeds = model(op_type, [x], {"keepdims": 0})
+    expected = run_ort(m, feeds)[0]
+    for numerics in ("ort", "spec"):
+        assert same(refrt.run(m, feeds, numerics=numerics)[0], expected)
+    assert not same(run_reference(m, feeds)[0], expected)        # onnx.reference wraps the inner sum
+
+
+@pytest.mark.parametrize("base, exponent, dtype", [(5, 14, np.int32), (3, 20, np.int32), (2, 31, np.int32),
+                                                   (-2, 31, np.int32), (7, 3, np.int32), (5, 30, np.int64),
+                                                   (3, 35, np.int64)])
+def test_integer_pow_out_of_range(base, exponent, dtype):
+    m, feeds = model("Pow", [np.array([base], dtype), np.array([exponent], dtype)], opset=15)
+    assert same(refrt.run(m, feeds)[0], run_ort(m, feeds)[0])                  # float64, then the minimum
+    exact = base ** exponent
+    bits = np.dtype(dtype).itemsize * 8
+    assert int(refrt.run(m, feeds, numerics="spec")[0][0]) == (exact + 2 ** (bits - 1)) % 2 ** bits - 2 ** (bits - 1)
+
+
+def test_strings_are_padded_with_the_empty_string():
+    m, feeds = model("Pad", [np.array(["a", "b"], dtype=object), np.array([1, 1], np.int64)])
+    assert refrt.run(m, feeds)[0].tolist() == ["", "a", "b", ""]
+    m, feeds = model("Trilu", [np.array([["a", "b"], ["c", "d"]], dtype=object)], opset=14)
+    assert refrt.run(m, feeds)[0].tolist() == [["a", "b"], ["", "d"]]
+
+
+def test_split_into_more_chunks_than_the_rule_allows_is_refused_like_onnxruntime():
+    m, feeds = model("Split", [np.arange(5, dtype=np.float32)], {"num_outputs": 4, "axis": 0}, n_out=4)
+    with pytest.raises(Exception):
+        run_ort(m, feeds)
+    with pytest.raises(refrt.NodeError, match=r"ceil\(5/4\) = 2 leave a negative last one"):
+        refrt.run(m, feeds)
