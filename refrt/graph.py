@@ -133,6 +133,8 @@ def _load_external_data(proto: ModelProto, base_dir: str | None, blobs: dict) ->
             continue
         info = {e.key: e.value for e in t.external_data}
         loc = info.get("location", "")
+        if "\x00" in loc:
+            raise ModelError(f"tensor {t.name!r}: external data location {loc!r} holds a NUL byte")
         if not loc or os.path.isabs(loc) or loc.startswith(("/", "\\")) or ":" in loc:
             raise ModelError(f"tensor {t.name!r}: external data location {loc!r} must be a path "
                              f"relative to the model's folder")
@@ -140,12 +142,23 @@ def _load_external_data(proto: ModelProto, base_dir: str | None, blobs: dict) ->
         if os.path.commonpath([root, full]) != root:
             raise ModelError(f"tensor {t.name!r}: external data location {loc!r} escapes the "
                              f"model's folder {root!r}")
-        offset = int(info.get("offset", 0) or 0)
-        length = info.get("length")
+        try:
+            offset = int(info.get("offset", 0) or 0)
+            length = int(info["length"]) if info.get("length") else None
+        except ValueError:
+            raise ModelError(f"tensor {t.name!r}: external data offset {info.get('offset')!r} and "
+                             f"length {info.get('length')!r} must be whole numbers") from None
+        if offset < 0 or (length is not None and length < 0):
+            raise ModelError(f"tensor {t.name!r}: external data offset {offset} and length {length} "
+                             f"must not be negative")
+        # only a regular file: opening a FIFO (or a device) would block or never end
+        if not os.path.isfile(full):
+            raise ModelError(f"tensor {t.name!r}: external data {loc!r} is not a regular file"
+                             + ("" if os.path.exists(full) else " (it does not exist)"))
         try:
             with open(full, "rb") as f:
                 size = os.fstat(f.fileno()).st_size
-                n = int(length) if length else max(0, size - offset)
+                n = length if length is not None else max(0, size - offset)
                 if offset + n > size:
                     raise ModelError(f"tensor {t.name!r}: external data {loc!r} is truncated "
                                      f"({max(0, size - offset)} of {n} bytes)")

@@ -18,7 +18,9 @@ semantic change in the spec can never be run silently with an older body.
 
 from __future__ import annotations
 
+import functools
 import inspect
+import os
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -110,7 +112,17 @@ class OpImpl:
             if a.ref_attr_name:
                 raise ModelError(f"node {node_label(node)!r} ({node.op_type}): attribute "
                                  f"{a.name!r} refers to {a.ref_attr_name!r} outside a function")
-            kwargs[a.name] = attribute_value(a, convert_graph)
+            expected = _schema_attribute_types(self.op_type, self.domain, self.since).get(a.name)
+            if expected is not None and a.type != expected:
+                raise ModelError(
+                    f"node {node_label(node)!r} ({node.op_type}): attribute {a.name!r} is "
+                    f"{AttributeProto.AttributeType.Name(a.type)}, the spec says "
+                    f"{AttributeProto.AttributeType.Name(expected)}")
+            try:
+                kwargs[a.name] = attribute_value(a, convert_graph)
+            except ModelError as e:
+                raise ModelError(f"node {node_label(node)!r} ({node.op_type}), attribute {a.name!r}: "
+                                 f"{e}") from e
         for name, default in self.attrs.items():
             if default is REQUIRED and name not in kwargs:
                 raise ModelError(f"node {node_label(node)!r} ({node.op_type}): required attribute "
@@ -233,7 +245,9 @@ def attribute_value(a: AttributeProto, convert_graph: Callable | None = None):
     if a.type == T.STRING:
         return _decode(a.s)
     if a.type == T.TENSOR:
-        return tensor_to_array(a.t)
+        arr = tensor_to_array(a.t)
+        arr.setflags(write=False)    # parsed once per session: outputs get a copy
+        return arr
     if a.type == T.SPARSE_TENSOR:
         return sparse_to_dense(a.sparse_tensor)
     if a.type == T.GRAPH:
@@ -269,11 +283,42 @@ _RAW_VIEW_DTYPES = {
 }
 
 
+@functools.cache
+def _schema_attribute_types(op_type: str, domain: str, since: int) -> dict:
+    """attribute name -> AttributeProto type from onnx.defs, {} where there is no schema."""
+    try:
+        schema = onnx.defs.get_schema(op_type, since, proto_domain(domain))
+    except onnx.defs.SchemaError:
+        return {}
+    return {name: int(a.type) for name, a in schema.attributes.items()}
+
+
+_KNOWN_TYPES = set(onnx.TensorProto.DataType.values()) - {onnx.TensorProto.UNDEFINED}
+
+
+def dense_limit_bytes() -> int:
+    """The most bytes refrt allocates for one tensor built from a model's description (a sparse
+    initializer or attribute densified): half the machine's memory."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
+
+
+def _check_tensor_header(t) -> None:
+    if t.data_type not in _KNOWN_TYPES:
+        raise ModelError(f"tensor {t.name!r}: data_type {t.data_type} is not an ONNX element type")
+    if any(d < 0 for d in t.dims):
+        raise ModelError(f"tensor {t.name!r}: dims {list(t.dims)} has a negative dimension")
+
+
 def tensor_to_array(t, raw: np.ndarray | None = None) -> np.ndarray:
     """TensorProto -> ndarray (strings become an object array of str/bytes).
 
     ``raw``: the tensor's raw_data, already read into a uint8 array (see :mod:`refrt.protowire`);
-    plain numeric types become a view of it, the others go through onnx's converter."""
+    plain numeric types become a view of it, the others go through onnx's converter. A tensor
+    whose type, dims and data disagree is a ModelError naming it."""
+    _check_tensor_header(t)
     if raw is not None:
         dims = tuple(int(d) for d in t.dims)
         dtype = _RAW_VIEW_DTYPES.get(t.data_type)
@@ -291,7 +336,11 @@ def tensor_to_array(t, raw: np.ndarray | None = None) -> np.ndarray:
     if t.data_location == onnx.TensorProto.EXTERNAL:
         raise ModelError(f"tensor {t.name!r} keeps its data externally; load the model from "
                          f"its path so that refrt can resolve it")
-    arr = numpy_helper.to_array(t)
+    try:
+        arr = numpy_helper.to_array(t)
+    except (ValueError, TypeError, KeyError, IndexError) as e:
+        raise ModelError(f"tensor {t.name!r} ({onnx.TensorProto.DataType.Name(t.data_type)}, dims "
+                         f"{list(t.dims)}): its data does not fit: {e}") from None
     if arr.dtype.kind in "SU" or (arr.dtype == object and t.data_type == onnx.TensorProto.STRING):
         arr = np.array([_decode(x) if isinstance(x, bytes) else x for x in arr.ravel()],
                        dtype=object).reshape(arr.shape)
@@ -299,14 +348,35 @@ def tensor_to_array(t, raw: np.ndarray | None = None) -> np.ndarray:
 
 
 def sparse_to_dense(sp) -> np.ndarray:
+    """SparseTensorProto -> a dense, read-only ndarray; indices and size checked first."""
     values = tensor_to_array(sp.values)
-    idx = tensor_to_array(sp.indices).astype(np.int64)
-    dims = tuple(sp.dims)
+    idx = tensor_to_array(sp.indices)
+    dims = tuple(int(d) for d in sp.dims)
+    name = sp.values.name or "sparse tensor"
+    if any(d < 0 for d in dims):
+        raise ModelError(f"{name!r}: dims {list(dims)} has a negative dimension")
+    if idx.dtype.kind not in "iu":
+        raise ModelError(f"{name!r}: indices must be integers, got {idx.dtype}")
+    idx = idx.astype(np.int64)
+    size = int(np.prod(dims, dtype=object))
+    need = size * values.dtype.itemsize
+    if need > dense_limit_bytes():
+        raise ModelError(f"{name!r}: densifying shape {list(dims)} would take {need} bytes, more than "
+                         f"refrt allocates for one tensor ({dense_limit_bytes()})")
+    nnz = values.reshape(-1).shape[0]
+    linear = idx.ndim == 1
+    if (linear and idx.shape[0] != nnz) or (not linear and idx.shape != (nnz, len(dims))):
+        raise ModelError(f"{name!r}: indices of shape {list(idx.shape)} do not fit {nnz} values of a "
+                         f"rank-{len(dims)} tensor")
+    bounds = np.array([size], np.int64) if linear else np.array(dims, np.int64)
+    if idx.size and ((idx < 0).any() or (idx >= bounds).any()):
+        raise ModelError(f"{name!r}: an index is outside shape {list(dims)}")
     dense = np.zeros(dims, dtype=values.dtype)
-    if idx.ndim == 1:   # linearized indices
-        dense.reshape(-1)[idx] = values
+    if linear:
+        dense.reshape(-1)[idx] = values.reshape(-1)
     else:
-        dense[tuple(idx.T)] = values
+        dense[tuple(idx.T)] = values.reshape(-1)
+    dense.setflags(write=False)      # the session's own value: outputs get a copy
     return dense
 
 

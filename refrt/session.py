@@ -114,7 +114,11 @@ class InferenceSession:
     def __init__(self, path_or_bytes, sess_options=None, providers=None, provider_options=None,
                  **options):
         self._options = _merge_options(sess_options, options)
-        model, self._base_dir, blobs = load_model(path_or_bytes)
+        try:
+            model, self._base_dir, blobs = load_model(path_or_bytes)
+        except RecursionError:
+            raise ModelError("the model is nested too deeply to read (subgraphs within subgraphs)") from None
+        _check_versions(model)
         self._model = model
         self._blobs = blobs     # weights read apart from the proto; see the model property
         self._hooks: list = []
@@ -124,7 +128,12 @@ class InferenceSession:
         pctx = PlanContext(opsets=opset_map(model.opset_import),
                            functions={(_dom(f.domain), f.name): f for f in model.functions},
                            options=self._options, run=executor.run_plan)
-        self._plan = build_plan(model.graph, pctx, blobs=blobs)
+        if not model.graph.output:
+            raise ModelError("the graph declares no outputs: there is nothing to compute")
+        try:
+            self._plan = build_plan(model.graph, pctx, blobs=blobs)
+        except RecursionError:
+            raise ModelError("the model is nested too deeply to plan (subgraphs within subgraphs)") from None
         inits = self._plan.initializers
         self._inputs = [vi for vi in model.graph.input if vi.name not in inits]
         self._overridable = [vi for vi in model.graph.input if vi.name in inits]
@@ -206,19 +215,46 @@ class InferenceSession:
                              f"{[_describe(vi) for vi in self._inputs]}")
         results = executor.run_plan(plan, env, self._split)
         by_name = dict(zip(plan.output_names, results))
-        fed = {id(v) for v in input_feed.values()}
-        return [_detach(by_name[n], fed) for n in output_names]
+        fed, given = _fed_ids(input_feed), set()
+        return [_detach(by_name[n], fed, given) for n in output_names]
 
 
-def _detach(value, fed: set):
-    """Outputs never alias the session's (read-only) weights or the caller's feeds: ops such as
-    Identity, Reshape or Transpose may return their input or a view of it."""
-    if isinstance(value, np.ndarray) and (value.base is not None or not value.flags.writeable
-                                          or id(value) in fed):
-        return value.copy()
+def _detach(value, fed: set, given: set | None = None):
+    """Outputs are the caller's own: they never alias the session's (read-only) weights, the
+    caller's feeds (sequence elements included) or each other. Ops such as Identity, Reshape or
+    Transpose may return their input or a view of it; two graph outputs may be one value."""
+    given = set() if given is None else given
+    if isinstance(value, np.ndarray):
+        if value.base is not None or not value.flags.writeable or id(value) in fed or id(value) in given:
+            value = value.copy()
+        given.add(id(value))
+        return value
     if isinstance(value, list):
-        return [_detach(v, fed) for v in value]
+        return [_detach(v, fed, given) for v in value]
     return value
+
+
+def _fed_ids(feeds: dict) -> set:
+    ids = set()
+    for v in feeds.values():
+        ids.add(id(v))
+        if isinstance(v, (list, tuple)):
+            ids.update(id(x) for x in v)
+    return ids
+
+
+def _check_versions(model) -> None:
+    """onnxruntime's rule: a model newer than the ONNX release refrt runs with is refused."""
+    import onnx
+
+    if model.ir_version > onnx.IR_VERSION:
+        raise ModelError(f"the model's IR version is {model.ir_version}; refrt (with onnx "
+                         f"{onnx.__version__}) reads up to {onnx.IR_VERSION}")
+    newest = onnx.defs.onnx_opset_version()
+    for o in model.opset_import:
+        if o.domain in ("", "ai.onnx") and o.version > newest:
+            raise ModelError(f"the model imports opset {o.version} of the default domain; refrt "
+                             f"(with onnx {onnx.__version__}) knows opsets up to {newest}")
 
 
 def _describe(vi) -> str:
