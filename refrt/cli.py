@@ -172,7 +172,12 @@ def _compare_with_ort(args, sess, feeds, names, outputs) -> dict:
     switch and says whether that explains the difference."""
     from . import host
 
-    ort_out = _ort_session(sess.model.SerializeToString()).run(None, feeds)
+    try:
+        ort_out = _ort_session(sess.model.SerializeToString()).run(None, feeds)
+    except RefrtError:
+        raise
+    except Exception as e:   # onnxruntime's own refusal, whatever its exception type
+        raise RefrtError(f"onnxruntime cannot run this model (refrt can): {str(e).strip()[:500]}") from e
     result = {"compare_ort": {n: compare(a, b) for n, a, b in zip(names, outputs, ort_out)}}
     if all(c.get("equal") for c in result["compare_ort"].values()):
         return result

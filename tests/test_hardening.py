@@ -183,3 +183,18 @@ def test_the_bundled_model_runs_a_zero_size_batch():
     sess = refrt.InferenceSession(f"{DATA_DIR}/digits_cnn.onnx")
     (y,) = sess.run(None, {"input": np.zeros((0, 1, 8, 8), np.float32)})
     assert y.shape == (0, 10)
+
+
+def test_compare_ort_on_a_model_onnxruntime_rejects_is_one_line(tmp_path, capsys):
+    """refrt runs a per-row a_zero_point MatMulInteger (the spec allows it); onnxruntime refuses."""
+    pytest.importorskip("onnxruntime")
+    from refrt.cli import main
+    a_zp = numpy_helper.from_array(np.array([1, 2], np.uint8), "az")
+    m = mk([helper.make_node("MatMulInteger", ["a", "b", "az"], ["y"])],
+           [vi("a", T.UINT8, [2, 3])], [vi("y", T.INT32, None)],
+           [numpy_helper.from_array(np.ones((3, 2), np.uint8), "b"), a_zp], opset=13)
+    path = tmp_path / "m.onnx"
+    onnx.save(m, path)
+    assert main(["run", str(path), "--random-inputs", "--compare-ort"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "onnxruntime cannot run this model" in err and "Traceback" not in err
