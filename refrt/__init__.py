@@ -19,7 +19,8 @@ __version__ = "0.1.0"
 
 # name -> module that defines it, imported on first use (so that ``import refrt`` followed by
 # ``refrt.tune_process()`` comes before NumPy)
-_LAZY = {"InferenceSession": "session", "SessionOptions": "session", "GraphOptimizationLevel": "session",
+_LAZY = {"InferenceSession": "session", "SessionOptions": "session", "RunOptions": "session",
+         "GraphOptimizationLevel": "session",
          "NodeArg": "session", "ModelMetadata": "session", "run": "session"}
 
 
@@ -47,7 +48,7 @@ def get_device() -> str:
     return "CPU"
 
 
-__all__ = ["InferenceSession", "SessionOptions", "GraphOptimizationLevel", "NodeArg",
+__all__ = ["InferenceSession", "SessionOptions", "RunOptions", "GraphOptimizationLevel", "NodeArg",
            "ModelMetadata", "run", "errors", "RefrtError", "ModelError", "InputError",
            "NodeError", "UnsupportedOpError", "get_available_providers", "get_device",
            "tune_process"]

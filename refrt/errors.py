@@ -5,6 +5,7 @@
     │   │                   missing initializer, unknown attribute, unsafe external data path)
     │   └── UnsupportedOpError   no implementation for (domain, op_type, opset)
     ├── InputError          the caller's feeds: missing/unknown name, wrong dtype, rank or dim
+    ├── RunAborted          RunOptions.terminate was set, or the run's time limit passed
     └── NodeError           an op failed while running; wraps the cause, names node and op
 """
 
@@ -38,6 +39,11 @@ class UnsupportedOpError(ModelError, NotImplementedError):
 
 class InputError(RefrtError, ValueError):
     """A feed does not fit the model's declared inputs."""
+
+
+class RunAborted(RefrtError, RuntimeError):
+    """A run stopped on request (``RunOptions.terminate``) or at its time limit; names the node
+    that was about to run."""
 
 
 class NodeError(RefrtError, RuntimeError):

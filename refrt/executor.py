@@ -8,9 +8,12 @@ node and nothing more.
 
 from __future__ import annotations
 
+import contextvars
+import time
+
 import numpy as np
 
-from .errors import NodeError, node_error
+from .errors import NodeError, RunAborted, node_error
 
 
 def split_hooks(hooks) -> tuple[tuple, tuple]:
@@ -23,6 +26,27 @@ def split_hooks(hooks) -> tuple[tuple, tuple]:
 
 
 NO_HOOKS = ((), ())
+
+# The guard of the run in progress (RunOptions.terminate, a time limit): set by the session for
+# the duration of one run, read once per plan (subgraph bodies and Loop iterations included) and
+# checked before each node. None costs nothing.
+RUN_GUARD: contextvars.ContextVar = contextvars.ContextVar("refrt_run_guard", default=None)
+
+
+class RunGuard:
+    """Stops a run between two nodes when ``options.terminate`` becomes true (from any thread) or
+    when ``deadline`` (time.monotonic) has passed."""
+
+    def __init__(self, options, deadline: float | None):
+        self.options, self.deadline = options, deadline
+
+    def check(self, step) -> None:
+        if getattr(self.options, "terminate", False):
+            raise RunAborted(f"run terminated before node {step.label!r} ({step.node.op_type}): "
+                             f"RunOptions.terminate was set")
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise RunAborted(f"run stopped before node {step.label!r} ({step.node.op_type}): its time "
+                             f"limit passed")
 
 
 def run_plan(plan, env: dict, hooks: tuple = NO_HOOKS) -> list:
@@ -40,10 +64,13 @@ def run_plan(plan, env: dict, hooks: tuple = NO_HOOKS) -> list:
 
 def _run(plan, env: dict, hooks: tuple) -> list:
     before, after = hooks
+    guard = RUN_GUARD.get()
     for name in plan.free_at_start:
         env.pop(name, None)
     # hooks see every node; without them, fused chains run as one step (same results)
     for step in (plan.steps if before or after else plan.fused_steps):
+        if guard is not None:
+            guard.check(step)
         fn, inputs, kwargs, outs, free = step.fast
         args = [env[n] if n else None for n in inputs]
         if step.subgraphs:
@@ -55,7 +82,7 @@ def _run(plan, env: dict, hooks: tuple) -> list:
                 h(step.node, args)
         try:
             result = fn(*args, **kwargs)
-        except NodeError:
+        except (NodeError, RunAborted):
             raise
         except Exception as e:
             raise node_error(step.label, step.node.op_type, e) from e

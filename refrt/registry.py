@@ -18,6 +18,7 @@ semantic change in the spec can never be run silently with an older body.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import inspect
 import os
@@ -296,13 +297,32 @@ def _schema_attribute_types(op_type: str, domain: str, since: int) -> dict:
 _KNOWN_TYPES = set(onnx.TensorProto.DataType.values()) - {onnx.TensorProto.UNDEFINED}
 
 
+# The session's limit on one tensor's bytes while it loads or runs (SessionOptions.max_tensor_bytes).
+TENSOR_LIMIT: contextvars.ContextVar = contextvars.ContextVar("refrt_tensor_limit", default=None)
+
+
 def dense_limit_bytes() -> int:
-    """The most bytes refrt allocates for one tensor built from a model's description (a sparse
-    initializer or attribute densified): half the machine's memory."""
+    """The most bytes refrt allocates for one tensor whose size comes from a model's description
+    or data (a sparse tensor densified; ConstantOfShape, Expand, Tile, Range, Pad, Resize outputs):
+    the session's ``max_tensor_bytes``, by default half the machine's memory."""
+    limit = TENSOR_LIMIT.get()
+    if limit is not None:
+        return int(limit)
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
     except (ValueError, OSError, AttributeError):
         return 8 << 30
+
+
+def check_allocation(shape, dtype, what: str = "output") -> None:
+    """Refuse, before allocating, a tensor of ``shape`` and ``dtype`` over dense_limit_bytes()."""
+    count = 1
+    for d in shape:
+        count *= int(d)
+    need = count * np.dtype(dtype).itemsize
+    if need > dense_limit_bytes():
+        raise ValueError(f"the {what} of shape {list(shape)} would take {need} bytes, over the limit "
+                         f"of {dense_limit_bytes()} per tensor (SessionOptions.max_tensor_bytes)")
 
 
 def _check_tensor_header(t) -> None:

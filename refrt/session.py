@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import time
 import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 from onnx import ModelProto
 
-from . import executor
+from . import executor, registry
 from .errors import InputError, ModelError
 from .graph import PlanContext, build_plan, load_model, opset_map
 from .types import check_value, shape_of, type_string
@@ -35,6 +36,9 @@ class SessionOptions:
     * ``emulate_avx2_u8s8``: reproduce onnxruntime's AVX2 (no VNNI) u8 x s8 GEMM, whose int16
       saturation returns wrong sums for full-range int8 weights. Off by default (refrt is exact);
       ``refrt.host.ort_matching_options()`` says whether this machine's onnxruntime needs it.
+    * ``max_tensor_bytes``: the most bytes one tensor whose size comes from the model or its data
+      may take (a sparse tensor densified, ConstantOfShape/Expand/Tile/Range/Pad/Resize outputs);
+      above it the node fails with a NodeError naming the bytes. None: half the machine's memory.
 
     refrt uses ``graph_optimization_level`` (``ORT_DISABLE_ALL`` runs every node on its own),
     ``intra_op_num_threads`` (onnxruntime's DynamicQuantizeLSTM results depend on it) and
@@ -50,7 +54,7 @@ class SessionOptions:
                "log_verbosity_level": 0, "logid": "", "optimized_model_filepath": "",
                "profile_file_prefix": "onnxruntime_profile_", "use_deterministic_compute": False}
     _USED = ("graph_optimization_level", "intra_op_num_threads", "inter_op_num_threads",
-             "log_severity_level", "numerics", "emulate_avx2_u8s8")
+             "log_severity_level", "numerics", "emulate_avx2_u8s8", "max_tensor_bytes")
 
     def __init__(self, **options):
         self.graph_optimization_level = GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -59,6 +63,7 @@ class SessionOptions:
         self.log_severity_level = 2
         self.numerics = "ort"
         self.emulate_avx2_u8s8 = False
+        self.max_tensor_bytes = None     # refrt's limit on one tensor sized from data (None: half the RAM)
         self.config_entries: dict[str, str] = {}
         for k, v in self.IGNORED.items():
             setattr(self, k, v)
@@ -83,6 +88,44 @@ class SessionOptions:
         """The attributes refrt does not implement that differ from onnxruntime's defaults."""
         return {k: getattr(self, k) for k, default in self.IGNORED.items()
                 if getattr(self, k) != default}
+
+
+class RunOptions:
+    """onnxruntime's RunOptions: ``terminate`` (set it from another thread to stop a run between
+    two nodes, with a RunAborted error), ``log_severity_level``, ``logid``, run config entries; plus
+    refrt's ``time_limit`` in seconds (None: no limit), also taken from the config entry
+    ``refrt.time_limit_s``."""
+
+    def __init__(self, **options):
+        self.terminate = False
+        self.log_severity_level = 2
+        self.log_verbosity_level = 0
+        self.logid = ""
+        self.only_execute_path_to_fetches = False
+        self.time_limit: float | None = None
+        self.config_entries: dict[str, str] = {}
+        for k, v in options.items():
+            if not hasattr(self, k):
+                raise TypeError(f"unknown run option {k!r}")
+            setattr(self, k, v)
+
+    def add_run_config_entry(self, key: str, value: str) -> None:
+        self.config_entries[key] = value
+
+    def get_run_config_entry(self, key: str) -> str:
+        return self.config_entries[key]
+
+
+def _guard(run_options):
+    """The executor's RunGuard for these run options, or None when nothing can stop the run."""
+    if run_options is None:
+        return None
+    limit = getattr(run_options, "time_limit", None)
+    entries = getattr(run_options, "config_entries", None) or {}
+    if limit is None and "refrt.time_limit_s" in entries:
+        limit = float(entries["refrt.time_limit_s"])
+    deadline = None if limit is None else time.monotonic() + float(limit)
+    return executor.RunGuard(run_options, deadline)
 
 
 @dataclass
@@ -114,6 +157,13 @@ class InferenceSession:
     def __init__(self, path_or_bytes, sess_options=None, providers=None, provider_options=None,
                  **options):
         self._options = _merge_options(sess_options, options)
+        token = registry.TENSOR_LIMIT.set(self._options.max_tensor_bytes)
+        try:
+            self._load(path_or_bytes, providers)
+        finally:
+            registry.TENSOR_LIMIT.reset(token)
+
+    def _load(self, path_or_bytes, providers):
         try:
             model, self._base_dir, blobs = load_model(path_or_bytes)
         except RecursionError:
@@ -191,7 +241,9 @@ class InferenceSession:
 
     # ---- running
     def run(self, output_names, input_feed: dict, run_options=None) -> list:
-        """Outputs as numpy arrays (lists for sequences, None for empty optionals)."""
+        """Outputs as numpy arrays (lists for sequences, None for empty optionals).
+        ``run_options`` (refrt's or onnxruntime's RunOptions): ``terminate`` set from another
+        thread stops the run between two nodes; refrt's ``time_limit`` bounds it in seconds."""
         plan = self._plan
         if output_names is None:
             output_names = plan.output_names
@@ -213,7 +265,14 @@ class InferenceSession:
         if missing:
             raise InputError(f"missing input(s) {missing}; the model needs "
                              f"{[_describe(vi) for vi in self._inputs]}")
-        results = executor.run_plan(plan, env, self._split)
+        guard = _guard(run_options)
+        token = executor.RUN_GUARD.set(guard)
+        limit = registry.TENSOR_LIMIT.set(self._options.max_tensor_bytes)
+        try:
+            results = executor.run_plan(plan, env, self._split)
+        finally:
+            executor.RUN_GUARD.reset(token)
+            registry.TENSOR_LIMIT.reset(limit)
         by_name = dict(zip(plan.output_names, results))
         fed, given = _fed_ids(input_feed), set()
         return [_detach(by_name[n], fed, given) for n in output_names]

@@ -198,3 +198,84 @@ def test_compare_ort_on_a_model_onnxruntime_rejects_is_one_line(tmp_path, capsys
     assert main(["run", str(path), "--random-inputs", "--compare-ort"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "onnxruntime cannot run this model" in err and "Traceback" not in err
+
+
+# ---------------------------------------------------------------- a run can be stopped
+
+def _endless_loop():
+    body = helper.make_graph(
+        [helper.make_node("Add", ["v", "one"], ["v2"], name="step"), helper.make_node("Identity", ["c"], ["c2"])],
+        "b", [vi("i", T.INT64, []), vi("c", T.BOOL, []), vi("v", T.FLOAT, [])],
+        [vi("c2", T.BOOL, []), vi("v2", T.FLOAT, [])], [helper.make_tensor("one", T.FLOAT, [], [1.0])])
+    m = mk([helper.make_node("Loop", ["M", "cond", "v0"], ["vout"], body=body, name="forever")],
+           [vi("M", T.INT64, []), vi("cond", T.BOOL, []), vi("v0", T.FLOAT, [])], [vi("vout", T.FLOAT, [])])
+    feeds = {"M": np.array(10 ** 12, np.int64), "cond": np.array(True), "v0": np.array(0, np.float32)}
+    return refrt.InferenceSession(m), feeds
+
+
+def test_a_time_limit_stops_an_endless_loop():
+    import time
+    sess, feeds = _endless_loop()
+    t0 = time.monotonic()
+    with pytest.raises(refrt.errors.RunAborted, match="run stopped before node .*: its time limit passed"):
+        sess.run(None, feeds, refrt.RunOptions(time_limit=0.3))
+    assert time.monotonic() - t0 < 10
+    ro = refrt.RunOptions()
+    ro.add_run_config_entry("refrt.time_limit_s", "0.2")
+    with pytest.raises(refrt.errors.RunAborted):
+        sess.run(None, feeds, ro)
+
+
+@pytest.mark.parametrize("kind", ["refrt", "onnxruntime"])
+def test_terminate_from_another_thread(kind):
+    sess, feeds = _endless_loop()
+    if kind == "onnxruntime":
+        options = pytest.importorskip("onnxruntime").RunOptions()
+    else:
+        options = refrt.RunOptions()
+    timer = threading.Timer(0.2, lambda: setattr(options, "terminate", True))
+    timer.start()
+    with pytest.raises(refrt.errors.RunAborted, match="RunOptions.terminate was set"):
+        sess.run(None, feeds, options)
+    timer.join()
+    options.terminate = False               # the session is usable again
+    feeds["M"] = np.array(3, np.int64)
+    assert sess.run(None, feeds, options)[0] == 3
+
+
+# ---------------------------------------------------------------- sizes from data are checked first
+
+HUGE = 10 ** 12
+
+
+@pytest.mark.parametrize("op_type, inputs, attrs", [
+    ("ConstantOfShape", [np.array([HUGE], np.int64)], {}),
+    ("Expand", [np.ones(1, np.float32), np.array([HUGE], np.int64)], {}),
+    ("Tile", [np.ones(2, np.float32), np.array([HUGE], np.int64)], {}),
+    ("Range", [np.array(0, np.int64), np.array(HUGE, np.int64), np.array(1, np.int64)], {}),
+    ("Range", [np.array(0, np.float32), np.array(1e12, np.float32), np.array(1, np.float32)], {}),
+    ("Pad", [np.ones(2, np.float32), np.array([HUGE, 0], np.int64)], {}),
+    ("Resize", [np.ones((1, 1, 2, 2), np.float32), np.array([], np.float32),
+                np.array([1, 1, 10 ** 6, 10 ** 6], np.float32)], {"mode": "nearest"}),
+])
+def test_outputs_sized_from_data_are_refused_before_allocating(op_type, inputs, attrs):
+    names = [f"i{k}" for k in range(len(inputs))]
+    m = mk([helper.make_node(op_type, names, ["y"], name="big", **attrs)],
+           [vi(n, helper.np_dtype_to_tensor_dtype(v.dtype), list(v.shape)) for n, v in zip(names, inputs)],
+           [vi("y", helper.np_dtype_to_tensor_dtype(inputs[0].dtype), None)], opset=18)
+    with pytest.raises(refrt.NodeError, match="'big'.*would take [0-9]+ bytes, over the limit"):
+        refrt.run(m, dict(zip(names, inputs)))
+
+
+def test_the_tensor_limit_is_a_session_option():
+    m = mk([helper.make_node("ConstantOfShape", ["s"], ["y"], name="c")], [vi("s", T.INT64, [1])],
+           [vi("y", T.FLOAT, None)])
+    sess = refrt.InferenceSession(m, max_tensor_bytes=4000)
+    assert sess.run(None, {"s": np.array([1000], np.int64)})[0].shape == (1000,)
+    with pytest.raises(refrt.NodeError, match="4004 bytes, over the limit of 4000"):
+        sess.run(None, {"s": np.array([1001], np.int64)})
+    sp = helper.make_sparse_tensor(numpy_helper.from_array(np.array([5.0], np.float32), "w"),
+                                   numpy_helper.from_array(np.array([1], np.int64), "i"), [2000])
+    with pytest.raises(ModelError, match="8000 bytes"):
+        refrt.InferenceSession(mk([helper.make_node("Identity", ["w"], ["y"])], [], [vi("y", T.FLOAT, None)],
+                                  sparse=[sp]), max_tensor_bytes=4000)

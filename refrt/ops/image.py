@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from ..registry import op
+from ..registry import check_allocation, op
 from ._common import as_int_list, normalize_axes, normalize_indices
 
 
@@ -124,6 +124,10 @@ def _interpolate(x, axes, scales, out_dims, *, mode, coordinate_mode, nearest_mo
                  cubic_coeff_a=-0.75, exclude_outside=0, antialias=0, roi=None,
                  extrapolation_value=0.0):
     """Resample `x` along `axes` to `out_dims` with the given per-axis `scales`."""
+    shape = list(x.shape)
+    for a, d in zip(axes, out_dims):
+        shape[a] = d
+    check_allocation(shape, np.float64 if mode != "nearest" else x.dtype)
     if mode not in ("nearest", "linear", "cubic"):
         raise ValueError(f"unknown mode {mode!r}; expected nearest, linear or cubic")
     out = x if mode == "nearest" else x.astype(np.float64)

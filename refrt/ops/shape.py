@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from ..registry import op
+from ..registry import check_allocation, op
 from ._common import as_int_list, normalize_axes, normalize_axis, np_dtype
 
 _LATEST = (21, 23, 24, 25)  # since-versions that only widened the type lists
@@ -198,6 +198,7 @@ def constant_of_shape(input, *, value=None):
     value = np.asarray(value)
     if value.size != 1:
         raise ValueError(f"'value' must hold one element, got shape {value.shape}")
+    check_allocation(dims, value.dtype)
     return np.full(dims, value.reshape(-1)[0], dtype=value.dtype)
 
 
@@ -350,6 +351,7 @@ def expand(input, shape):
         out_shape = np.broadcast_shapes(input.shape, tuple(dims))
     except ValueError:
         raise ValueError(f"cannot expand shape {input.shape} to {dims}") from None
+    check_allocation(out_shape, input.dtype)
     return np.array(np.broadcast_to(input, out_shape))
 
 
@@ -367,6 +369,7 @@ def tile(input, repeats):
     reps = as_int_list(repeats, "repeats")
     if len(reps) != input.ndim or any(r < 0 for r in reps):
         raise ValueError(f"repeats {reps} must be {input.ndim} non-negative values")
+    check_allocation([d * r for d, r in zip(input.shape, reps)], input.dtype)
     return np.tile(input, reps)
 
 
@@ -395,6 +398,7 @@ def _pad(data, pads, mode, value, axes):
     if any(s.start > s.stop for s in crop if s.start is not None):
         raise ValueError(f"negative pads {pads} crop more than the input shape {data.shape}")
     data = data[tuple(crop)]
+    check_allocation([n + b + e for n, (b, e) in zip(data.shape, width)], data.dtype)
     if mode == "constant":
         if value is None or np.size(value) == 0:
             value = "" if data.dtype == object else 0
@@ -447,11 +451,15 @@ def range_(start, limit, delta, *, stash_type=1):
         if d == 0:
             raise ValueError("Range delta cannot be 0")
         n = max(-((s - l) // d), 0)
+        check_allocation([n], np.int64)
         return (s + d * np.arange(n, dtype=np.int64)).astype(dtype)
     s, l, d = (float(np.float64(v[0])) for v in (s, l, d))
     if d == 0:
         raise ValueError("Range delta cannot be 0")
+    if not all(math.isfinite(v) for v in (s, l, d)):
+        raise ValueError(f"Range start {s}, limit {l} and delta {d} must be finite")
     n = max(math.ceil((l - s) / d), 0)
+    check_allocation([n], np.float64)
     return (s + d * np.arange(n, dtype=np.float64)).astype(dtype)
 
 
