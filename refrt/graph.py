@@ -52,6 +52,7 @@ def load_model(model) -> tuple[ModelProto, str | None, dict[str, np.ndarray]]:
         raise TypeError(f"model must be a path, bytes or onnx.ModelProto, not {type(model).__name__}")
     if not proto.HasField("graph"):
         raise ModelError("the model has no graph (malformed or truncated model bytes?)")
+    _check_text(proto.graph)
     if _has_external_data(proto):
         if proto is model:
             copy = ModelProto()
@@ -99,6 +100,22 @@ def _parse(data: bytes, what: str) -> ModelProto:
     if not data:
         raise ModelError(f"{what}: empty model")
     return proto
+
+
+def _check_text(graph) -> None:
+    """ONNX names are UTF-8 strings; protobuf hands back bytes for one that is not (a damaged
+    file), which nothing downstream expects."""
+    fields = [graph.name, *(v.name for v in (*graph.input, *graph.output, *graph.value_info)),
+              *(t.name for t in graph.initializer)]
+    for node in graph.node:
+        fields += [node.name, node.op_type, node.domain, *node.input, *node.output,
+                   *(a.name for a in node.attribute)]
+        for a in node.attribute:
+            for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                _check_text(g)
+    bad = next((f for f in fields if not isinstance(f, str)), None)
+    if bad is not None:
+        raise ModelError(f"graph {graph.name!r}: the name {bad!r} is not valid UTF-8 (a damaged file?)")
 
 
 def _all_tensors(graph):

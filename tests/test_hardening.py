@@ -279,3 +279,12 @@ def test_the_tensor_limit_is_a_session_option():
     with pytest.raises(ModelError, match="8000 bytes"):
         refrt.InferenceSession(mk([helper.make_node("Identity", ["w"], ["y"])], [], [vi("y", T.FLOAT, None)],
                                   sparse=[sp]), max_tensor_bytes=4000)
+
+
+def test_names_that_are_not_utf8_are_model_errors():
+    """Found by scripts/fuzz.py (a bit flip in a name): protobuf returns such a name as bytes."""
+    m = mk([helper.make_node("Relu", ["x"], ["y"], name="AAAAAAAA")], [vi("x", T.FLOAT, [3])],
+           [vi("y", T.FLOAT, None)])
+    data = m.SerializeToString().replace(b"AAAAAAAA", b"\xff\xfe\xfd\xfcAAAA")
+    with pytest.raises(ModelError, match="not valid UTF-8"):
+        refrt.InferenceSession(data)
