@@ -179,3 +179,51 @@ def test_split_into_more_chunks_than_the_rule_allows_is_refused_like_onnxruntime
         run_ort(m, feeds)
     with pytest.raises(refrt.NodeError, match=r"ceil\(5/4\) = 2 leave a negative last one"):
         refrt.run(m, feeds)
+
+
+# ---------------------------------------------------------------- zero-size sweep
+
+def _float_ops_without_required_attributes():
+    from onnx import defs
+    latest = {}
+    for s in defs.get_all_schemas_with_history():
+        if s.domain == "" and not s.deprecated and (s.name not in latest or s.since_version > latest[s.name].since_version):
+            latest[s.name] = s
+    required = defs.OpSchema.FormalParameterOption.Optional
+    out = []
+    for name, s in sorted(latest.items()):
+        inputs = [i for i in s.inputs if i.option != required]
+        if (not any(a.required for a in s.attributes.values()) and 0 < len(inputs) <= 3
+                and all("tensor(float)" in i.types for i in inputs)):
+            out.append((name, len(inputs), max(1, len([o for o in s.outputs if o.option != required]))))
+    return out
+
+
+# (op, reason): onnxruntime runs these on the sweep's inputs, refrt refuses them on purpose
+SWEEP_EXPECTED = {"MeanVarianceNormalization": "its default axes [0, 2, 3] need rank 4; refrt refuses "
+                                               "axes beyond the rank, onnxruntime runs rank-2 inputs"}
+
+
+@pytest.mark.parametrize("shape", [(0, 3), (2, 0), (0,)])
+def test_zero_size_sweep_over_float_ops_matches_onnxruntime(shape):
+    """Every default-domain op that takes float tensors and needs no attribute, fed zero-size
+    inputs: where onnxruntime gives a result, refrt gives one of the same shapes."""
+    checked, failures = 0, []
+    for name, n_in, n_out in _float_ops_without_required_attributes():
+        feeds = {f"i{k}": np.zeros(shape, np.float32) for k in range(n_in)}
+        m, _ = model(name, list(feeds.values()), opset=21, n_out=n_out)
+        m.ir_version = 10
+        try:
+            expected = run_ort(m, feeds)
+        except Exception:
+            continue                      # onnxruntime refuses it too
+        checked += 1
+        try:
+            got = refrt.run(m, feeds)
+        except refrt.errors.RefrtError as e:
+            if name not in SWEEP_EXPECTED:
+                failures.append(f"{name}: {e}")
+            continue
+        if [np.shape(x) for x in got] != [np.shape(x) for x in expected]:
+            failures.append(f"{name}: shapes {[np.shape(x) for x in got]} vs {[np.shape(x) for x in expected]}")
+    assert checked > 60 and not failures, failures
