@@ -151,11 +151,7 @@ class Comparison:
                 "nodes": [n.as_dict() for n in self.nodes]}
 
     def to_json(self, path=None) -> str:
-        text = json.dumps(self.to_dict(), indent=2)
-        if path is not None:
-            with open(path, "w", encoding="utf-8") as f:
-                f.write(text + "\n")
-        return text
+        return dump_json(self.to_dict(), path)
 
     def to_html(self, path=None) -> str:
         """A self-contained page: the error per node plotted in graph order, and every node."""
@@ -205,6 +201,15 @@ class Comparison:
             elif n.note:
                 lines.append(f"  {n.label}: {n.note}")
         return "\n".join(lines)
+
+
+def dump_json(record: dict, path=None) -> str:
+    """``record`` as indented JSON, also written to ``path`` when given."""
+    text = json.dumps(record, indent=2)
+    if path is not None:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+    return text
 
 
 def _count(codes) -> dict:

@@ -23,7 +23,6 @@ nodes that lose most are where to look first (``nodes_to_exclude`` candidates).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -101,11 +100,9 @@ class QuantLoss:
                 "exclusions_measured": self.exclusions}
 
     def to_json(self, path=None) -> str:
-        text = json.dumps(self.to_dict(), indent=2)
-        if path is not None:
-            with open(path, "w", encoding="utf-8") as f:
-                f.write(text + "\n")
-        return text
+        from .compare import dump_json
+
+        return dump_json(self.to_dict(), path)
 
     def table(self, limit: int = 25) -> str:
         head = ("tensor", "kind", "op", "SQNR dB", "drop dB", "max abs", "clipped", "scale", "zp", "matched by")
