@@ -288,3 +288,27 @@ def test_names_that_are_not_utf8_are_model_errors():
     data = m.SerializeToString().replace(b"AAAAAAAA", b"\xff\xfe\xfd\xfcAAAA")
     with pytest.raises(ModelError, match="not valid UTF-8"):
         refrt.InferenceSession(data)
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:      # a length-delimited protobuf field
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def test_a_model_nested_too_deep_is_a_model_error():
+    """Subgraphs 200 levels deep, written byte by byte (onnx's own helpers refuse to build it)."""
+    graph = _field(1, _field(1, b"x") + _field(2, b"y") + _field(4, b"Relu"))      # GraphProto.node
+    for _ in range(200):
+        attribute = _field(1, b"then_branch") + _field(6, graph) + _varint(20 << 3) + _varint(5)
+        graph = _field(1, _field(1, b"c") + _field(2, b"y") + _field(4, b"If") + _field(5, attribute))
+    model = _varint(1 << 3) + _varint(8) + _field(7, graph) + _field(8, _field(2, b"") + _varint(2 << 3) + _varint(17))
+    with pytest.raises(ModelError):
+        refrt.InferenceSession(model)
