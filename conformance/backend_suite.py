@@ -332,6 +332,8 @@ def write_results(outcomes: list[Outcome], path: str = RESULTS) -> str:
             lines.append(f"- `{o.case.name}` ({o.case.kind}): {o.reason}")
     lines += ["", "## Expected failures now passing", ""]
     lines += [f"- `{o.case.name}`" for o in outcomes if o.status == "xpass"] or ["none"]
+    from conformance.oracle_findings import markdown as findings
+    lines += findings()
     text = "\n".join(lines) + "\n"
     with open(path, "w") as f:
         f.write(text)
