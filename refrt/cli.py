@@ -23,7 +23,7 @@ import time
 import numpy as np
 
 from .errors import NodeError, RefrtError
-from .feeds import parse_ranges, random_feed
+from .feeds import parse_ranges, random_feed, split_pair
 from .session import InferenceSession
 
 DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
@@ -99,11 +99,6 @@ def compare(a, b) -> dict:
 
 # ---------------------------------------------------------------- refrt run
 
-# ops whose uint8 x int8 products onnxruntime runs on its integer GEMM
-U8S8_GEMM_OPS = {"MatMulInteger", "ConvInteger", "QLinearMatMul", "QLinearConv", "QGemm",
-                 "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QAttention", "DynamicQuantizeLSTM"}
-
-
 def _session_options(args) -> dict:
     return {"numerics": args.numerics, "emulate_avx2_u8s8": args.emulate_avx2_u8s8}
 
@@ -112,11 +107,12 @@ def cmd_run(args) -> int:
     sess = InferenceSession(args.model, **_session_options(args))
     feeds = {}
     if args.random_inputs:
-        feeds = random_feed(sess, dict(_kv(d) for d in args.dim), args.seed, parse_ranges(args.range))
+        dims = dict(split_pair(d, "--dim") for d in args.dim)
+        feeds = random_feed(sess, dims, args.seed, parse_ranges(args.range))
     elif args.dim or args.range:
         raise RefrtError("--dim and --range shape the values of --random-inputs; add that flag")
     for item in args.input:
-        name, path = _kv(item)
+        name, path = split_pair(item, "--input")
         feeds[name] = np.load(path, allow_pickle=False)
     tracer = None
     if args.trace:
@@ -181,7 +177,7 @@ def _compare_with_ort(args, sess, feeds, names, outputs) -> dict:
     result = {"compare_ort": {n: compare(a, b) for n, a, b in zip(names, outputs, ort_out)}}
     if all(c.get("equal") for c in result["compare_ort"].values()):
         return result
-    gemm_ops = sorted({node.op_type for node in sess.model.graph.node} & U8S8_GEMM_OPS)
+    gemm_ops = sorted({node.op_type for node in sess.model.graph.node} & host.U8S8_GEMM_OPS)
     if not gemm_ops or args.emulate_avx2_u8s8 or not host.ort_u8s8_saturates():
         return result
     info = host.info()
@@ -199,13 +195,6 @@ def _compare_with_ort(args, sess, feeds, names, outputs) -> dict:
            "that saturation." if same else
            "--emulate-avx2-u8s8 reproduces that saturation; a difference remains beyond it (above)."))
     return result
-
-
-def _kv(item: str) -> tuple[str, str]:
-    if "=" not in item:
-        raise RefrtError(f"expected NAME=VALUE, got {item!r}")
-    k, v = item.split("=", 1)
-    return k, v
 
 
 # ---------------------------------------------------------------- refrt host

@@ -11,7 +11,7 @@ import numpy as np
 from .errors import RefrtError
 from .types import shape_of
 
-__all__ = ["random_feed", "parse_ranges", "symbolic_dims"]
+__all__ = ["random_feed", "parse_ranges", "symbolic_dims", "split_pair"]
 
 
 def symbolic_dims(sess) -> list[str]:
@@ -22,6 +22,14 @@ def symbolic_dims(sess) -> list[str]:
             if isinstance(d, str) and d and d not in names:
                 names.append(d)
     return names
+
+
+def split_pair(item: str, what: str = "") -> tuple[str, str]:
+    """``NAME=VALUE`` (a command-line item) -> (NAME, VALUE)."""
+    if "=" not in item:
+        raise RefrtError(f"{what + ': ' if what else ''}expected NAME=VALUE, got {item!r}")
+    name, value = item.split("=", 1)
+    return name, value
 
 
 def parse_ranges(items) -> dict:

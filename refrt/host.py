@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass
 
 from .kernels import cpu as _cpu
 
-__all__ = ["HostInfo", "info", "cpu_class", "predict_ort_u8s8", "probe_ort_u8s8",
+__all__ = ["HostInfo", "info", "cpu_class", "U8S8_GEMM_OPS", "predict_ort_u8s8", "probe_ort_u8s8",
            "ort_u8s8_saturates", "ort_matching_options", "summary"]
 
 
@@ -50,6 +50,11 @@ class HostInfo:
 
 
 AVX512_CORE = {"avx512f", "avx512bw", "avx512dq", "avx512vl"}
+
+# ops whose uint8 x int8 products onnxruntime runs on its integer GEMM (where ort_u8s8 applies)
+U8S8_GEMM_OPS = frozenset({"MatMulInteger", "ConvInteger", "QLinearMatMul", "QLinearConv", "QGemm",
+                           "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QAttention",
+                           "DynamicQuantizeLSTM"})
 
 
 def cpu_class(features, machine: str = "x86_64") -> str:

@@ -319,10 +319,10 @@ def check_allocation(shape, dtype, what: str = "output") -> None:
     count = 1
     for d in shape:
         count *= int(d)
-    need = count * np.dtype(dtype).itemsize
-    if need > dense_limit_bytes():
+    need, limit = count * np.dtype(dtype).itemsize, dense_limit_bytes()
+    if need > limit:
         raise ValueError(f"the {what} of shape {list(shape)} would take {need} bytes, over the limit "
-                         f"of {dense_limit_bytes()} per tensor (SessionOptions.max_tensor_bytes)")
+                         f"of {limit} per tensor (SessionOptions.max_tensor_bytes)")
 
 
 def _check_tensor_header(t) -> None:
@@ -378,11 +378,11 @@ def sparse_to_dense(sp) -> np.ndarray:
     if idx.dtype.kind not in "iu":
         raise ModelError(f"{name!r}: indices must be integers, got {idx.dtype}")
     idx = idx.astype(np.int64)
+    try:
+        check_allocation(dims, values.dtype, f"densified tensor {name!r}")
+    except ValueError as e:
+        raise ModelError(str(e)) from None
     size = int(np.prod(dims, dtype=object))
-    need = size * values.dtype.itemsize
-    if need > dense_limit_bytes():
-        raise ModelError(f"{name!r}: densifying shape {list(dims)} would take {need} bytes, more than "
-                         f"refrt allocates for one tensor ({dense_limit_bytes()})")
     nnz = values.reshape(-1).shape[0]
     linear = idx.ndim == 1
     if (linear and idx.shape[0] != nnz) or (not linear and idx.shape != (nnz, len(dims))):

@@ -278,11 +278,10 @@ class InferenceSession:
         return [_detach(by_name[n], fed, given) for n in output_names]
 
 
-def _detach(value, fed: set, given: set | None = None):
+def _detach(value, fed: set, given: set):
     """Outputs are the caller's own: they never alias the session's (read-only) weights, the
     caller's feeds (sequence elements included) or each other. Ops such as Identity, Reshape or
     Transpose may return their input or a view of it; two graph outputs may be one value."""
-    given = set() if given is None else given
     if isinstance(value, np.ndarray):
         if value.base is not None or not value.flags.writeable or id(value) in fed or id(value) in given:
             value = value.copy()

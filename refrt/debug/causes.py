@@ -25,18 +25,16 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from ..host import U8S8_GEMM_OPS
 from .metrics import is_float, tensor_metrics
 from .replay import ReplayError, cast_floats, replay_node
 
-__all__ = ["Cause", "diagnose", "CODES", "U8S8_GEMM_OPS"]
+__all__ = ["Cause", "diagnose", "CODES"]
 
 CODES = ("avx2_u8s8_saturation", "ort_graph_optimization", "spec_choice", "float16_in_float32",
          "requantization_rounding", "transcendental_approximation", "accumulation_order",
          "reference_bug", "unexplained")
 
-# ops whose uint8 x int8 products onnxruntime runs on its integer GEMM
-U8S8_GEMM_OPS = {"MatMulInteger", "ConvInteger", "QLinearMatMul", "QLinearConv", "QGemm",
-                 "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QAttention", "DynamicQuantizeLSTM"}
 REQUANTIZING_OPS = {"QLinearMatMul", "QLinearConv", "QuantizeLinear", "QGemm", "QLinearAdd",
                     "QLinearMul", "QLinearAveragePool", "QLinearGlobalAveragePool", "QLinearConcat",
                     "QLinearSigmoid", "QLinearLeakyRelu", "QLinearSoftmax", "DynamicQuantizeLinear"}

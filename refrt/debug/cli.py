@@ -72,14 +72,10 @@ def add_parser(sub) -> None:
     r.set_defaults(func=run_reduce)
 
 
-def _pairs(items, what):
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise RefrtError(f"{what}: expected NAME=VALUE, got {item!r}")
-        k, v = item.split("=", 1)
-        out[k] = v
-    return out
+def _pairs(items, what) -> dict:
+    from ..feeds import split_pair
+
+    return dict(split_pair(item, what) for item in items)
 
 
 def _feeds(args) -> dict:

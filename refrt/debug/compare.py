@@ -177,7 +177,7 @@ class Comparison:
                 m = o.metrics
                 mark = "FIRST" if n.first and o.tag == "differs" else o.tag if o.tag != "differs" else "differs"
                 rows.append((mark, _short(n.label, 28), _short(n.op_type, 16), _short(o.name, 24),
-                             *(_fmt(m) if m else ("-", "-", o.reason or "-", "-", "-")),
+                             *(metric_cells(m) if m else ("-", "-", o.reason or "-", "-", "-")),
                              n.origin if o.tag == "differs" else "",
                              n.cause.code if n.cause and o.tag == "differs" else ""))
         widths = [max(len(r[i]) for r in (head, *rows)) for i in range(len(head))]
@@ -223,7 +223,8 @@ def _short(s: str, n: int) -> str:
     return s if len(s) <= n else s[:n - 1] + "~"
 
 
-def _fmt(m: TensorMetrics) -> tuple:
+def metric_cells(m: TensorMetrics) -> tuple:
+    """max abs, max rel, mismatched/size, SQNR dB, ULP as table cells."""
     if m.note and m.note.startswith("shape"):
         return ("-", "-", m.note, "-", "-")
     sq = "inf" if m.sqnr_db == float("inf") else f"{m.sqnr_db:.1f}"

@@ -9,6 +9,8 @@ from __future__ import annotations
 import html
 import math
 
+from .compare import metric_cells
+
 __all__ = ["to_html"]
 
 _COLORS = {"first": "#c0392b", "differs": "#e67e22", "match": "#27ae60", "missing": "#95a5a6"}
@@ -67,8 +69,7 @@ def to_html(result) -> str:
             tag = "first" if n.first and o.tag == "differs" else o.tag
             cells = [tag, n.label, n.op_type, o.name]
             if m is not None:
-                cells += [f"{m.max_abs:.3g}", f"{m.max_rel:.3g}", f"{m.mismatched}/{m.size}",
-                          "inf" if m.sqnr_db == float("inf") else f"{m.sqnr_db:.1f}", str(m.max_ulp)]
+                cells += list(metric_cells(m))
             else:
                 cells += ["", "", o.reason, "", ""]
             cells += [n.origin if o.tag == "differs" else "",

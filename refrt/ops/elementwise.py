@@ -653,12 +653,9 @@ def shrink(x, *, bias=0.0, lambd=0.5):
     beyond 2^24 lose precision there, as in onnxruntime."""
     def fn(v):
         return np.where(v < -lambd, v + bias, np.where(v > lambd, v - bias, 0))
-    if _is_int(x.dtype):
-        wide = np.float32
+    if _is_int(x.dtype):      # Python-float attributes stay float32 next to a float32 array
         with np.errstate(all="ignore"):
-            v = x.astype(wide)
-            y = np.where(v < -wide(lambd), v + wide(bias), np.where(v > wide(lambd), v - wide(bias), 0))
-        return _result(np.trunc(y), x.dtype)
+            return _result(np.trunc(fn(x.astype(np.float32))), x.dtype)
     return _unary(fn, x)
 
 
