@@ -229,6 +229,9 @@ HEADERS = ["M", "K", "N", "refrt kernel", "refrt vnni", "refrt avx2", "refrt por
 
 def render(rows_by_table, wrong, target_cell, asm, threads_list, blas_note, repeats, elapsed, have_op,
            load):
+    from refrt import host
+
+    h = host.info()
     parts = [
         f"GOPS = 2·M·K·N / median time; {repeats} interleaved rounds per cell after warm-up, "
         f"blocks of calls >= 10 ms; section took {elapsed:.0f} s; machine load (load averages 1/5/15 min) {load}. A, B full range "
@@ -238,9 +241,13 @@ def render(rows_by_table, wrong, target_cell, asm, threads_list, blas_note, repe
         "",
         "Exactness (outputs differing from the exact product, summed over all shapes and thread "
         "counts): " + ", ".join(f"{d} {name}: {cnt}" for (d, name), cnt in sorted(wrong.items()))
-        + ". On this VNNI/AMX machine ORT's default u8 x s8 path is exact, so the default path "
-        "*is* the exact path; `session.x64quantprecision=1` (ORT x64qp) is measured beside it and "
-        "runs the same kernels.",
+        + (f". On this CPU ({h.cpu_class}) ORT's default u8 x s8 path saturates int16 pairs "
+           "(`vpmaddubsw`: the wrong outputs counted above); its exact path is "
+           "`session.x64quantprecision=1` (ORT x64qp), measured beside it."
+           if h.ort_u8s8 == "saturating" else
+           f". On this CPU ({h.cpu_class}) ORT's default u8 x s8 path is exact, so the default path "
+           "*is* the exact path; `session.x64quantprecision=1` (ORT x64qp) is measured beside it and "
+           "runs the same kernels."),
         "",
     ]
     if not have_op:
@@ -301,16 +308,19 @@ def render(rows_by_table, wrong, target_cell, asm, threads_list, blas_note, repe
                  f"against refrt's {C.fmt_num(g1['refrt kernel'])}")
     else:
         facts = "see the tables"
-    parts.append(
-        "\n\nWhat limits it:\n\n"
-        f"* **Against ORT's AMX path** ({facts}): both run `tdpbusd`; the rest of a call is "
-        "overhead around the tiles -- A is copied into padded rows and summed, the zero points "
-        "are folded into the int32 result in a second pass per panel, and every call starts "
-        "Numba's thread pool. Small M leaves most of a 16-row tile empty or falls back to VNNI.\n"
-        "* **M = 1 (a matrix-vector product)** runs the VNNI kernel's 1-row tile per 32-column "
-        "panel: two accumulators, so the loop waits on `vpdpbusd` latency, and ORT's GEMV is "
-        "faster. Splitting K over several accumulators, or one tile covering more columns, "
-        "would help it.")
+    if h.cpu_class == "AMX":
+        parts.append(
+            "\n\nWhat limits it:\n\n"
+            f"* **Against ORT's AMX path** ({facts}): both run `tdpbusd`; the rest of a call is "
+            "overhead around the tiles -- A is copied into padded rows and summed, the zero points "
+            "are folded into the int32 result in a second pass per panel, and every call starts "
+            "Numba's thread pool. Small M leaves most of a 16-row tile empty or falls back to VNNI.\n"
+            "* **M = 1 (a matrix-vector product)** runs the VNNI kernel's 1-row tile per 32-column "
+            "panel: two accumulators, so the loop waits on `vpdpbusd` latency, and ORT's GEMV is "
+            "faster. Splitting K over several accumulators, or one tile covering more columns, "
+            "would help it.")
+    else:
+        parts.append(f"\n\nOn this CPU ({h.cpu_class}) {facts}.")
 
     targets = []
     threads2 = max(threads_list)
@@ -329,8 +339,8 @@ def render(rows_by_table, wrong, target_cell, asm, threads_list, blas_note, repe
             f"refrt {C.fmt_num(g['refrt kernel'])} GOPS vs ORT exact path (x64quantprecision) "
             f"{C.fmt_num(exact)} GOPS{u8u8}",
             C.fmt_ratio(ratio), ratio >= 1.0,
-            f"ORT's default u8s8 path on this CPU is AMX ({C.fmt_num(g['ORT'])} GOPS): refrt reaches "
-            f"{C.fmt_ratio(g['refrt kernel'] / g['ORT'])} of it"))
+            f"ORT's default u8s8 path on this CPU ({h.cpu_class}, {h.ort_u8s8}) ran "
+            f"{C.fmt_num(g['ORT'])} GOPS: refrt reaches {C.fmt_ratio(g['refrt kernel'] / g['ORT'])} of it"))
     return "\n".join(parts), targets
 
 
