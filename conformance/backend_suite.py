@@ -33,6 +33,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from refrt.testing.data_sets import read_value
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 EXPECTED_FAILURES = os.path.join(HERE, "expected_failures.txt")
 RESULTS = os.path.join(HERE, "RESULTS.md")
@@ -74,31 +76,15 @@ def _normalize(x):
     return numpy_helper.to_array(x) if isinstance(x, onnx.TensorProto) else x
 
 
-def _read_value(path: str, type_proto):
-    with open(path, "rb") as f:
-        data = f.read()
-    if type_proto.HasField("sequence_type"):
-        p = onnx.SequenceProto()
-        p.ParseFromString(data)
-        return numpy_helper.to_list(p)
-    if type_proto.HasField("optional_type"):
-        p = onnx.OptionalProto()
-        p.ParseFromString(data)
-        return numpy_helper.to_optional(p)
-    t = onnx.TensorProto()
-    t.ParseFromString(data)
-    return numpy_helper.to_array(t)
-
-
 def _load_folder(case_dir: str):
     model = onnx.load(os.path.join(case_dir, "model.onnx"))
     sets = []
     for d in sorted(glob.glob(os.path.join(case_dir, "test_data_set*"))):
         n_in = len(glob.glob(os.path.join(d, "input_*.pb")))
         n_out = len(glob.glob(os.path.join(d, "output_*.pb")))
-        ins = [_read_value(os.path.join(d, f"input_{i}.pb"), model.graph.input[i].type)
+        ins = [read_value(os.path.join(d, f"input_{i}.pb"), model.graph.input[i].type)
                for i in range(n_in)]
-        outs = [_read_value(os.path.join(d, f"output_{i}.pb"), model.graph.output[i].type)
+        outs = [read_value(os.path.join(d, f"output_{i}.pb"), model.graph.output[i].type)
                 for i in range(n_out)]
         sets.append((ins, outs))
     return model, sets
@@ -134,7 +120,7 @@ def _load_light(path: str):
     inits = {t.name for t in model.graph.initializer}
     ins = [dummy_input(vi) for vi in model.graph.input if vi.name not in inits]
     prefix = os.path.splitext(path)[0]
-    outs = [_read_value(f"{prefix}_output_{i}.pb", vi.type)
+    outs = [read_value(f"{prefix}_output_{i}.pb", vi.type)
             for i, vi in enumerate(model.graph.output)]
     return model, [(ins, outs)]
 

@@ -340,6 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=lambda a: _quantize_main(a.args))
     from .debug.cli import add_parser as add_compare
     add_compare(sub)
+    from .testing.cli import add_parser as add_fuzz
+    add_fuzz(sub)
     h = sub.add_parser("host", help="this CPU, the kernels refrt picks, onnxruntime's int8 GEMM here")
     h.add_argument("--json", action="store_true")
     h.set_defaults(func=cmd_host)

@@ -1,0 +1,988 @@
+"""Hypothesis strategies that draw valid ONNX test cases for every op refrt implements.
+
+    from refrt.testing.strategies import node_cases
+    @given(node_cases("Gather"))
+    def test_gather(case): ...          # case.model (bytes), case.feeds, case.expected
+
+A one-node case is drawn from three sources of truth:
+
+* the **schema** (``onnx.defs``): which inputs exist, which are optional or variadic, the type
+  constraint of each (one dtype drawn per type parameter), the attributes;
+* the **constraint table** (:mod:`refrt.testing.constraints`, data): the op's shape family (how its
+  inputs' shapes relate), the roles of inputs that are not plain data (axes, indices, shapes, scales,
+  zero points) and the legal values of attributes;
+* **refrt** itself, in "spec" numerics: a drawn case it refuses with a typed error is *rejected* (not
+  reported), a case it runs is accepted and carries refrt's outputs as ``expected``.
+
+Ops whose shape rules the table does not state (control flow, sequences, the ML domain, image and
+signal ops, ...) are drawn from the ONNX backend test data instead: a node test of the op is picked
+and its floating-point inputs are redrawn with the same shapes (``Case.source == "seed"``).
+
+Edge cases come at a controlled rate (``edge_rate``, default 0.1 per class and draw), or always
+(``edges={"zero_size", ...}``): ``scalar`` (0-d inputs), ``zero_size`` (a zero dimension),
+``special`` (NaN, +-inf, -0.0, subnormals, the largest finite values), ``extreme_int`` (the type's
+minimum and maximum), ``strings`` (empty and non-ASCII). Hypothesis shrinks toward no edge, small
+ranks and small dimensions, so a failing case shrinks to a small reproducer.
+"""
+
+from __future__ import annotations
+
+import functools
+import zlib
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from hypothesis import assume, strategies as st
+from hypothesis.extra.numpy import mutually_broadcastable_shapes
+from onnx import TensorProto, helper, numpy_helper
+
+from .. import registry
+from ..errors import RefrtError
+from .constraints import TABLE
+
+__all__ = ["Case", "node_cases", "graph_cases", "implemented_ops", "acceptance", "EDGE_CLASSES",
+           "FAMILIES", "case_from_model"]
+
+EDGE_CLASSES = ("scalar", "zero_size", "special", "extreme_int", "strings")
+MAX_DIM = 5
+# dtypes the kit draws (refrt runs more, e.g. bfloat16 and float8, which NumPy cannot hold natively)
+DRAWN_TYPES = ("float32", "float64", "float16", "int8", "int16", "int32", "int64", "uint8", "uint16",
+               "uint32", "uint64", "bool", "string")
+_TYPE_STR = {f"tensor({'float' if t == 'float32' else 'double' if t == 'float64' else t})": t
+             for t in DRAWN_TYPES}
+_OLDEST_OPSET = 7                    # onnxruntime runs models from opset 7
+
+
+@dataclass
+class Case:
+    """One drawn test case: a serialized model, its feeds and refrt's "spec" outputs."""
+    op_type: str
+    domain: str
+    opset: int                       # the model's opset for the op's domain
+    since: int                       # the op version that opset resolves to
+    model: bytes
+    feeds: dict
+    expected: list
+    source: str = "schema"           # "schema", "seed" or "graph"
+    types: str = ""                  # e.g. "T=float32"
+    edges: tuple = ()                # edge classes present in this case
+    ops: tuple = ()                  # graph cases: the op types, in node order
+
+    @property
+    def key(self) -> str:
+        dom = registry.canonical_domain(self.domain)
+        prefix = "" if dom == registry.DEFAULT_DOMAIN else dom + "."
+        return f"{prefix}{self.op_type}-{self.since}"
+
+    def proto(self) -> onnx.ModelProto:
+        return onnx.load_from_string(self.model)
+
+    def __repr__(self) -> str:     # what hypothesis prints for a falsifying example
+        shapes = ", ".join(f"{k}: {v.dtype}{list(np.shape(v))}" for k, v in self.feeds.items())
+        return (f"Case({self.key} opset {self.opset} [{self.types}] inputs {{{shapes}}}"
+                f"{' edges ' + ','.join(self.edges) if self.edges else ''})")
+
+
+# -- acceptance statistics ----------------------------------------------------------------------
+
+_STATS: dict[str, Counter] = defaultdict(Counter)
+
+
+def acceptance() -> dict[str, dict]:
+    """Per op (``domain.Op`` key): drawn, accepted, and rejections by reason, since import."""
+    return {op: dict(c) for op, c in sorted(_STATS.items())}
+
+
+def _reject(op: str, reason: str):
+    _STATS[op][f"rejected: {reason}"] += 1
+    assume(False)
+
+
+# -- which ops, which versions --------------------------------------------------------------------
+
+def implemented_ops() -> list[tuple[str, str]]:
+    """(domain, op_type) of every op refrt registers, default domain first, sorted."""
+    ops = list(registry.registered())
+    return sorted(ops, key=lambda k: (k[0] != registry.DEFAULT_DOMAIN, k[0], k[1]))
+
+
+def _versions(op_type: str, domain: str, max_opset: int) -> list[tuple[int, int]]:
+    """(since, opset) pairs: each registered version with an opset that resolves to it."""
+    vs = registry.versions(op_type, domain)
+    out = []
+    for i, v in enumerate(vs):
+        if domain in ("", registry.DEFAULT_DOMAIN):
+            nxt = vs[i + 1] if i + 1 < len(vs) else None
+            opset = max(v, _OLDEST_OPSET)
+            if (nxt is not None and opset >= nxt) or opset > max_opset:
+                continue
+            # the opset must not resolve to a newer schema refrt refuses
+            if registry.lookup(op_type, domain, opset) is None or \
+                    _schema(op_type, domain, opset) is None:
+                continue
+            out.append((v, opset))
+        else:
+            out.append((v, v))
+    return out
+
+
+@dataclass
+class _Param:
+    name: str
+    type_str: str
+    option: str                      # "Single", "Optional" or "Variadic"
+
+
+@dataclass
+class _Schema:
+    """The parts of an op schema the strategies read, from onnx.defs or (for com.microsoft ops)
+    from onnxruntime's schema registry."""
+    name: str
+    since_version: int
+    inputs: list
+    outputs: list
+    type_constraints: dict           # type parameter -> allowed type strings
+    attributes: set
+
+
+def _option(o) -> str:
+    return getattr(o, "name", str(o)).split(".")[-1]
+
+
+def _adapt(s) -> _Schema:
+    def params(ps):
+        return [_Param(p.name, getattr(p, "type_str", None) or getattr(p, "typeStr", ""),
+                       _option(p.option)) for p in ps]
+    return _Schema(s.name, s.since_version, params(s.inputs), params(s.outputs),
+                   {t.type_param_str: list(t.allowed_type_strs) for t in s.type_constraints},
+                   set(s.attributes))
+
+
+@functools.lru_cache(maxsize=None)
+def _ort_schemas() -> dict:
+    try:
+        from onnxruntime.capi import onnxruntime_pybind11_state as C
+        return {(x.domain, x.name, x.since_version): x for x in C.get_all_operator_schema()}
+    except Exception:   # noqa: BLE001 -- no onnxruntime: com.microsoft ops have no schema
+        return {}
+
+
+@functools.lru_cache(maxsize=None)
+def _schema(op_type: str, domain: str, opset: int) -> _Schema | None:
+    dom = registry.proto_domain(domain)
+    try:
+        return _adapt(onnx.defs.get_schema(op_type, opset, dom))
+    except onnx.defs.SchemaError:
+        pass
+    found = [v for (d, n, v) in _ort_schemas() if d == dom and n == op_type and v <= opset]
+    return _adapt(_ort_schemas()[(dom, op_type, max(found))]) if found else None
+
+
+# -- the drawing context ----------------------------------------------------------------------------
+
+class _Draw:
+    """What the family rules share while drawing one case: hypothesis's ``draw``, a NumPy generator
+    seeded from it, the edge-case switches, and the inputs made so far."""
+
+    def __init__(self, draw, edge_rate: float, forced: frozenset, types: dict):
+        self.draw = draw
+        self.rng = np.random.default_rng(draw(st.integers(0, 2 ** 32 - 1), label="value seed"))
+        self.rate = int(round(edge_rate * 100))
+        self.forced = forced
+        self.edges: set = set()
+        self.types = types
+        self.inputs: list = []        # (name, array or None)
+        self.attrs: dict = {}
+
+    def edge(self, kind: str) -> bool:
+        """Whether this draw uses the edge class ``kind`` (shrinks toward no)."""
+        if kind in self.forced:
+            hit = True
+        else:
+            hit = self.rate > 0 and self.draw(st.integers(0, 99), label=kind) >= 100 - self.rate
+        if hit:
+            self.edges.add(kind)
+        return hit
+
+    def integer(self, lo: int, hi: int, label: str = "int") -> int:
+        return self.draw(st.integers(lo, hi), label=label)
+
+    def choice(self, values, label: str = "choice"):
+        return self.draw(st.sampled_from(list(values)), label=label)
+
+    def shape(self, min_rank: int = 0, max_rank: int = 4, min_side: int = 1) -> tuple:
+        min_rank = max(min_rank, 0)
+        if min_rank == 0 and not self.edge("scalar"):
+            min_rank = 1
+        if min_rank == 0:
+            return ()
+        rank = self.integer(min_rank, max(min_rank, max_rank), "rank")
+        dims = [self.integer(min_side, MAX_DIM, "dim") for _ in range(rank)]
+        if min_side == 0 or self.edge("zero_size"):
+            dims[self.integer(0, rank - 1, "zero dim")] = 0
+        return tuple(dims)
+
+    def add(self, array, name: str | None = None):
+        name = name or f"in{len(self.inputs)}"
+        self.inputs.append((name, array))
+        return array
+
+    def absent(self):
+        self.inputs.append(("", None))
+
+    # values ------------------------------------------------------------------------------------
+
+    def values(self, dtype: str, shape, low: float | None = None, high: float | None = None):
+        """Random values of ``dtype``; edge values injected when their class is drawn."""
+        size = int(np.prod(shape, dtype=np.int64))
+        if dtype == "string":
+            pool = ["a", "b", "ab", "refrt", "Zz"]
+            if self.edge("strings"):
+                pool += ["", "é", "日本", " "]
+            return np.array(self.rng.choice(pool, size=size).tolist(), dtype=object).reshape(shape)
+        if dtype == "bool":
+            return self.rng.integers(0, 2, size).astype(bool).reshape(shape)
+        dt = np.dtype(dtype)
+        if dt.kind == "f":
+            lo, hi = (-4.0 if low is None else low), (4.0 if high is None else high)
+            a = self.rng.uniform(lo, hi, size)
+            if self.draw(st.booleans(), label="halves"):     # ties for the rounding ops
+                a = np.round(a * 2) / 2
+            a = a.astype(dt)
+            if size and self.edge("special"):
+                info = np.finfo(dt)
+                specials = {"nan": [np.nan], "inf": [np.inf, -np.inf], "zero": [-0.0, 0.0],
+                            "subnormal": [info.smallest_subnormal, -info.smallest_subnormal,
+                                          info.tiny / 2],
+                            "extreme": [info.max, -info.max, info.tiny]}
+                kind = self.choice(list(specials) + ["mixed"], "special kind")
+                pool = np.array(sum(specials.values(), []) if kind == "mixed" else specials[kind],
+                                dtype=dt)
+                k = self.integer(1, max(1, min(size, 4)), "specials")
+                a[self.rng.choice(size, k, replace=False)] = self.rng.choice(pool, k)
+            return a.reshape(shape)
+        info = np.iinfo(dt)
+        lo = max(info.min, -20 if low is None else int(low))
+        hi = min(info.max, 20 if high is None else int(high))
+        a = self.rng.integers(lo, hi, size, endpoint=True, dtype=np.int64 if dt != np.uint64 else
+                              np.uint64).astype(dt)
+        if size and self.edge("extreme_int"):
+            k = self.integer(1, max(1, min(size, 3)), "extremes")
+            a[self.rng.choice(size, k, replace=False)] = self.rng.choice(
+                np.array([info.min, info.max], dtype=dt), k)
+        return a.reshape(shape)
+
+
+# -- attribute rules -------------------------------------------------------------------------------
+
+def _attr_value(d: _Draw, rule, rank: int):
+    if isinstance(rule, (list, tuple)):
+        return d.choice(rule, "attr")
+    if rule == "axis":
+        return d.integer(-rank, rank - 1, "axis") if rank else 0
+    if rule == "axis_incl":
+        return d.integer(-rank, rank, "axis")
+    if rule == "perm":
+        return [int(i) for i in d.draw(st.permutations(list(range(rank))), label="perm")]
+    if rule == "to_type":
+        return int(helper.np_dtype_to_tensor_dtype(np.dtype(d.choice(
+            [t for t in DRAWN_TYPES if t != "string"], "to"))))
+    raise ValueError(f"unknown attribute rule {rule!r}")
+
+
+def _draw_attrs(d: _Draw, spec: dict, rank: int, schema) -> dict:
+    attrs = {}
+    optional = set(spec.get("optional_attrs", ()))
+    for name, rule in spec.get("attrs", {}).items():
+        if schema is not None and name not in schema.attributes:
+            continue                          # an attribute of another version of the op
+        if name in optional and not d.draw(st.booleans(), label=f"set {name}"):
+            continue
+        attrs[name] = _attr_value(d, rule, rank)
+    return attrs
+
+
+# -- input roles -------------------------------------------------------------------------------------
+
+def _axis(d: _Draw, rank: int) -> int:
+    a = d.attrs.get("axis", 0)
+    return a + rank if a < 0 else a
+
+
+def _role(d: _Draw, role: str, x: np.ndarray, dtype: str):
+    """The value of an input whose role is ``role``, given data input ``x``."""
+    r, shape = x.ndim, x.shape
+    i64 = np.int64
+    if role == "scalar":
+        return d.values(dtype, ())
+    if role == "int_scalar":
+        return np.array(d.integer(-3, 3, "k"), i64)
+    if role == "axis_scalar":
+        return np.array(d.integer(-r, r - 1, "axis") if r else 0, d.choice(["int64", "int32"]))
+    if role == "like":
+        return d.values(d.choice([t for t in DRAWN_TYPES if t != "string"], "like type"), ())
+    if role == "axes":
+        k = d.integer(0, r, "n axes")
+        axes = d.draw(st.permutations(list(range(r))), label="axes")[:k]
+        return np.array([a - r if d.draw(st.booleans(), label="neg") else a for a in axes], i64)
+    if role == "new_axes":
+        out_r = r + d.integer(1, 2, "n new")
+        axes = d.draw(st.permutations(list(range(out_r))), label="axes")[:out_r - r]
+        return np.array(axes, i64)
+    if role == "reshape":
+        target = list(d.rng.permutation(list(shape))) if d.draw(st.booleans(), label="permute") \
+            else [int(np.prod(shape))]
+        if target and d.draw(st.booleans(), label="infer"):
+            target[d.integer(0, len(target) - 1, "minus one")] = -1
+        return np.array(target, i64)
+    if role == "expand":
+        extra = [d.integer(1, 3, "dim") for _ in range(d.integer(0, 2, "extra rank"))]
+        return np.array(extra + [s if d.draw(st.booleans(), label="keep") or s != 1
+                                 else d.integer(1, 3, "dim") for s in shape], i64)
+    if role == "repeats":
+        return np.array([d.integer(0 if d.edge("zero_size") else 1, 3, "repeat")
+                         for _ in range(r)], i64)
+    if role == "pads":
+        return np.array([d.integer(0, 2, "pad") for _ in range(2 * r)], i64)
+    if role == "k":
+        n = shape[_axis(d, r)] if r else 0
+        return np.array([d.integer(0, n, "k")], i64)
+    if role == "indices":
+        n = shape[_axis(d, r)]
+        if n == 0:
+            return np.zeros((0,), i64)
+        idx_shape = d.shape(0, 2)
+        return d.rng.integers(-n, n, idx_shape).astype(d.choice(["int64", "int32"]))
+    if role == "elem_indices":
+        ax = _axis(d, r)
+        ishape = tuple(d.integer(1, s, "dim") if s else 0 for s in shape)
+        ishape = ishape[:ax] + (d.integer(0, 4, "dim"),) + ishape[ax + 1:]
+        n = shape[ax]
+        if n == 0:
+            return np.zeros(ishape, i64)
+        return d.rng.integers(-n, n, ishape).astype(i64)
+    if role == "condition":
+        n = shape[_axis(d, r)] if "axis" in d.attrs else int(np.prod(shape))
+        return d.rng.integers(0, 2, d.integer(0, n, "len")).astype(bool)
+    if role == "split":
+        n = shape[_axis(d, r)]
+        parts = d.integer(1, 3, "parts")
+        cuts = sorted(d.rng.integers(0, n + 1, parts - 1).tolist())
+        return np.diff([0] + cuts + [n]).astype(i64)
+    if role in ("starts", "ends"):
+        axes = d.attrs.setdefault("_slice_axes", list(range(r)))
+        return np.array([d.integer(-shape[a] - 2, shape[a] + 2, role) for a in axes], i64)
+    if role == "slice_axes":
+        return np.array(d.attrs.get("_slice_axes", list(range(r))), i64)
+    if role == "steps":
+        return np.array([d.choice([1, 2, -1, -2], "step") for _ in d.attrs.get("_slice_axes", [])],
+                        i64)
+    if role == "shape_input":
+        return np.array([d.integer(0, 6, "dim") for _ in range(r)], i64)
+    if role == "depth":
+        return np.array(d.integer(1, 6, "depth"), dtype)
+    if role == "onehot_values":
+        return d.values(dtype, (2,))
+    if role == "zero_point":
+        return d.values(dtype, (), low=-128, high=255)
+    raise ValueError(f"unknown input role {role!r}")
+
+
+# -- families: how the inputs' shapes relate -------------------------------------------------------
+
+def _in_type(schema, i: int, d: _Draw) -> str:
+    p = schema.inputs[min(i, len(schema.inputs) - 1)]
+    return d.types.get(p.type_str) or _TYPE_STR.get(p.type_str, "int64")
+
+
+def _trailing_roles(d: _Draw, spec: dict, schema, x, first: int):
+    roles = spec.get("inputs", [])
+    keep = len(roles) - (d.integer(0, spec.get("optional", 0), "omit") if spec.get("optional")
+                         else 0)
+    for j, role in enumerate(roles):
+        if j >= keep:
+            break
+        d.add(_role(d, role, x, _in_type(schema, first + j, d)))
+
+
+def _unary(d: _Draw, spec, schema):
+    lo, hi = spec.get("rank", (0, 4))
+    x = d.add(d.values(_in_type(schema, 0, d), d.shape(lo, hi)))
+    d.attrs.update(_draw_attrs(d, spec, x.ndim, schema))
+    _trailing_roles(d, spec, schema, x, 1)
+
+
+def _broadcast(d: _Draw, spec, schema):
+    n = len(schema.inputs)
+    if spec.get("variadic"):
+        n = d.integer(1, 3, "n inputs")
+    min_dims = 0 if d.edge("scalar") else 1
+    shapes, _ = d.draw(mutually_broadcastable_shapes(num_shapes=n, min_dims=min_dims, max_dims=4,
+                                                     min_side=1, max_side=4), label="shapes")
+    shapes = list(shapes)
+    if d.edge("zero_size") and shapes[0]:
+        shapes[0] = shapes[0][:-1] + (0,)
+    for i, s in enumerate(shapes):
+        d.add(d.values(_in_type(schema, i, d), s, **_ranges(spec, schema, d, i)))
+    d.attrs.update(_draw_attrs(d, spec, max(len(s) for s in shapes), schema))
+
+
+def _ranges(spec, schema, d, i):
+    if schema.name == "BitShift" and i == 1:
+        return {"low": 0, "high": 8 * np.dtype(_in_type(schema, 1, d)).itemsize - 1}
+    if schema.name == "Pow" and i == 1:
+        return {"low": -3, "high": 3}
+    return {}
+
+
+def _concat(d: _Draw, spec, schema):
+    base = d.shape(1, 4)
+    d.attrs.update(_draw_attrs(d, spec, len(base), schema))
+    ax = _axis(d, len(base))
+    t = _in_type(schema, 0, d)
+    for _ in range(d.integer(1, 3, "n inputs")):
+        s = list(base)
+        s[ax] = d.integer(0, 3, "dim")
+        d.add(d.values(t, tuple(s)))
+
+
+def _square(d: _Draw, spec, schema):
+    n = d.integer(1, 4, "n")
+    batch = d.shape(0, 2)
+    d.add(d.values(_in_type(schema, 0, d), batch + (n, n)))
+
+
+def _shape_only(d: _Draw, spec, schema):
+    d.add(np.array(d.shape(1, 3), np.int64))
+
+
+def _scale(d: _Draw, shape=()):
+    return d.rng.uniform(0.01, 0.2, shape).astype(np.float32)
+
+
+def _matmul(d: _Draw, spec, schema):
+    m, k, n = (d.integer(1, MAX_DIM, "m"), d.integer(1, MAX_DIM, "k"), d.integer(1, MAX_DIM, "n"))
+    if d.edge("zero_size"):
+        m = 0
+    batch = d.shape(0, 2)
+    a_shape = (batch + (m, k)) if d.draw(st.booleans(), label="a batched") else (m, k)
+    b_shape = (batch + (k, n)) if d.draw(st.booleans(), label="b batched") else (k, n)
+    if d.edge("scalar"):     # 1-D operands
+        a_shape = (k,)
+    ta = _in_type(schema, 0, d)
+    if spec.get("quant") == "qlinear":
+        tb, ty = d.types.get("T2", ta), d.types.get("T3", ta)
+        for shape, t in ((a_shape, ta), (b_shape, tb)):
+            d.add(d.values(t, shape, low=-128, high=255))
+            d.add(_scale(d))
+            d.add(d.values(t, (), low=-128, high=255))
+        d.add(_scale(d))
+        d.add(d.values(ty, (), low=-128, high=255))
+        return
+    tb = _in_type(schema, 1, d)
+    d.add(d.values(ta, a_shape, low=-128, high=255))
+    d.add(d.values(tb, b_shape, low=-128, high=255))
+    _trailing_roles(d, spec, schema, d.inputs[0][1], 2)
+
+
+def _gemm(d: _Draw, spec, schema):
+    d.attrs.update(_draw_attrs(d, spec, 2, schema))
+    m, k, n = (d.integer(0 if d.edge("zero_size") else 1, MAX_DIM, "m"),
+               d.integer(1, MAX_DIM, "k"), d.integer(1, MAX_DIM, "n"))
+    t = _in_type(schema, 0, d)
+    d.add(d.values(t, (k, m) if d.attrs.get("transA") else (m, k)))
+    d.add(d.values(t, (n, k) if d.attrs.get("transB") else (k, n)))
+    if d.draw(st.booleans(), label="C"):
+        d.add(d.values(t, d.choice([(m, n), (n,), (1, n), (m, 1), ()], "C shape")))
+
+
+def _spatial(d: _Draw, n_spatial: int):
+    kernel = [d.integer(1, 3, "kernel") for _ in range(n_spatial)]
+    strides = [d.integer(1, 2, "stride") for _ in range(n_spatial)]
+    dil = [d.integer(1, 2, "dilation") for _ in range(n_spatial)]
+    size = [d.integer((k - 1) * e + 1, (k - 1) * e + 4, "size") for k, e in zip(kernel, dil)]
+    pads = [d.integer(0, k - 1, "pad") for k in kernel for _ in (0,)] * 2
+    return kernel, strides, dil, size, pads
+
+
+def _conv(d: _Draw, spec, schema):
+    ns = d.integer(1, 2, "spatial rank")
+    kernel, strides, dil, size, pads = _spatial(d, ns)
+    group = d.integer(1, 2, "group")
+    cg, mg = d.integer(1, 3, "cin/group"), d.integer(1, 3, "cout/group")
+    batch = 0 if d.edge("zero_size") else d.integer(1, 2, "batch")
+    d.attrs.update(strides=strides, dilations=dil, group=group)
+    if d.draw(st.booleans(), label="kernel_shape"):
+        d.attrs["kernel_shape"] = kernel
+    pad_mode = d.choice(["pads", "NOTSET", "SAME_UPPER", "VALID"], "auto_pad")
+    if pad_mode == "pads":
+        d.attrs["pads"] = pads
+    elif pad_mode != "NOTSET":
+        d.attrs["auto_pad"] = pad_mode
+    x_shape, w_shape = (batch, cg * group, *size), (mg * group, cg, *kernel)
+    op = schema.name
+    if op == "Conv":
+        t = _in_type(schema, 0, d)
+        d.add(d.values(t, x_shape))
+        d.add(d.values(t, w_shape))
+        if d.draw(st.booleans(), label="bias"):
+            d.add(d.values(t, (mg * group,)))
+    elif op == "ConvInteger":
+        tx, tw = _in_type(schema, 0, d), _in_type(schema, 1, d)
+        d.add(d.values(tx, x_shape, low=-128, high=255))
+        d.add(d.values(tw, w_shape, low=-128, high=255))
+        if d.draw(st.booleans(), label="zero points"):
+            d.add(d.values(tx, (), low=-128, high=255))
+            d.add(d.values(tw, (), low=-128, high=255))
+    else:                                     # QLinearConv
+        tx, tw, ty = _in_type(schema, 0, d), _in_type(schema, 3, d), _in_type(schema, 7, d)
+        per_channel = d.draw(st.booleans(), label="per channel")
+        d.add(d.values(tx, x_shape, low=-128, high=255))
+        d.add(_scale(d))
+        d.add(d.values(tx, (), low=-128, high=255))
+        d.add(d.values(tw, w_shape, low=-127, high=127))
+        d.add(_scale(d, (mg * group,) if per_channel else ()))
+        d.add(np.zeros((mg * group,) if per_channel else (), tw))
+        d.add(_scale(d))
+        d.add(d.values(ty, (), low=-128, high=255))
+        if d.draw(st.booleans(), label="bias"):
+            d.add(d.rng.integers(-1000, 1000, mg * group).astype(np.int32))
+
+
+def _pool(d: _Draw, spec, schema):
+    ns = d.integer(1, 2, "spatial rank")
+    kernel, strides, dil, size, pads = _spatial(d, ns)
+    batch = 0 if d.edge("zero_size") else d.integer(1, 2, "batch")
+    x = d.values(_in_type(schema, 0, d), (batch, d.integer(1, 3, "channels"), *size))
+    d.add(x)
+    d.attrs.update(kernel_shape=kernel, strides=strides)
+    if "dilations" in schema.attributes and d.draw(st.booleans(), label="dilations"):
+        d.attrs["dilations"] = dil
+    pad_mode = d.choice(["pads", "NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"], "auto_pad")
+    if pad_mode == "pads":
+        d.attrs["pads"] = pads
+    elif pad_mode != "NOTSET":
+        d.attrs["auto_pad"] = pad_mode
+    if "ceil_mode" in schema.attributes:
+        d.attrs["ceil_mode"] = d.choice([0, 1], "ceil_mode")
+    if "count_include_pad" in schema.attributes:
+        d.attrs["count_include_pad"] = d.choice([0, 1], "count_include_pad")
+    d.attrs.update(_draw_attrs(d, spec, x.ndim, schema))
+
+
+def _reduce(d: _Draw, spec, schema):
+    x = d.add(d.values(_in_type(schema, 0, d), d.shape(0, 4)))
+    r = x.ndim
+    d.attrs.update(_draw_attrs(d, spec, r, schema))
+    k = d.integer(0, r, "n axes")
+    axes = [int(a) for a in d.draw(st.permutations(list(range(r))), label="axes")[:k]]
+    if len(schema.inputs) > 1:                # axes as an input (ReduceSum-13, the others from 18)
+        if d.draw(st.booleans(), label="axes given"):
+            d.add(np.array(axes, np.int64))
+    elif axes or d.draw(st.booleans(), label="empty axes"):
+        d.attrs["axes"] = axes
+        d.attrs.pop("noop_with_empty_axes", None)
+
+
+def _norm(d: _Draw, spec, schema):
+    op = schema.name
+    t = _in_type(schema, 0, d)
+    eps = d.choice([1e-5, 1e-3], "epsilon")
+    if op in ("BatchNormalization", "InstanceNormalization", "GroupNormalization"):
+        x = d.values(t, (d.integer(0 if d.edge("zero_size") else 1, 2, "batch"),
+                         d.integer(1, 4, "channels")) + d.shape(0, 2))
+        c = x.shape[1]
+        d.add(x)
+        d.attrs["epsilon"] = eps
+        tp = _in_type(schema, 1, d)
+        if op == "BatchNormalization":
+            for name in ("scale", "B", "mean"):
+                d.add(d.values(tp, (c,)))
+            d.add(np.abs(d.values(_in_type(schema, 4, d), (c,))) + np.asarray(0.5, tp))
+        elif op == "InstanceNormalization":
+            d.add(d.values(t, (c,)))
+            d.add(d.values(t, (c,)))
+        else:
+            groups = d.choice([g for g in range(1, c + 1) if c % g == 0], "groups")
+            d.attrs["num_groups"] = groups
+            n = c if schema.since_version >= 21 else groups
+            d.add(d.values(t, (n,)))
+            d.add(d.values(t, (n,)))
+        return
+    x = d.add(d.values(t, d.shape(1, 4)))
+    axis = d.integer(-x.ndim, x.ndim - 1, "axis")
+    d.attrs.update(axis=axis, epsilon=eps)
+    tail = x.shape[axis:]
+    d.add(d.values(_in_type(schema, 1, d), tail))
+    if op == "LayerNormalization" and d.draw(st.booleans(), label="bias"):
+        d.add(d.values(t, tail))
+
+
+def _quant(d: _Draw, spec, schema):
+    op = schema.name
+    x_t = _in_type(schema, 0, d)
+    x = d.add(d.values(x_t, d.shape(0, 3), low=-300 if x_t.startswith("float") else None,
+                       high=300 if x_t.startswith("float") else None))
+    per_axis = x.ndim > 0 and "axis" in schema.attributes and d.draw(st.booleans(),
+                                                                      label="per axis")
+    shape = ()
+    if per_axis:
+        axis = d.integer(-x.ndim, x.ndim - 1, "axis")
+        d.attrs["axis"] = axis
+        shape = (x.shape[axis],)
+    scale_t = _in_type(schema, 1, d)
+    d.add(d.rng.uniform(0.01, 2.0, shape).astype(scale_t))
+    if op == "QuantizeLinear":
+        zp_t = _in_type(schema, 2, d)
+        if d.draw(st.booleans(), label="zero point"):
+            d.add(d.values(zp_t, shape, low=-128, high=255))
+    elif d.draw(st.booleans(), label="zero point"):
+        d.add(d.values(x_t, shape, low=-128, high=255))
+
+
+def _roles(d: _Draw, spec, schema):
+    """Every input by role (``spec["roles"]``): ``x`` the data input (rank from ``rank``),
+    ``bx`` broadcastable with x, ``same`` x's shape, ``last`` 1-D of x's last dimension,
+    ``w`` a (K, N) weight for x (..., K), ``n`` 1-D of N, ``scale`` a positive float32 scalar,
+    ``zp`` a scalar zero point of the input's type; a trailing ``?`` marks an optional input."""
+    lo, hi = spec.get("rank", (1, 4))
+    roles = spec["roles"]
+    x_shape = d.shape(lo, hi)
+    n = d.integer(1, MAX_DIM, "n")
+    d.attrs.update(_draw_attrs(d, spec, len(x_shape), schema))
+    for i, role in enumerate(roles):
+        optional = role.endswith("?")
+        role = role.rstrip("?")
+        if optional and not d.draw(st.booleans(), label=f"input {i}"):
+            d.absent()
+            continue
+        t = _in_type(schema, i, d)
+        if role == "x":
+            d.add(d.values(t, x_shape, low=-128 if t in ("uint8", "int8") else None,
+                           high=255 if t in ("uint8", "int8") else None))
+        elif role == "bx":
+            d.add(d.values(t, x_shape[d.integer(0, len(x_shape), "drop dims"):], low=-128,
+                           high=255))
+        elif role == "same":
+            d.add(d.values(t, x_shape))
+        elif role == "last":
+            d.add(d.values(t, x_shape[-1:]))
+        elif role == "w":
+            d.add(d.values(t, (x_shape[-1] if x_shape else 1, n), low=-128, high=255))
+        elif role == "n":
+            d.add(d.values(t, (n,)))
+        elif role == "scale":
+            d.add(_scale(d))
+        elif role == "zp":
+            d.add(d.values(t, (), low=-128, high=255))
+        else:
+            raise ValueError(f"unknown role {role!r}")
+
+
+def _seed(d: _Draw, spec, schema):  # handled by _seed_case; here only for the FAMILIES table
+    raise NotImplementedError
+
+
+FAMILIES = {"unary": _unary, "broadcast": _broadcast, "concat": _concat, "square": _square,
+            "shape_only": _shape_only, "matmul": _matmul, "gemm": _gemm, "conv": _conv,
+            "pool": _pool, "reduce": _reduce, "norm": _norm, "quant": _quant, "roles": _roles,
+            "seed": _seed}
+
+
+# -- types ----------------------------------------------------------------------------------------------
+
+def _type_choices(schema, spec: dict, dtypes) -> dict[str, list[str]]:
+    """Type parameter -> the dtypes that may be drawn for it."""
+    out = {}
+    for param, allowed_strs in schema.type_constraints.items():
+        allowed = [_TYPE_STR[s] for s in allowed_strs if s in _TYPE_STR]
+        if param in spec.get("types", {}):
+            allowed = [t for t in spec["types"][param] if t in allowed]
+        if dtypes is not None:
+            allowed = [t for t in allowed if t in dtypes]
+        out[param] = allowed
+    return out
+
+
+# -- building and checking a case ------------------------------------------------------------------------
+
+def _opset_imports(domain: str, opset: int):
+    dom = registry.proto_domain(domain)
+    if dom == "":
+        return [helper.make_opsetid("", opset)]
+    return [helper.make_opsetid(dom, opset), helper.make_opsetid("", 17)]
+
+
+def _value_info(name: str, value):
+    if isinstance(value, list):
+        et = helper.np_dtype_to_tensor_dtype(value[0].dtype) if value else TensorProto.FLOAT
+        return helper.make_tensor_sequence_value_info(name, et, None)
+    arr = np.asarray(value)
+    et = TensorProto.STRING if arr.dtype == object else helper.np_dtype_to_tensor_dtype(arr.dtype)
+    return helper.make_tensor_value_info(name, et, list(arr.shape))
+
+
+def build_model(op_type: str, domain: str, opset: int, inputs: list, attrs: dict,
+                n_outputs: int) -> tuple[onnx.ModelProto, dict]:
+    """A one-node model whose inputs are all graph inputs; output types are left to be filled."""
+    names = [n for n, _ in inputs]
+    feeds = {n: v for n, v in inputs if n}
+    node = helper.make_node(op_type, names, [f"out{i}" for i in range(n_outputs)],
+                            domain=registry.proto_domain(domain))
+    for k, v in attrs.items():
+        if k.startswith("_"):
+            continue                     # the drawing rules' own notes
+        if isinstance(v, list) and not v:
+            node.attribute.append(helper.make_attribute(k, v, attr_type=onnx.AttributeProto.INTS))
+        else:
+            node.attribute.append(helper.make_attribute(k, v))
+    graph = helper.make_graph([node], f"{op_type}_case", [_value_info(n, v) for n, v in feeds.items()],
+                              [helper.make_tensor_value_info(o, TensorProto.UNDEFINED, None)
+                               for o in node.output])
+    model = helper.make_model(graph, opset_imports=_opset_imports(domain, opset))
+    model.ir_version = min(model.ir_version, 10)
+    return model, feeds
+
+
+def run_refrt(model: bytes | onnx.ModelProto, feeds: dict, numerics: str = "spec", **options) -> list:
+    from ..session import InferenceSession
+    data = model if isinstance(model, bytes) else model.SerializeToString()
+    sess = InferenceSession(data, numerics=numerics, **options)
+    return sess.run(None, feeds)
+
+
+def _finish(op_type: str, domain: str, opset: int, since: int, model: onnx.ModelProto, feeds: dict,
+            source: str, types: str, edges, key: str) -> Case:
+    try:
+        expected = run_refrt(model, feeds)
+    except RefrtError as e:
+        reason = type(e).__name__
+        cause = e.__cause__
+        if cause is not None and not isinstance(cause, RefrtError):
+            reason += f" ({type(cause).__name__})"
+        _reject(key, reason)
+    names = [o.name for o in model.graph.output]
+    if any(v is None for v in expected):
+        _reject(key, "an optional output left empty")
+    del model.graph.output[:]
+    model.graph.output.extend(_value_info(o, v) for o, v in zip(names, expected))
+    _STATS[key]["accepted"] += 1
+    return Case(op_type, registry.canonical_domain(domain), opset, since, model.SerializeToString(),
+                feeds, expected, source, types, tuple(sorted(edges)))
+
+
+@st.composite
+def _node_case(draw, op_type, domain, opset, dtypes, edge_rate, edges, max_opset):
+    dom = registry.canonical_domain(domain)
+    key = (op_type if dom == registry.DEFAULT_DOMAIN else f"{dom}.{op_type}")
+    spec = TABLE.get(op_type if dom == registry.DEFAULT_DOMAIN else f"{dom}.{op_type}")
+    pairs = _versions(op_type, dom, max_opset)
+    if opset is not None:
+        impl = registry.lookup(op_type, dom, opset)
+        pairs = [(impl.since, opset)] if impl else []
+    if not pairs:
+        raise ValueError(f"refrt implements no version of {key} at opset "
+                         f"{opset if opset is not None else '<= %d' % max_opset}")
+    _STATS[key]["drawn"] += 1
+    if spec is None or spec["family"] == "seed":
+        return _seed_case(draw, op_type, dom, pairs, edge_rate, edges, dtypes, key)
+    since, op_opset = draw(st.sampled_from(pairs), label="version")
+    schema = _schema(op_type, dom, op_opset)
+    choices = _type_choices(schema, spec, dtypes)
+    types = {}
+    for param, allowed in choices.items():
+        if not allowed:
+            _reject(key, "no drawable type")
+        types[param] = draw(st.sampled_from(allowed), label=f"type {param}")
+    d = _Draw(draw, edge_rate, frozenset(edges), types)
+    FAMILIES[spec["family"]](d, spec, schema)
+    while d.inputs and d.inputs[-1][0] == "":
+        d.inputs.pop()
+    inputs = [(f"in{i}" if v is not None else "", v) for i, (_, v) in enumerate(d.inputs)]
+    _check_arity(schema, inputs, key)
+    n_out = _n_outputs(schema, spec, d, inputs)
+    model, feeds = build_model(op_type, dom, op_opset, inputs, d.attrs, n_out)
+    tstr = ",".join(f"{k}={v}" for k, v in sorted(types.items()))
+    return _finish(op_type, dom, op_opset, since, model, feeds, "schema", tstr, d.edges, key)
+
+
+def _check_arity(schema: _Schema, inputs: list, key: str) -> None:
+    """The schema's word on which inputs must be present (refrt's own check is its signature)."""
+    variadic = bool(schema.inputs) and schema.inputs[-1].option == "Variadic"
+    if len(inputs) > len(schema.inputs) and not variadic:
+        _reject(key, "schema: too many inputs")
+    for p, (name, _) in zip(schema.inputs, inputs + [("", None)] * len(schema.inputs)):
+        if p.option == "Single" and not name:
+            _reject(key, "schema: a required input is absent")
+
+
+def _n_outputs(schema, spec, d: _Draw, inputs) -> int:
+    if spec.get("outputs") == "split":
+        given = next((v for n, v in inputs[1:2] if v is not None), None)
+        if given is not None:
+            return len(given)
+        n = d.integer(1, 3, "n outputs")
+        if "num_outputs" in schema.attributes:
+            d.attrs["num_outputs"] = n
+        return n
+    n = 0
+    for p in schema.outputs:
+        if p.option != "Single":
+            break
+        n += 1
+    return max(n, 1)
+
+
+def node_cases(op_type: str, domain: str = "", opset: int | None = None, *, dtypes=None,
+               edge_rate: float = 0.15, edges=(), max_opset: int | None = None):
+    """Valid one-node cases of ``domain.op_type`` (any version refrt implements, or the one
+    ``opset`` resolves to), with refrt's "spec" outputs as ``Case.expected``.
+
+    ``dtypes``: draw only these dtypes (names like ``"float32"``) where a type constraint allows;
+    ``edge_rate``: the chance of each edge class per draw; ``edges``: classes always present;
+    ``max_opset``: the newest opset to use (a candidate's limit)."""
+    bad = set(edges) - set(EDGE_CLASSES)
+    if bad:
+        raise ValueError(f"unknown edge classes {sorted(bad)}; known: {', '.join(EDGE_CLASSES)}")
+    if not registry.versions(op_type, domain):
+        raise ValueError(f"refrt does not implement {op_type!r} in domain {domain or 'ai.onnx'!r}")
+    return _node_case(op_type, domain, opset, None if dtypes is None else frozenset(dtypes),
+                      edge_rate, frozenset(edges), max_opset or onnx.defs.onnx_opset_version())
+
+
+# -- seeds from the ONNX backend test data ----------------------------------------------------------------
+
+@functools.lru_cache(maxsize=1)
+def _seed_index() -> dict[tuple[str, str], list]:
+    """(domain, op_type) -> [(test name, model, feeds)]: the ONNX backend node tests (generated by
+    the installed onnx package) whose model is that one node."""
+    import warnings
+    from onnx.backend.test.case.node import collect_testcases
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        raw = collect_testcases(None)
+    index: dict = defaultdict(list)
+    for tc in raw:
+        m = tc.model
+        if "_expanded" in tc.name or len(m.graph.node) != 1 or not tc.data_sets:
+            continue
+        inits = {t.name for t in m.graph.initializer}
+        names = [i.name for i in m.graph.input if i.name not in inits]
+        ins = tc.data_sets[0][0]
+        feeds = {n: (numpy_helper.to_array(v) if isinstance(v, TensorProto) else v)
+                 for n, v in zip(names, ins)}
+        n = m.graph.node[0]
+        index[(registry.canonical_domain(n.domain), n.op_type)].append((tc.name, m, feeds))
+    return dict(index)
+
+
+def seed_ops() -> set:
+    return set(_seed_index())
+
+
+def _seed_case(draw, op_type, dom, pairs, edge_rate, edges, dtypes, key):
+    folders = _seed_index().get((dom, op_type), [])
+    if not folders:
+        _reject(key, "no strategy (no table entry, no backend seed)")
+    name, model, feeds = draw(st.sampled_from(folders), label="seed")
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    feeds = dict(feeds)
+    dom_opset = {registry.canonical_domain(o.domain): o.version for o in model.opset_import}
+    opset = dom_opset.get(dom, 1)
+    impl = registry.lookup(op_type, dom, opset)
+    if impl is None or opset > max(o for _, o in pairs) + 100:
+        _reject(key, "seed's version not implemented")
+    d = _Draw(draw, edge_rate, frozenset(edges), {})
+    for name, v in list(feeds.items()):
+        if isinstance(v, np.ndarray) and v.dtype.kind == "f" and v.dtype.itemsize >= 2:
+            feeds[name] = d.values(str(v.dtype), v.shape, low=float(np.nanmin(v)) if v.size else None,
+                                   high=float(np.nanmax(v)) if v.size else None) \
+                if v.size and np.isfinite(v).all() and np.nanmin(v) < np.nanmax(v) else v
+    if dtypes is not None and not any(str(getattr(v, "dtype", "")) in dtypes
+                                      for v in feeds.values()):
+        _reject(key, "seed has none of the requested dtypes")
+    types = ",".join(sorted({str(v.dtype) for v in feeds.values() if isinstance(v, np.ndarray)}))
+    return _finish(op_type, dom, opset, impl.since, model, feeds, f"seed:{name}", types, d.edges,
+                   key)
+
+
+# -- a case from a model file -------------------------------------------------------------------------------
+
+def case_from_model(model: bytes, feeds: dict, expected: list | None = None) -> Case:
+    """Wrap an existing model (e.g. a reproducer folder) as a Case; expected from refrt if absent."""
+    m = onnx.load_from_string(model)
+    n = m.graph.node[0] if len(m.graph.node) == 1 else None
+    dom = registry.canonical_domain(n.domain) if n is not None else registry.DEFAULT_DOMAIN
+    opset = {registry.canonical_domain(o.domain): o.version for o in m.opset_import}.get(dom, 0)
+    impl = registry.lookup(n.op_type, dom, opset) if n is not None else None
+    if expected is None:
+        expected = run_refrt(model, feeds)
+    return Case(n.op_type if n is not None else "graph", dom, opset, impl.since if impl else 0,
+                model, feeds, expected, "file", ops=tuple(x.op_type for x in m.graph.node))
+
+
+# -- graphs -----------------------------------------------------------------------------------------------
+
+_CHAIN_UNARY = ("Relu", "Sigmoid", "Tanh", "Abs", "Neg", "Exp", "Sqrt", "Softmax", "LeakyRelu",
+                "Erf", "Identity", "Floor", "Transpose", "Softplus")
+_CHAIN_BINARY = ("Add", "Sub", "Mul", "Div", "Max", "Min")
+
+
+@st.composite
+def _graph_case(draw, ops, max_nodes, opset, edge_rate):
+    d = _Draw(draw, edge_rate, frozenset(), {})
+    shape = d.shape(1, 3)
+    x = d.values("float32", shape)
+    feeds = {"x": x}
+    nodes, inits = [], []
+    current = "x"
+    chosen = draw(st.lists(st.sampled_from(list(ops)), min_size=1, max_size=max_nodes),
+                  label="ops")
+    for i, op in enumerate(chosen):
+        out = f"t{i}"
+        if op in _CHAIN_BINARY:
+            other = draw(st.sampled_from(["x", current, "const"]), label="operand")
+            if other == "const":
+                other = f"c{i}"
+                inits.append(numpy_helper.from_array(d.values("float32", shape[-1:]), other))
+            nodes.append(helper.make_node(op, [current, other], [out], name=f"n{i}"))
+        elif op == "Transpose":
+            nodes.append(helper.make_node(op, [current], [out], name=f"n{i}",
+                                          perm=list(range(len(shape)))[::-1]))
+            shape = shape[::-1]
+        else:
+            nodes.append(helper.make_node(op, [current], [out], name=f"n{i}"))
+        current = out
+    graph = helper.make_graph(nodes, "graph_case", [_value_info("x", x)],
+                              [helper.make_tensor_value_info(current, TensorProto.FLOAT, None)],
+                              inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = min(model.ir_version, 10)
+    key = "graph"
+    _STATS[key]["drawn"] += 1
+    case = _finish("graph", registry.DEFAULT_DOMAIN, opset, opset, model, feeds, "graph",
+                   "float32", d.edges, key)
+    case.ops = tuple(chosen)
+    return case
+
+
+def graph_cases(ops=None, max_nodes: int = 6, opset: int = 17, edge_rate: float = 0.1):
+    """Small float32 graphs chaining element-wise ops (``ops``: the op types to draw from; unary
+    ops, Transpose and the binary ops Add/Sub/Mul/Div/Max/Min, whose second operand is the graph
+    input, the previous result or a constant)."""
+    ops = tuple(ops or _CHAIN_UNARY + _CHAIN_BINARY)
+    unknown = set(ops) - set(_CHAIN_UNARY) - set(_CHAIN_BINARY)
+    if unknown:
+        raise ValueError(f"graph_cases chains {', '.join(_CHAIN_UNARY + _CHAIN_BINARY)}; "
+                         f"not {sorted(unknown)}")
+    return _graph_case(ops, max_nodes, opset, edge_rate)
+
+
+def case_hash(case: Case) -> str:
+    h = zlib.crc32(case.model)
+    for k, v in case.feeds.items():
+        h = zlib.crc32(np.ascontiguousarray(v).tobytes() if v.dtype != object else
+                       repr(v.tolist()).encode(), h)
+    return f"{h:08x}"
