@@ -282,6 +282,8 @@ def _detach(value, fed: set, given: set):
     """Outputs are the caller's own: they never alias the session's (read-only) weights, the
     caller's feeds (sequence elements included) or each other. Ops such as Identity, Reshape or
     Transpose may return their input or a view of it; two graph outputs may be one value."""
+    if isinstance(value, (str, np.str_)) or (isinstance(value, np.ndarray) and value.dtype.kind in "US"):
+        value = np.array(value, dtype=object)      # string tensors are object arrays, as in onnxruntime
     if isinstance(value, np.ndarray):
         if value.base is not None or not value.flags.writeable or id(value) in fed or id(value) in given:
             value = value.copy()

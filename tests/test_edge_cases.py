@@ -227,3 +227,67 @@ def test_zero_size_sweep_over_float_ops_matches_onnxruntime(shape):
         if [np.shape(x) for x in got] != [np.shape(x) for x in expected]:
             failures.append(f"{name}: shapes {[np.shape(x) for x in got]} vs {[np.shape(x) for x in expected]}")
     assert checked > 60 and not failures, failures
+
+
+# -- output types as the schemas' type constraints bind them ----------------------------------------
+
+def _one_node(op, inputs, feeds, domain="", opset=23, **attrs):
+    import refrt
+    from onnx import TensorProto, helper
+    vi = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
+          for n, v in feeds.items()]
+    g = helper.make_graph([helper.make_node(op, inputs, ["y"], domain=domain, **attrs)], "g", vi,
+                          [helper.make_tensor_value_info("y", TensorProto.UNDEFINED, None)])
+    imports = [helper.make_opsetid("", opset)] + ([helper.make_opsetid(domain, 1)] if domain else [])
+    m = helper.make_model(g, opset_imports=imports)
+    return refrt.InferenceSession(m.SerializeToString()).run(None, feeds)[0]
+
+
+def test_rms_normalization_output_has_the_scale_type():
+    x = np.array([[1.0, 2.0, 3.0]], np.float16)
+    y = _one_node("RMSNormalization", ["x", "s"], {"x": x, "s": np.ones(3, np.float32)})
+    assert y.dtype == np.float32                   # the schema: Y is V, Scale's type
+    ref = x.astype(np.float32) / np.sqrt((x.astype(np.float32) ** 2).mean() + np.float32(1e-5))
+    np.testing.assert_allclose(y, ref, rtol=1e-6)
+
+
+def test_layer_normalization_1_output_has_the_scale_type():
+    x = np.array([[1.0, 2.0, 4.0]], np.float16)
+    y = _one_node("LayerNormalization", ["x", "s"], {"x": x, "s": np.ones(3, np.float32)}, opset=11)
+    assert y.dtype == np.float32
+
+
+def test_matmul_integer_to_float_float16_scales_give_float16():
+    a = np.array([[1, 2]], np.uint8)
+    b = np.array([[3], [4]], np.int8)
+    feeds = {"a": a, "b": b, "sa": np.array(0.5, np.float16), "sb": np.array(0.25, np.float16)}
+    y = _one_node("MatMulIntegerToFloat", ["a", "b", "sa", "sb"], feeds, domain="com.microsoft",
+                  opset=17)
+    assert y.dtype == np.float16 and float(y[0, 0]) == 11 * 0.125
+
+
+def test_squeeze_with_empty_axes_per_numerics():
+    x = np.array([[5]], np.uint8)
+    feeds = {"x": x, "axes": np.zeros(0, np.int64)}
+    import refrt
+    from onnx import TensorProto, helper
+    g = helper.make_graph([helper.make_node("Squeeze", ["x", "axes"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.UINT8, [1, 1]),
+                           helper.make_tensor_value_info("axes", TensorProto.INT64, [0])],
+                          [helper.make_tensor_value_info("y", TensorProto.UINT8, None)])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString()
+    assert refrt.InferenceSession(m).run(None, feeds)[0].shape == ()               # as ORT
+    assert refrt.InferenceSession(m, numerics="spec").run(None, feeds)[0].shape == (1, 1)
+
+
+def test_string_outputs_are_object_arrays_even_0d():
+    import refrt
+    from onnx import TensorProto, helper
+    g = helper.make_graph([helper.make_node("Gather", ["x", "i"], ["y"], axis=0)], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.STRING, [2]),
+                           helper.make_tensor_value_info("i", TensorProto.INT64, [])],
+                          [helper.make_tensor_value_info("y", TensorProto.STRING, None)])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString()
+    y = refrt.InferenceSession(m).run(None, {"x": np.array(["ab", "c"], object),
+                                             "i": np.array(1, np.int64)})[0]
+    assert isinstance(y, np.ndarray) and y.dtype == object and y.shape == () and y.item() == "c"

@@ -534,8 +534,11 @@ def matmul_integer_to_float(A, B, a_scale, b_scale, a_zero_point=None, b_zero_po
                          _b_zero_point_layout(b_zero_point, b, "b_zero_point"), ctx, b_input=1)
     b_s = _b_scale_layout(b_scale, b, "b_scale")
     if a_s.size == 1:
-        return _float_epilogue(acc, a_s.reshape(()) * b_s, bias)
-    return (_float_epilogue(acc, b_s, bias) * a_s).astype(_F32, copy=False)
+        y = _float_epilogue(acc, a_s.reshape(()) * b_s, bias)
+    else:
+        y = (_float_epilogue(acc, b_s, bias) * a_s).astype(_F32, copy=False)
+    # computed in float32; Y has the scales' type (T3: float32 or float16)
+    return y.astype(np.asarray(a_scale).dtype, copy=False)
 
 
 @op("QGemm", domain=MS)
@@ -628,20 +631,25 @@ def qattention(input, weight, bias, input_scale, weight_scale, mask_index=None,
 # ---------------------------------------------------------------- QEmbedLayerNormalization
 
 @op("QEmbedLayerNormalization", domain=MS)
-def qembed_layer_normalization(input_ids, segment_ids, word_embedding_quant,
-                               position_embedding_quant, segment_embedding, gamma_quant,
-                               beta_quant, mask, word_embedding_scale, position_embedding_scale,
-                               segment_embedding_scale, gamma_scale, beta_scale,
-                               word_embedding_zero_point, position_embedding_zero_point,
-                               segment_embedding_zero_point, gamma_zero_point, beta_zero_point,
-                               *, epsilon=f32(1e-12)):
+def qembed_layer_normalization(input_ids, segment_ids=None, word_embedding_quant=None,
+                               position_embedding_quant=None, segment_embedding=None,
+                               gamma_quant=None, beta_quant=None, mask=None,
+                               word_embedding_scale=None, position_embedding_scale=None,
+                               segment_embedding_scale=None, gamma_scale=None, beta_scale=None,
+                               word_embedding_zero_point=None, position_embedding_zero_point=None,
+                               segment_embedding_zero_point=None, gamma_zero_point=None,
+                               beta_zero_point=None, *, epsilon=f32(1e-12)):
     """EmbedLayerNormalization on the dequantized tables: word / position / segment embeddings,
     gamma and beta each (q - zero_point) * scale (per tensor); outputs the normalized sum and
     mask_index
 
     ORT dequantizes the same way (float32) but runs its own layer normalization loop (sum,
     mean, centred sum of squares, x / sqrt(var + eps) * gamma + beta, left-to-right float32
-    sums): results agree within a few float32 ULP, not bit for bit. Positions are 0..S-1."""
+    sums): results agree within a few float32 ULP, not bit for bit. Positions are 0..S-1.
+
+    segment_ids, segment_embedding (with its scale and zero point) and mask are optional, as in
+    onnxruntime's schema; inputs after an optional one have defaults here only so that Python
+    accepts the signature, and the body checks the required ones."""
     def dq(q, s, z, name):
         if q is None:
             return None
@@ -651,6 +659,15 @@ def qembed_layer_normalization(input_ids, segment_ids, word_embedding_quant,
     for name, v in (("word_embedding_quant", word_embedding_quant),
                     ("position_embedding_quant", position_embedding_quant),
                     ("gamma_quant", gamma_quant), ("beta_quant", beta_quant)):
+        if v is None:
+            raise ValueError(f"QEmbedLayerNormalization: {name} is required")
+    for name, v in (("word_embedding_scale", word_embedding_scale),
+                    ("position_embedding_scale", position_embedding_scale),
+                    ("gamma_scale", gamma_scale), ("beta_scale", beta_scale),
+                    ("word_embedding_zero_point", word_embedding_zero_point),
+                    ("position_embedding_zero_point", position_embedding_zero_point),
+                    ("gamma_zero_point", gamma_zero_point),
+                    ("beta_zero_point", beta_zero_point)):
         if v is None:
             raise ValueError(f"QEmbedLayerNormalization: {name} is required")
     y, mask_index, _ = _ms_embed_layer_normalization(

@@ -148,7 +148,9 @@ def layer_normalization(x, scale, b=None, *, axis=-1, epsilon=f32(1e-5), stash_t
     y = (xc - mean) * inv_std * scale.astype(st, copy=False)
     if b is not None:
         y = y + b.astype(st, copy=False)
-    return y.astype(x.dtype, copy=False), mean, inv_std
+    # Y has Scale's type: the same as X's in the spec's op; onnxruntime's LayerNormalization-1
+    # binds Y to Scale's type V, which may differ from X's
+    return y.astype(scale.dtype, copy=False), mean, inv_std
 
 
 def _group_standardize(x, num_groups, epsilon, st):
@@ -192,7 +194,7 @@ def rms_normalization(x, scale, *, axis=-1, epsilon=f32(1e-5), stash_type=1):
     xc = x.astype(st, copy=False)
     mean_square = (xc * xc).mean(axis=tuple(range(axis, x.ndim)), keepdims=True)
     y = xc / np.sqrt(mean_square + st.type(epsilon)) * scale.astype(st, copy=False)
-    return y.astype(x.dtype, copy=False)
+    return y.astype(scale.dtype, copy=False)      # the schema's type V (Scale's), as onnxruntime
 
 
 @op("MeanVarianceNormalization", since=(9, 13))

@@ -94,8 +94,13 @@ def squeeze_v1(data, *, axes=None):
 
 
 @op("Squeeze", since=(13,) + _LATEST)
-def squeeze(data, axes=None):
-    """Y = X without the size-1 dims listed in `axes` (all size-1 dims if absent)."""
+def squeeze(data, axes=None, *, ctx=None):
+    """Y = X without the size-1 dims listed in `axes` (all size-1 dims if absent).
+
+    An empty `axes` tensor (the spec is silent): "ort" numerics treat it as absent and remove
+    every size-1 dim, as onnxruntime does; "spec" removes none, as onnx.reference does."""
+    if axes is not None and np.size(axes) == 0 and (ctx is None or ctx.numerics != "spec"):
+        axes = None
     return _squeeze(data, axes)
 
 

@@ -42,7 +42,7 @@ from .. import registry
 from ..errors import RefrtError
 from .constraints import TABLE
 
-__all__ = ["Case", "node_cases", "graph_cases", "implemented_ops", "acceptance", "EDGE_CLASSES",
+__all__ = ["Case", "describe", "node_cases", "graph_cases", "implemented_ops", "acceptance", "EDGE_CLASSES",
            "FAMILIES", "case_from_model"]
 
 EDGE_CLASSES = ("scalar", "zero_size", "special", "extreme_int", "strings")
@@ -80,9 +80,30 @@ class Case:
         return onnx.load_from_string(self.model)
 
     def __repr__(self) -> str:     # what hypothesis prints for a falsifying example
-        shapes = ", ".join(f"{k}: {v.dtype}{list(np.shape(v))}" for k, v in self.feeds.items())
+        shapes = ", ".join(f"{k}: {describe(v)}" for k, v in self.feeds.items())
         return (f"Case({self.key} opset {self.opset} [{self.types}] inputs {{{shapes}}}"
                 f"{' edges ' + ','.join(self.edges) if self.edges else ''})")
+
+
+def describe(value) -> str:
+    """``float32[2, 3]``, ``seq(2 x float32[3])``, ``None``: a value's type and shape."""
+    if value is None:
+        return "None"
+    if isinstance(value, dict):
+        return f"map({len(value)})"
+    if isinstance(value, list):
+        inner = describe(value[0]) if value else "empty"
+        return f"seq({len(value)} x {inner})"
+    a = np.asarray(value)
+    return f"{'string' if a.dtype == object else a.dtype}{list(a.shape)}"
+
+
+def size_of(value) -> int:
+    if isinstance(value, dict):
+        return len(value)
+    if isinstance(value, list):
+        return sum(size_of(v) for v in value)
+    return 0 if value is None else int(np.size(value))
 
 
 # -- acceptance statistics ----------------------------------------------------------------------
@@ -133,6 +154,7 @@ class _Param:
     name: str
     type_str: str
     option: str                      # "Single", "Optional" or "Variadic"
+    homogeneous: bool = True         # a variadic input's values share one type
 
 
 @dataclass
@@ -154,7 +176,9 @@ def _option(o) -> str:
 def _adapt(s) -> _Schema:
     def params(ps):
         return [_Param(p.name, getattr(p, "type_str", None) or getattr(p, "typeStr", ""),
-                       _option(p.option)) for p in ps]
+                       _option(p.option), bool(getattr(p, "is_homogeneous",
+                                                       getattr(p, "isHomogeneous", True))))
+                for p in ps]
     return _Schema(s.name, s.since_version, params(s.inputs), params(s.outputs),
                    {t.type_param_str: list(t.allowed_type_strs) for t in s.type_constraints},
                    set(s.attributes))
@@ -394,7 +418,7 @@ def _role(d: _Draw, role: str, x: np.ndarray, dtype: str):
 
 def _in_type(schema, i: int, d: _Draw) -> str:
     p = schema.inputs[min(i, len(schema.inputs) - 1)]
-    return d.types.get(p.type_str) or _TYPE_STR.get(p.type_str, "int64")
+    return d.types.get(p.type_str) or _TYPE_STR.get(_unwrap(p.type_str), "int64")
 
 
 def _trailing_roles(d: _Draw, spec: dict, schema, x, first: int):
@@ -422,6 +446,8 @@ def _broadcast(d: _Draw, spec, schema):
     shapes, _ = d.draw(mutually_broadcastable_shapes(num_shapes=n, min_dims=min_dims, max_dims=4,
                                                      min_side=1, max_side=4), label="shapes")
     shapes = list(shapes)
+    if schema.since_version < spec.get("broadcast_since", 0):     # one shape for all inputs
+        shapes = [shapes[0]] * n
     if d.edge("zero_size") and shapes[0]:
         shapes[0] = shapes[0][:-1] + (0,)
     for i, s in enumerate(shapes):
@@ -598,9 +624,11 @@ def _norm(d: _Draw, spec, schema):
         d.attrs["epsilon"] = eps
         tp = _in_type(schema, 1, d)
         if op == "BatchNormalization":
-            for name in ("scale", "B", "mean"):
-                d.add(d.values(tp, (c,)))
-            d.add(np.abs(d.values(_in_type(schema, 4, d), (c,))) + np.asarray(0.5, tp))
+            d.add(d.values(tp, (c,)))
+            d.add(d.values(_in_type(schema, 2, d), (c,)))
+            d.add(d.values(_in_type(schema, 3, d), (c,)))
+            tv = _in_type(schema, 4, d)
+            d.add(np.abs(d.values(tv, (c,))) + np.asarray(0.5, tv))
         elif op == "InstanceNormalization":
             d.add(d.values(t, (c,)))
             d.add(d.values(t, (c,)))
@@ -674,11 +702,97 @@ def _roles(d: _Draw, spec, schema):
         elif role == "n":
             d.add(d.values(t, (n,)))
         elif role == "scale":
-            d.add(_scale(d))
+            d.add(_scale(d).astype(t if t.startswith("float") else "float32"))
         elif role == "zp":
             d.add(d.values(t, (), low=-128, high=255))
         else:
             raise ValueError(f"unknown role {role!r}")
+
+
+def _eval(expr, env: dict, d: _Draw):
+    """A table expression over the drawn dimensions; ``floats(n)`` and ``ints(n, lo, hi)`` draw
+    attribute values."""
+    if not isinstance(expr, str):
+        return expr
+    names = {"range": range, "list": list, "min": min, "max": max, "len": len,
+             "floats": lambda n: [round(float(x), 3) for x in d.rng.uniform(-2, 2, n)],
+             "ints": lambda n, lo, hi: [int(x) for x in d.rng.integers(lo, hi, n, endpoint=True)]}
+    return eval(expr, {"__builtins__": {}, **names}, env)   # noqa: S307 -- table data, not input
+
+
+def _shapes(d: _Draw, spec, schema):
+    """Inputs with symbolic shapes: ``dims`` (name -> [lo, hi]) are drawn, ``let`` derives more,
+    each input is ``[kind, shape, dtype?]`` (kind ``data``, ``pos``, ``prob``, ``scale``, ``zp``,
+    ``bool``, ``int:LO:HI``, ``rois``, ``seq:COUNT``; ``?`` marks an optional input), or
+    ``["repeat", COUNT, [input, ...]]``; attributes ``"=EXPR"`` are expressions."""
+    env: dict = {}
+    for name, (lo, hi) in spec.get("dims", {}).items():
+        env[name] = d.integer(lo, hi, name)
+    for name, expr in spec.get("let", {}).items():
+        env[name] = _eval(expr, env, d)
+    for name, v in spec.get("attrs", {}).items():
+        if isinstance(v, str) and v.startswith("="):
+            d.attrs[name] = _eval(v[1:], env, d)
+        elif isinstance(v, list):
+            v = d.choice(v, name)
+            d.attrs[name] = _eval(v[1:], env, d) if isinstance(v, str) and v[:1] == "=" else v
+        else:
+            d.attrs[name] = v
+    items = []
+    for item in spec["inputs"]:
+        if item[0] == "repeat":
+            items += list(item[2]) * _eval(item[1], env, d)
+        else:
+            items.append(item)
+    for i, item in enumerate(items):
+        kind, shape = item[0], item[1]
+        if kind.endswith("?"):
+            kind = kind[:-1]
+            if not d.draw(st.booleans(), label=f"input {i}"):
+                d.absent()
+                continue
+        shp = tuple(int(_eval(x, env, d)) for x in shape)
+        t = item[2] if len(item) > 2 else _in_type(schema, min(i, len(schema.inputs) - 1), d)
+        value = _kind_value(d, kind, t, shp, env)
+        if value is None:
+            d.absent()
+        else:
+            d.add(value)
+
+
+def _kind_value(d: _Draw, kind: str, t: str, shp: tuple, env: dict):
+    if kind == "data":
+        return d.values(t, shp)
+    if kind == "pos":
+        return np.abs(d.values(t, shp)) + np.asarray(0.25, t)
+    if kind == "prob":
+        return d.rng.uniform(0.05, 1, shp).astype(t)
+    if kind == "scale":
+        return _scale(d, shp)
+    if kind == "absent":
+        return None
+    if kind == "zp":
+        return d.values(t, shp, low=-128, high=255)
+    if kind == "bool":
+        return d.rng.integers(0, 2, shp).astype(bool)
+    if kind.startswith("int:"):
+        lo, hi = (int(_eval(x, env, d)) for x in kind[4:].split(":"))
+        return d.rng.integers(lo, hi, shp, endpoint=True).astype(t)
+    if kind == "rois":                  # [batch index, x1, y1, x2, y2] inside the image
+        n, h, w = env["N"], env["H"], env["W"]
+        r = np.empty(shp, t)
+        for row in r:
+            x1, y1 = d.rng.integers(0, w), d.rng.integers(0, h)
+            row[:] = (d.rng.integers(0, n), x1, y1, d.rng.integers(x1, w), d.rng.integers(y1, h))
+        return r
+    if kind.startswith("map:"):         # {key: value}, keys 0..K-1 shuffled
+        _, kt, vt = kind.split(":")
+        keys = d.rng.permutation(shp[0]).tolist()
+        vals = d.values(vt, (shp[0],)).tolist()
+        return {(k if kt == "int64" else str(k)): v for k, v in zip(keys, vals)}
+    if kind.startswith("seq:"):
+        return [d.values(t, shp) for _ in range(int(_eval(kind[4:], env, d)))]
+    raise ValueError(f"unknown input kind {kind!r}")
 
 
 def _seed(d: _Draw, spec, schema):  # handled by _seed_case; here only for the FAMILIES table
@@ -688,16 +802,24 @@ def _seed(d: _Draw, spec, schema):  # handled by _seed_case; here only for the F
 FAMILIES = {"unary": _unary, "broadcast": _broadcast, "concat": _concat, "square": _square,
             "shape_only": _shape_only, "matmul": _matmul, "gemm": _gemm, "conv": _conv,
             "pool": _pool, "reduce": _reduce, "norm": _norm, "quant": _quant, "roles": _roles,
-            "seed": _seed}
+            "shapes": _shapes, "seed": _seed}
 
 
 # -- types ----------------------------------------------------------------------------------------------
+
+def _unwrap(type_str: str) -> str:
+    """``seq(tensor(float))`` and ``optional(tensor(float))`` -> ``tensor(float)``."""
+    for w in ("seq(", "optional("):
+        if type_str.startswith(w):
+            return type_str[len(w):-1]
+    return type_str
+
 
 def _type_choices(schema, spec: dict, dtypes) -> dict[str, list[str]]:
     """Type parameter -> the dtypes that may be drawn for it."""
     out = {}
     for param, allowed_strs in schema.type_constraints.items():
-        allowed = [_TYPE_STR[s] for s in allowed_strs if s in _TYPE_STR]
+        allowed = [_TYPE_STR[_unwrap(s)] for s in allowed_strs if _unwrap(s) in _TYPE_STR]
         if param in spec.get("types", {}):
             allowed = [t for t in spec["types"][param] if t in allowed]
         if dtypes is not None:
@@ -715,7 +837,20 @@ def _opset_imports(domain: str, opset: int):
     return [helper.make_opsetid(dom, opset), helper.make_opsetid("", 17)]
 
 
+def _map_type(value: dict):
+    k = next(iter(value), 0)
+    kt = TensorProto.STRING if isinstance(k, str) else TensorProto.INT64
+    v = next(iter(value.values()), 0.0)
+    vt = (TensorProto.STRING if isinstance(v, str) else TensorProto.INT64
+          if isinstance(v, int) else TensorProto.FLOAT)
+    return helper.make_map_type_proto(kt, helper.make_tensor_type_proto(vt, None))
+
+
 def _value_info(name: str, value):
+    if isinstance(value, dict):
+        return helper.make_value_info(name, _map_type(value))
+    if isinstance(value, list) and value and isinstance(value[0], dict):
+        return helper.make_value_info(name, helper.make_sequence_type_proto(_map_type(value[0])))
     if isinstance(value, list):
         et = helper.np_dtype_to_tensor_dtype(value[0].dtype) if value else TensorProto.FLOAT
         return helper.make_tensor_sequence_value_info(name, et, None)
@@ -753,8 +888,31 @@ def run_refrt(model: bytes | onnx.ModelProto, feeds: dict, numerics: str = "spec
     return sess.run(None, feeds)
 
 
+_INFERRED_DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
+
+
+def _onnx_inference(model: onnx.ModelProto, key: str) -> dict:
+    """onnx's strict shape and type inference (default and ML domains): a model it refuses is
+    rejected; returns output name -> inferred TypeProto."""
+    if any(o.domain not in _INFERRED_DOMAINS for o in model.opset_import):
+        return {}
+    bare = onnx.ModelProto()
+    bare.CopyFrom(model)
+    for vi in bare.graph.output:
+        vi.ClearField("type")
+    try:
+        inferred = onnx.shape_inference.infer_shapes(bare, strict_mode=True, data_prop=True)
+    except Exception as e:   # noqa: BLE001 -- onnx says the model is invalid
+        msg = str(e)
+        if "is not a registered function/op" in msg or "No Op registered" in msg:
+            return {}                 # an op onnx does not know (onnxruntime's own): no verdict
+        _reject(key, "onnx shape inference")
+    return {vi.name: vi.type for vi in inferred.graph.output}
+
+
 def _finish(op_type: str, domain: str, opset: int, since: int, model: onnx.ModelProto, feeds: dict,
-            source: str, types: str, edges, key: str) -> Case:
+            source: str, types: str, edges, key: str, schema: _Schema | None = None,
+            bound: dict | None = None) -> Case:
     try:
         expected = run_refrt(model, feeds)
     except RefrtError as e:
@@ -766,8 +924,22 @@ def _finish(op_type: str, domain: str, opset: int, since: int, model: onnx.Model
     names = [o.name for o in model.graph.output]
     if any(v is None for v in expected):
         _reject(key, "an optional output left empty")
+    if schema is not None and bound:
+        for p, value in zip(schema.outputs, expected):
+            want = bound.get(p.type_str)
+            if want and isinstance(value, np.ndarray) and _dtype_name(value) != want:
+                raise AssertionError(
+                    f"refrt bug: {key} output {p.name!r} is {_dtype_name(value)}; the schema binds "
+                    f"its type parameter {p.type_str} to {want} (inputs {types})")
+    inferred = _onnx_inference(model, key)
     del model.graph.output[:]
-    model.graph.output.extend(_value_info(o, v) for o, v in zip(names, expected))
+    for name, value in zip(names, expected):
+        vi = _value_info(name, value)
+        want = inferred.get(name)
+        if want is not None and want.WhichOneof("value") is not None:
+            if not want.HasField("tensor_type"):
+                vi.type.CopyFrom(want)          # sequences and optionals: the schema's type
+        model.graph.output.append(vi)
     _STATS[key]["accepted"] += 1
     return Case(op_type, registry.canonical_domain(domain), opset, since, model.SerializeToString(),
                 feeds, expected, source, types, tuple(sorted(edges)))
@@ -794,7 +966,9 @@ def _node_case(draw, op_type, domain, opset, dtypes, edge_rate, edges, max_opset
     types = {}
     for param, allowed in choices.items():
         if not allowed:
-            _reject(key, "no drawable type")
+            if dtypes is not None:
+                _reject(key, "none of the requested dtypes")
+            continue                   # maps and sequences of maps: the table gives the type
         types[param] = draw(st.sampled_from(allowed), label=f"type {param}")
     d = _Draw(draw, edge_rate, frozenset(edges), types)
     FAMILIES[spec["family"]](d, spec, schema)
@@ -802,10 +976,16 @@ def _node_case(draw, op_type, domain, opset, dtypes, edge_rate, edges, max_opset
         d.inputs.pop()
     inputs = [(f"in{i}" if v is not None else "", v) for i, (_, v) in enumerate(d.inputs)]
     _check_arity(schema, inputs, key)
+    _check_types(schema, inputs, key)
     n_out = _n_outputs(schema, spec, d, inputs)
     model, feeds = build_model(op_type, dom, op_opset, inputs, d.attrs, n_out)
     tstr = ",".join(f"{k}={v}" for k, v in sorted(types.items()))
-    return _finish(op_type, dom, op_opset, since, model, feeds, "schema", tstr, d.edges, key)
+    bound = {}
+    for p, (name, v) in zip(schema.inputs, inputs):
+        if name and isinstance(v, np.ndarray) and p.type_str in schema.type_constraints:
+            bound.setdefault(p.type_str, _dtype_name(v))
+    return _finish(op_type, dom, op_opset, since, model, feeds, "schema", tstr, d.edges, key,
+                   schema, bound)
 
 
 def _check_arity(schema: _Schema, inputs: list, key: str) -> None:
@@ -816,6 +996,28 @@ def _check_arity(schema: _Schema, inputs: list, key: str) -> None:
     for p, (name, _) in zip(schema.inputs, inputs + [("", None)] * len(schema.inputs)):
         if p.option == "Single" and not name:
             _reject(key, "schema: a required input is absent")
+
+
+def _check_types(schema: _Schema, inputs: list, key: str) -> None:
+    """Each input's dtype is allowed by its type constraint, and inputs sharing a type parameter
+    share a dtype (refrt does not check this binding; onnxruntime refuses such models)."""
+    bound: dict = {}
+    for i, (name, v) in enumerate(inputs):
+        if not name:
+            continue
+        p = schema.inputs[min(i, len(schema.inputs) - 1)]
+        if p.option == "Variadic" and not p.homogeneous:
+            continue
+        arr = v[0] if isinstance(v, list) and v else v
+        if (isinstance(v, list) and not v) or isinstance(v, dict):
+            continue
+        dt = _dtype_name(np.asarray(arr))
+        allowed = schema.type_constraints.get(p.type_str, [p.type_str])
+        names = {_TYPE_STR.get(_unwrap(t)) for t in allowed}
+        if dt not in names:
+            _reject(key, "schema: an input's type is outside its constraint")
+        if p.type_str in schema.type_constraints and bound.setdefault(p.type_str, dt) != dt:
+            _reject(key, "schema: one type parameter bound to two types")
 
 
 def _n_outputs(schema, spec, d: _Draw, inputs) -> int:
@@ -878,6 +1080,10 @@ def _seed_index() -> dict[tuple[str, str], list]:
     return dict(index)
 
 
+def _dtype_name(a: np.ndarray) -> str:
+    return "string" if a.dtype == object or a.dtype.kind in "SU" else str(a.dtype)
+
+
 def seed_ops() -> set:
     return set(_seed_index())
 
@@ -888,7 +1094,9 @@ def _seed_case(draw, op_type, dom, pairs, edge_rate, edges, dtypes, key):
         _reject(key, "no strategy (no table entry, no backend seed)")
     name, model, feeds = draw(st.sampled_from(folders), label="seed")
     model = onnx.ModelProto.FromString(model.SerializeToString())
-    feeds = dict(feeds)
+    feeds = {k: np.asarray(v) if isinstance(v, np.generic) else v for k, v in feeds.items()}
+    if any(isinstance(v, np.ndarray) and _dtype_name(v) not in DRAWN_TYPES for v in feeds.values()):
+        _reject(key, "seed has a type the kit does not draw (bfloat16, float8, ...)")
     dom_opset = {registry.canonical_domain(o.domain): o.version for o in model.opset_import}
     opset = dom_opset.get(dom, 1)
     impl = registry.lookup(op_type, dom, opset)
@@ -983,6 +1191,11 @@ def graph_cases(ops=None, max_nodes: int = 6, opset: int = 17, edge_rate: float 
 def case_hash(case: Case) -> str:
     h = zlib.crc32(case.model)
     for k, v in case.feeds.items():
-        h = zlib.crc32(np.ascontiguousarray(v).tobytes() if v.dtype != object else
-                       repr(v.tolist()).encode(), h)
+        if isinstance(v, dict):
+            h = zlib.crc32(repr(sorted(v.items())).encode(), h)
+            continue
+        for part in (v if isinstance(v, list) else [v]):
+            a = np.asarray(part)
+            h = zlib.crc32(repr(a.tolist()).encode() if a.dtype == object else
+                           np.ascontiguousarray(a).tobytes(), h)
     return f"{h:08x}"

@@ -71,6 +71,16 @@ def compare_output(expected, got, tol: str, magnitude=None, n_terms: int = 1) ->
                 m.detail = f"sequence element {i}: {m.detail}"
                 return m
         return None
+    if isinstance(expected, dict) or isinstance(got, dict):
+        if not isinstance(expected, dict) or not isinstance(got, dict) or \
+                sorted(expected, key=repr) != sorted(got, key=repr):
+            return Mismatch("wrong_shape_or_dtype", f"map keys {sorted(got, key=repr) if isinstance(got, dict) else _describe(got)}, expected {sorted(expected, key=repr) if isinstance(expected, dict) else _describe(expected)}")
+        for k in expected:
+            m = compare_output(np.asarray(expected[k]), np.asarray(got[k]), tol, None, n_terms)
+            if m is not None:
+                m.detail = f"map key {k!r}: {m.detail}"
+                return m
+        return None
     if expected is None or got is None:
         if expected is None and got is None:
             return None
@@ -146,6 +156,8 @@ def _describe(v) -> str:
         return "nothing"
     if isinstance(v, list):
         return f"a sequence of {len(v)}"
+    if isinstance(v, dict):
+        return f"a map of {len(v)}"
     a = np.asarray(v)
     return f"{a.dtype}{list(a.shape)}"
 
