@@ -196,6 +196,17 @@ def versions(op_type: str, domain: str) -> list[int]:
     return sorted(_REGISTRY.get((canonical_domain(domain), op_type), {}))
 
 
+def registered_as(fn: Callable, op_type: str, domain: str = DEFAULT_DOMAIN) -> OpImpl | None:
+    """The registered implementation of ``domain.op_type`` (any version) whose function is
+    ``fn``, or None: how the planner tells a registered op from anything else that runs a node of
+    that type (a model-local function, a schema's function body)."""
+    _load_ops()
+    for impl in _REGISTRY.get((canonical_domain(domain), op_type), {}).values():
+        if impl.fn is fn:
+            return impl
+    return None
+
+
 def _schema_since(op_type: str, domain: str, opset: int) -> int | None:
     try:
         return onnx.defs.get_schema(op_type, opset, proto_domain(domain)).since_version

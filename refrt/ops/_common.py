@@ -84,6 +84,11 @@ def compute_dtype(dtype) -> np.dtype:
     return np.dtype(np.float32)
 
 
+def is_f32_scalar(v) -> bool:
+    """A float32 array of one element (of any rank)."""
+    return isinstance(v, np.ndarray) and v.dtype == np.float32 and v.size == 1
+
+
 # ---------------------------------------------------------------- constant inputs
 
 

@@ -151,6 +151,29 @@ def layer_normalization(x, scale, b=None, *, axis=-1, epsilon=f32(1e-5), stash_t
     return y.astype(x.dtype, copy=False), mean, inv_std
 
 
+def add_layer_normalization(a, b, scale, bias=None, *, axis=-1, epsilon=f32(1e-5), stash_type=1,
+                            ctx=None):
+    """Add(a, b) -> LayerNormalization as one step (``refrt.fusion``; onnxruntime's
+    SkipLayerNormalization): the float32 sum is formed row by row inside the layer-norm kernel
+    (``kernels.rows.add_layer_norm_rows``) instead of being written out and read back. None where
+    that kernel does not apply (a and b float32 of one shape, and what
+    :func:`layer_normalization`'s row kernel needs)."""
+    if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.dtype == np.float32
+            and b.dtype == np.float32 and a.shape == b.shape and a.ndim >= 1
+            and isinstance(scale, np.ndarray) and (bias is None or isinstance(bias, np.ndarray))):
+        return None
+    axis = normalize_axis(axis, a.ndim)
+    if not _fits_row_kernel(a, scale, bias, axis, _stash_dtype(a, stash_type), ctx):
+        return None
+    from ..kernels import rows  # Numba loads on first use
+
+    n = a.shape[-1]
+    y, mean, inv_std = rows.add_layer_norm_rows(a.reshape(-1, n), b.reshape(-1, n), scale, bias,
+                                                epsilon)
+    stats_shape = a.shape[:-1] + (1,)
+    return y.reshape(a.shape), mean.reshape(stats_shape), inv_std.reshape(stats_shape)
+
+
 def _group_standardize(x, num_groups, epsilon, st):
     """X (N, C, ...) standardized over each group of C / num_groups channels and the spatial
     axes."""

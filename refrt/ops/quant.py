@@ -472,6 +472,38 @@ def matmul_integer_scaled(a, b, a_zp, b_zp, scale, bias, *, ctx):
     return None if y is None else y.reshape(a.shape[:-1] + (b.shape[1],))
 
 
+def _epilogue_operand(v, n: int, ndim: int) -> bool:
+    """A float32 scale/bias that broadcasts along the last axis only: one element, or N."""
+    return (isinstance(v, np.ndarray) and v.dtype == np.float32 and v.ndim <= ndim
+            and (v.size == 1 or (v.shape[-1] == n and v.size == n)))
+
+
+def matmul_integer_dequantized(A, B, a_zero_point=None, b_zero_point=None, *, scale, bias, ctx):
+    """MatMulInteger -> Cast(FLOAT) -> Mul(scale) [-> Add(bias)] as one step (``refrt.fusion``):
+    ``float32(Y) * scale (+ bias)`` with the epilogue applied inside the GEMM, or None where that
+    does not apply (A of rank >= 2, a 2-D B, float32 scale and bias of one element or one per
+    column: then :func:`dequantize_product` may still apply to the op's own result)."""
+    if not (isinstance(A, np.ndarray) and isinstance(B, np.ndarray) and A.ndim >= 2
+            and B.ndim == 2 and _epilogue_operand(scale, B.shape[1], A.ndim)
+            and (bias is None or _epilogue_operand(bias, B.shape[1], A.ndim))):
+        return None
+    y = matmul_integer_scaled(A, B, a_zero_point, b_zero_point, scale, bias, ctx=ctx)
+    if y is None:
+        y = matmul_integer(A, B, a_zero_point, b_zero_point, ctx=ctx, epilogue=(scale, bias))
+    return y
+
+
+def dequantize_product(c, scale, bias=None):
+    """Cast(FLOAT) -> Mul(scale) [-> Add(bias)] after MatMulInteger, in one pass over its int32
+    product ``c`` (``kernels.scale_bias_int32``), or None where that does not apply (float32
+    scale and bias of one element or one per column of ``c``)."""
+    if not (isinstance(c, np.ndarray) and c.dtype == np.int32 and c.ndim >= 1
+            and _epilogue_operand(scale, c.shape[-1], c.ndim)
+            and (bias is None or _epilogue_operand(bias, c.shape[-1], c.ndim))):
+        return None
+    return K.scale_bias_int32(c, scale, bias)
+
+
 @op("MatMulInteger", since=10)
 def matmul_integer_op(A, B, a_zero_point=None, b_zero_point=None, *, ctx):
     """Y = (A - a_zero_point) @ (B - b_zero_point) in int32, batched like MatMul
