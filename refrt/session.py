@@ -177,7 +177,7 @@ class InferenceSession:
             raise ModelError("the model declares no opset_import")
         pctx = PlanContext(opsets=opset_map(model.opset_import),
                            functions={(_dom(f.domain), f.name): f for f in model.functions},
-                           options=self._options, run=executor.run_plan)
+                           options=self._options)
         if not model.graph.output:
             raise ModelError("the graph declares no outputs: there is nothing to compute")
         try:
