@@ -66,7 +66,7 @@ def _op(step, *op_types: str):
     (another op, a model-local function or a schema's function body of that name)."""
     node = step.node
     if (node.op_type not in op_types or step.kwargs.get("broadcast", 0)
-            or registry.canonical_domain(node.domain) != registry.DEFAULT_DOMAIN):
+            or not registry.is_default_domain(node.domain)):
         return None
     return registry.registered_as(step.fn, node.op_type)
 

@@ -48,6 +48,11 @@ def canonical_domain(domain: str) -> str:
     return DEFAULT_DOMAIN if domain in ("", "ai.onnx") else domain
 
 
+def is_default_domain(domain: str) -> bool:
+    """The ONNX domain, however it is spelled ('' or 'ai.onnx')."""
+    return canonical_domain(domain) == DEFAULT_DOMAIN
+
+
 def proto_domain(domain: str) -> str:
     """The spelling onnx.defs uses ('' for the default domain)."""
     return "" if domain in ("", "ai.onnx") else domain

@@ -14,8 +14,9 @@ formula. Integer sums run on the Numba kernels through ``quant.matmul_integer`` 
 int8 compute on ``kernels.blockwise``); the session option ``emulate_avx2_u8s8`` switches
 their u8 x s8 products to ORT's int16-saturating AVX2 arithmetic, as for MatMulInteger.
 
-Float arithmetic that onnxruntime fuses (``vfmadd``) is reproduced with :func:`refrt.kernels.twins.fma32`, an exact
-float32 fused multiply-add written in NumPy (float64 product, round-to-odd sum, one rounding).
+Float arithmetic that onnxruntime fuses (``vfmadd``) is reproduced with
+:func:`refrt.kernels.fma.fma32`, an exact float32 fused multiply-add written in NumPy (float64
+product, round-to-odd sum, one rounding).
 """
 
 from __future__ import annotations
@@ -23,15 +24,14 @@ from __future__ import annotations
 import numpy as np
 
 from .. import kernels as K
-from ..kernels.twins import fma32
+from ..kernels.fma import fma32
 from ..registry import op
-from ._common import f32, normalize_axis
+from ._common import f32, normalize_axis, once_per_session, pool_window, window_taps
 from .contrib import attention as _ms_attention
 from .contrib import embed_layer_normalization as _ms_embed_layer_normalization
-from .pool import _pool_window, _taps
-from .quant import (_gemm_for, _int8_operand, _packed_matrices, dequantize, matmul_integer,
+from .quant import (dequantize, gemm_for, int8_operand, matmul_integer, packed_matrices,
                     quantize)
-from .rnn import _activation_functions
+from .rnn import activation_functions
 
 MS = "com.microsoft"
 _F32 = np.float32
@@ -114,7 +114,7 @@ def ms_dequantize_linear(x, x_scale, x_zero_point=None, *, axis=None):
 
 def _qlinear_binary_params(a, a_scale, a_zero_point, b, b_scale, b_zero_point, c_scale,
                            c_zero_point, op_type):
-    a, b = _int8_operand(a, "A"), _int8_operand(b, "B")
+    a, b = int8_operand(a, "A"), int8_operand(b, "B")
     if a.dtype != b.dtype:
         raise TypeError(f"{op_type}: A and B must have the same type, got {a.dtype.name} and "
                         f"{b.dtype.name}")
@@ -239,7 +239,7 @@ def mlas_tanh(x):
 
 
 def _lookup_op(x, x_scale, x_zero_point, y_scale, y_zero_point, fn):
-    x = _int8_operand(x, "X")
+    x = int8_operand(x, "X")
     table = _lookup_table(fn, _float_scale(x_scale, "X_scale"),
                           _zero_point(x_zero_point, x.dtype, "X_zero_point"),
                           _float_scale(y_scale, "Y_scale"),
@@ -311,7 +311,7 @@ def qlinear_softmax(X, X_scale, x_zero_point=None, y_scale=None, y_zero_point=No
     y_i = round((e_i * floor(1 / y_scale)) / sum) + y_zero_point. Neither x_zero_point nor the
     exact y_scale enter (softmax is shift invariant; y_scale is taken as 1/floor(1/y_scale)).
     Results saturate at the type's maximum (they cannot fall below y_zero_point)."""
-    x = _int8_operand(X, "X")
+    x = int8_operand(X, "X")
     if y_scale is None or y_zero_point is None:
         raise ValueError("QLinearSoftmax: y_scale and y_zero_point are required")
     xs = _float_scale(X_scale, "X_scale")
@@ -354,7 +354,7 @@ def qlinear_concat(Y_scale, Y_zero_point, inputs0, *inputs, axis):
     ys = _float_scale(Y_scale, "Y_scale")
     parts = []
     for i in range(0, len(inputs), 3):
-        x = _int8_operand(inputs[i], f"input {i // 3}")
+        x = int8_operand(inputs[i], f"input {i // 3}")
         if x.dtype != yz.dtype:
             raise TypeError(f"QLinearConcat: input {i // 3} is {x.dtype.name}, Y is "
                             f"{yz.dtype.name}")
@@ -370,7 +370,7 @@ def qlinear_where(condition, X, x_scale, x_zero_point, Y, y_scale, y_zero_point,
                   z_zero_point):
     """Z = where(condition, requantize(X -> z), requantize(Y -> z)), broadcast like Where
     (requantization through ORT's identity lookup tables, bit for bit)."""
-    x, y = _int8_operand(X, "X"), _int8_operand(Y, "Y")
+    x, y = int8_operand(X, "X"), int8_operand(Y, "Y")
     zz = _scalar(z_zero_point, "z_zero_point")
     if not x.dtype == y.dtype == zz.dtype:
         raise TypeError(f"QLinearWhere: X, Y and z_zero_point must share one type, got "
@@ -411,7 +411,7 @@ def qlinear_global_average_pool(X, x_scale, x_zero_point, y_scale, y_zero_point,
     Y = saturate(round(float32(sum X - L * x_zp) * (x_scale / (y_scale * L))) + y_zp),
     L = the number of spatial positions, the multiplier in float32 in that order; it refuses
     L >= 2^24 and multipliers outside [2^-32, 256). Bit for bit."""
-    x = _int8_operand(X, "X")
+    x = int8_operand(X, "X")
     if x.ndim < 3:
         raise ValueError(f"QLinearGlobalAveragePool: X must have rank >= 3, got {x.ndim}")
     xc = _channels_first(x, channels_last)
@@ -436,28 +436,28 @@ def qlinear_average_pool(X, x_scale, x_zero_point=None, y_scale=None, y_zero_poi
     saturated (float32 division, then the zero point added in float32). A kernel covering the
     whole unpadded input falls back to ORT's integer global average (see
     QLinearGlobalAveragePool). Bit for bit."""
-    x = _int8_operand(X, "X")
+    x = int8_operand(X, "X")
     if y_scale is None:
         raise ValueError("QLinearAveragePool: y_scale is required")
     xs, ys = _float_scale(x_scale, "x_scale"), _float_scale(y_scale, "y_scale")
     xz = _zero_point(x_zero_point, x.dtype, "x_zero_point")
     yz = _zero_point(y_zero_point, x.dtype, "y_zero_point")
     xc = _channels_first(x, channels_last)
-    win = _pool_window(xc, kernel_shape, strides, None, pads, auto_pad, ceil_mode)
+    win = pool_window(xc, kernel_shape, strides, None, pads, auto_pad, ceil_mode)
     if (tuple(kernel_shape) == xc.shape[2:] and not any(win.pads_begin + win.pads_end)):
         n, c = xc.shape[:2]
         y = _global_average_codes(xc.reshape(n * c, -1), xs, xz, ys, yz)
         y = y.reshape((n, c) + (1,) * (x.ndim - 2))
     else:
         xf = xs * (xc.astype(np.int32) - np.int32(xz)).astype(_F32)
-        taps = _taps(xf, win, 0)                                # (K, N, C, *out)
+        taps = window_taps(xf, win, 0)                                # (K, N, C, *out)
         total = taps[0].copy()
         for t in taps[1:]:
             total += t
         if count_include_pad:
             count = _F32(np.prod(kernel_shape))
         else:
-            count = _taps(np.ones(xc.shape[:2] + xc.shape[2:], _F32), win, 0).sum(axis=0)
+            count = window_taps(np.ones(xc.shape[:2] + xc.shape[2:], _F32), win, 0).sum(axis=0)
         v = total / count
         info = np.iinfo(x.dtype)
         y = np.clip(np.rint(v / ys + _F32(yz)), info.min, info.max).astype(x.dtype)
@@ -510,7 +510,7 @@ def dynamic_quantize_matmul(A, B, b_scale, b_zero_point=None, bias=None, *, ctx)
     b_scale) then + bias, two roundings. b_scale / b_zero_point per tensor or per column."""
     if A.dtype != _F32:
         raise TypeError(f"DynamicQuantizeMatMul: A must be float32, got {A.dtype.name}")
-    b = _int8_operand(B, "B")
+    b = int8_operand(B, "B")
     aq, a_scale, a_zp = K.dynamic_quantize_linear(A, mode="ort")
     acc = matmul_integer(aq, b, np.asarray(a_zp, np.uint8),
                          _b_zero_point_layout(b_zero_point, b, "b_zero_point"), ctx, b_input=1)
@@ -527,7 +527,7 @@ def matmul_integer_to_float(A, B, a_scale, b_scale, a_zero_point=None, b_zero_po
     float32(a_scale * b_scale) + bias (two roundings). b_scale / b_zero_point per tensor or per
     column; a_zero_point per tensor. A non-scalar a_scale (per row, [..., M, 1]) is applied
     after the bias, as ORT does: Y = (float32(acc) * b_scale + bias) * a_scale."""
-    a, b = _int8_operand(A, "A"), _int8_operand(B, "B")
+    a, b = int8_operand(A, "A"), int8_operand(B, "B")
     a_s = np.asarray(a_scale, _F32)
     acc = matmul_integer(a, b, None if a_zero_point is None else
                          _scalar(a_zero_point, "a_zero_point", a.dtype),
@@ -551,7 +551,7 @@ def qgemm(A, a_scale, a_zero_point, B, b_scale, b_zero_point, C=None, y_scale=No
     the float output is float32(acc) * multiplier. A y_scale without a y_zero_point gives a
     float output scaled by 1 / y_scale, as ORT does. u8 x s8 products saturate under
     ``emulate_avx2_u8s8``."""
-    a, b = _int8_operand(A, "A"), _int8_operand(B, "B")
+    a, b = int8_operand(A, "A"), int8_operand(B, "B")
     if a.ndim != 2 or b.ndim != 2:
         raise ValueError(f"QGemm: A and B must be 2-D, got {list(a.shape)} and {list(b.shape)}")
     a2 = a.T if transA else a
@@ -604,8 +604,8 @@ def qattention(input, weight, bias, input_scale, weight_scale, mask_index=None,
     epilogue is handed to Attention as its projection, the diagonal matrix of the multipliers
     (each output then takes exactly one rounded product), so that the whole attention part is
     Attention's own code. u8 x s8 products saturate under ``emulate_avx2_u8s8``."""
-    x = _int8_operand(input, "input")
-    w = _int8_operand(weight, "weight")
+    x = int8_operand(input, "input")
+    w = int8_operand(weight, "weight")
     if x.ndim != 3 or w.ndim != 2:
         raise ValueError(f"QAttention: input must be (B, S, D) and weight (D, 3 * hidden), got "
                          f"{list(x.shape)} and {list(w.shape)}")
@@ -645,7 +645,7 @@ def qembed_layer_normalization(input_ids, segment_ids, word_embedding_quant,
     def dq(q, s, z, name):
         if q is None:
             return None
-        q = _int8_operand(q, name)
+        q = int8_operand(q, name)
         return dequantize(q, _float_scale(s, f"{name} scale"), _zero_point(z, q.dtype, name))
 
     for name, v in (("word_embedding_quant", word_embedding_quant),
@@ -670,7 +670,7 @@ def qembed_layer_normalization(input_ids, segment_ids, word_embedding_quant,
 def _gate_params(q, scale, zp, name, num_dir):
     """W or R [num_dir, in, 4H] with its scale and zero point -> (q, per direction: the scale
     (float32) and the zero point (int64), each 0-d or one per column)."""
-    q = _int8_operand(q, name)
+    q = int8_operand(q, name)
     if q.ndim != 3 or q.shape[0] != num_dir:
         raise ValueError(f"DynamicQuantizeLSTM: {name} must be [{num_dir}, in, 4 * hidden], got "
                          f"{list(q.shape)}")
@@ -707,7 +707,7 @@ def _ort_lstm_activations(activations, alphas, betas, num_dir):
     if len(names) not in (3, 3 * num_dir):
         raise ValueError(f"DynamicQuantizeLSTM: activations must hold {3 * num_dir} names (3 per "
                          f"direction), got {len(names)}")
-    funcs = _activation_functions(names, alphas, betas, np.dtype(_F32))
+    funcs = activation_functions(names, alphas, betas, np.dtype(_F32))
     mlas = {"sigmoid": mlas_logistic, "tanh": mlas_tanh}
     funcs = [mlas.get(str(name).lower(), fn) for name, fn in zip(names, funcs)]
     funcs = funcs * (3 * num_dir // len(funcs))
@@ -850,8 +850,8 @@ def dynamic_quantize_lstm(X, W, R, B=None, sequence_lens=None, initial_h=None, i
     acts = _ort_lstm_activations(activations, activation_alpha, activation_beta, num_dir)
     clip_value = _F32(np.finfo(_F32).max if clip is None else clip)
     chunk = _ort_lstm_chunk(batch, H, ctx)
-    gemm_w, gemm_r = _gemm_for(np.uint8, w.dtype, ctx), _gemm_for(np.uint8, r.dtype, ctx)
-    packs_w, packs_r = _packed_matrices(w, ctx, 1), _packed_matrices(r, ctx, 2)
+    gemm_w, gemm_r = gemm_for(np.uint8, w.dtype, ctx), gemm_for(np.uint8, r.dtype, ctx)
+    packs_w, packs_r = packed_matrices(w, ctx, 1), packed_matrices(r, ctx, 2)
 
     t = np.arange(seq)[:, None]
     reverse_index = np.where(t < lens, lens - 1 - t, t)    # its own inverse
@@ -890,16 +890,6 @@ def _unpack_bits(packed, bits, count):
     shifts = (np.arange(per_byte, dtype=np.uint8) * bits).astype(np.uint8)
     vals = (packed[..., None] >> shifts) & np.uint8((1 << bits) - 1)
     return vals.reshape(packed.shape[:-1] + (-1,))[..., :count]
-
-
-def _once_per_session(ctx, key, inputs, build):
-    """build(), computed once and kept in the node's cache when the node inputs numbered
-    ``inputs`` are all constant (initializers), else on every run."""
-    if ctx is None or not all(ctx.is_constant(i) for i in inputs):
-        return build()
-    if key not in ctx.cache:
-        ctx.cache[key] = build()
-    return ctx.cache[key]
 
 
 def _nbits_codes(b, zero_points, N, K, bits, block_size):
@@ -997,14 +987,14 @@ def matmul_nbits(A, B, scales, zero_points=None, g_idx=None, bias=None, *, K, N,
     weights = [i for i, v in ((1, B), (3, zero_points)) if v is not None]
     float_zp = zero_points is not None and np.asarray(zero_points).dtype != np.uint8
     if accuracy_level == 4 and g_idx is None and not float_zp and (bits != 2 or block_size >= 32):
-        packed = _once_per_session(ctx, "nbits_int8", weights, lambda: _nbits_int8_weights(
+        packed = once_per_session(ctx, "nbits_int8", weights, lambda: _nbits_int8_weights(
             *_nbits_codes(b, zero_points, N, K, bits, block_size), block_size))
         y = _nbits_int8_compute(A.astype(_F32), packed, s, block_size)
     else:
         def dequantized():
             q, zp = _nbits_codes(b, zero_points, N, K, bits, block_size)
             return (q.astype(_F32) - zp[:, group]) * s[:, group]             # [N, K]
-        w = _once_per_session(ctx, "nbits_float", weights + [2] + ([4] if g_idx is not None
+        w = once_per_session(ctx, "nbits_float", weights + [2] + ([4] if g_idx is not None
                                                                    else []), dequantized)
         y = np.matmul(A.astype(_F32), w.T)
     if bias is not None:

@@ -46,7 +46,7 @@ _ACTIVATIONS = {
 }
 
 
-def _activation_functions(names, alphas, betas, dtype) -> list:
+def activation_functions(names, alphas, betas, dtype) -> list:
     """Activation names -> one-argument callables, with alpha/beta values bound in list order."""
     alphas, betas = list(alphas or []), list(betas or [])
     funcs = []
@@ -74,7 +74,7 @@ def _per_direction(activations, defaults, num_directions, alphas, betas, dtype) 
     default is [Tanh, Tanh] whatever the direction)."""
     n = len(defaults)
     names = list(activations) if activations is not None else list(defaults) * num_directions
-    funcs = _activation_functions(names, alphas, betas, dtype)
+    funcs = activation_functions(names, alphas, betas, dtype)
     if len(funcs) == n * num_directions or (num_directions == 1 and len(funcs) == 2 * n):
         return [funcs[d * n:(d + 1) * n] for d in range(num_directions)]
     if len(funcs) == n:
