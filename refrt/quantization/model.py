@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import os
-import tempfile
 
 import numpy as np
 import onnx
