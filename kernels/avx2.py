@@ -31,7 +31,6 @@ epilogue of ``vnni.fold_and_scale``; ``vnni.run_panels`` drives both.
 
 from __future__ import annotations
 
-
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types

@@ -34,7 +34,6 @@ this process may use it.  Without it, ``gemm.py``'s portable kernel runs instead
 
 from __future__ import annotations
 
-
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types

@@ -16,7 +16,6 @@ import onnx
 from .errors import ModelError, node_label
 from .executor import run_plan
 
-
 # ---------------------------------------------------------------- vector-Jacobian rules
 # rule(node, inputs, outputs, dy, attrs) -> one gradient per input (None: not differentiable)
 

@@ -45,11 +45,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
-from ort_helpers import avx2_ort_prefix, ort_session, refrt_like_ort, run_models_avx2
 
 import refrt
 from refrt.kernels import twins as TW
 from refrt.ops._common import window_geometry
+
+from ort_helpers import avx2_ort_prefix, ort_session, refrt_like_ort, run_models_avx2
 
 pytest.importorskip("onnxruntime")
 

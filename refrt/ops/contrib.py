@@ -23,10 +23,10 @@ from ..registry import op
 from ._common import compute_dtype, f32, normalize_axis
 from .elementwise import gelu as _onnx_gelu
 from .elementwise import swish as _swish
-from .nn import split_heads, softmax_last_axis
 from .nn import rotary_embedding as _onnx_rotary_embedding
-from .norm import stash_dtype
+from .nn import softmax_last_axis, split_heads
 from .norm import layer_normalization as _onnx_layer_normalization
+from .norm import stash_dtype
 
 MS = "com.microsoft"
 

@@ -29,8 +29,7 @@ from ..registry import op
 from ._common import f32, normalize_axis, once_per_session, pool_window, window_taps
 from .contrib import attention as _ms_attention
 from .contrib import embed_layer_normalization as _ms_embed_layer_normalization
-from .quant import (dequantize, gemm_for, int8_operand, matmul_integer, packed_matrices,
-                    quantize)
+from .quant import dequantize, gemm_for, int8_operand, matmul_integer, packed_matrices, quantize
 from .rnn import activation_functions
 
 MS = "com.microsoft"

@@ -22,8 +22,7 @@ from onnx import TensorProto
 
 from .. import kernels as K
 from ..registry import op
-from ._common import (compute_dtype, f32, is_f32_scalar, normalize_axis, np_dtype,
-                      onnx_elem_type)
+from ._common import compute_dtype, f32, is_f32_scalar, normalize_axis, np_dtype, onnx_elem_type
 
 _erf_impl = None
 

@@ -29,8 +29,7 @@ from onnx import TensorProto
 
 from .. import kernels as K
 from ..registry import op
-from ._common import (normalize_axis, np_dtype, once_per_session, onnx_elem_type,
-                      window_geometry)
+from ._common import normalize_axis, np_dtype, once_per_session, onnx_elem_type, window_geometry
 from .elementwise import cast_array
 
 # ---------------------------------------------------------------- quantized types

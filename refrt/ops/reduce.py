@@ -10,8 +10,14 @@ from __future__ import annotations
 import numpy as np
 
 from ..registry import op
-from ._common import (ROW_KERNEL_MIN_SIZE, as_int_list, compute_dtype, is_f32_scalar,
-                      normalize_axes, normalize_axis)
+from ._common import (
+    ROW_KERNEL_MIN_SIZE,
+    as_int_list,
+    compute_dtype,
+    is_f32_scalar,
+    normalize_axes,
+    normalize_axis,
+)
 
 
 def _result(y, dtype) -> np.ndarray:

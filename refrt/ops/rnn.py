@@ -24,8 +24,17 @@ import numpy as np
 
 from ..registry import op
 from ._common import compute_dtype
-from .elementwise import (elu, hard_sigmoid, leaky_relu, relu, sigmoid, softplus, softsign,
-                          tanh, thresholded_relu)
+from .elementwise import (
+    elu,
+    hard_sigmoid,
+    leaky_relu,
+    relu,
+    sigmoid,
+    softplus,
+    softsign,
+    tanh,
+    thresholded_relu,
+)
 
 # ---------------------------------------------------------------- gate activations
 

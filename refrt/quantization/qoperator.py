@@ -27,8 +27,7 @@ from onnx import NodeProto, TensorProto, numpy_helper
 
 from . import model as M
 from .base import QuantizedValue, QuantizerBase, warn
-from .params import (bias_safe_weight_scale, quant_range, quantize_bias, quantize_with,
-                     storage_dtype)
+from .params import bias_safe_weight_scale, quant_range, quantize_bias, quantize_with, storage_dtype
 from .params import quantize_weight as quantize_weight_data
 
 Q = M.QUANTIZED_SUFFIX
