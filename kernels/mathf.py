@@ -22,7 +22,7 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
-from .rows import (
+from .vec import (
     LANES,
     VEC,
     add,
@@ -37,7 +37,7 @@ from .rows import (
     store_first,
     sub,
 )
-from .rows import fma as vfma
+from .vec import fma as vfma
 
 __all__ = ["erf_f32", "gelu_erf_f32", "GELU_FORMS", "ERF"]
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .rows import (
+from .vec import (
     LANES,
     keep_nan,
     lanes_max,
