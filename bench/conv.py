@@ -26,6 +26,8 @@ if __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 import bench  # noqa: F401  (thread-pool wait policies, before NumPy is imported)
+
+# isort: split
 import numpy as np
 from onnx import TensorProto
 

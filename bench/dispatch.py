@@ -14,13 +14,14 @@ from __future__ import annotations
 import cProfile
 import pstats
 import sys
-import time
 from pathlib import Path
 
 if __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 import bench  # noqa: F401  (thread-pool wait policies, before NumPy is imported)
+
+# isort: split
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 

@@ -35,6 +35,8 @@ if __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 import bench  # noqa: F401  (thread-pool wait policies, before NumPy is imported)
+
+# isort: split
 import numpy as np
 
 from bench import common as C
@@ -288,7 +290,8 @@ def measure_models(paths: dict, feeds: dict, threads: int, repeats: int, budget:
             if v is None:
                 continue
             print(f"  {k:16s} {C.fmt_time(v.median) + f' (n={C.fmt_n(v)})' if hasattr(v, 'median') else v}")
-        del o_opt, o_raw, r_plain
+        # release the sessions before the next model (the timed lambdas close over them)
+        o_opt = o_raw = r_plain = None
     return results
 
 

@@ -30,6 +30,8 @@ if __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 import bench  # noqa: F401  (thread-pool wait policies, before NumPy is imported)
+
+# isort: split
 import numpy as np
 from onnx import TensorProto
 
@@ -207,7 +209,8 @@ def main(argv=None):
                     table.append(row)
                     if (m, k, n) == TARGET:
                         target_cell[(dname, threads)] = (g, t)
-                del ort_default, ort_x64, ref_sess
+                # release the sessions before the next case (the timed lambdas close over them)
+                ort_default = ort_x64 = ref_sess = None
             C.print_table(f"{dname}, {threads} thread(s) [GOPS]", HEADERS, table)
     elapsed = time.perf_counter() - t_start
 

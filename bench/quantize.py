@@ -20,6 +20,8 @@ if __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 import bench  # noqa: F401  (thread-pool wait policies, before NumPy is imported)
+
+# isort: split
 import numpy as np
 from onnx import TensorProto
 
@@ -133,7 +135,8 @@ def main(argv=None):
                              C.fmt_ratio(gbs["refrt kernel"] / gbs["ORT"]),
                              C.fmt_ratio(gbs["refrt op"] / gbs["ORT"]) if "refrt op" in gbs else "-",
                              C.fmt_n(t["refrt kernel"])])
-                del o, r
+                # release the sessions before the next op (the timed lambdas close over them)
+                o = r = None
             if n == sizes[-1]:
                 breakdown[threads] = dyn_breakdown(x, repeats)
         C.print_table(f"{threads} thread(s) [GB/s of float32]", HEADERS, rows)

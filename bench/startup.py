@@ -28,6 +28,8 @@ if __package__ in (None, ""):
 
 import bench  # noqa: F401  (thread-pool wait policies, before NumPy is imported)
 
+# isort: split
+
 from bench import common as C
 
 CHILD = r"""

@@ -24,7 +24,6 @@ import os
 import re
 import sys
 import time
-import traceback
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field

@@ -14,7 +14,7 @@ _WHERE = {
     "quantize_linear": "quantize", "requantize": "quantize", "requantize_multiplier": "quantize",
     "scale_bias_int32": "quantize",
 }
-_SUBMODULES = ("conv", "gemm", "quantize", "blockwise", "twins", "vnni", "amx", "avx2", "mathf", "rows", "fgemm")
+_SUBMODULES = ("conv", "gemm", "quantize", "blockwise", "twins", "vnni", "amx", "avx2", "mathf", "rows", "fgemm", "fma", "irgen", "vec")
 
 
 def __getattr__(name):

@@ -46,7 +46,7 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from . import vnni
+from . import irgen, vnni
 
 __all__ = ["available", "gemm", "K_ALIGN", "MIN_ROWS"]
 
@@ -116,7 +116,7 @@ def _tile_intrinsic(row_tiles: int):
 
         def codegen(context, builder, signature, args):
             lda_v, kblocks_v, ldc_v = args[2], args[5], args[8]
-            a_base, b_base, c_elem = vnni.element_pointers(context, builder, signature, args, (0, 3, 6))
+            a_base, b_base, c_elem = irgen.element_pointers(context, builder, signature, args, (0, 3, 6))
             c_base = builder.bitcast(c_elem, _I8P)
             mod = builder.module
             load = cgutils.get_or_insert_function(
@@ -204,7 +204,7 @@ def _panel(a_u8, lda, m, bp, b_off, groups, c, ldc, j0, n_panels):
     i = 0
     while i + 32 <= m:
         if nxt < n_panels * size:
-            vnni.prefetch_bytes(bp, nxt, min(share, n_panels * size - nxt))
+            irgen.prefetch_bytes(bp, nxt, min(share, n_panels * size - nxt))
             nxt += share
         _tile32(a_u8, i * lda, lda, bp, b_off, kblocks, c, i * ldc + j0, ldc)
         i += 32

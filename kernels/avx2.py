@@ -31,14 +31,13 @@ epilogue of ``vnni.fold_and_scale``; ``vnni.run_panels`` drives both.
 
 from __future__ import annotations
 
-
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from . import vnni
+from . import irgen, vnni
 
 __all__ = ["available", "Avx2B", "pack_b", "gemm", "NR"]
 
@@ -72,7 +71,7 @@ def _tile_intrinsic(mr: int):
         def codegen(context, builder, signature, args):
             lda_v, pairs_v, ldc_v = args[2], args[5], args[8]
             # int16*, int16*, int32*
-            a_base, b_base, c_base = vnni.element_pointers(context, builder, signature, args, (0, 3, 6))
+            a_base, b_base, c_base = irgen.element_pointers(context, builder, signature, args, (0, 3, 6))
             madd = cgutils.get_or_insert_function(
                 builder.module, ir.FunctionType(_I32X8, [_I16X16, _I16X16]), "llvm.x86.avx2.pmadd.wd")
             zero = ir.Constant(_I32X8, None)
@@ -96,7 +95,7 @@ def _tile_intrinsic(mr: int):
                     for v in range(_NV):
                         acc = builder.load(accs[r][v])
                         builder.store(builder.add(acc, builder.call(madd, [bcast, b_vecs[v]])), accs[r][v])
-            vnni.store_tile(builder, c_base, ldc_v, accs)
+            irgen.store_tile(builder, c_base, ldc_v, accs)
             return context.get_dummy_value()
 
         return sig, codegen

@@ -37,9 +37,9 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from .irgen import element_pointers, store_tile
 from .mathf import fma
 from .rows import row_view
-from .vnni import element_pointers, store_tile
 
 __all__ = ["batched_matmul_f32", "SMALL", "PackedF32", "pack_b_f32", "matmul_packed_f32",
            "packed_available"]

@@ -22,8 +22,22 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
-from .rows import (LANES, VEC, add, div, fma as vfma, horner, load, load_first, mul, pow2_of_rounded,
-                   splat, store, store_first, sub)
+from .vec import (
+    LANES,
+    VEC,
+    add,
+    div,
+    horner,
+    load,
+    load_first,
+    mul,
+    pow2_of_rounded,
+    splat,
+    store,
+    store_first,
+    sub,
+)
+from .vec import fma as vfma
 
 __all__ = ["erf_f32", "gelu_erf_f32", "GELU_FORMS", "ERF"]
 

@@ -22,7 +22,18 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .rows import LANES, keep_nan, lanes_max, lanes_min, lanes_sum, load, load_first, maximum, minimum, splat
+from .vec import (
+    LANES,
+    keep_nan,
+    lanes_max,
+    lanes_min,
+    lanes_sum,
+    load,
+    load_first,
+    maximum,
+    minimum,
+    splat,
+)
 
 __all__ = [
     "quantize_linear",

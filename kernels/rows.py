@@ -13,7 +13,7 @@ not a float32 sum or maximum: adding in vector lanes changes the order of the ad
 the rounding, and LLVM only does it under fast-math, in an order of its own choosing that depends
 on the CPU it compiles for. These kernels fix the order themselves with a small 16-lane float32
 vector type (``VEC``, an LLVM ``<16 x float>``) and a handful of intrinsics on it (``load``,
-``add``, ``fma``, ``lanes_sum``, ...):
+``add``, ``fma``, ``lanes_sum``, ...), both in ``vec.py``:
 
 * lane k accumulates elements k, k + 16, k + 32, ... of the row, left to right;
 * the last, partial block is read with a masked load: lanes past the row's end get a neutral
@@ -51,15 +51,31 @@ NaN. A NaN in a row makes the whole row NaN, as does +inf
 from __future__ import annotations
 
 import numpy as np
-from llvmlite import ir
 from numba import njit, prange, types
-from numba.core import cgutils
-from numba.extending import intrinsic, models, register_model
+
+from .vec import (
+    LANES,
+    add,
+    div,
+    fma,
+    horner,
+    lanes_max,
+    lanes_sum,
+    load,
+    load_first,
+    maximum,
+    mul,
+    pow2_of_rounded,
+    splat,
+    store,
+    store_first,
+    sub,
+    zero_where_below,
+)
 
 __all__ = ["layer_norm_rows", "add_layer_norm_rows", "softmax_rows", "scale_add_softmax_rows", "exp_nonpositive",
            "row_view", "LANES", "EXP"]
 
-LANES = 16
 _F = np.float32
 
 
@@ -73,250 +89,6 @@ class EXP:
     POLY = (_F(1.38143089e-03), _F(8.36885627e-03), _F(4.16684002e-02), _F(1.66665196e-01),
             _F(4.99999940e-01))       # q(r) = POLY[0] r^4 + ... + POLY[4]: e^r ~ 1 + r + r^2 q(r)
     LOWER = _F(-87.33654)             # ln(2^-126): below it the result is flushed to 0
-
-
-# --------------------------------------------------------------------------- a vector type
-
-class _Vec(types.Type):
-    """16 float32 lanes, held in SIMD registers (LLVM ``<16 x float>``)."""
-
-    def __init__(self):
-        super().__init__(name=f"f32x{LANES}")
-
-
-VEC = _Vec()
-_LL_F32 = ir.FloatType()
-_LL_I32 = ir.IntType(32)
-_LL_VEC = ir.VectorType(_LL_F32, LANES)
-_LL_IVEC = ir.VectorType(_LL_I32, LANES)
-_LL_MASK = ir.VectorType(ir.IntType(1), LANES)
-_LANE_INDEX = ir.Constant(_LL_IVEC, list(range(LANES)))
-
-
-@register_model(_Vec)
-class _VecModel(models.PrimitiveModel):
-    def __init__(self, dmm, fe_type):
-        super().__init__(dmm, fe_type, _LL_VEC)
-
-
-def _broadcast(builder, value, vector_type):
-    """An LLVM vector with ``value`` in every lane."""
-    v = builder.insert_element(ir.Constant(vector_type, ir.Undefined), value,
-                               ir.Constant(_LL_I32, 0))
-    return builder.shuffle_vector(v, v, ir.Constant(_LL_IVEC, [0] * LANES))
-
-
-def _is_row(t, writable=False):
-    """A 1-D C-contiguous float32 array (a row of a C-contiguous matrix)."""
-    return (isinstance(t, types.Array) and t.ndim == 1 and t.dtype == types.float32
-            and t.layout == "C" and (t.mutable or not writable))
-
-
-def _address(context, builder, arytype, ary, index, indextype):
-    """Pointer to ``ary[index]``, cast to a pointer to 16 floats."""
-    data = context.make_array(arytype)(context, builder, ary).data
-    i = context.cast(builder, index, indextype, types.intp)
-    return builder.bitcast(builder.gep(data, [i]), _LL_VEC.as_pointer())
-
-
-def _first_lanes(builder, count, counttype, context):
-    """Mask: lanes 0 .. count - 1 on."""
-    c = context.cast(builder, count, counttype, types.int32)
-    return builder.icmp_signed("<", _LANE_INDEX, _broadcast(builder, c, _LL_IVEC))
-
-
-@intrinsic
-def splat(typingctx, x):
-    """VEC with x in every lane."""
-    if x != types.float32:
-        return None
-
-    def codegen(context, builder, sig, args):
-        return _broadcast(builder, args[0], _LL_VEC)
-
-    return VEC(x), codegen
-
-
-@intrinsic
-def load(typingctx, row, i):
-    """row[i : i + 16] (the caller guarantees i + 16 <= len(row))."""
-    if not (_is_row(row) and isinstance(i, types.Integer)):
-        return None
-
-    def codegen(context, builder, sig, args):
-        ptr = _address(context, builder, sig.args[0], args[0], args[1], sig.args[1])
-        return builder.load(ptr, align=4)
-
-    return VEC(row, i), codegen
-
-
-@intrinsic
-def load_first(typingctx, row, i, count, fill):
-    """Lanes k < count: row[i + k]; the other lanes: fill (their memory is not read)."""
-    if not (_is_row(row) and isinstance(i, types.Integer) and isinstance(count, types.Integer)
-            and fill == types.float32):
-        return None
-
-    def codegen(context, builder, sig, args):
-        ptr = _address(context, builder, sig.args[0], args[0], args[1], sig.args[1])
-        mask = _first_lanes(builder, args[2], sig.args[2], context)
-        fn = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(_LL_VEC, [ptr.type, _LL_I32, _LL_MASK, _LL_VEC]),
-            f"llvm.masked.load.v{LANES}f32.p0")
-        return builder.call(fn, [ptr, ir.Constant(_LL_I32, 4), mask,
-                                 _broadcast(builder, args[3], _LL_VEC)])
-
-    return VEC(row, i, count, fill), codegen
-
-
-@intrinsic
-def store(typingctx, row, i, v):
-    """row[i : i + 16] = v."""
-    if not (_is_row(row, writable=True) and isinstance(i, types.Integer) and v == VEC):
-        return None
-
-    def codegen(context, builder, sig, args):
-        ptr = _address(context, builder, sig.args[0], args[0], args[1], sig.args[1])
-        builder.store(args[2], ptr, align=4)
-        return context.get_dummy_value()
-
-    return types.none(row, i, v), codegen
-
-
-@intrinsic
-def store_first(typingctx, row, i, count, v):
-    """row[i + k] = v[k] for lanes k < count (memory past them is not written)."""
-    if not (_is_row(row, writable=True) and isinstance(i, types.Integer)
-            and isinstance(count, types.Integer) and v == VEC):
-        return None
-
-    def codegen(context, builder, sig, args):
-        ptr = _address(context, builder, sig.args[0], args[0], args[1], sig.args[1])
-        mask = _first_lanes(builder, args[2], sig.args[2], context)
-        fn = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [_LL_VEC, ptr.type, _LL_I32, _LL_MASK]),
-            f"llvm.masked.store.v{LANES}f32.p0")
-        builder.call(fn, [args[3], ptr, ir.Constant(_LL_I32, 4), mask])
-        return context.get_dummy_value()
-
-    return types.none(row, i, count, v), codegen
-
-
-def _lanewise(build, doc):
-    """An intrinsic VEC (op) VEC -> VEC, one float32 operation per lane."""
-
-    @intrinsic
-    def fn(typingctx, a, b):
-        if not (a == VEC and b == VEC):
-            return None
-
-        def codegen(context, builder, sig, args):
-            return build(builder, *args)
-
-        return VEC(a, b), codegen
-
-    fn.__doc__ = doc
-    return fn
-
-
-def _greater(builder, a, b):
-    return builder.select(builder.fcmp_ordered(">", a, b), a, b)
-
-
-add = _lanewise(lambda b, x, y: b.fadd(x, y), "a + b per lane")
-sub = _lanewise(lambda b, x, y: b.fsub(x, y), "a - b per lane")
-mul = _lanewise(lambda b, x, y: b.fmul(x, y), "a * b per lane")
-div = _lanewise(lambda b, x, y: b.fdiv(x, y), "a / b per lane")
-maximum = _lanewise(_greater, "a if a > b else b per lane (vmaxps: a NaN in a gives b)")
-minimum = _lanewise(lambda b, x, y: b.select(b.fcmp_ordered("<", x, y), x, y),
-                    "a if a < b else b per lane (vminps: a NaN in a gives b)")
-keep_nan = _lanewise(lambda b, acc, x: b.select(b.fcmp_unordered("uno", x, x), x, acc),
-                     "x where x is NaN, acc elsewhere, per lane (a NaN, once met, stays)")
-
-
-@intrinsic
-def fma(typingctx, a, b, c):
-    """a * b + c per lane, rounded once (``llvm.fma``)."""
-    if not (a == VEC and b == VEC and c == VEC):
-        return None
-
-    def codegen(context, builder, sig, args):
-        fn = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(_LL_VEC, [_LL_VEC] * 3), f"llvm.fma.v{LANES}f32")
-        return builder.call(fn, args)
-
-    return VEC(a, b, c), codegen
-
-
-def _halves(reduce_pair, doc):
-    """An intrinsic VEC -> float32 combining lanes k and k + w/2 for w = 16, 8, 4, 2."""
-
-    @intrinsic
-    def fn(typingctx, v):
-        if v != VEC:
-            return None
-
-        def codegen(context, builder, sig, args):
-            x, width = args[0], LANES
-            while width > 1:
-                half = width // 2
-                pick = ir.VectorType(_LL_I32, half)
-                lo = builder.shuffle_vector(x, x, ir.Constant(pick, list(range(half))))
-                hi = builder.shuffle_vector(x, x, ir.Constant(pick, list(range(half, width))))
-                x, width = reduce_pair(builder, lo, hi), half
-            return builder.extract_element(x, ir.Constant(_LL_I32, 0))
-
-        return types.float32(v), codegen
-
-    fn.__doc__ = doc
-    return fn
-
-
-lanes_sum = _halves(lambda b, lo, hi: b.fadd(lo, hi),
-                    "the lanes' sum: v[k] + v[k + 8], then lanes 4, 2 and 1 apart")
-lanes_max = _halves(_greater, "the lanes' maximum, combined in halves as lanes_sum")
-lanes_min = _halves(lambda b, lo, hi: b.select(b.fcmp_ordered("<", lo, hi), lo, hi),
-                    "the lanes' minimum, combined in halves as lanes_sum")
-
-
-@njit(inline="always")
-def horner(x, coeffs):
-    """coeffs[0] x^(n-1) + ... + coeffs[n-1] per lane (coeffs a tuple of n float32), by Horner's
-    rule in fused multiply-adds: one rounding per step, highest power first."""
-    p = splat(coeffs[0])
-    for i in range(1, len(coeffs)):
-        p = fma(p, x, splat(coeffs[i]))
-    return p
-
-
-@intrinsic
-def pow2_of_rounded(typingctx, t):
-    """2^n per lane, for t = 1.5 * 2^23 + n with -126 <= n <= 127: the float32 whose exponent bits
-    are n + 127, i.e. (bits(t) << 23) + bits(1.0) (bits(t) = 0x4B400000 + n, whose high part the
-    shift pushes out)."""
-    if t != VEC:
-        return None
-
-    def codegen(context, builder, sig, args):
-        bits = builder.shl(builder.bitcast(args[0], _LL_IVEC), _broadcast(
-            builder, ir.Constant(_LL_I32, 23), _LL_IVEC))
-        bits = builder.add(bits, _broadcast(builder, ir.Constant(_LL_I32, 0x3F800000), _LL_IVEC))
-        return builder.bitcast(bits, _LL_VEC)
-
-    return VEC(t), codegen
-
-
-@intrinsic
-def zero_where_below(typingctx, x, bound, y):
-    """y per lane, but 0 where x < bound (a NaN x keeps y)."""
-    if not (x == VEC and bound == types.float32 and y == VEC):
-        return None
-
-    def codegen(context, builder, sig, args):
-        below = builder.fcmp_ordered("<", args[0], _broadcast(builder, args[1], _LL_VEC))
-        return builder.select(below, ir.Constant(_LL_VEC, [0.0] * LANES), args[2])
-
-    return VEC(x, bound, y), codegen
 
 
 # --------------------------------------------------------------------------- exp for x <= 0

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .fma import fma32
+
 __all__ = [
     "gemm_int8_twin",
     "gemm_u8s8_avx2_saturating_twin",
@@ -228,23 +230,6 @@ def blockwise_matmul_int8_twin(a, a_scale, b, b_scale, block_size):
 
 
 __all__ += ["blockwise_matmul_int8_twin"]
-
-
-def fma32(a, b, c):
-    """float32(a * b + c) with one rounding (a fused multiply-add), element-wise.
-
-    The product of two float32 values is exact in float64; the float64 sum is rounded to odd
-    (its last bit set when inexact), and rounding that to float32 then gives the correctly
-    rounded result (53 bits >= 24 + 2)."""
-    a, b, c = (np.asarray(v, np.float32).astype(np.float64) for v in (a, b, c))
-    p = a * b
-    s = p + c
-    t = s - p
-    err = (p - (s - t)) + (c - t)                        # s + err == p + c exactly (TwoSum)
-    inexact_even = (err != 0) & ((s.view(np.int64) & 1) == 0)
-    if inexact_even.any():
-        s = np.where(inexact_even, np.nextafter(s, np.where(err > 0, np.inf, -np.inf)), s)
-    return s.astype(np.float32)
 
 
 def _horner(x, coefficients):

@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 
 from .errors import ModelError, node_label
-
+from .executor import run_plan
 
 # ---------------------------------------------------------------- vector-Jacobian rules
 # rule(node, inputs, outputs, dy, attrs) -> one gradient per input (None: not differentiable)
@@ -167,29 +167,28 @@ def forward_region(node, producers: dict) -> onnx.GraphProto:
 class ForwardRegion:
     """Bound like a subgraph; calling it runs the region and returns the per-node records."""
 
-    def __init__(self, plan, run):
-        self.plan, self.run = plan, run
+    def __init__(self, plan):
+        self.plan = plan
 
     def bind(self, env: dict, hooks):
         outer = {n: env[n] for n in self.plan.outer if n in env}
-        plan, run = self.plan, self.run
+        plan = self.plan
 
         def forward(*inputs):
             records = []
             local = dict(outer)
             local.update(plan.initializers)
             local.update(zip((i.name for i in plan.inputs), inputs))
-            (y,) = run(plan, local, ((), (lambda n, i, o: records.append((n, i, o)),)))
+            (y,) = run_plan(plan, local, ((), (lambda n, i, o: records.append((n, i, o)),)))
             return y, records
         return forward
 
 
-def gradient_step(node, producers: dict, pctx, scope, build_plan):
-    """What the planner runs for a Gradient node: (fn, kwargs, names of bound subgraphs)."""
-    region = forward_region(node, producers)
-    plan = build_plan(region, pctx, scope)
+def gradient_step(node, plan):
+    """What the planner runs for a Gradient node, given the plan of its :func:`forward_region`:
+    (fn, kwargs, names of bound subgraphs)."""
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-    kwargs = {"forward": ForwardRegion(plan, pctx.run),
+    kwargs = {"forward": ForwardRegion(plan),
               "xs": [v.decode() for v in attrs["xs"]], "y": attrs["y"].decode()}
     return gradient, kwargs, ("forward",)
 

@@ -55,12 +55,20 @@ from collections import Counter
 import numpy as np
 from onnx import TensorProto
 
+from . import registry
 from .errors import NodeError, node_error
+from .ops import elementwise, nn, norm, quant, reduce
 
 
-def _is(step, *op_types: str) -> bool:
-    return step.node.op_type in op_types and step.node.domain in ("", "ai.onnx") \
-        and not step.kwargs.get("broadcast", 0)
+def _op(step, *op_types: str):
+    """The registry's entry for the op ``step`` runs when that is the registered ai.onnx op of one
+    of ``op_types`` with NumPy broadcasting (not the legacy ``broadcast`` attribute), else None
+    (another op, a model-local function or a schema's function body of that name)."""
+    node = step.node
+    if (node.op_type not in op_types or step.kwargs.get("broadcast", 0)
+            or not registry.is_default_domain(node.domain)):
+        return None
+    return registry.registered_as(step.fn, node.op_type)
 
 
 def _call(step, args, fn=None, **extra):
@@ -94,68 +102,47 @@ def _other(step, name: str):
     return b if a == name else a
 
 
-def _f32_scalar(v) -> bool:
-    return isinstance(v, np.ndarray) and v.dtype == np.float32 and v.size == 1
+# ---------------------------------------------------------------- the rules
+#
+# A rule looks at step i: ``rule(steps, i, sole_reader, producer)`` -> None, or (the indices of
+# the chain's steps in run order, the chain's external inputs, the function that runs it). The
+# function calls the op family's fused entry point, which declines with None where its kernel
+# does not apply; then the chain's own nodes run one after the other.
 
 
-# ---------------------------------------------------------------- the chains
-
-
-def _epilogue_operand(v, n: int, ndim: int) -> bool:
-    """A float32 scale/bias that broadcasts along the last axis only: one element, or N."""
-    return (isinstance(v, np.ndarray) and v.dtype == np.float32 and v.ndim <= ndim
-            and (v.size == 1 or (v.shape[-1] == n and v.size == n)))
-
-
-def _match_matmul_integer(steps, i, sole_reader):
+def _match_matmul_integer(steps, i, sole_reader, producer):
     """MatMulInteger -> Cast(FLOAT) -> Mul(scale) [-> Add(bias)] starting at step i."""
     mm = steps[i]
-    if not _is(mm, "MatMulInteger") or len(mm.outputs) != 1:
+    if not _op(mm, "MatMulInteger") or len(mm.outputs) != 1:
         return None
     j = sole_reader(mm.outputs[0])
-    if j is None or not _is(steps[j], "Cast") or steps[j].kwargs.get("to") != TensorProto.FLOAT:
+    if j is None or not _op(steps[j], "Cast") or steps[j].kwargs.get("to") != TensorProto.FLOAT:
         return None
     k = sole_reader(steps[j].outputs[0])
-    if k is None or not _is(steps[k], "Mul"):
+    if k is None or not _op(steps[k], "Mul"):
         return None
     scale = _other(steps[k], steps[j].outputs[0])
     if scale is None:
         return None
     members, bias = [i, j, k], None
     a = sole_reader(steps[k].outputs[0])
-    if a is not None and _is(steps[a], "Add") and _other(steps[a], steps[k].outputs[0]) is not None:
+    if a is not None and _op(steps[a], "Add") and _other(steps[a], steps[k].outputs[0]) is not None:
         bias = _other(steps[a], steps[k].outputs[0])
         members.append(a)
     n_mm = len(mm.inputs)
     inputs = tuple(mm.inputs) + (scale,) + ((bias,) if bias is not None else ())
     chain = [steps[m] for m in members]
-    from .ops import quant
-
-    # the registered op's own code, with the epilogue handed to the GEMM
-    in_gemm = mm.fn is quant.matmul_integer_op and "ctx" in mm.kwargs
-
-    def with_epilogue(A, B, a_zero_point=None, b_zero_point=None, *, ctx, epilogue):
-        y = quant.matmul_integer_scaled(A, B, a_zero_point, b_zero_point, *epilogue, ctx=ctx)
-        if y is None:
-            y = quant.matmul_integer(A, B, a_zero_point, b_zero_point, ctx=ctx, epilogue=epilogue)
-        return y
 
     def fused(*args):
         s = args[n_mm]
         b = args[n_mm + 1] if bias is not None else None
-        a_in, b_in = args[0], args[1] if n_mm > 1 else None
-        if (in_gemm and isinstance(a_in, np.ndarray) and isinstance(b_in, np.ndarray)
-                and a_in.ndim >= 2 and b_in.ndim == 2
-                and _epilogue_operand(s, b_in.shape[1], a_in.ndim)
-                and (bias is None or _epilogue_operand(b, b_in.shape[1], a_in.ndim))):
-            return _call(mm, args[:n_mm], fn=with_epilogue, epilogue=(s, b))
+        y = _call(mm, args[:n_mm], fn=quant.matmul_integer_dequantized, scale=s, bias=b)
+        if y is not None:
+            return y
         c = _call(mm, args[:n_mm])
-        if (isinstance(c, np.ndarray) and c.dtype == np.int32 and c.ndim >= 1
-                and _epilogue_operand(s, c.shape[-1], c.ndim)
-                and (bias is None or _epilogue_operand(b, c.shape[-1], c.ndim))):
-            from .kernels import scale_bias_int32
-
-            return scale_bias_int32(c, s, b)
+        y = quant.dequantize_product(c, s, b)
+        if y is not None:
+            return y
         return _run_members(chain[1:], (mm.outputs[0],) + inputs[n_mm:], (c,) + args[n_mm:])
 
     return members, inputs, fused
@@ -164,34 +151,34 @@ def _match_matmul_integer(steps, i, sole_reader):
 def _match_gelu(steps, i, sole_reader, producer):
     """Div/Mul(x, c) -> Erf -> Add(one) -> GELU's two Muls, found from the Erf at step i."""
     erf = steps[i]
-    if not _is(erf, "Erf") or len(erf.inputs) != 1:
+    if not _op(erf, "Erf") or len(erf.inputs) != 1:
         return None
     p = producer.get(erf.inputs[0])
-    if p is None or not _is(steps[p], "Div", "Mul") or sole_reader(erf.inputs[0]) != i:
+    if p is None or not _op(steps[p], "Div", "Mul") or sole_reader(erf.inputs[0]) != i:
         return None
     pre = steps[p]
     x, c = pre.inputs[0], pre.inputs[1] if len(pre.inputs) == 2 else None
     divide = pre.node.op_type == "Div"   # x / c; for Mul either input may be x: the one that
     k = sole_reader(erf.outputs[0])      # comes back in the last Muls is
-    if c is None or k is None or not _is(steps[k], "Add"):
+    if c is None or k is None or not _op(steps[k], "Add"):
         return None
     one = _other(steps[k], erf.outputs[0])
     a_name = steps[k].outputs[0]
     r = sole_reader(a_name)
-    if one is None or r is None or not _is(steps[r], "Mul"):
+    if one is None or r is None or not _op(steps[r], "Mul"):
         return None
     candidates = [(x, c)] if divide else [(x, c), (c, x)]
     for x, c in candidates:
         other = _other(steps[r], a_name)
         if other == x:                                   # (x * a) * h
             t = sole_reader(steps[r].outputs[0])
-            if t is None or not _is(steps[t], "Mul"):
+            if t is None or not _op(steps[t], "Mul"):
                 continue
             half = _other(steps[t], steps[r].outputs[0])
             members, form = [p, i, k, r, t], "(x*a)*h"
         else:
             q = producer.get(other)
-            if q is None or not _is(steps[q], "Mul") or sole_reader(other) != r:
+            if q is None or not _op(steps[q], "Mul") or sole_reader(other) != r:
                 continue
             if x in steps[q].inputs and _other(steps[q], x) is not None:   # (x * h) * a
                 half = _other(steps[q], x)
@@ -204,7 +191,7 @@ def _match_gelu(steps, i, sole_reader, producer):
     # x * (a * h): the Add's reader multiplies a by the constant, the next Mul brings x back
     h = _other(steps[r], a_name)
     t = sole_reader(steps[r].outputs[0])
-    if h is not None and t is not None and _is(steps[t], "Mul"):
+    if h is not None and t is not None and _op(steps[t], "Mul"):
         for x, c in candidates:
             if _other(steps[t], steps[r].outputs[0]) == x and h != x:
                 return _gelu_step(steps, [p, i, k, r, t], "x*(a*h)", divide, x, c, one, h)
@@ -218,107 +205,74 @@ def _gelu_step(steps, members, form, divide, x, c, one, half):
     inputs = (x, c, one, half)
 
     def fused(xv, cv, onev, halfv):
-        if (ctx is not None and ctx.numerics == "ort" and isinstance(xv, np.ndarray)
-                and xv.dtype == np.float32 and all(_f32_scalar(v) for v in (cv, onev, halfv))
-                and all(np.ndim(v) <= xv.ndim for v in (cv, onev, halfv))):
-            from .kernels import mathf
-
-            return mathf.gelu_erf_f32(xv, divide, cv.reshape(-1)[0], onev.reshape(-1)[0],
-                                      halfv.reshape(-1)[0], form)
+        y = elementwise.gelu_erf(xv, cv, onev, halfv, divide=divide, form=form, ctx=ctx)
+        if y is not None:
+            return y
         return _run_members(chain, inputs, (xv, cv, onev, halfv))
 
     return members, inputs, fused
 
 
-def _match_add_layer_norm(steps, i, sole_reader):
+def _match_add_layer_norm(steps, i, sole_reader, producer):
     """Add(a, b) -> LayerNormalization(sum, scale[, bias]) with only Y used: a residual
     connection and its layer norm (onnxruntime's SkipLayerNormalization)."""
     add = steps[i]
-    if not _is(add, "Add") or len(add.inputs) != 2 or len(add.outputs) != 1:
+    if not _op(add, "Add") or len(add.inputs) != 2 or len(add.outputs) != 1:
         return None
     j = sole_reader(add.outputs[0])
-    if j is None or not _is(steps[j], "LayerNormalization") or steps[j].inputs[0] != add.outputs[0] \
+    if j is None or not _op(steps[j], "LayerNormalization") or steps[j].inputs[0] != add.outputs[0] \
             or add.outputs[0] in steps[j].inputs[1:]:
         return None
     ln = steps[j]
-    from .ops import norm
-    from .ops._common import normalize_axis
-
-    if ln.fn is not norm.layer_normalization:
-        return None
-    kw = ln.kwargs
     inputs = tuple(add.inputs) + tuple(ln.inputs[1:])
     chain = [add, ln]
 
     def fused(a, b, scale, bias=None):
-        if (isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.dtype == np.float32
-                and b.dtype == np.float32 and a.shape == b.shape and a.ndim >= 1
-                and isinstance(scale, np.ndarray) and (bias is None or isinstance(bias, np.ndarray))):
-            axis = normalize_axis(kw.get("axis", -1), a.ndim)
-            st = norm._stash_dtype(a, kw.get("stash_type", 1))
-            if norm._fits_row_kernel(a, scale, bias, axis, st, kw.get("ctx")):
-                from .kernels import rows
-
-                n = a.shape[-1]
-                y, mean, inv_std = rows.add_layer_norm_rows(
-                    a.reshape(-1, n), b.reshape(-1, n), scale, bias, kw.get("epsilon", 1e-5))
-                stats = a.shape[:-1] + (1,)
-                return y.reshape(a.shape), mean.reshape(stats), inv_std.reshape(stats)
+        y = norm.add_layer_normalization(a, b, scale, bias, **ln.kwargs)
+        if y is not None:
+            return y
         return _run_members(chain, inputs, (a, b, scale, bias))
 
     return [i, j], inputs, fused
 
 
-def _match_scale_mask_softmax(steps, i, sole_reader):
+def _match_scale_mask_softmax(steps, i, sole_reader, producer):
     """Mul(x, c) or Div(x, c) -> Add(., mask) -> Softmax over the last axis: attention's scaled and
-    masked scores, softmaxed row by row in one pass (``kernels.rows.scale_add_softmax_rows``)."""
+    masked scores, softmaxed row by row in one pass (``reduce.scale_add_softmax``)."""
     pre = steps[i]
-    if not _is(pre, "Mul", "Div") or len(pre.inputs) != 2 or len(pre.outputs) != 1:
+    if not _op(pre, "Mul", "Div") or len(pre.inputs) != 2 or len(pre.outputs) != 1:
         return None
     j = sole_reader(pre.outputs[0])
-    if j is None or not _is(steps[j], "Add"):
+    if j is None or not _op(steps[j], "Add"):
         return None
     mask = _other(steps[j], pre.outputs[0])
     k = sole_reader(steps[j].outputs[0]) if mask is not None else None
-    if k is None or not _is(steps[k], "Softmax") or len(steps[k].inputs) != 1:
+    softmax = _op(steps[k], "Softmax") if k is not None else None
+    if softmax is None or len(steps[k].inputs) != 1:
         return None
     sm = steps[k]
-    if sm.fn.__name__ not in ("softmax_coerced_2d", "softmax_single_axis"):
-        return None   # not the registered op (a model-local function, say)
-    from .ops._common import ROW_KERNEL_MIN_SIZE, normalize_axis
-
-    default_axis = -1 if sm.fn.__name__ == "softmax_single_axis" else 1
+    axis = sm.kwargs.get("axis", softmax.attrs["axis"])   # the default differs by version
     divide = pre.node.op_type == "Div"
     inputs = tuple(pre.inputs) + (mask,)
     chain = [pre, steps[j], sm]
 
     def fused(a, b, m):
-        x, c = a, b
-        if not divide and _f32_scalar(a) and not _f32_scalar(b):
-            x, c = b, a     # Mul(c, x)
-        ctx = sm.kwargs.get("ctx")
-        if (isinstance(x, np.ndarray) and x.dtype == np.float32 and x.ndim >= 2 and _f32_scalar(c)
-                and c.ndim <= x.ndim and isinstance(m, np.ndarray) and x.size >= ROW_KERNEL_MIN_SIZE
-                and (ctx is None or ctx.numerics != "spec")
-                and normalize_axis(sm.kwargs.get("axis", default_axis), x.ndim) == x.ndim - 1):
-            from .kernels import rows
-
-            y = rows.scale_add_softmax_rows(x, c.reshape(()), divide, m)
-            if y is not None:
-                return y
+        y = reduce.scale_add_softmax(a, b, m, divide=divide, axis=axis, ctx=sm.kwargs.get("ctx"))
+        if y is not None:
+            return y
         return _run_members(chain, inputs, (a, b, m))
 
     return [i, j, k], inputs, fused
 
 
-def _match_matmul_add(steps, i, sole_reader):
+def _match_matmul_add(steps, i, sole_reader, producer):
     """MatMul(a, W) -> Add(., bias): the bias goes into the packed kernel's tiles (``nn.matmul_add``)
     or is added into MatMul's fresh result in place (the same float additions either way)."""
     mm = steps[i]
-    if not _is(mm, "MatMul") or len(mm.outputs) != 1:
+    if not _op(mm, "MatMul") or len(mm.outputs) != 1:
         return None
     j = sole_reader(mm.outputs[0])
-    if j is None or not _is(steps[j], "Add"):
+    if j is None or not _op(steps[j], "Add"):
         return None
     bias = _other(steps[j], mm.outputs[0])
     if bias is None:
@@ -326,12 +280,9 @@ def _match_matmul_add(steps, i, sole_reader):
     add = steps[j]
     bias_first = add.inputs[0] == bias
     inputs = tuple(mm.inputs) + (bias,)
-    from .ops import nn
-
-    in_kernel = mm.fn is nn.matmul and "ctx" in mm.kwargs   # the registered op: bias in its tiles
 
     def fused(a, b, c):
-        if in_kernel and isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
+        if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
             y = _call(mm, (a, b), fn=nn.matmul_add, bias=c)
             if y is not None:
                 return y
@@ -344,6 +295,19 @@ def _match_matmul_add(steps, i, sole_reader):
         return _call(add, (c, y) if bias_first else (y, c))
 
     return [i, j], inputs, fused
+
+
+# Tried in this order at each step; the first that matches takes the chain.
+RULES = (_match_matmul_integer, _match_gelu, _match_add_layer_norm, _match_matmul_add,
+         _match_scale_mask_softmax)
+
+
+def _first_match(steps, i, sole_reader, producer):
+    for rule in RULES:
+        found = rule(steps, i, sole_reader, producer)
+        if found is not None:
+            return found
+    return None
 
 
 # ---------------------------------------------------------------- planning
@@ -374,9 +338,7 @@ def fuse_steps(steps: list, reads: list, keep: set, make_step) -> tuple[list, li
     for i in range(len(steps)):
         if i in absorbed or i in replaced:
             continue
-        found = (_match_matmul_integer(steps, i, sole_reader) or _match_gelu(steps, i, sole_reader, producer)
-                 or _match_add_layer_norm(steps, i, sole_reader) or _match_matmul_add(steps, i, sole_reader)
-                 or _match_scale_mask_softmax(steps, i, sole_reader))
+        found = _first_match(steps, i, sole_reader, producer)
         if found is None:
             continue
         members, inputs, fn = found

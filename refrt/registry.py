@@ -48,6 +48,11 @@ def canonical_domain(domain: str) -> str:
     return DEFAULT_DOMAIN if domain in ("", "ai.onnx") else domain
 
 
+def is_default_domain(domain: str) -> bool:
+    """The ONNX domain, however it is spelled ('' or 'ai.onnx')."""
+    return canonical_domain(domain) == DEFAULT_DOMAIN
+
+
 def proto_domain(domain: str) -> str:
     """The spelling onnx.defs uses ('' for the default domain)."""
     return "" if domain in ("", "ai.onnx") else domain
@@ -194,6 +199,17 @@ def registered() -> dict[tuple[str, str], dict[int, OpImpl]]:
 def versions(op_type: str, domain: str) -> list[int]:
     _load_ops()
     return sorted(_REGISTRY.get((canonical_domain(domain), op_type), {}))
+
+
+def registered_as(fn: Callable, op_type: str, domain: str = DEFAULT_DOMAIN) -> OpImpl | None:
+    """The registered implementation of ``domain.op_type`` (any version) whose function is
+    ``fn``, or None: how the planner tells a registered op from anything else that runs a node of
+    that type (a model-local function, a schema's function body)."""
+    _load_ops()
+    for impl in _REGISTRY.get((canonical_domain(domain), op_type), {}).values():
+        if impl.fn is fn:
+            return impl
+    return None
 
 
 def _schema_since(op_type: str, domain: str, opset: int) -> int | None:

@@ -176,8 +176,9 @@ class InferenceSession:
         if not model.opset_import:
             raise ModelError("the model declares no opset_import")
         pctx = PlanContext(opsets=opset_map(model.opset_import),
-                           functions={(_dom(f.domain), f.name): f for f in model.functions},
-                           options=self._options, run=executor.run_plan)
+                           functions={(registry.canonical_domain(f.domain), f.name): f
+                                      for f in model.functions},
+                           options=self._options)
         if not model.graph.output:
             raise ModelError("the graph declares no outputs: there is nothing to compute")
         try:
@@ -312,7 +313,7 @@ def _check_versions(model) -> None:
                          f"{onnx.__version__}) reads up to {onnx.IR_VERSION}")
     newest = onnx.defs.onnx_opset_version()
     for o in model.opset_import:
-        if o.domain in ("", "ai.onnx") and o.version > newest:
+        if registry.is_default_domain(o.domain) and o.version > newest:
             raise ModelError(f"the model imports opset {o.version} of the default domain; refrt "
                              f"(with onnx {onnx.__version__}) knows opsets up to {newest}")
 
@@ -320,10 +321,6 @@ def _check_versions(model) -> None:
 def _describe(vi) -> str:
     shape = shape_of(vi.type)
     return f"{vi.name}: {type_string(vi.type)}{'' if shape is None else list(shape)}"
-
-
-def _dom(domain: str) -> str:
-    return "ai.onnx" if domain in ("", "ai.onnx") else domain
 
 
 def _merge_options(sess_options, extra: dict) -> SessionOptions:

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from refrt import registry
 from refrt.testing import strategies as S
 from refrt.testing.candidates import Isolated, make_candidate
-from refrt.testing.runner import check, fuzz, fuzz_op, rerun
+from refrt.testing.runner import fuzz, fuzz_op, rerun
 from refrt.testing.tolerance import compare_output
 
 from ort_helpers import ORT_SATURATES_U8S8

@@ -49,11 +49,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-from ort_helpers import avx2_ort_prefix, ort_session, refrt_like_ort, run_models_avx2
 
 import refrt
 from refrt.kernels.conv import conv_u8s8_avx2_saturating
 from refrt.ops.contrib_quant import mlas_tanh
+
+from ort_helpers import avx2_ort_prefix, ort_session, refrt_like_ort, run_models_avx2
 
 pytest.importorskip("onnxruntime")
 

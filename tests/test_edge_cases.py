@@ -232,8 +232,9 @@ def test_zero_size_sweep_over_float_ops_matches_onnxruntime(shape):
 # -- output types as the schemas' type constraints bind them ----------------------------------------
 
 def _one_node(op, inputs, feeds, domain="", opset=23, **attrs):
-    import refrt
     from onnx import TensorProto, helper
+
+    import refrt
     vi = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
           for n, v in feeds.items()]
     g = helper.make_graph([helper.make_node(op, inputs, ["y"], domain=domain, **attrs)], "g", vi,
@@ -269,8 +270,9 @@ def test_matmul_integer_to_float_float16_scales_give_float16():
 def test_squeeze_with_empty_axes_per_numerics():
     x = np.array([[5]], np.uint8)
     feeds = {"x": x, "axes": np.zeros(0, np.int64)}
-    import refrt
     from onnx import TensorProto, helper
+
+    import refrt
     g = helper.make_graph([helper.make_node("Squeeze", ["x", "axes"], ["y"])], "g",
                           [helper.make_tensor_value_info("x", TensorProto.UINT8, [1, 1]),
                            helper.make_tensor_value_info("axes", TensorProto.INT64, [0])],
@@ -281,8 +283,9 @@ def test_squeeze_with_empty_axes_per_numerics():
 
 
 def test_string_outputs_are_object_arrays_even_0d():
-    import refrt
     from onnx import TensorProto, helper
+
+    import refrt
     g = helper.make_graph([helper.make_node("Gather", ["x", "i"], ["y"], axis=0)], "g",
                           [helper.make_tensor_value_info("x", TensorProto.STRING, [2]),
                            helper.make_tensor_value_info("i", TensorProto.INT64, [])],

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from ort_helpers import avx2_ort_prefix
 
 try:
@@ -857,9 +858,10 @@ def test_erf_f32_is_within_3_ulp_of_erf_and_keeps_shape():
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
 def test_erf_op_matches_onnxruntime_bit_for_bit(dtype):
     from onnx import TensorProto, helper
-    from ort_helpers import ort_session
 
     from refrt import InferenceSession
+
+    from ort_helpers import ort_session
 
     et = TensorProto.FLOAT if dtype == np.float32 else TensorProto.FLOAT16
     graph = helper.make_graph([helper.make_node("Erf", ["x"], ["y"])], "erf",
@@ -1190,9 +1192,9 @@ def row_kernel_calls(monkeypatch):
 @pytest.mark.parametrize("shape,offset", [((1, 128, 768), 0.0), ((2, 50, 100), 3.0), ((4096,), 0.5),
                                           ((300, 17), -1.0), ((8, 128, 768), 0.0)])
 def test_layer_normalization_op_matches_onnxruntime(shape, offset, row_kernel_calls):
-    from ort_helpers import ort_session
-
     from refrt import InferenceSession
+
+    from ort_helpers import ort_session
 
     rng = np.random.default_rng(len(shape))
     n = shape[-1]
@@ -1222,9 +1224,9 @@ def test_layer_normalization_op_matches_onnxruntime(shape, offset, row_kernel_ca
                                               ((8, 4, 200), 11, 1), ((2, 64, 64), 1, 1),
                                               ((5000,), 13, 0)])
 def test_softmax_op_matches_onnxruntime(shape, opset, axis, row_kernel_calls):
-    from ort_helpers import ort_session
-
     from refrt import InferenceSession
+
+    from ort_helpers import ort_session
 
     rng = np.random.default_rng(opset + len(shape))
     x = (rng.standard_normal(shape) * 5).astype(np.float32)
@@ -1281,9 +1283,9 @@ def test_layer_normalization_op_fast_path_outputs(row_kernel_calls):
 
 
 def test_skip_layer_normalization_on_the_row_kernel_matches_onnxruntime(row_kernel_calls):
-    from ort_helpers import ort_session
-
     from refrt import InferenceSession
+
+    from ort_helpers import ort_session
 
     rng = np.random.default_rng(3)
     x, skip = (rng.standard_normal((2, 64, 256)).astype(np.float32) for _ in range(2))

@@ -22,9 +22,10 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-from ort_helpers import ort_session, refrt_like_ort
 
 import refrt
+
+from ort_helpers import ort_session, refrt_like_ort
 
 ort = pytest.importorskip("onnxruntime")
 quantization = pytest.importorskip("onnxruntime.quantization")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import ml_dtypes
 import numpy as np
 import pytest
-from helpers import const, model, readonly, vi
 from onnx import TensorProto, helper
 
 import refrt
@@ -18,6 +17,8 @@ from refrt.kernels import twins as T
 from refrt.ops import quant
 from refrt.registry import NodeContext, lookup
 from refrt.session import SessionOptions
+
+from helpers import const, model, readonly, vi
 
 TP = TensorProto
 RNG = np.random.default_rng(2024)

@@ -45,11 +45,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
-from ort_helpers import avx2_ort_prefix, ort_session, refrt_like_ort, run_models_avx2
 
 import refrt
 from refrt.kernels import twins as TW
 from refrt.ops._common import window_geometry
+
+from ort_helpers import avx2_ort_prefix, ort_session, refrt_like_ort, run_models_avx2
 
 pytest.importorskip("onnxruntime")
 
@@ -611,7 +612,6 @@ def test_qlinear_matmul_matches_onnxruntime(c, opset, s_dt, b_kind):
     a, b, az, bz = make_gemm_case(c)
     s_dt = s_dt if opset >= 21 else np.float32
     rng = np.random.default_rng(c["seed"] + 7)
-    n = b.shape[-1]
     a_s, b_s, y_s = _requant_scales(rng, bz.size)
     b_s = np.asarray(b_s).reshape(bz.shape).astype(s_dt)
     a_s, y_s = np.asarray(a_s, s_dt), np.asarray(y_s, s_dt)
@@ -697,7 +697,7 @@ def test_avx2_emulation_matches_onnxruntime(tmp_path):
     if prefix is None:
         pytest.skip(reason)
     rng = np.random.default_rng(7)
-    runs, exact_results = [], []
+    runs = []
     for i, (batch, m, k, n) in enumerate([((), 16, 64, 8), ((2,), 5, 255, 7), ((), 9, 768, 33),
                                           ((3,), 4, 31, 16)]):
         a = rng.integers(0, 256, batch + (m, k)).astype(np.uint8)

@@ -28,11 +28,12 @@ import onnx
 import pytest
 from onnx import TensorProto as T
 from onnx import helper, numpy_helper
-from ort_helpers import refrt_like_ort
 
 import refrt
 import refrt.quantization as rq
 from refrt.testing.models import bert_encoder, bert_feeds
+
+from ort_helpers import refrt_like_ort
 
 ort = pytest.importorskip("onnxruntime")
 oq = pytest.importorskip("onnxruntime.quantization")

@@ -1,7 +1,5 @@
 """Every registered op's signature agrees with its onnx.defs schema."""
 
-import inspect
-
 import onnx
 import pytest
 from onnx import AttributeProto, helper

@@ -155,7 +155,7 @@ def run_quant_loss(args) -> int:
         import io
         import shlex
 
-        from ..quantization.cli import _run, build_parser
+        from ..quantization.cli import build_parser, quantize_from_args
         from .quant_loss import measure_exclusions
 
         flags = shlex.split(args.requantize)
@@ -164,7 +164,7 @@ def run_quant_loss(args) -> int:
             qargs = build_parser().parse_args([args.model, path, *flags])
             qargs.exclude = list(qargs.exclude) + list(exclude)
             with contextlib.redirect_stdout(io.StringIO()):
-                _run(qargs)
+                quantize_from_args(qargs)
 
         measure_exclusions(args.model, feeds, quantize, loss, runtime=args.runtime)
     print(loss.table(limit=args.limit))

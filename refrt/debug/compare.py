@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from onnx import numpy_helper
 
+from ..registry import canonical_domain
 from .causes import Cause, diagnose, optimizer_cause
 from .metrics import TensorMetrics, tensor_metrics
 from .references import reference_values
@@ -297,7 +298,7 @@ def compare(model, feeds: dict | None = None, against: str = "onnxruntime", *, a
                                                                "per_output": {k: list(v) for k, v in tolerances.items()}},
                         options, {k: {"dtype": str(np.asarray(v).dtype), "shape": list(np.shape(v))}
                                   for k, v in feeds.items()})
-    nodes = [NodeResult(i, n.name, n.op_type, n.domain or "ai.onnx") for i, n in enumerate(proto.graph.node)]
+    nodes = [NodeResult(i, n.name, n.op_type, canonical_domain(n.domain)) for i, n in enumerate(proto.graph.node)]
     result.nodes = nodes
     tick = _Progress(len(nodes), "refrt", progress)
 

@@ -84,22 +84,27 @@ def compute_dtype(dtype) -> np.dtype:
     return np.dtype(np.float32)
 
 
+def is_f32_scalar(v) -> bool:
+    """A float32 array of one element (of any rank)."""
+    return isinstance(v, np.ndarray) and v.dtype == np.float32 and v.size == 1
+
+
 # ---------------------------------------------------------------- constant inputs
 
 
-def packed_once(ctx, input_index: int, key: tuple, value, pack):
-    """``pack(value)``, kept in the node's cache when input ``input_index`` is constant (a
-    session packs its weights once), recomputed otherwise."""
-    constant = ctx is not None and ctx.is_constant(input_index)
-    signature = (value.shape, value.dtype.str)
-    if constant:
-        hit = ctx.cache.get(key)
-        if hit is not None and hit[0] == signature:
-            return hit[1]
-    packed = pack(value)
-    if constant:
-        ctx.cache[key] = (signature, packed)
-    return packed
+def once_per_session(ctx, key, inputs, build, signature=None):
+    """``build()``, kept in the node's cache (``ctx.cache[key]``) when the node's inputs numbered
+    ``inputs`` are all constant, so that a session prepares its weights once; rebuilt when
+    ``signature`` (what the value was built from, e.g. a shape and dtype) differs from the kept
+    one. Computed on every call when an input is not constant (or without ``ctx``)."""
+    if ctx is None or not all(ctx.is_constant(i) for i in inputs):
+        return build()
+    hit = ctx.cache.get(key)
+    if hit is not None and hit[0] == signature:
+        return hit[1]
+    value = build()
+    ctx.cache[key] = (signature, value)
+    return value
 
 
 # ---------------------------------------------------------------- sliding windows (Conv, pools)
@@ -187,6 +192,29 @@ def sliding_windows(x: np.ndarray, win: Window, fill=0) -> np.ndarray:
                      for b, o, s in zip(start, win.out, win.strides))
              + tuple(slice(None, None, d) for d in win.dilations))
     return view[index]
+
+
+def pool_window(x, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode=0) -> Window:
+    """The window geometry of a pooling op over X (N, C, spatial...)."""
+    if kernel_shape is None:
+        raise ValueError("kernel_shape is required")
+    n_sp = len(kernel_shape)
+    if x.ndim != n_sp + 2:
+        raise ValueError(f"input of shape {list(x.shape)} does not fit kernel_shape "
+                         f"{list(kernel_shape)}: expected rank {n_sp + 2} (N, C, spatial...)")
+    return window_geometry(x.shape[2:], kernel_shape, strides, dilations, pads, auto_pad,
+                           ceil_mode)
+
+
+def window_taps(x, win, fill):
+    """The windows of ``x`` laid out as (K, N, C, *out), one row per kernel tap: reducing over
+    axis 0 then runs over contiguous rows (much faster than over the strided window axes)."""
+    windows = sliding_windows(x, win, fill)                    # (N, C, *out, *kernel)
+    n_sp = len(win.kernel)
+    kernel_axes = tuple(range(2 + n_sp, 2 + 2 * n_sp))
+    taps = np.moveaxis(windows, kernel_axes, tuple(range(n_sp)))
+    taps_count = int(np.prod(windows.shape[2 + n_sp:]))       # explicit: a zero-size batch has no -1
+    return taps.reshape((taps_count,) + windows.shape[:2 + n_sp])
 
 
 def add_windows(cols: np.ndarray, win: Window, in_shape) -> np.ndarray:

@@ -23,10 +23,10 @@ from ..registry import op
 from ._common import compute_dtype, f32, normalize_axis
 from .elementwise import gelu as _onnx_gelu
 from .elementwise import swish as _swish
-from .nn import _heads_first, _softmax_rows
 from .nn import rotary_embedding as _onnx_rotary_embedding
-from .norm import _stash_dtype
+from .nn import softmax_last_axis, split_heads
 from .norm import layer_normalization as _onnx_layer_normalization
+from .norm import stash_dtype
 
 MS = "com.microsoft"
 
@@ -149,7 +149,7 @@ def simplified_layer_normalization(x, scale, *, axis=-1, epsilon=f32(1e-5), stas
     inv_std_var (float32, reduced axes kept) is the 2nd output. Y has the type of scale, which
     may differ from X's. onnxruntime registers this op in the ONNX domain."""
     axis = normalize_axis(axis, x.ndim)
-    normalized, inv_std = _rms_normalize(x, axis, epsilon, _stash_dtype(x, stash_type))
+    normalized, inv_std = _rms_normalize(x, axis, epsilon, stash_dtype(x, stash_type))
     y = normalized * scale.astype(normalized.dtype, copy=False)
     return y.astype(scale.dtype, copy=False), inv_std
 
@@ -301,7 +301,7 @@ def _attend(q, k, v, *, scale, key_bias, causal, past_len, attention_bias):
             raise ValueError(f"attention_bias must be (batch_size or 1, num_heads or 1, "
                              f"{q_len}, {total_len}), got {list(attention_bias.shape)}")
         scores = scores + attention_bias.astype(scores.dtype, copy=False)
-    y = np.matmul(_softmax_rows(scores), v)
+    y = np.matmul(softmax_last_axis(scores), v)
     batch, heads = y.shape[:2]
     return y.transpose(0, 2, 1, 3).reshape(batch, q_len, heads * v.shape[3]), scores
 
@@ -340,9 +340,9 @@ def attention(x, weights, bias=None, mask_index=None, past=None, attention_bias=
         _check_bias(bias, weights.shape[1], "Attention: bias")
         qkv = qkv + bias.astype(ct, copy=False)
     hq, hk = sizes[0], sizes[1]
-    q = _heads_first(qkv[..., :hq], num_heads, "Q")
-    k = _heads_first(qkv[..., hq:hq + hk], num_heads, "K")
-    v = _heads_first(qkv[..., hq + hk:], num_heads, "V")
+    q = split_heads(qkv[..., :hq], num_heads, "Q")
+    k = split_heads(qkv[..., hq:hq + hk], num_heads, "K")
+    v = split_heads(qkv[..., hq + hk:], num_heads, "V")
     past_len = 0
     if past is not None:
         if not ctx.output_requested(1):
@@ -407,7 +407,7 @@ def _mha_inputs(query, key, value, bias, num_heads):
         if not heads_first:
             parts[1] = parts[1] + bias[hq:2 * hq]
             parts[2] = parts[2] + bias[2 * hq:]
-    return [_heads_first(p, num_heads, name) for p, name in zip(parts, "QKV")]
+    return [split_heads(p, num_heads, name) for p, name in zip(parts, "QKV")]
 
 
 @op("MultiHeadAttention", domain=MS)
@@ -526,7 +526,7 @@ def _gqa_inputs(query, key, value, num_heads, kv_num_heads):
     if key.shape[:2] != query.shape[:2] or value.shape != key.shape:
         raise ValueError(f"GroupQueryAttention: key and value must be (B, S, kv_hidden) with the "
                          f"query's B and S, got {list(key.shape)} and {list(value.shape)}")
-    return [_heads_first(t.astype(ct, copy=False), n, name) for t, n, name in
+    return [split_heads(t.astype(ct, copy=False), n, name) for t, n, name in
             ((query, num_heads, "query"), (key, kv_num_heads, "key"),
              (value, kv_num_heads, "value"))]
 
@@ -644,9 +644,9 @@ def group_query_attention(query, key=None, value=None, past_key=None, past_value
     if head_sink is not None or smooth_softmax == 1:
         sink = (np.zeros(num_heads, ct) if head_sink is None else head_sink.astype(ct))
         extra = np.broadcast_to(sink.reshape(1, num_heads, 1, 1), (batch, num_heads, seq, 1))
-        probs = _softmax_rows(np.concatenate((masked, extra), axis=-1))[..., :-1]
+        probs = softmax_last_axis(np.concatenate((masked, extra), axis=-1))[..., :-1]
     else:
-        probs = _softmax_rows(masked)
+        probs = softmax_last_axis(masked)
     y = np.matmul(probs, np.repeat(present_v, group, axis=1))
     y = y.transpose(0, 2, 1, 3).reshape(batch, seq, num_heads * head_size)
     dtype = query.dtype

@@ -22,7 +22,7 @@ from onnx import TensorProto
 
 from .. import kernels as K
 from ..registry import op
-from ._common import compute_dtype, f32, normalize_axis, np_dtype, onnx_elem_type
+from ._common import compute_dtype, f32, is_f32_scalar, normalize_axis, np_dtype, onnx_elem_type
 
 _erf_impl = None
 
@@ -410,6 +410,20 @@ def erf(x, *, ctx):
     if ctx.numerics == "ort" and compute_dtype(x.dtype) == np.float32:
         return _result(K.mathf.erf_f32(x), x.dtype)
     return _result(_erf64(x.astype(np.float64)), x.dtype)
+
+
+def gelu_erf(x, c, one, half, *, divide, form, ctx):
+    """GELU in the erf form exporters write, e.g. ``x * 0.5 * (1 + erf(x / c))``, as one step
+    (``refrt.fusion``): one parallel pass with onnxruntime's float32 erf inline
+    (``kernels.mathf.gelu_erf_f32``; ``form`` is the grouping of the Muls, one of
+    ``kernels.mathf.GELU_FORMS``; ``divide``: x / c rather than x * c), or None where that does
+    not apply (float32 x, float32 one-element c, one and half, the default numerics)."""
+    if not (ctx is not None and ctx.numerics == "ort" and isinstance(x, np.ndarray)
+            and x.dtype == np.float32 and all(is_f32_scalar(v) for v in (c, one, half))
+            and all(np.ndim(v) <= x.ndim for v in (c, one, half))):
+        return None
+    return K.mathf.gelu_erf_f32(x, divide, c.reshape(-1)[0], one.reshape(-1)[0],
+                                half.reshape(-1)[0], form)
 
 
 @op("Sin", since=(7, 22))

@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import kernels as K
 from ..registry import op
-from ._common import compute_dtype, np_dtype, packed_once
+from ._common import compute_dtype, np_dtype, once_per_session
 from .elementwise import swish as _swish
 
 
@@ -108,7 +108,8 @@ def _packed_weights(a, b, ctx):
         return None
     if not K.fgemm.packed_available():
         return None
-    return packed_once(ctx, 1, ("packed_f32",), b, K.fgemm.pack_b_f32)
+    return once_per_session(ctx, ("packed_f32",), [1], lambda: K.fgemm.pack_b_f32(b),
+                            (b.shape, b.dtype.str))
 
 
 def _explicit_equation(equation: str) -> str:
@@ -190,7 +191,7 @@ def dropout_legacy(data, *, consumed_inputs=None, is_test=0, ratio=0.5, ctx):
 
 # ---------------------------------------------------------------- Attention
 
-def _heads_first(t, num_heads, name, op_type="Attention"):
+def split_heads(t, num_heads, name, op_type="Attention"):
     """(B, S, H * D) -> (B, H, S, D); 4-D inputs are already (B, H, S, D)."""
     if t.ndim == 4:
         return t
@@ -231,7 +232,7 @@ def _attention_bias(mask, q_len, kv_len, offset, is_causal, nonpad, left, right,
     return bias
 
 
-def _softmax_rows(scores):
+def softmax_last_axis(scores):
     """Softmax over the last axis; a row that is all -inf gives zeros instead of NaN."""
     top = scores.max(axis=-1, keepdims=True)
     top = np.where(np.isneginf(top), 0, top)
@@ -250,9 +251,9 @@ def _attention(q, k, v, attn_mask, past_key, past_value, nonpad_kv_seqlen, *, is
     if not q.ndim == k.ndim == v.ndim:
         raise ValueError(f"Attention: Q, K, V ranks differ ({q.ndim}, {k.ndim}, {v.ndim})")
     ct = compute_dtype(q.dtype)
-    q4 = _heads_first(q, q_num_heads, "Q").astype(ct, copy=False)
-    k4 = _heads_first(k, kv_num_heads, "K")
-    v4 = _heads_first(v, kv_num_heads, "V")
+    q4 = split_heads(q, q_num_heads, "Q").astype(ct, copy=False)
+    k4 = split_heads(k, kv_num_heads, "K")
+    v4 = split_heads(v, kv_num_heads, "V")
     if past_key is not None:
         k4 = np.concatenate((past_key, k4), axis=2)
         v4 = np.concatenate((past_value, v4), axis=2)
@@ -287,9 +288,9 @@ def _attention(q, k, v, attn_mask, past_key, past_value, nonpad_kv_seqlen, *, is
     scores = qk + bias
     if softmax_precision is not None:
         sp = np_dtype(softmax_precision)
-        probs = _softmax_rows(scores.astype(sp).astype(compute_dtype(sp))).astype(sp)
+        probs = softmax_last_axis(scores.astype(sp).astype(compute_dtype(sp))).astype(sp)
     else:
-        probs = _softmax_rows(scores)
+        probs = softmax_last_axis(scores)
     fully_masked = np.isneginf(bias.max(axis=-1, keepdims=True))
     probs = np.where(fully_masked, 0, probs).astype(ct, copy=False)
     y = np.matmul(probs, v4)
@@ -420,9 +421,9 @@ def linear_attention(query, key, value, past_state=None, decay=None, beta=None, 
                          f"same B and T, got {list(query.shape)}, {list(key.shape)}, "
                          f"{list(value.shape)}")
     b, s = query.shape[:2]
-    q = _heads_first(query, q_num_heads, "query", "LinearAttention").astype(np.float32)
-    k = _heads_first(key, kv_num_heads, "key", "LinearAttention").astype(np.float32)
-    v = _heads_first(value, kv_num_heads, "value", "LinearAttention").astype(np.float32)
+    q = split_heads(query, q_num_heads, "query", "LinearAttention").astype(np.float32)
+    k = split_heads(key, kv_num_heads, "key", "LinearAttention").astype(np.float32)
+    v = split_heads(value, kv_num_heads, "value", "LinearAttention").astype(np.float32)
     hkv, dk, dv = kv_num_heads, q.shape[3], v.shape[3]
     if k.shape[3] != dk:
         raise ValueError(f"LinearAttention: key head size {k.shape[3]} differs from query head "

@@ -107,7 +107,7 @@ def instance_normalization(x, scale, b, *, consumed_inputs=None, epsilon=f32(1e-
     return y.astype(x.dtype, copy=False)
 
 
-def _stash_dtype(x, stash_type):
+def stash_dtype(x, stash_type):
     """The dtype of the first (standardizing) stage: float32 for stash_type=1 (the default)."""
     dtype = np_dtype(stash_type)
     if dtype.kind != "f" and dtype.kind != "V":
@@ -134,7 +134,7 @@ def layer_normalization(x, scale, b=None, *, axis=-1, epsilon=f32(1e-5), stash_t
     ``kernels/rows.py``: the same formula and float32 steps, with the sums added in another
     order (16 SIMD lanes), so results can differ from the NumPy expression in the last bits."""
     axis = normalize_axis(axis, x.ndim)
-    st = _stash_dtype(x, stash_type)
+    st = stash_dtype(x, stash_type)
     if _fits_row_kernel(x, scale, b, axis, st, ctx):
         from ..kernels import rows  # Numba loads on first use
 
@@ -153,6 +153,29 @@ def layer_normalization(x, scale, b=None, *, axis=-1, epsilon=f32(1e-5), stash_t
     return y.astype(scale.dtype, copy=False), mean, inv_std
 
 
+def add_layer_normalization(a, b, scale, bias=None, *, axis=-1, epsilon=f32(1e-5), stash_type=1,
+                            ctx=None):
+    """Add(a, b) -> LayerNormalization as one step (``refrt.fusion``; onnxruntime's
+    SkipLayerNormalization): the float32 sum is formed row by row inside the layer-norm kernel
+    (``kernels.rows.add_layer_norm_rows``) instead of being written out and read back. None where
+    that kernel does not apply (a and b float32 of one shape, and what
+    :func:`layer_normalization`'s row kernel needs)."""
+    if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.dtype == np.float32
+            and b.dtype == np.float32 and a.shape == b.shape and a.ndim >= 1
+            and isinstance(scale, np.ndarray) and (bias is None or isinstance(bias, np.ndarray))):
+        return None
+    axis = normalize_axis(axis, a.ndim)
+    if not _fits_row_kernel(a, scale, bias, axis, stash_dtype(a, stash_type), ctx):
+        return None
+    from ..kernels import rows  # Numba loads on first use
+
+    n = a.shape[-1]
+    y, mean, inv_std = rows.add_layer_norm_rows(a.reshape(-1, n), b.reshape(-1, n), scale, bias,
+                                                epsilon)
+    stats_shape = a.shape[:-1] + (1,)
+    return y.reshape(a.shape), mean.reshape(stats_shape), inv_std.reshape(stats_shape)
+
+
 def _group_standardize(x, num_groups, epsilon, st):
     """X (N, C, ...) standardized over each group of C / num_groups channels and the spatial
     axes."""
@@ -167,7 +190,7 @@ def _group_standardize(x, num_groups, epsilon, st):
 @op("GroupNormalization", since=21)
 def group_normalization(x, scale, bias, *, epsilon=f32(1e-5), num_groups, stash_type=1):
     """Y[n, c] = standardize(X[n, group(c)]) * scale[c] + bias[c] (scale and bias per channel)"""
-    st = _stash_dtype(x, stash_type)
+    st = stash_dtype(x, stash_type)
     shape = _channel_shape(x)
     y = (_group_standardize(x, num_groups, epsilon, st) * scale.astype(st).reshape(shape)
          + bias.astype(st).reshape(shape))
@@ -190,7 +213,7 @@ def group_normalization_18(x, scale, bias, *, epsilon=f32(1e-5), num_groups):
 def rms_normalization(x, scale, *, axis=-1, epsilon=f32(1e-5), stash_type=1):
     """Y = X / sqrt(mean(X^2 over axes [axis, rank)) + epsilon) * scale"""
     axis = normalize_axis(axis, x.ndim)
-    st = _stash_dtype(x, stash_type)
+    st = stash_dtype(x, stash_type)
     xc = x.astype(st, copy=False)
     mean_square = (xc * xc).mean(axis=tuple(range(axis, x.ndim)), keepdims=True)
     y = xc / np.sqrt(mean_square + st.type(epsilon)) * scale.astype(st, copy=False)

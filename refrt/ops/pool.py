@@ -14,29 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..registry import op
-from ._common import compute_dtype, sliding_windows, window_geometry
-
-
-def _pool_window(x, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode=0):
-    if kernel_shape is None:
-        raise ValueError("kernel_shape is required")
-    n_sp = len(kernel_shape)
-    if x.ndim != n_sp + 2:
-        raise ValueError(f"input of shape {list(x.shape)} does not fit kernel_shape "
-                         f"{list(kernel_shape)}: expected rank {n_sp + 2} (N, C, spatial...)")
-    return window_geometry(x.shape[2:], kernel_shape, strides, dilations, pads, auto_pad,
-                           ceil_mode)
-
-
-def _taps(x, win, fill):
-    """The windows of ``x`` laid out as (K, N, C, *out), one row per kernel tap: reducing over
-    axis 0 then runs over contiguous rows (much faster than over the strided window axes)."""
-    windows = sliding_windows(x, win, fill)                    # (N, C, *out, *kernel)
-    n_sp = len(win.kernel)
-    kernel_axes = tuple(range(2 + n_sp, 2 + 2 * n_sp))
-    taps = np.moveaxis(windows, kernel_axes, tuple(range(n_sp)))
-    taps_count = int(np.prod(windows.shape[2 + n_sp:]))       # explicit: a zero-size batch has no -1
-    return taps.reshape((taps_count,) + windows.shape[:2 + n_sp])
+from ._common import compute_dtype, pool_window, window_taps
 
 
 def _lowest(dtype):
@@ -51,8 +29,8 @@ def max_pool(x, *, auto_pad="NOTSET", ceil_mode=0, dilations=None, kernel_shape,
     """Y[n, c, o] = max_k X[n, c, o * s - pb + k * d] (pads never win);
     Indices = flat index of the max in X (row major over N, C; row or column major within a plane
     by storage_order), the first one in window order on ties, as onnxruntime."""
-    win = _pool_window(x, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode)
-    taps = _taps(x, win, _lowest(x.dtype))                     # (K, N, C, *out)
+    win = pool_window(x, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode)
+    taps = window_taps(x, win, _lowest(x.dtype))               # (K, N, C, *out)
     if not ctx.output_requested(1):
         return taps.max(axis=0)
     best = taps.argmax(axis=0)[None]
@@ -63,7 +41,7 @@ def max_pool(x, *, auto_pad="NOTSET", ceil_mode=0, dilations=None, kernel_shape,
     plane_size = int(np.prod(spatial))
     order = "F" if storage_order else "C"
     plane = np.arange(plane_size, dtype=np.int64).reshape((1, 1) + spatial, order=order)
-    plane_taps = _taps(plane, win, -1)                         # (K, 1, 1, *out)
+    plane_taps = window_taps(plane, win, -1)                   # (K, 1, 1, *out)
     local = np.take_along_axis(plane_taps, best, axis=0)[0]
     plane_start = (np.arange(n * c, dtype=np.int64) * plane_size).reshape(
         (n, c) + (1,) * len(spatial))
@@ -88,9 +66,9 @@ def average_pool(x, *, auto_pad="NOTSET", ceil_mode=0, count_include_pad=0, dila
                  kernel_shape, pads=None, strides=None):
     """Y[n, c, o] = sum_k X[n, c, o * s - pb + k * d] / count, count = cells of the window inside
     X (plus the pads with count_include_pad; a ceil_mode overhang never counts, as onnxruntime)."""
-    win = _pool_window(x, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode)
+    win = pool_window(x, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode)
     ct = compute_dtype(x.dtype)
-    total = _taps(x.astype(ct, copy=False), win, 0).sum(axis=0)
+    total = window_taps(x.astype(ct, copy=False), win, 0).sum(axis=0)
     counts = _window_counts(x.shape[2:], win, count_include_pad)
     with np.errstate(invalid="ignore", divide="ignore"):
         y = total / counts.astype(ct)
@@ -99,7 +77,7 @@ def average_pool(x, *, auto_pad="NOTSET", ceil_mode=0, count_include_pad=0, dila
 
 def _lp_pool(x, p, win):
     ct = compute_dtype(x.dtype)
-    taps = _taps(np.abs(x.astype(ct, copy=False)), win, 0)
+    taps = window_taps(np.abs(x.astype(ct, copy=False)), win, 0)
     y = np.power(np.power(taps, ct.type(p)).sum(axis=0), ct.type(1.0 / p))
     return y.astype(x.dtype, copy=False)
 
@@ -108,14 +86,14 @@ def _lp_pool(x, p, win):
 def lp_pool(x, *, auto_pad="NOTSET", ceil_mode=0, dilations=None, kernel_shape, p=2, pads=None,
             strides=None):
     """Y[n, c, o] = (sum_k |X[n, c, o * s - pb + k * d]| ^ p) ^ (1 / p), pads read as 0"""
-    return _lp_pool(x, p, _pool_window(x, kernel_shape, strides, dilations, pads, auto_pad,
+    return _lp_pool(x, p, pool_window(x, kernel_shape, strides, dilations, pads, auto_pad,
                                        ceil_mode))
 
 
 @op("LpPool", since=1)
 def lp_pool_1(x, *, auto_pad="NOTSET", kernel_shape=None, p=2.0, pads=None, strides=None):
     """LpPool-1: as LpPool-2 with a float p (kernel_shape was not yet marked required)."""
-    return _lp_pool(x, p, _pool_window(x, kernel_shape, strides, None, pads, auto_pad))
+    return _lp_pool(x, p, pool_window(x, kernel_shape, strides, None, pads, auto_pad))
 
 
 def _global(x, name):

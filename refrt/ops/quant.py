@@ -29,7 +29,7 @@ from onnx import TensorProto
 
 from .. import kernels as K
 from ..registry import op
-from ._common import normalize_axis, np_dtype, onnx_elem_type, packed_once, window_geometry
+from ._common import normalize_axis, np_dtype, once_per_session, onnx_elem_type, window_geometry
 from .elementwise import cast_array
 
 # ---------------------------------------------------------------- quantized types
@@ -326,7 +326,7 @@ def dynamic_quantize_linear(x, *, ctx):
 
 # ---------------------------------------------------------------- integer products
 
-def _int8_operand(v, name):
+def int8_operand(v, name):
     v = np.asarray(v)
     if v.dtype not in _INT8:
         raise TypeError(f"{name} must be uint8 or int8, got {_type_name(v.dtype)}")
@@ -364,7 +364,7 @@ def _matrix_zero_points(zp, length, per, name, shape_hint):
     return np.broadcast_to(z, z.shape[:-1] + (length,))
 
 
-def _gemm_for(a_dtype, b_dtype, ctx):
+def gemm_for(a_dtype, b_dtype, ctx):
     """Exact GEMM, or onnxruntime's AVX2 u8 x s8 GEMM with its int16 saturation when the session
     asks for that emulation."""
     emulate = ctx is not None and getattr(ctx.options, "emulate_avx2_u8s8", False)
@@ -373,11 +373,12 @@ def _gemm_for(a_dtype, b_dtype, ctx):
     return K.gemm_int8
 
 
-def _packed_matrices(b, ctx, b_input):
+def packed_matrices(b, ctx, b_input):
     """PackedB for every matrix of b [..., K, N] (batch flattened); packed once per session for
     a constant b (kept in the node's cache)."""
-    return packed_once(ctx, b_input, ("packed_b", b_input), b,
-                        lambda v: [K.pack_b(m) for m in v.reshape((-1,) + v.shape[-2:])])
+    return once_per_session(ctx, ("packed_b", b_input), [b_input],
+                            lambda: [K.pack_b(m) for m in b.reshape((-1,) + b.shape[-2:])],
+                            (b.shape, b.dtype.str))
 
 
 def matmul_integer(a, b, a_zp=None, b_zp=None, ctx=None, b_input=1, epilogue=None):
@@ -394,8 +395,8 @@ def matmul_integer(a, b, a_zp=None, b_zp=None, ctx=None, b_input=1, epilogue=Non
     be None) returns ``float32(Y) * scale (+ bias)`` instead, bit for bit the Cast, Mul and Add
     nodes that follow in a dynamically quantized model, applied inside the GEMM where it can.
     """
-    a = _int8_operand(a, "A")
-    b = _int8_operand(b, "B")
+    a = int8_operand(a, "A")
+    b = int8_operand(b, "B")
     az = _zero_point_of(a_zp, a, "a_zero_point")
     bz = _zero_point_of(b_zp, b, "b_zero_point")
     if a.ndim == 0 or b.ndim == 0:
@@ -418,8 +419,8 @@ def matmul_integer(a, b, a_zp=None, b_zp=None, ctx=None, b_input=1, epilogue=Non
     except ValueError:
         raise ValueError(f"batch dimensions of A {list(a.shape)}, B {list(b.shape)} and the zero "
                          f"points do not broadcast") from None
-    gemm = _gemm_for(a.dtype, b.dtype, ctx)
-    packs = _packed_matrices(b2, ctx, b_input)
+    gemm = gemm_for(a.dtype, b.dtype, ctx)
+    packs = packed_matrices(b2, ctx, b_input)
     if b2.ndim == 2 and bzr.ndim <= 1 and batch == a2.shape[:-2]:
         # one GEMM: every matrix of A against the same B; rows keep their zero points
         rows = a2.reshape(-1, k)
@@ -457,19 +458,56 @@ def matmul_integer_scaled(a, b, a_zp, b_zp, scale, bias, *, ctx):
         return None
     if not K.gemm.ScaledGemm.runs_here():
         return None
-    hit = ctx.cache.get(("scaled_gemm",))
-    if hit is None or hit[0] is not bias or hit[1] != (b.shape, b.dtype.str):
-        if _gemm_for(a.dtype, _int8_operand(b, "B").dtype, ctx) is not K.gemm_int8:
+
+    def prepare():   # None where the plan does not apply (it never will for this node)
+        if gemm_for(a.dtype, int8_operand(b, "B").dtype, ctx) is not K.gemm_int8:
             return None
         bz = _matrix_zero_points(_zero_point_of(b_zp, b, "b_zero_point"), b.shape[1], "column of B",
                                  "b_zero_point", "1N")
         if bz.ndim > 1:
             return None
-        plan = K.gemm.ScaledGemm(_packed_matrices(b, ctx, 1)[0], bz, bias)
-        hit = ctx.cache[("scaled_gemm",)] = (bias, (b.shape, b.dtype.str), plan)
+        return K.gemm.ScaledGemm(packed_matrices(b, ctx, 1)[0], bz, bias)
+
+    # the bias is kept beside the plan, so the id in the signature stays its own
+    _, plan = once_per_session(ctx, ("scaled_gemm",), [1] + ([3] if b_zp is not None else []),
+                               lambda: (bias, prepare()), (id(bias), b.shape, b.dtype.str))
+    if plan is None:
+        return None
     rows = a.reshape(-1, a.shape[-1])
-    y = hit[2](rows, 0 if a_zp is None else int(a_zp.reshape(-1)[0]), scale)
+    y = plan(rows, 0 if a_zp is None else int(a_zp.reshape(-1)[0]), scale)
     return None if y is None else y.reshape(a.shape[:-1] + (b.shape[1],))
+
+
+def _epilogue_operand(v, n: int, ndim: int) -> bool:
+    """A float32 scale/bias that broadcasts along the last axis only: one element, or N."""
+    return (isinstance(v, np.ndarray) and v.dtype == np.float32 and v.ndim <= ndim
+            and (v.size == 1 or (v.shape[-1] == n and v.size == n)))
+
+
+def matmul_integer_dequantized(A, B, a_zero_point=None, b_zero_point=None, *, scale, bias, ctx):
+    """MatMulInteger -> Cast(FLOAT) -> Mul(scale) [-> Add(bias)] as one step (``refrt.fusion``):
+    ``float32(Y) * scale (+ bias)`` with the epilogue applied inside the GEMM, or None where that
+    does not apply (A of rank >= 2, a 2-D B, float32 scale and bias of one element or one per
+    column: then :func:`dequantize_product` may still apply to the op's own result)."""
+    if not (isinstance(A, np.ndarray) and isinstance(B, np.ndarray) and A.ndim >= 2
+            and B.ndim == 2 and _epilogue_operand(scale, B.shape[1], A.ndim)
+            and (bias is None or _epilogue_operand(bias, B.shape[1], A.ndim))):
+        return None
+    y = matmul_integer_scaled(A, B, a_zero_point, b_zero_point, scale, bias, ctx=ctx)
+    if y is None:
+        y = matmul_integer(A, B, a_zero_point, b_zero_point, ctx=ctx, epilogue=(scale, bias))
+    return y
+
+
+def dequantize_product(c, scale, bias=None):
+    """Cast(FLOAT) -> Mul(scale) [-> Add(bias)] after MatMulInteger, in one pass over its int32
+    product ``c`` (``kernels.scale_bias_int32``), or None where that does not apply (float32
+    scale and bias of one element or one per column of ``c``)."""
+    if not (isinstance(c, np.ndarray) and c.dtype == np.int32 and c.ndim >= 1
+            and _epilogue_operand(scale, c.shape[-1], c.ndim)
+            and (bias is None or _epilogue_operand(bias, c.shape[-1], c.ndim))):
+        return None
+    return K.scale_bias_int32(c, scale, bias)
 
 
 @op("MatMulInteger", since=10)
@@ -500,8 +538,8 @@ def conv_integer(x, w, x_zp=None, w_zp=None, *, auto_pad="NOTSET", dilations=Non
     multiplies uint8 weights by int8 inputs, its QLinearConv uint8 inputs by int8 weights, each
     with its own order of the reduction (``kernels.conv``).
     """
-    x = _int8_operand(x, "x")
-    w = _int8_operand(w, "w")
+    x = int8_operand(x, "x")
+    w = int8_operand(w, "w")
     xz = _zero_point_of(x_zp, x, "x_zero_point")
     wz = _zero_point_of(w_zp, w, "w_zero_point")
     if x.ndim < 3:
@@ -521,7 +559,7 @@ def conv_integer(x, w, x_zp=None, w_zp=None, *, auto_pad="NOTSET", dilations=Non
     win = window_geometry(x.shape[2:], w.shape[2:], strides, dilations, pads, auto_pad)
     # onnxruntime's GEMM takes the weights as A in ConvInteger and the inputs as A in QLinearConv
     u8s8 = (w.dtype, x.dtype) if ort_op == "ConvInteger" else (x.dtype, w.dtype)
-    saturating = _gemm_for(*u8s8, ctx) is K.gemm_u8s8_avx2_saturating
+    saturating = gemm_for(*u8s8, ctx) is K.gemm_u8s8_avx2_saturating
     args = (x, w, 0 if xz is None else int(xz.reshape(-1)[0]), 0 if wz is None else wz,
             group, list(win.pads_begin + win.pads_end), list(win.strides), list(win.dilations))
     if saturating and ort_op == "ConvInteger":
@@ -537,8 +575,8 @@ def _packed_conv_weights(w, group, ctx, w_input):
     it)."""
     if ctx is None or not ctx.is_constant(w_input) or group < 1 or w.shape[0] % group:
         return None
-    return packed_once(ctx, w_input, ("packed_conv", w_input, group), w,
-                        lambda v: K.conv.pack_weights(v, group))
+    return once_per_session(ctx, ("packed_conv", w_input, group), [w_input],
+                            lambda: K.conv.pack_weights(w, group), (w.shape, w.dtype.str))
 
 
 @op("ConvInteger", since=10)

@@ -10,8 +10,14 @@ from __future__ import annotations
 import numpy as np
 
 from ..registry import op
-from ._common import (ROW_KERNEL_MIN_SIZE, as_int_list, compute_dtype, normalize_axes,
-                      normalize_axis)
+from ._common import (
+    ROW_KERNEL_MIN_SIZE,
+    as_int_list,
+    compute_dtype,
+    is_f32_scalar,
+    normalize_axes,
+    normalize_axis,
+)
 
 
 def _result(y, dtype) -> np.ndarray:
@@ -265,6 +271,25 @@ def softmax(x, axis):
     onnxruntime does), so results can differ from the NumPy expression in the last bits."""
     e = np.exp(x - np.max(x, axis=axis, keepdims=True))
     return e / np.sum(e, axis=axis, keepdims=True)
+
+
+def scale_add_softmax(a, b, mask, *, divide, axis, ctx=None):
+    """Mul(x, c) (either order) or Div(x, c) -> Add(., mask) -> Softmax along ``axis`` as one
+    step (``refrt.fusion``; attention's scaled and masked scores): each row scaled, masked and
+    softmaxed in one pass (``kernels.rows.scale_add_softmax_rows``), or None where that does not
+    apply (float32 x, a float32 one-element c, an array mask, the last axis, the default
+    numerics, from ROW_KERNEL_MIN_SIZE elements)."""
+    x, c = a, b
+    if not divide and is_f32_scalar(a) and not is_f32_scalar(b):
+        x, c = b, a     # Mul(c, x)
+    if not (isinstance(x, np.ndarray) and x.dtype == np.float32 and x.ndim >= 2
+            and is_f32_scalar(c) and c.ndim <= x.ndim and isinstance(mask, np.ndarray)
+            and x.size >= ROW_KERNEL_MIN_SIZE and (ctx is None or ctx.numerics != "spec")
+            and normalize_axis(axis, x.ndim) == x.ndim - 1):
+        return None
+    from ..kernels import rows  # Numba loads on first use
+
+    return rows.scale_add_softmax_rows(x, c.reshape(()), divide, mask)
 
 
 @_softmax_op("LogSoftmax")

@@ -24,8 +24,17 @@ import numpy as np
 
 from ..registry import op
 from ._common import compute_dtype
-from .elementwise import (elu, hard_sigmoid, leaky_relu, relu, sigmoid, softplus, softsign,
-                          tanh, thresholded_relu)
+from .elementwise import (
+    elu,
+    hard_sigmoid,
+    leaky_relu,
+    relu,
+    sigmoid,
+    softplus,
+    softsign,
+    tanh,
+    thresholded_relu,
+)
 
 # ---------------------------------------------------------------- gate activations
 
@@ -46,7 +55,7 @@ _ACTIVATIONS = {
 }
 
 
-def _activation_functions(names, alphas, betas, dtype) -> list:
+def activation_functions(names, alphas, betas, dtype) -> list:
     """Activation names -> one-argument callables, with alpha/beta values bound in list order."""
     alphas, betas = list(alphas or []), list(betas or [])
     funcs = []
@@ -74,7 +83,7 @@ def _per_direction(activations, defaults, num_directions, alphas, betas, dtype) 
     default is [Tanh, Tanh] whatever the direction)."""
     n = len(defaults)
     names = list(activations) if activations is not None else list(defaults) * num_directions
-    funcs = _activation_functions(names, alphas, betas, dtype)
+    funcs = activation_functions(names, alphas, betas, dtype)
     if len(funcs) == n * num_directions or (num_directions == 1 and len(funcs) == 2 * n):
         return [funcs[d * n:(d + 1) * n] for d in range(num_directions)]
     if len(funcs) == n:

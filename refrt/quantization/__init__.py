@@ -42,16 +42,35 @@ it on every op type of the three registries):
 """
 
 from .base import Summary
-from .calibrate import (CalibraterBase, CalibrationDataReader, EntropyCalibrater,
-                        MinMaxCalibrater, NumpyDataReader, PercentileCalibrater, TensorData,
-                        TensorsData, create_calibrator, load_tensors_data, save_tensors_data)
+from .calibrate import (
+    CalibraterBase,
+    CalibrationDataReader,
+    EntropyCalibrater,
+    MinMaxCalibrater,
+    NumpyDataReader,
+    PercentileCalibrater,
+    TensorData,
+    TensorsData,
+    create_calibrator,
+    load_tensors_data,
+    save_tensors_data,
+)
 from .options import CalibrationMethod, QuantFormat, QuantizationMode, QuantType
 from .preprocess import quant_pre_process
 from .qdq import QDQQuantizer
 from .qoperator import OperatorQuantizer
-from .quantize import (DYNAMIC_OP_TYPES, QDQ_OP_TYPES, QOPERATOR_OP_TYPES, STATIC_OP_TYPES,
-                       DynamicQuantConfig, QuantConfig, StaticQuantConfig, quantize,
-                       quantize_dynamic, quantize_static)
+from .quantize import (
+    DYNAMIC_OP_TYPES,
+    QDQ_OP_TYPES,
+    QOPERATOR_OP_TYPES,
+    STATIC_OP_TYPES,
+    DynamicQuantConfig,
+    QuantConfig,
+    StaticQuantConfig,
+    quantize,
+    quantize_dynamic,
+    quantize_static,
+)
 
 __all__ = [
     "quantize", "quantize_dynamic", "quantize_static", "quant_pre_process",

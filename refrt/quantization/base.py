@@ -40,6 +40,11 @@ class QuantizedValue:
     axis: int | None = None
     is_initializer: bool = False
 
+    @property
+    def qlinear_inputs(self) -> list[str]:
+        """[quantized, scale, zero point]: how a QLinear op takes this value."""
+        return [self.q_name, self.scale_name, self.zp_name]
+
 
 @dataclass
 class Summary:

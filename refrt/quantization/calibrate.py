@@ -44,7 +44,6 @@ from onnx import helper
 from . import model as M
 from .options import CalibrationMethod, as_calibration_method
 
-
 # ---------------------------------------------------------------- the data reader
 
 class CalibrationDataReader(metaclass=abc.ABCMeta):

@@ -58,7 +58,7 @@ def main(argv=None) -> int:
     except SystemExit as e:
         return 2 if e.code else 0
     try:
-        summary = _run(args)
+        summary = quantize_from_args(args)
     except (RefrtError, OSError, ValueError, NotImplementedError, RuntimeError, KeyError) as e:
         print(f"refrt quantize: error: {e}", file=sys.stderr)
         return 1
@@ -73,7 +73,8 @@ def main(argv=None) -> int:
     return 0
 
 
-def _run(args):
+def quantize_from_args(args):
+    """Quantize as the parsed command line (:func:`build_parser`) says; -> the Summary."""
     from .quantize import quantize_dynamic, quantize_static
     if args.mode == "dynamic":
         if args.calib_data:

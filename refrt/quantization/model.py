@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import os
-import tempfile
 
 import numpy as np
 import onnx
@@ -17,6 +16,7 @@ from google.protobuf.message import DecodeError
 from onnx import TensorProto, helper, numpy_helper
 
 from ..errors import ModelError
+from ..registry import is_default_domain
 
 FLOAT_TYPES = (TensorProto.FLOAT, TensorProto.FLOAT16)
 MS_DOMAIN = "com.microsoft"
@@ -91,7 +91,7 @@ def _copy_fields(source, target, skip: str) -> None:
 
 
 def opset_version(model: onnx.ModelProto) -> int:
-    versions = [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")]
+    versions = [o.version for o in model.opset_import if is_default_domain(o.domain)]
     if len(versions) != 1:
         raise ValueError("the model must import the default ONNX domain exactly once")
     return versions[0]

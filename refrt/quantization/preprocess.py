@@ -24,6 +24,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from ..registry import is_default_domain
 from . import model as M
 
 _NOT_FOLDED = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
@@ -73,7 +74,7 @@ def fold_constants(model: onnx.ModelProto) -> int:
     values = {}
     folded = []
     for node in graph.node:
-        if node.op_type in _NOT_FOLDED or node.domain not in ("", "ai.onnx"):
+        if node.op_type in _NOT_FOLDED or not is_default_domain(node.domain):
             continue
         if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
                for a in node.attribute):

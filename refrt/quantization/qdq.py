@@ -31,8 +31,14 @@ from onnx import TensorProto, numpy_helper
 
 from . import model as M
 from .base import QuantizedValue, QuantizerBase, QuantParams, warn
-from .params import (bias_safe_weight_scale, data_range, quantize_bias, quantize_with,
-                     storage_dtype, weight_params)
+from .params import (
+    bias_safe_weight_scale,
+    data_range,
+    quantize_bias,
+    quantize_with,
+    storage_dtype,
+    weight_params,
+)
 
 
 @dataclass

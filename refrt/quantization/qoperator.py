@@ -27,8 +27,7 @@ from onnx import NodeProto, TensorProto, numpy_helper
 
 from . import model as M
 from .base import QuantizedValue, QuantizerBase, warn
-from .params import (bias_safe_weight_scale, quant_range, quantize_bias, quantize_with,
-                     storage_dtype)
+from .params import bias_safe_weight_scale, quant_range, quantize_bias, quantize_with, storage_dtype
 from .params import quantize_weight as quantize_weight_data
 
 Q = M.QUANTIZED_SUFFIX
@@ -214,45 +213,42 @@ class OperatorQuantizer(QuantizerBase):
 
     def quantize_inputs(self, node, indices, *, as_weight: bool, reduce_range: bool = False,
                         per_channel: bool = False, axis: int = -1):
-        """Quantized names, zero point names, scale names and new nodes for the given inputs of
-        ``node``; initializers are quantized in place (weight type if ``as_weight``, else the
-        activation type), activations get a QuantizeLinear / DynamicQuantizeLinear (shared by
-        every consumer). All four are None when an activation has no parameters (static)."""
-        names, zps, scales, nodes = [], [], [], []
+        """(a QuantizedValue per given input of ``node``, the new nodes); initializers are
+        quantized in place (weight type if ``as_weight``, else the activation type), activations
+        get a QuantizeLinear / DynamicQuantizeLinear (shared by every consumer). The values are
+        None when an activation has no parameters (static)."""
+        values, nodes = [], []
         for index in indices:
             name = node.input[index]
             if name in self.quantized:
-                qv = self.quantized[name]
-                names.append(qv.q_name), zps.append(qv.zp_name), scales.append(qv.scale_name)
+                values.append(self.quantized[name])
                 continue
             if not name:                           # an omitted optional input
-                names.append(""), zps.append(""), scales.append("")
+                values.append(QuantizedValue("", "", "", ""))
                 continue
             if name in self.initializers:
                 qtype = self.weight_type if as_weight else self.activation_type
                 if self.per_channel and per_channel:
-                    q, zp, scale = self.quantize_weight_per_channel(name, qtype, axis,
-                                                                    reduce_range)
+                    values.append(self.quantize_weight_per_channel(name, qtype, axis,
+                                                                   reduce_range))
                 else:
-                    q, zp, scale = self.quantize_initializer(name, qtype, reduce_range)
-                names.append(q), zps.append(zp), scales.append(scale)
+                    values.append(self.quantize_initializer(name, qtype, reduce_range))
             elif name in self.tensor_names or name in self.value_types or name in self.generated:
                 initial_type = M.elem_type(self.value_types.get(name))
                 new = self.quantize_input_nodes(node, index, self.activation_type,
                                                 initial_type=initial_type)
                 if new is None:
-                    return None, None, None, None
+                    return None, []
                 nodes.extend(new)
                 last = new[-1]
-                if last.op_type == "QuantizeLinear":
-                    names.append(last.output[0]), scales.append(last.input[1])
-                    zps.append(last.input[2])
-                else:
-                    names.append(last.output[0]), scales.append(last.output[1])
-                    zps.append(last.output[2])
+                if last.op_type == "QuantizeLinear":      # (x, scale, zp) -> q
+                    scale, zp = last.input[1], last.input[2]
+                else:                                     # DynamicQuantizeLinear -> q, scale, zp
+                    scale, zp = last.output[1], last.output[2]
+                values.append(QuantizedValue(name, last.output[0], scale, zp))
             else:
                 raise ValueError(f"cannot quantize {name!r}: it is not a tensor of the graph")
-        return names, zps, scales, nodes
+        return values, nodes
 
     def quantize_activation(self, node, indices):
         return self.quantize_inputs(node, indices, as_weight=False)
@@ -263,11 +259,10 @@ class OperatorQuantizer(QuantizerBase):
 
     # ---------------------------------------------------------------- weights and biases
     def quantize_initializer(self, name: str, qtype: int, reduce_range: bool = False):
-        """(quantized name, zero point name, scale name) of initializer ``name`` quantized per
-        tensor: ``<name>_quantized``, ``<name>_zero_point``, ``<name>_scale``."""
+        """The QuantizedValue of initializer ``name`` quantized per tensor: ``<name>_quantized``,
+        ``<name>_zero_point``, ``<name>_scale``."""
         if name in self.quantized:
-            qv = self.quantized[name]
-            return qv.q_name, qv.zp_name, qv.scale_name
+            return self.quantized[name]
         weight = self.initializers[name]
         data = M.initializer_array(weight)
         ov = self.overrides.per_tensor(name)
@@ -288,17 +283,16 @@ class OperatorQuantizer(QuantizerBase):
         self._append(M.scalar_initializer(scale_name, weight.data_type, float(scale)))
         self._append(M.scalar_initializer(zp_name, qtype, int(zp)))
         self._append(M.data_initializer(q_name, qtype, q.reshape(data.shape)))
-        self.quantized[name] = QuantizedValue(name, q_name, scale_name, zp_name,
-                                              is_initializer=True)
-        return q_name, zp_name, scale_name
+        qv = self.quantized[name] = QuantizedValue(name, q_name, scale_name, zp_name,
+                                                   is_initializer=True)
+        return qv
 
     def quantize_weight_per_channel(self, name: str, qtype: int, axis: int,
                                     reduce_range: bool = True, data: np.ndarray | None = None):
         """Like :meth:`quantize_initializer`, one scale and zero point per index of ``axis``
         (``data`` replaces the initializer's values, e.g. a reshaped LSTM weight)."""
         if name in self.quantized:
-            qv = self.quantized[name]
-            return qv.q_name, qv.zp_name, qv.scale_name
+            return self.quantized[name]
         weight = self.initializers[name]
         data = M.initializer_array(weight) if data is None else data
         rank = data.ndim
@@ -328,9 +322,9 @@ class OperatorQuantizer(QuantizerBase):
         self._append(M.params_initializer(scale_name, weight.data_type, scale.astype(data.dtype)))
         self._append(M.params_initializer(zp_name, qtype, zp))
         self._append(M.data_initializer(q_name, qtype, q))
-        self.quantized[name] = QuantizedValue(name, q_name, scale_name, zp_name, axis=axis,
-                                              is_initializer=True)
-        return q_name, zp_name, scale_name
+        qv = self.quantized[name] = QuantizedValue(name, q_name, scale_name, zp_name, axis=axis,
+                                                   is_initializer=True)
+        return qv
 
     def _append(self, tensor) -> None:
         """Add an initializer without the duplicate-name check (onnxruntime's
@@ -531,13 +525,13 @@ def _integer_then_scale(q, node, op_type, inputs_q, weight_q, attrs):
     """``op_type`` (MatMulInteger/ConvInteger) then Cast to float then Mul by the product of the
     two scales: the dynamic-mode body shared by MatMul and Conv. Returns the new nodes and the
     name of the scaled output."""
-    names, zps, scales, nodes = inputs_q
-    w_names, w_zps, w_scales, w_nodes = weight_q
-    names, zps, scales, nodes = names + w_names, zps + w_zps, scales + w_scales, nodes + w_nodes
+    (x, w), nodes = inputs_q[0] + weight_q[0], inputs_q[1] + weight_q[1]
     out = node.output[0]
     int_out = out + "_output_quantized"
     name = _quant_name(node)
-    nodes.append(M.make_node(op_type, names + zps, [int_out], name, **attrs))
+    nodes.append(M.make_node(op_type, [x.q_name, w.q_name, x.zp_name, w.zp_name], [int_out], name,
+                             **attrs))
+    scales = [x.scale_name, w.scale_name]
     cast_out = int_out + "_cast_output"
     nodes.append(M.make_node("Cast", [int_out], [cast_out], int_out + "_cast",
                              to=q.tensor_type(out)))
@@ -590,13 +584,13 @@ def _register_output(q, node, scale_name, zp_name, out_index=0, suffix=Q) -> str
 
 def qlinear_matmul(q, node):
     """MatMul (static) -> QLinearMatMul(a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp)."""
-    names, zps, scales, nodes = q.quantize_activation(node, [0])
-    w = q.quantize_weight(node, [1], reduce_range=True, per_channel=True)
+    xs, nodes = q.quantize_activation(node, [0])
+    ws, w_nodes = q.quantize_weight(node, [1], reduce_range=True, per_channel=True)
     found, y_scale, y_zp = q.output_params(node.output[0])
-    if not found or names is None or w[0] is None:
+    if not found or xs is None or ws is None:
         return q.keep_float(node)
-    names, zps, scales, nodes = names + w[0], zps + w[1], scales + w[2], nodes + w[3]
-    inputs = [names[0], scales[0], zps[0], names[1], scales[1], zps[1], y_scale, y_zp]
+    nodes += w_nodes
+    inputs = [*xs[0].qlinear_inputs, *ws[0].qlinear_inputs, y_scale, y_zp]
     out = _register_output(q, node, y_scale, y_zp)
     nodes.append(M.make_node("QLinearMatMul", inputs, [out], _quant_name(node)))
     q.emit(node, nodes)
@@ -606,16 +600,15 @@ def qlinear_conv(q, node):
     """Conv (static) -> QLinearConv(x, x_scale, x_zp, w, w_scale, w_zp, y_scale, y_zp, bias).
     Per channel, the weight is always int8 along axis 0 (onnxruntime hard-codes both)."""
     found, y_scale, y_zp = q.output_params(node.output[0])
-    names, zps, scales, nodes = q.quantize_activation(node, [0])
+    xs, nodes = q.quantize_activation(node, [0])
     if node.input[1] in q.initializers and q.per_channel:
-        w = q.quantize_weight_per_channel(node.input[1], TensorProto.INT8, 0)
-        w = ([w[0]], [w[1]], [w[2]], [])
+        ws, w_nodes = [q.quantize_weight_per_channel(node.input[1], TensorProto.INT8, 0)], []
     else:
-        w = q.quantize_weight(node, [1], reduce_range=q.reduce_range)
-    if not found or names is None or w[0] is None:
+        ws, w_nodes = q.quantize_weight(node, [1], reduce_range=q.reduce_range)
+    if not found or xs is None or ws is None:
         return q.keep_float(node)
-    names, zps, scales, nodes = names + w[0], zps + w[1], scales + w[2], nodes + w[3]
-    inputs = [names[0], scales[0], zps[0], names[1], scales[1], zps[1], y_scale, y_zp]
+    nodes += w_nodes
+    inputs = [*xs[0].qlinear_inputs, *ws[0].qlinear_inputs, y_scale, y_zp]
     if len(node.input) == 3:
         inputs.append(q.quantize_bias_static(node.input[2], node.input[0], node.input[1]))
     out = _register_output(q, node, y_scale, y_zp)
@@ -628,15 +621,15 @@ def qgemm(q, node):
     """Gemm (static) -> com.microsoft QGemm(a, ..., b, ..., bias_int32, y_scale, y_zp)."""
     found, y_scale, y_zp = q.output_params(node.output[0])
     trans_b = M.attribute(node, "transB", 0)
-    names, zps, scales, nodes = q.quantize_activation(node, [0])
+    xs, nodes = q.quantize_activation(node, [0])
     if node.input[1] in q.initializers and q.per_channel:
-        w = q.quantize_weight_per_channel(node.input[1], q.weight_type, 0 if trans_b else 1)
-        w = ([w[0]], [w[1]], [w[2]], [])
+        ws, w_nodes = [q.quantize_weight_per_channel(node.input[1], q.weight_type,
+                                                     0 if trans_b else 1)], []
     else:
-        w = q.quantize_weight(node, [1], reduce_range=q.reduce_range)
-    if not found or names is None or w[0] is None:
+        ws, w_nodes = q.quantize_weight(node, [1], reduce_range=q.reduce_range)
+    if not found or xs is None or ws is None:
         return q.keep_float(node)
-    names, zps, scales, nodes = names + w[0], zps + w[1], scales + w[2], nodes + w[3]
+    nodes += w_nodes
     bias = ""
     if len(node.input) == 3:
         if node.input[2] not in q.initializers:
@@ -644,7 +637,7 @@ def qgemm(q, node):
         bias = q.quantize_bias_static(node.input[2], node.input[0], node.input[1],
                                       M.attribute(node, "beta", 1.0))
     attrs = {k: v for k, v in M.attributes(node).items() if k != "beta"}
-    inputs = [names[0], scales[0], zps[0], names[1], scales[1], zps[1], bias, y_scale, y_zp]
+    inputs = [*xs[0].qlinear_inputs, *ws[0].qlinear_inputs, bias, y_scale, y_zp]
     out = _register_output(q, node, y_scale, y_zp)
     nodes.append(M.make_node("QGemm", inputs, [out], _quant_name(node), domain=M.MS_DOMAIN,
                              **attrs))
@@ -655,10 +648,10 @@ def qlinear_binary(q, node):
     """Add/Mul -> com.microsoft QLinearAdd/QLinearMul; constant operands are quantized with the
     activation type."""
     found, y_scale, y_zp = q.output_params(node.output[0])
-    names, zps, scales, nodes = q.quantize_activation(node, [0, 1])
-    if not found or names is None:
+    xs, nodes = q.quantize_activation(node, [0, 1])
+    if not found or xs is None:
         return q.keep_float(node)
-    inputs = [names[0], scales[0], zps[0], names[1], scales[1], zps[1], y_scale, y_zp]
+    inputs = [*xs[0].qlinear_inputs, *xs[1].qlinear_inputs, y_scale, y_zp]
     out = _register_output(q, node, y_scale, y_zp)
     nodes.append(M.make_node("QLinear" + node.op_type, inputs, [out], _quant_name(node),
                              domain=M.MS_DOMAIN, **M.attributes(node)))
@@ -682,13 +675,12 @@ def qlinear_activation(q, node):
 def _qlinear_single_input(q, node, fixed_scale=None, fixed_zp=None):
     """op(x) -> com.microsoft QLinear<op>(x, x_scale, x_zp, y_scale, y_zp), same attributes."""
     found, y_scale, y_zp = q.output_params(node.output[0], fixed_scale, fixed_zp)
-    names, zps, scales, nodes = q.quantize_activation(node, [0])
-    if not found or names is None:
+    xs, nodes = q.quantize_activation(node, [0])
+    if not found or xs is None:
         return q.keep_float(node)
     out = _register_output(q, node, y_scale, y_zp)
-    nodes.append(M.make_node("QLinear" + node.op_type, [names[0], scales[0], zps[0], y_scale,
-                                                        y_zp], [out], _quant_name(node),
-                             domain=M.MS_DOMAIN, **M.attributes(node)))
+    nodes.append(M.make_node("QLinear" + node.op_type, [*xs[0].qlinear_inputs, y_scale, y_zp],
+                             [out], _quant_name(node), domain=M.MS_DOMAIN, **M.attributes(node)))
     q.emit(node, nodes)
 
 
@@ -707,11 +699,11 @@ def direct_8bit(q, node):
         return q.emit(node, [node])
     if not q.is_float_initializer(node.input[0]):
         return q.keep_float(node)
-    names, zps, scales, nodes = q.quantize_activation(node, [0])
-    if names is None:
+    xs, nodes = q.quantize_activation(node, [0])
+    if xs is None:
         return q.keep_float(node)
-    out = _register_output(q, node, scales[0], zps[0])
-    node.input[0] = names[0]
+    out = _register_output(q, node, xs[0].scale_name, xs[0].zp_name)
+    node.input[0] = xs[0].q_name
     node.output[0] = out
     q.emit(node, nodes + [node])
 
@@ -731,12 +723,12 @@ def qresize(q, node):
 def gather(q, node):
     """Gather from a constant table: the table is quantized (activation type) and gathered as
     integers; the output shares its parameters."""
-    names, zps, scales, nodes = q.quantize_activation(node, [0])
-    if names is None:
+    xs, nodes = q.quantize_activation(node, [0])
+    if xs is None:
         return q.keep_float(node)
-    out = _register_output(q, node, scales[0], zps[0])
+    out = _register_output(q, node, xs[0].scale_name, xs[0].zp_name)
     node.output[0] = out
-    node.input[0] = names[0]
+    node.input[0] = xs[0].q_name
     q.emit(node, nodes + [node])
 
 
@@ -773,12 +765,12 @@ def qlinear_pool(q, node):
 def split(q, node):
     """Split of a quantized tensor: every output shares the input's parameters (outputs are
     named ``<output>quantized``, without the underscore, as onnxruntime names them)."""
-    names, zps, scales, nodes = q.quantize_activation(node, [0])
-    if names is None:
+    xs, nodes = q.quantize_activation(node, [0])
+    if xs is None:
         return q.keep_float(node)
-    outputs = [_register_output(q, node, scales[0], zps[0], i, suffix="quantized")
+    outputs = [_register_output(q, node, xs[0].scale_name, xs[0].zp_name, i, suffix="quantized")
                for i in range(len(node.output))]
-    nodes.append(M.make_node(node.op_type, names + list(node.input[1:]), outputs,
+    nodes.append(M.make_node(node.op_type, [xs[0].q_name, *node.input[1:]], outputs,
                              _quant_name(node), **M.attributes(node)))
     q.emit(node, nodes)
 
@@ -821,12 +813,12 @@ def pad(q, node):
 def qlinear_concat(q, node):
     """Concat -> com.microsoft QLinearConcat(y_scale, y_zp, x0, s0, zp0, x1, s1, zp1, ...)."""
     found, y_scale, y_zp = q.output_params(node.output[0])
-    names, zps, scales, nodes = q.quantize_activation(node, range(len(node.input)))
-    if not found or names is None:
+    xs, nodes = q.quantize_activation(node, range(len(node.input)))
+    if not found or xs is None:
         return q.keep_float(node)
     inputs = [y_scale, y_zp]
-    for triple in zip(names, scales, zps):
-        inputs.extend(triple)
+    for x in xs:
+        inputs.extend(x.qlinear_inputs)
     out = _register_output(q, node, y_scale, y_zp)
     nodes.append(M.make_node("QLinearConcat", inputs, [out], _quant_name(node),
                              domain=M.MS_DOMAIN, **M.attributes(node)))
@@ -838,11 +830,11 @@ def qlinear_softmax(q, node):
     at 1/256 with zero point 0 (uint8) or -128 (int8)."""
     zp = 0 if q.activation_type == TensorProto.UINT8 else -128
     found, y_scale, y_zp = q.output_params(node.output[0], 1 / 256.0, zp)
-    names, zps, scales, nodes = q.quantize_activation(node, [0])
-    if not found or names is None:
+    xs, nodes = q.quantize_activation(node, [0])
+    if not found or xs is None:
         return q.keep_float(node)
     out = _register_output(q, node, y_scale, y_zp)
-    nodes.append(M.make_node("QLinearSoftmax", [names[0], scales[0], zps[0], y_scale, y_zp],
+    nodes.append(M.make_node("QLinearSoftmax", [*xs[0].qlinear_inputs, y_scale, y_zp],
                              [out], _quant_name(node), domain=M.MS_DOMAIN,
                              **{**M.attributes(node), "opset": q.opset}))
     q.emit(node, nodes)
@@ -853,11 +845,10 @@ def qlinear_where(q, node):
     if not q.options.force_quantize_no_input_check:
         return q.keep_float(node)
     found, y_scale, y_zp = q.output_params(node.output[0])
-    names, zps, scales, nodes = q.quantize_activation(node, [1, 2])
-    if not found or names is None:
+    xs, nodes = q.quantize_activation(node, [1, 2])
+    if not found or xs is None:
         return q.keep_float(node)
-    inputs = [node.input[0], names[0], scales[0], zps[0], names[1], scales[1], zps[1],
-              y_scale, y_zp]
+    inputs = [node.input[0], *xs[0].qlinear_inputs, *xs[1].qlinear_inputs, y_scale, y_zp]
     out = _register_output(q, node, y_scale, y_zp)
     nodes.append(M.make_node("QLinearWhere", inputs, [out], _quant_name(node),
                              domain=M.MS_DOMAIN, **M.attributes(node)))
@@ -868,13 +859,16 @@ def attention(q, node):
     """com.microsoft Attention (dynamic) -> QAttention with quantized input and weight."""
     if M.attribute(node, "qkv_hidden_sizes") is not None:
         return q.keep_float(node)
-    names, zps, scales, nodes = q.quantize_activation(node, [0])
-    w = q.quantize_weight(node, [1], reduce_range=True, per_channel=True)
-    if names is None or w[0] is None:
+    xs, nodes = q.quantize_activation(node, [0])
+    ws, w_nodes = q.quantize_weight(node, [1], reduce_range=True, per_channel=True)
+    if xs is None or ws is None:
         return q.keep_float(node)
-    names, zps, scales, nodes = names + w[0], zps + w[1], scales + w[2], nodes + w[3]
-    extra = lambda i: node.input[i] if len(node.input) > i else ""   # noqa: E731
-    inputs = names + [node.input[2]] + scales + [extra(3)] + zps + [extra(4)]
+    nodes += w_nodes
+    (x, w), (mask, past) = xs + ws, (node.input[i] if len(node.input) > i else "" for i in (3, 4))
+    # QAttention(input, weight, bias, input_scale, weight_scale, mask_index, input_zero_point,
+    #            weight_zero_point, past)
+    inputs = [x.q_name, w.q_name, node.input[2], x.scale_name, w.scale_name, mask, x.zp_name,
+              w.zp_name, past]
     nodes.append(M.make_node("QAttention", inputs, list(node.output), _quant_name(node),
                              domain=M.MS_DOMAIN, **M.attributes(node)))
     q.emit(node, nodes)
@@ -885,11 +879,13 @@ def embed_layer_norm(q, node):
     tables, gamma and beta quantized (activation type); ids and mask stay as they are."""
     if len(node.output) > 2:
         return q.keep_float(node)
-    names, zps, scales, nodes = q.quantize_activation(node, [2, 3, 4, 5, 6])
-    if names is None:
+    xs, nodes = q.quantize_activation(node, [2, 3, 4, 5, 6])
+    if xs is None:
         return q.keep_float(node)
     mask = node.input[7] if len(node.input) > 7 else ""
-    inputs = [node.input[0], node.input[1], *names, mask, *scales, *zps]
+    # the five quantized tensors, the mask, their five scales, their five zero points
+    inputs = [node.input[0], node.input[1], *(x.q_name for x in xs), mask,
+              *(x.scale_name for x in xs), *(x.zp_name for x in xs)]
     nodes.append(M.make_node("QEmbedLayerNormalization", inputs, list(node.output),
                              _quant_name(node), domain=M.MS_DOMAIN, **M.attributes(node)))
     q.emit(node, nodes)
@@ -909,17 +905,17 @@ def lstm(q, node):
     for name, data in ((w_name, W), (r_name, R)):
         dirs, rows, cols = data.shape
         flat = data.reshape(dirs * rows, cols) if q.per_channel else data
-        q_name, zp_name, scale_name = q.quantize_weight_per_channel(name, TensorProto.INT8, 0,
-                                                                    data=flat)
-        values = M.initializer_array(q.initializers[q_name]).reshape(dirs, rows, cols)
-        q.replace_initializer(numpy_helper.from_array(values.transpose(0, 2, 1), q_name))
+        qv = q.quantize_weight_per_channel(name, TensorProto.INT8, 0, data=flat)
+        values = M.initializer_array(q.initializers[qv.q_name]).reshape(dirs, rows, cols)
+        q.replace_initializer(numpy_helper.from_array(values.transpose(0, 2, 1), qv.q_name))
         if q.per_channel:
-            for param in (zp_name, scale_name):
+            for param in (qv.zp_name, qv.scale_name):
                 q.initializers[param].dims[:] = [dirs, rows]
-        quantized.append((q_name, zp_name, scale_name))
-    (wq, wzp, ws), (rq, rzp, rs) = quantized
+        quantized.append(qv)
+    w, r = quantized
     optional = [node.input[i] if len(node.input) > i else "" for i in range(3, 8)]
-    inputs = [node.input[0], wq, rq, *optional, ws, wzp, rs, rzp]
+    inputs = [node.input[0], w.q_name, r.q_name, *optional, w.scale_name, w.zp_name, r.scale_name,
+              r.zp_name]
     attrs = {k: v for k, v in M.attributes(node).items() if k != "layout"}
     nodes = [M.make_node("DynamicQuantizeLSTM", inputs, list(node.output), _quant_name(node),
                          domain=M.MS_DOMAIN, **attrs)]

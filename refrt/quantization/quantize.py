@@ -13,10 +13,22 @@ import onnx
 
 from . import model as M
 from .base import Summary
-from .calibrate import (CalibrationDataReader, CalibrationMethod, TensorsData, create_calibrator,
-                        load_tensors_data, save_tensors_data)
-from .options import (QuantFormat, QuantType, as_calibration_method, as_quant_format,
-                      as_quant_type, parse_extra_options)
+from .calibrate import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    TensorsData,
+    create_calibrator,
+    load_tensors_data,
+    save_tensors_data,
+)
+from .options import (
+    QuantFormat,
+    QuantType,
+    as_calibration_method,
+    as_quant_format,
+    as_quant_type,
+    parse_extra_options,
+)
 from .qdq import RULES as QDQ_RULES
 from .qdq import QDQQuantizer
 from .qoperator import INTEGER_OPS, QLINEAR_OPS, OperatorQuantizer

@@ -1,199 +1,29 @@
-"""Loading a model and turning a graph into a plan.
+"""Turning a graph into a plan.
 
 A :class:`Plan` is everything about a graph that does not change between runs: the nodes in a
 topological order (the file's order is not trusted), each node's resolved implementation with its
 attributes parsed once, and for every step the values that die there (so the executor can free
-them). Subgraphs (If/Loop/Scan bodies) and model-local functions become plans of their own;
-names a subgraph takes from the enclosing scopes are found here, at plan time.
+them). Subgraphs (If/Loop/Scan bodies) and calls of functions (:mod:`refrt.graph.functions`)
+become plans of their own; names a subgraph takes from the enclosing scopes are found here, at
+plan time. Chains of nodes that run faster as one step are found by :mod:`refrt.fusion`.
 """
 
 from __future__ import annotations
 
 import heapq
-import mmap
-import os
-import sys
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import numpy as np
 import onnx
-from google.protobuf.message import DecodeError
-from onnx import ModelProto, TensorProto
 
-from . import fusion, protowire, registry
-from .errors import ModelError, UnsupportedOpError, node_label
-from .registry import NodeContext, canonical_domain, tensor_to_array
-
-# ---------------------------------------------------------------- loading
-
-
-def load_model(model) -> tuple[ModelProto, str | None, dict[str, np.ndarray]]:
-    """Path, bytes or ModelProto -> (ModelProto, base folder, weights read on the side).
-
-    The third item maps main-graph initializer names to their raw bytes (uint8 arrays) when
-    they were read apart from the protobuf (see :mod:`refrt.protowire`): in the returned proto
-    those initializers have no data, and :func:`build_plan` takes them from this dict.
-    External data is loaded the same way."""
-    base_dir, blobs = None, {}
-    if isinstance(model, ModelProto):
-        proto = model
-    elif isinstance(model, (bytes, bytearray, memoryview)):
-        proto = _parse(bytes(model), "the model bytes")
-    elif isinstance(model, (str, os.PathLike)):
-        path = os.fspath(model)
-        try:
-            with open(path, "rb") as f:
-                proto, blobs = _read_model_file(f, repr(path))
-        except OSError as e:
-            raise ModelError(f"cannot read model file {path!r}: {e.strerror}") from e
-        base_dir = os.path.dirname(os.path.abspath(path))
-    else:
-        raise TypeError(f"model must be a path, bytes or onnx.ModelProto, not {type(model).__name__}")
-    if not proto.HasField("graph"):
-        raise ModelError("the model has no graph (malformed or truncated model bytes?)")
-    _check_text(proto.graph)
-    if _has_external_data(proto):
-        if proto is model:
-            copy = ModelProto()
-            copy.CopyFrom(proto)   # never modify the caller's proto
-            proto = copy
-        _load_external_data(proto, base_dir, blobs)
-    return proto, base_dir, blobs
-
-
-SPLIT_MIN_FILE_BYTES = 1 << 20   # smaller files are parsed whole
-
-
-def _read_model_file(f, what: str) -> tuple[ModelProto, dict]:
-    """Parse a model file; for a large one, weights are read straight into arrays (one copy)
-    and protobuf parses only the rest."""
-    size = os.fstat(f.fileno()).st_size
-    if size >= SPLIT_MIN_FILE_BYTES and sys.byteorder == "little":
-        try:
-            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        except (OSError, ValueError):
-            mm = None
-        if mm is not None:
-            try:
-                split = protowire.split_model(mm)
-            finally:
-                mm.close()
-            if split is not None:
-                skeleton, where = split
-                proto = _parse(skeleton, what)
-                try:
-                    blobs = protowire.read_blobs(f, where)
-                except EOFError as e:   # the file changed while it was being read
-                    raise ModelError(f"{what}: {e}") from e
-                return proto, blobs
-    f.seek(0)
-    return _parse(f.read(), what), {}
-
-
-def _parse(data: bytes, what: str) -> ModelProto:
-    proto = ModelProto()
-    try:
-        proto.ParseFromString(data)
-    except (DecodeError, RuntimeError, ValueError) as e:
-        raise ModelError(f"{what}: not a valid ONNX model (malformed or truncated): {e}") from e
-    if not data:
-        raise ModelError(f"{what}: empty model")
-    return proto
-
-
-def _check_text(graph) -> None:
-    """ONNX names are UTF-8 strings; protobuf hands back bytes for one that is not (a damaged
-    file), which nothing downstream expects."""
-    fields = [graph.name, *(v.name for v in (*graph.input, *graph.output, *graph.value_info)),
-              *(t.name for t in graph.initializer)]
-    for node in graph.node:
-        fields += [node.name, node.op_type, node.domain, *node.input, *node.output,
-                   *(a.name for a in node.attribute)]
-        for a in node.attribute:
-            for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
-                _check_text(g)
-    bad = next((f for f in fields if not isinstance(f, str)), None)
-    if bad is not None:
-        raise ModelError(f"graph {graph.name!r}: the name {bad!r} is not valid UTF-8 (a damaged file?)")
-
-
-def _all_tensors(graph):
-    """Every TensorProto stored in a graph, its subgraphs and Constant attributes."""
-    yield from graph.initializer
-    for sp in graph.sparse_initializer:
-        yield sp.values
-        yield sp.indices
-    for node in graph.node:
-        for a in node.attribute:
-            if a.HasField("t"):
-                yield a.t
-            yield from a.tensors
-            if a.HasField("g"):
-                yield from _all_tensors(a.g)
-            for g in a.graphs:
-                yield from _all_tensors(g)
-
-
-def _has_external_data(proto: ModelProto) -> bool:
-    return any(t.data_location == TensorProto.EXTERNAL for t in _all_tensors(proto.graph))
-
-
-def _load_external_data(proto: ModelProto, base_dir: str | None, blobs: dict) -> None:
-    if base_dir is None:
-        raise ModelError("the model keeps tensors in external files; load it from its path so "
-                         "that refrt knows which folder they are in")
-    root = os.path.realpath(base_dir)
-    n_main = len(proto.graph.initializer)   # _all_tensors yields these first; their bytes go
-    for i, t in enumerate(_all_tensors(proto.graph)):   # to blobs, the others' into the proto
-        if t.data_location != TensorProto.EXTERNAL:
-            continue
-        info = {e.key: e.value for e in t.external_data}
-        loc = info.get("location", "")
-        if "\x00" in loc:
-            raise ModelError(f"tensor {t.name!r}: external data location {loc!r} holds a NUL byte")
-        if not loc or os.path.isabs(loc) or loc.startswith(("/", "\\")) or ":" in loc:
-            raise ModelError(f"tensor {t.name!r}: external data location {loc!r} must be a path "
-                             f"relative to the model's folder")
-        full = os.path.realpath(os.path.join(root, loc))
-        if os.path.commonpath([root, full]) != root:
-            raise ModelError(f"tensor {t.name!r}: external data location {loc!r} escapes the "
-                             f"model's folder {root!r}")
-        try:
-            offset = int(info.get("offset", 0) or 0)
-            length = int(info["length"]) if info.get("length") else None
-        except ValueError:
-            raise ModelError(f"tensor {t.name!r}: external data offset {info.get('offset')!r} and "
-                             f"length {info.get('length')!r} must be whole numbers") from None
-        if offset < 0 or (length is not None and length < 0):
-            raise ModelError(f"tensor {t.name!r}: external data offset {offset} and length {length} "
-                             f"must not be negative")
-        # only a regular file: opening a FIFO (or a device) would block or never end
-        if not os.path.isfile(full):
-            raise ModelError(f"tensor {t.name!r}: external data {loc!r} is not a regular file"
-                             + ("" if os.path.exists(full) else " (it does not exist)"))
-        try:
-            with open(full, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                n = length if length is not None else max(0, size - offset)
-                if offset + n > size:
-                    raise ModelError(f"tensor {t.name!r}: external data {loc!r} is truncated "
-                                     f"({max(0, size - offset)} of {n} bytes)")
-                raw = protowire.read_blob(f, offset, n)
-        except OSError as e:
-            raise ModelError(f"tensor {t.name!r}: cannot read external data {loc!r}: "
-                             f"{e.strerror}") from e
-        except EOFError as e:
-            raise ModelError(f"tensor {t.name!r}: external data {loc!r}: {e}") from e
-        del t.external_data[:]
-        t.data_location = TensorProto.DEFAULT
-        if i < n_main:
-            blobs[t.name] = raw
-        else:
-            t.raw_data = raw.tobytes()
-
-
-# ---------------------------------------------------------------- plan
+from .. import fusion, registry
+from ..autodiff import forward_region, gradient_step
+from ..errors import ModelError, UnsupportedOpError, node_label
+from ..executor import NO_HOOKS, run_plan
+from ..registry import NodeContext, canonical_domain, tensor_to_array
+from ..types import type_proto_of
+from . import functions
 
 
 @dataclass
@@ -240,11 +70,10 @@ class Subgraph:
     ``body(*inputs)`` and gets the list of outputs back.
     """
     plan: Plan
-    run: Callable = None        # set by the executor module: run(plan, env, hooks) -> list
 
     def bind(self, env: dict, hooks) -> Callable:
         outer = {n: env[n] for n in self.plan.outer if n in env}
-        plan, run = self.plan, self.run
+        plan = self.plan
 
         def body(*inputs):
             if len(inputs) != len(plan.inputs):
@@ -252,7 +81,7 @@ class Subgraph:
             local = dict(outer)
             local.update(plan.initializers)
             local.update(zip((i.name for i in plan.inputs), inputs))
-            return run(plan, local, hooks)
+            return run_plan(plan, local, hooks)
 
         body.n_inputs = len(plan.inputs)
         body.n_outputs = len(plan.outputs)
@@ -267,7 +96,6 @@ class PlanContext:
     opsets: dict                # canonical domain -> version
     functions: dict             # (domain, name) -> FunctionProto (model-local)
     options: Any = None
-    run: Callable = None        # executor.run_plan, injected to avoid an import cycle
     value_types: dict = field(default_factory=dict)   # name -> TypeProto where declared
 
 
@@ -345,7 +173,6 @@ def build_plan(graph, pctx: PlanContext, outer_scope: frozenset = frozenset(),
         for g in _node_graphs(node):
             names.extend(sorted(free_names(g)))
         if node.op_type == "Gradient" and canonical_domain(node.domain) == "ai.onnx.preview.training":
-            from .autodiff import forward_region
             names.extend(sorted(free_names(forward_region(node, producer_nodes))))
         reads.append(names)
         for i, name in enumerate(names):
@@ -437,8 +264,9 @@ def _make_step(node, pctx: PlanContext, scope: frozenset, free: tuple,
     label = node_label(node)
     domain = canonical_domain(node.domain)
     if (domain, node.op_type) == ("ai.onnx.preview.training", "Gradient"):
-        from .autodiff import gradient_step   # the one op that needs the graph around it
-        fn, kwargs, subgraphs = gradient_step(node, producers or {}, pctx, scope, build_plan)
+        # the one op that needs the graph around it: the forward region it differentiates
+        region = build_plan(forward_region(node, producers or {}), pctx, scope)
+        fn, kwargs, subgraphs = gradient_step(node, region)
     else:
         fn, kwargs, subgraphs = _resolve(node, domain, pctx, scope, constants)
     return Step(node=node, fn=fn, inputs=tuple(node.input), outputs=tuple(node.output),
@@ -464,7 +292,7 @@ def _resolve(node, domain: str, pctx: PlanContext, scope: frozenset,
     impl.check_arity(node)
 
     def convert_graph(g):
-        return Subgraph(build_plan(g, pctx, scope), run=pctx.run)
+        return Subgraph(build_plan(g, pctx, scope))
 
     kwargs = impl.parse_attributes(node, convert_graph)
     subgraphs = tuple(k for k, v in kwargs.items() if isinstance(v, Subgraph))
@@ -476,67 +304,20 @@ def _resolve(node, domain: str, pctx: PlanContext, scope: frozenset,
             constant_inputs=tuple(i in constants for i in node.input))
     return impl.fn, kwargs, subgraphs
 
-
-# ---------------------------------------------------------------- functions
-
-
-def _substitute(nodes, attrs: dict) -> list:
-    """Copy a function body, replacing attributes that refer to the caller's (ref_attr_name)."""
-    out = []
-    for node in nodes:
-        new = onnx.NodeProto()
-        new.CopyFrom(node)
-        del new.attribute[:]
-        for a in node.attribute:
-            if a.ref_attr_name:
-                if a.ref_attr_name in attrs:
-                    b = onnx.AttributeProto()
-                    b.CopyFrom(attrs[a.ref_attr_name])
-                    b.name = a.name
-                    new.attribute.append(b)
-                # an unset reference means the attribute is absent
-                continue
-            b = new.attribute.add()
-            b.CopyFrom(a)
-            if a.type == onnx.AttributeProto.GRAPH:
-                g = onnx.GraphProto()
-                g.CopyFrom(a.g)
-                del g.node[:]
-                g.node.extend(_substitute(a.g.node, attrs))
-                b.g.CopyFrom(g)
-        out.append(new)
-    return out
-
-
-def function_graph(fproto, node) -> onnx.GraphProto:
-    """A FunctionProto called by ``node`` as a plain graph, attributes substituted."""
-    attrs = {a.name: a for a in fproto.attribute_proto}          # declared defaults
-    attrs.update({a.name: a for a in node.attribute})
-    g = onnx.GraphProto()
-    g.name = fproto.name
-    g.node.extend(_substitute(fproto.node, attrs))
-    g.input.extend(onnx.helper.make_empty_tensor_value_info(n) for n in fproto.input)
-    # only the outputs the caller asks for: a body may skip computing the others
-    g.output.extend(onnx.helper.make_empty_tensor_value_info(n)
-                    for n, want in zip(fproto.output, node.output) if want)
-    return g
+# ---------------------------------------------------------------- calls of functions
 
 
 def _function_step(node, fproto, pctx: PlanContext):
-    """A call of a model-local function: its body planned for this node's attributes."""
-    known = set(fproto.attribute) | {a.name for a in fproto.attribute_proto}
-    for a in node.attribute:
-        if a.name not in known:
-            raise ModelError(f"node {node_label(node)!r} ({node.op_type}): unknown attribute "
-                             f"{a.name!r}; function {fproto.name!r} takes: {sorted(known) or 'none'}")
+    """A call of a function: its body planned for this node's attributes."""
+    functions.check_attributes(node, fproto)
     opsets = dict(pctx.opsets)
     opsets.update(opset_map(fproto.opset_import))
-    sub = PlanContext(opsets=opsets, functions=pctx.functions, options=pctx.options, run=pctx.run)
-    plan = build_plan(function_graph(fproto, node), sub, frozenset())
-    return _call_plan(plan, pctx.run, node), {}, ()
+    sub = PlanContext(opsets=opsets, functions=pctx.functions, options=pctx.options)
+    plan = build_plan(functions.function_graph(fproto, node), sub, frozenset())
+    return _call_plan(plan, node), {}, ()
 
 
-def _call_plan(plan: Plan, run, node):
+def _call_plan(plan: Plan, node):
     n_in = len(plan.inputs)
     wanted = [bool(o) for o in node.output]
 
@@ -548,63 +329,27 @@ def _call_plan(plan: Plan, run, node):
         if len(inputs) > n_in:
             raise ModelError(f"node {node_label(node)!r}: {len(inputs)} inputs for a function of "
                              f"{n_in}")
-        results = iter(run(plan, env, ((), ())))
+        results = iter(run_plan(plan, env, NO_HOOKS))
         return tuple(next(results) if want else None for want in wanted)
     return call
 
 
 def _schema_function(node, domain: str, opset: int, pctx: PlanContext):
     """Fall back to the function body the ONNX schema defines, if it has one."""
-    try:
-        schema = onnx.defs.get_schema(node.op_type, opset, registry.proto_domain(domain))
-    except Exception:
+    schema = functions.schema_of(node, domain, opset)
+    if schema is None:
         return None
     if schema.has_function:
-        try:   # the body as of the model's opset (bytes), else the schema's default body
-            data = schema.get_function_with_opset_version(opset)
-        except Exception:
-            data = b""
-        fproto = _as_function(data) if data else schema.function_body
         # a model-local function of the same name must not shadow the ops inside the body
-        sub = PlanContext(opsets=dict(pctx.opsets), functions={}, options=pctx.options,
-                          run=pctx.run)
-        return _function_step(node, _with_signature(fproto, schema, node), sub)
+        sub = PlanContext(opsets=dict(pctx.opsets), functions={}, options=pctx.options)
+        return _function_step(node, functions.schema_body(node, schema, opset), sub)
     if schema.has_context_dependent_function:
         return _context_dependent_step(node, schema, opset, pctx), {}, ()
     return None
 
 
-def _as_function(data) -> onnx.FunctionProto:
-    f = onnx.FunctionProto()
-    f.ParseFromString(data if isinstance(data, bytes) else data.encode())
-    return f
-
-
-def _with_signature(fproto, schema, node):
-    """Schema function bodies declare their formal attributes by name only; the defaults live in
-    the schema. Give every attribute with a schema default that default."""
-    f = onnx.FunctionProto()
-    f.CopyFrom(fproto)
-    with_default = {a.name for a in f.attribute_proto}
-    names = list(f.attribute)
-    del f.attribute[:]
-    for name in dict.fromkeys(names + list(schema.attributes)):
-        if name in with_default:
-            continue
-        attr = schema.attributes.get(name)
-        if attr is not None and attr.default_value.type != onnx.AttributeProto.UNDEFINED:
-            d = onnx.AttributeProto()
-            d.CopyFrom(attr.default_value)
-            d.name = name
-            f.attribute_proto.append(d)
-        else:
-            f.attribute.append(name)
-    return f
-
-
 def _context_dependent_step(node, schema, opset: int, pctx: PlanContext):
     """Bodies that depend on input types are built on first call, once per input dtype tuple."""
-    from .types import type_proto_of   # local: types imports nothing from graph
     cache: dict = {}
 
     def call(*inputs):
@@ -612,9 +357,7 @@ def _context_dependent_step(node, schema, opset: int, pctx: PlanContext):
         fn = cache.get(key)
         if fn is None:
             types = [type_proto_of(x).SerializeToString() for x in inputs if x is not None]
-            data = schema.get_context_dependent_function_with_opset_version(
-                opset, node.SerializeToString(), types)
-            fproto = _with_signature(_as_function(data), schema, node)
+            fproto = functions.context_dependent_body(node, schema, opset, types)
             fn, _, _ = _function_step(node, fproto, pctx)
             cache[key] = fn
         return fn(*inputs)
