@@ -254,7 +254,7 @@ def conv_int8(x, w, x_zp=0, w_zp=0, group=1, pads=None, strides=None, dilations=
     n_l = int(np.prod(out_spatial))
     kg = cg * int(np.prod(kernel_shape))
     y = np.empty((n, m) + tuple(out_spatial), dtype=np.int32)
-    x3 = x.reshape(n, c, -1)
+    x3 = x.reshape(n, c, int(np.prod(x.shape[2:])))       # explicit: n may be 0
     w2 = w.reshape(m, kg)
     if packed is not None and (len(packed) != group or any(p.shape != (kg, mg) for p in packed)):
         raise ValueError(f"packed weights do not match w {w.shape} with group {group}")
@@ -262,7 +262,7 @@ def conv_int8(x, w, x_zp=0, w_zp=0, group=1, pads=None, strides=None, dilations=
         nd = x.ndim - 2
         padded = np.pad(x, [(0, 0), (0, 0)] + [(pads[d], pads[d + nd]) for d in range(nd)], constant_values=xz)
         origin, tap = _window_offsets(padded.shape[2:], kernel_shape, strides, dilations, out_spatial)
-        xp = padded.reshape(n, c, -1)
+        xp = padded.reshape(n, c, int(np.prod(padded.shape[2:])))
         for i in range(n):
             _grouped_direct_kernel(xp[i], origin, tap, np.int64(xz), w2, wz, group, y[i].reshape(m, n_l))
         return y

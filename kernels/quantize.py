@@ -428,7 +428,7 @@ def dynamic_quantize_linear(x, mode="ort"):
     spec's function body, whose scale is 0 / 255 = 0 and whose zero point 0 / 0 is NaN cast to
     uint8 (undefined); refrt returns scale 0.0, zp 0 and y all zero there.  (onnx.reference returns
     scale 1/255 in that case.)  A NaN input raises ValueError: ORT's result depends on where the
-    NaN sits in its vector lanes.
+    NaN sits in its vector lanes; an infinite input raises too (the scale would be inf).
     """
     if mode not in ("ort", "spec"):
         raise ValueError(f"mode must be 'ort' or 'spec', got {mode!r}")
@@ -440,6 +440,9 @@ def dynamic_quantize_linear(x, mode="ort"):
         if np.isnan(nan):
             raise ValueError("x contains NaN: the quantization range is undefined (onnxruntime's "
                              "result depends on where the NaN falls in its vector lanes)")
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            raise ValueError("x contains an infinity: the quantization range is infinite, so the "
+                             "scale is inf and the zero point undefined")
     else:
         lo = hi = np.float32(0)
     scale, zp = _dynamic_params(lo, hi, mode == "ort")

@@ -294,3 +294,87 @@ def test_string_outputs_are_object_arrays_even_0d():
     y = refrt.InferenceSession(m).run(None, {"x": np.array(["ab", "c"], object),
                                              "i": np.array(1, np.int64)})[0]
     assert isinstance(y, np.ndarray) and y.dtype == object and y.shape == () and y.item() == "c"
+
+
+@pytest.mark.parametrize("op", ["ConvInteger", "QLinearConv", "GroupNormalization"])
+def test_zero_batch_gives_an_empty_result(op):
+    from onnx import TensorProto, helper
+
+    import refrt
+    x_t = np.uint8 if op != "GroupNormalization" else np.float32
+    feeds = {"x": np.zeros((0, 2, 3, 3), x_t)}
+    if op == "ConvInteger":
+        feeds["w"] = np.ones((4, 2, 2, 2), np.int8)
+        names, attrs, opset = ["x", "w"], {}, 10
+    elif op == "QLinearConv":
+        feeds.update(xs=np.array(0.1, np.float32), xz=np.array(0, np.uint8),
+                     w=np.ones((4, 2, 2, 2), np.int8), ws=np.array(0.1, np.float32),
+                     wz=np.array(0, np.int8), ys=np.array(0.2, np.float32),
+                     yz=np.array(0, np.uint8))
+        names, attrs, opset = ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz"], {}, 10
+    else:
+        feeds.update(s=np.ones(2, np.float32), b=np.zeros(2, np.float32))
+        names, attrs, opset = ["x", "s", "b"], {"num_groups": 2}, 21
+    vi = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
+          for n, v in feeds.items()]
+    g = helper.make_graph([helper.make_node(op, names, ["y"], **attrs)], "g", vi,
+                          [helper.make_tensor_value_info("y", TensorProto.UNDEFINED, None)])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    y = refrt.InferenceSession(m.SerializeToString()).run(None, feeds)[0]
+    assert y.shape[0] == 0 and y.size == 0
+    assert y.shape[1] == (4 if op != "GroupNormalization" else 2)
+
+
+def _run_one(op, feeds, domain="", opset=17, **attrs):
+    from onnx import TensorProto, helper
+
+    import refrt
+    vi = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
+          for n, v in feeds.items()]
+    g = helper.make_graph([helper.make_node(op, list(feeds), ["y"], domain=domain, **attrs)], "g",
+                          vi, [helper.make_tensor_value_info("y", TensorProto.UNDEFINED, None)])
+    imports = [helper.make_opsetid("", opset)] + ([helper.make_opsetid(domain, 1)] if domain else [])
+    m = helper.make_model(g, opset_imports=imports)
+    return refrt.InferenceSession(m.SerializeToString()).run(None, feeds)[0]
+
+
+@pytest.mark.parametrize("op,domain", [("MatMulInteger", ""), ("MatMulIntegerToFloat", "com.microsoft"),
+                                       ("DynamicQuantizeMatMul", "com.microsoft")])
+def test_an_empty_reduction_dimension_gives_zeros(op, domain):
+    feeds = {"a": np.zeros((2, 0), np.float32 if op == "DynamicQuantizeMatMul" else np.uint8),
+             "b": np.ones((0, 3), np.int8)}
+    if op == "MatMulIntegerToFloat":
+        feeds.update(sa=np.array(0.5, np.float32), sb=np.array(0.5, np.float32))
+    if op == "DynamicQuantizeMatMul":
+        feeds.update(sb=np.array(0.5, np.float32))
+    y = _run_one(op, feeds, domain)
+    assert y.shape == (2, 3) and not y.any()
+
+
+def test_qlinear_global_average_pool_zero_batch():
+    feeds = {"x": np.zeros((0, 2, 3, 3), np.uint8), "xs": np.array(0.1, np.float32),
+             "xz": np.array(0, np.uint8), "ys": np.array(0.1, np.float32),
+             "yz": np.array(0, np.uint8)}
+    assert _run_one("QLinearGlobalAveragePool", feeds, "com.microsoft").shape == (0, 2, 1, 1)
+
+
+def test_nan_sampling_positions_and_scales_are_named():
+    import refrt
+    x = np.ones((1, 1, 3, 3), np.float32)
+    grid = np.zeros((1, 2, 2, 2), np.float32)
+    grid[0, 1, 1, 0] = np.nan
+    with pytest.raises(refrt.errors.NodeError, match="grid holds 1 NaN or infinite"):
+        _run_one("GridSample", {"x": x, "grid": grid}, opset=20)
+    rois = np.array([[0, 0, np.inf, 2]], np.float32)
+    with pytest.raises(refrt.errors.NodeError, match="rois holds 1 NaN or infinite"):
+        _run_one("RoiAlign", {"x": x, "rois": rois, "bi": np.zeros(1, np.int64)}, opset=16)
+    with pytest.raises(refrt.errors.NodeError, match="finite positive"):
+        _run_one("Upsample", {"x": x, "s": np.array([1, 1, np.inf, 2], np.float32)}, opset=9)
+
+
+def test_dynamic_quantization_of_an_infinity_is_refused_by_name():
+    import refrt
+    x = np.array([[1.0, np.inf]], np.float32)
+    with pytest.raises(refrt.errors.NodeError, match="contains an infinity"):
+        _run_one("DynamicQuantizeMatMul", {"a": x, "b": np.ones((2, 2), np.int8),
+                                           "sb": np.array(0.5, np.float32)}, "com.microsoft")

@@ -416,7 +416,7 @@ def qlinear_global_average_pool(X, x_scale, x_zero_point, y_scale, y_zero_point,
         raise ValueError(f"QLinearGlobalAveragePool: X must have rank >= 3, got {x.ndim}")
     xc = _channels_first(x, channels_last)
     n, c = xc.shape[:2]
-    y = _global_average_codes(xc.reshape(n * c, -1), per_tensor_scale(x_scale, "x_scale"),
+    y = _global_average_codes(xc.reshape(n * c, int(np.prod(xc.shape[2:]))), per_tensor_scale(x_scale, "x_scale"),
                               per_tensor_zero_point(x_zero_point, x.dtype, "x_zero_point"),
                               per_tensor_scale(y_scale, "y_scale"),
                               per_tensor_zero_point(y_zero_point, x.dtype, "y_zero_point"))
@@ -446,7 +446,7 @@ def qlinear_average_pool(X, x_scale, x_zero_point=None, y_scale=None, y_zero_poi
     win = pool_window(xc, kernel_shape, strides, None, pads, auto_pad, ceil_mode)
     if (tuple(kernel_shape) == xc.shape[2:] and not any(win.pads_begin + win.pads_end)):
         n, c = xc.shape[:2]
-        y = _global_average_codes(xc.reshape(n * c, -1), xs, xz, ys, yz)
+        y = _global_average_codes(xc.reshape(n * c, int(np.prod(xc.shape[2:]))), xs, xz, ys, yz)
         y = y.reshape((n, c) + (1,) * (x.ndim - 2))
     else:
         xf = xs * (xc.astype(np.int32) - np.int32(xz)).astype(_F32)

@@ -197,8 +197,8 @@ def resize(X, roi=None, scales=None, sizes=None, *, keep_aspect_ratio_policy="st
         out_dims = sizes
     else:
         scale_list = [float(s) for s in scales.reshape(-1)]
-        if len(scale_list) != len(axes_) or any(s <= 0 for s in scale_list):
-            raise ValueError(f"scales {scale_list} must be {len(axes_)} positive values")
+        if len(scale_list) != len(axes_) or not all(0 < s < math.inf for s in scale_list):
+            raise ValueError(f"scales {scale_list} must be {len(axes_)} finite positive values")
         out_dims = _scaled_dims(in_dims, scale_list)
     roi_values = None
     if coordinate_transformation_mode == "tf_crop_and_resize":
@@ -216,8 +216,8 @@ def _upsample(x, scales, mode):
     """Resize-10 / Upsample: floor(dim * scale) outputs, asymmetric coordinates, and (as
     onnxruntime does) nearest = truncation when enlarging, ceil when shrinking."""
     scales = [float(s) for s in np.asarray(scales, np.float64).reshape(-1)]
-    if len(scales) != x.ndim or any(s <= 0 for s in scales):
-        raise ValueError(f"scales {scales} must be {x.ndim} positive values")
+    if len(scales) != x.ndim or not all(0 < s < math.inf for s in scales):
+        raise ValueError(f"scales {scales} must be {x.ndim} finite positive values")
     mode = {"bilinear": "linear"}.get(mode, mode)
     if mode not in ("nearest", "linear"):
         raise ValueError(f"unknown mode {mode!r}; expected nearest or linear")
@@ -272,6 +272,7 @@ def _grid_sample(X, grid, mode, padding_mode, align_corners):
     """PyTorch's grid_sample for any number of spatial dims: the padding mode is applied to the
     sampling coordinate first (except border padding in cubic mode, as in PyTorch and
     onnxruntime; onnx.reference clamps that coordinate too), then to each tap's index."""
+    _finite(grid, "GridSample", "grid")
     if mode not in ("nearest", "linear", "cubic"):
         raise ValueError(f"unknown mode {mode!r}")
     if padding_mode not in ("zeros", "border", "reflection"):
@@ -338,6 +339,14 @@ def grid_sample(X, grid, *, align_corners=0, padding_mode="zeros", mode="linear"
     return _grid_sample(X, grid, mode, padding_mode, align_corners)
 
 
+def _finite(coords, op: str, name: str) -> None:
+    """Sampling positions must be numbers: NaN or +-inf has no pixel (the spec is silent)."""
+    bad = ~np.isfinite(np.asarray(coords, np.float64))
+    if bad.any():
+        raise ValueError(f"{op}: {name} holds {int(bad.sum())} NaN or infinite coordinates "
+                         f"(first at flat index {int(np.argmax(bad.ravel()))})")
+
+
 def _normalized_positions(n, align_corners):
     """n evenly spaced positions in [-1, 1] (pixel centres; corners with align_corners)."""
     if align_corners:
@@ -380,6 +389,7 @@ def _roi_taps(coords, size):
 
 def _roi_align(X, rois, batch_indices, mode, output_height, output_width, sampling_ratio,
                spatial_scale, half_pixel):
+    _finite(rois, "RoiAlign", "rois")
     if X.ndim != 4 or rois.ndim != 2 or rois.shape[1] != 4:
         raise ValueError(f"expected X (N, C, H, W) and rois (R, 4), got {X.shape} and {rois.shape}")
     if mode not in ("avg", "max"):

@@ -182,7 +182,8 @@ def _group_standardize(x, num_groups, epsilon, st):
     if x.ndim < 2 or num_groups < 1 or x.shape[1] % num_groups:
         raise ValueError(f"GroupNormalization: {x.shape[1] if x.ndim > 1 else '?'} channels "
                          f"cannot be split in num_groups={num_groups}")
-    grouped = x.astype(st, copy=False).reshape(x.shape[0], num_groups, -1)
+    per_group = (x.shape[1] // num_groups) * int(np.prod(x.shape[2:]))   # explicit: N may be 0
+    grouped = x.astype(st, copy=False).reshape(x.shape[0], num_groups, per_group)
     mean, var = _moments(grouped, (2,))
     return ((grouped - mean) / np.sqrt(var + st.type(epsilon))).reshape(x.shape)
 

@@ -377,7 +377,7 @@ def packed_matrices(b, ctx, b_input):
     """PackedB for every matrix of b [..., K, N] (batch flattened); packed once per session for
     a constant b (kept in the node's cache)."""
     return once_per_session(ctx, ("packed_b", b_input), [b_input],
-                            lambda: [K.pack_b(m) for m in b.reshape((-1,) + b.shape[-2:])],
+                            lambda: [K.pack_b(m) for m in b.reshape((int(np.prod(b.shape[:-2])),) + b.shape[-2:])],
                             (b.shape, b.dtype.str))
 
 
@@ -423,7 +423,7 @@ def matmul_integer(a, b, a_zp=None, b_zp=None, ctx=None, b_input=1, epilogue=Non
     packs = packed_matrices(b2, ctx, b_input)
     if b2.ndim == 2 and bzr.ndim <= 1 and batch == a2.shape[:-2]:
         # one GEMM: every matrix of A against the same B; rows keep their zero points
-        rows = a2.reshape(-1, k)
+        rows = a2.reshape(int(np.prod(a2.shape[:-1])), k)   # explicit: k or m may be 0
         row_zp = np.broadcast_to(azr, a2.shape[:-1]).reshape(-1) if azr.ndim else azr
         if epilogue is not None and gemm is K.gemm_int8 and not (a_vec or b_vec):
             return K.gemm_int8_scaled(rows, packs[0], row_zp, bzr, *epilogue).reshape(batch + (m, n))

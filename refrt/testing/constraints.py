@@ -29,6 +29,8 @@ An entry is a dict with the keys below (all optional except ``family``):
     than the schema's type constraint; otherwise the schema's list is used.
 ``rank``
     (lowest, highest) rank of input 0.
+``range``
+    (low, high) of input 0's random values (Bernoulli's probabilities).
 ``tol``
     the tolerance class (:mod:`refrt.testing.tolerance`); default from the op's module.
 """
@@ -183,7 +185,7 @@ TABLE.update({
                          "tol": "random"},
     "RandomUniformLike": {"family": "unary", "types": {"T1": ["float32", "float64"]},
                           "tol": "random"},
-    "Bernoulli": {"family": "unary", "tol": "random"},
+    "Bernoulli": {"family": "unary", "range": (0.0, 1.0), "tol": "random"},
 })
 
 # com.microsoft ops (schemas from onnxruntime's registry), every input by role

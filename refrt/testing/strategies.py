@@ -383,9 +383,9 @@ def _role(d: _Draw, role: str, x: np.ndarray, dtype: str):
     if role == "elem_indices":
         ax = _axis(d, r)
         ishape = tuple(d.integer(1, s, "dim") if s else 0 for s in shape)
-        ishape = ishape[:ax] + (d.integer(0, 4, "dim"),) + ishape[ax + 1:]
         n = shape[ax]
-        if n == 0:
+        ishape = ishape[:ax] + (d.integer(0, 4, "dim") if n else 0,) + ishape[ax + 1:]
+        if n == 0:                       # no index fits an empty axis: empty indices
             return np.zeros(ishape, i64)
         return d.rng.integers(-n, n, ishape).astype(i64)
     if role == "condition":
@@ -434,7 +434,8 @@ def _trailing_roles(d: _Draw, spec: dict, schema, x, first: int):
 
 def _unary(d: _Draw, spec, schema):
     lo, hi = spec.get("rank", (0, 4))
-    x = d.add(d.values(_in_type(schema, 0, d), d.shape(lo, hi)))
+    low, high = spec.get("range", (None, None))
+    x = d.add(d.values(_in_type(schema, 0, d), d.shape(lo, hi), low=low, high=high))
     d.attrs.update(_draw_attrs(d, spec, x.ndim, schema))
     _trailing_roles(d, spec, schema, x, 1)
 
@@ -450,7 +451,11 @@ def _broadcast(d: _Draw, spec, schema):
     if schema.since_version < spec.get("broadcast_since", 0):     # one shape for all inputs
         shapes = [shapes[0]] * n
     if d.edge("zero_size") and shapes[0]:
-        shapes[0] = shapes[0][:-1] + (0,)
+        # a zero last dimension everywhere it is not 1, so the shapes still broadcast
+        zeroed = [s[:-1] + (0,) if s and s[-1] != 1 else s for s in shapes]
+        if zeroed == shapes:
+            zeroed[0] = shapes[0][:-1] + (0,)
+        shapes = zeroed
     for i, s in enumerate(shapes):
         d.add(d.values(_in_type(schema, i, d), s, **_ranges(spec, schema, d, i)))
     d.attrs.update(_draw_attrs(d, spec, max(len(s) for s in shapes), schema))
