@@ -5,7 +5,7 @@ points), the legal values of its attributes, and its tolerance class.
 An entry is a dict with the keys below (all optional except ``family``):
 
 ``family``
-    the shape rule, one of :data:`refrt.testing.strategies.FAMILIES` -- ``unary`` (one data input of
+    the shape rule, one of :data:`refrt.testing.families.FAMILIES` -- ``unary`` (one data input of
     any shape), ``broadcast`` (inputs mutually broadcastable), ``same`` (inputs of one shape),
     ``matmul``, ``gemm``, ``conv``, ``pool``, ``reduce``, ``norm``, ``concat``, ``quant``,
     ``seed`` (no rule: draw a valid node from the ONNX backend test data and redraw its values).
@@ -225,6 +225,12 @@ TABLE.update({
 })
 
 # -- symbolic shapes: ops whose inputs are tied by several dimensions -------------------------------
+# EmbedLayerNormalization's ids and tables (word, position, segment, gamma, beta)
+_EMBED = {"family": "shapes", "tol": "scale", "attrs": {"epsilon": 1e-5},
+          "dims": {"B": [1, 2], "S": [1, 4], "V": [1, 6], "H": [1, 5]}}
+_EMBED_TABLES = [["int:0:V-1", ["B", "S"], "int32"], ["int:0:1", ["B", "S"], "int32"],
+                 ["data", ["V", "H"]], ["data", ["S + 1", "H"]], ["data", ["2", "H"]],
+                 ["data", ["H"]], ["data", ["H"]]]
 _2D = {"N": [1, 3], "C": [1, 4]}
 _X = [["data", ["N", "C"]]]
 _ML = "ai.onnx.ml."
@@ -361,13 +367,8 @@ TABLE.update({
                          "inputs": [["data", ["B", "S", "H"]], ["data", ["H", "3 * H"]],
                                     ["data", ["3 * H"]], ["scale", []], ["scale", []],
                                     ["absent", []], ["zp?", []], ["zp?", []]]},
-    _MS + "EmbedLayerNormalization": {
-        "family": "shapes", "tol": "scale",
-        "dims": {"B": [1, 2], "S": [1, 4], "V": [1, 6], "H": [1, 5]},
-        "attrs": {"epsilon": 1e-5},
-        "inputs": [["int:0:V-1", ["B", "S"], "int32"], ["int:0:1", ["B", "S"], "int32"],
-                   ["data", ["V", "H"]], ["data", ["S + 1", "H"]], ["data", ["2", "H"]],
-                   ["data", ["H"]], ["data", ["H"]], ["int:0:1?", ["B", "S"], "int32"]]},
+    _MS + "EmbedLayerNormalization": dict(_EMBED, inputs=_EMBED_TABLES + [
+        ["int:0:1?", ["B", "S"], "int32"]]),
     _MS + "MatMulNBits": {"family": "shapes", "tol": "scale",
                           "dims": {"M": [1, 3], "N": [1, 4], "K": [1, 40]},
                           "let": {"blocks": "(K + 15) // 16"},
@@ -385,15 +386,9 @@ TABLE.update({
                    ["data", ["1", "H", "4 * H"]], ["data?", ["1", "8 * H"]], ["absent", []],
                    ["absent", []], ["absent", []], ["absent", []], ["scale", ["1"]], ["zp", ["1"]],
                    ["scale", ["1"]], ["zp", ["1"]]]},
-    _MS + "QEmbedLayerNormalization": {
-        "family": "shapes", "tol": "scale",
-        "dims": {"B": [1, 2], "S": [1, 4], "V": [1, 6], "H": [1, 5]},
-        "attrs": {"epsilon": 1e-5},
-        "inputs": [["int:0:V-1", ["B", "S"], "int32"], ["int:0:1", ["B", "S"], "int32"],
-                   ["data", ["V", "H"]], ["data", ["S + 1", "H"]], ["data", ["2", "H"]],
-                   ["data", ["H"]], ["data", ["H"]], ["absent", []],
-                   ["scale", []], ["scale", []], ["scale", []], ["scale", []], ["scale", []],
-                   ["zp", []], ["zp", []], ["zp", []], ["zp", []], ["zp", []]]},
+    # the same tables quantized: then a scale and a zero point per table
+    _MS + "QEmbedLayerNormalization": dict(_EMBED, inputs=_EMBED_TABLES + [["absent", []]]
+                                           + [["scale", []]] * 5 + [["zp", []]] * 5),
 })
 TABLE.update({
     _MS + "GroupQueryAttention": {

@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-__all__ = ["read_value", "write_value", "read_folder", "write_folder"]
+__all__ = ["read_value", "write_value", "read_folder", "write_folder", "describe"]
 
 
 def read_value(path: str, type_proto=None):
@@ -89,3 +89,17 @@ def read_folder(folder: str, data_set: int = 0) -> tuple[bytes, dict, list | Non
                     if os.path.exists(os.path.join(data_dir, f"output_{i}.pb")) else None
                     for i, vi in enumerate(m.graph.output)]
     return data, feeds, expected
+
+
+def describe(value) -> str:
+    """``float32[2, 3]``, ``seq(2 x float32[3])``, ``map(3)``, ``None``: a value's type and
+    shape, as the kit prints them."""
+    if value is None:
+        return "None"
+    if isinstance(value, dict):
+        return f"map({len(value)})"
+    if isinstance(value, list):
+        inner = describe(value[0]) if value else "empty"
+        return f"seq({len(value)} x {inner})"
+    a = np.asarray(value)
+    return f"{'string' if a.dtype == object else a.dtype}{list(a.shape)}"

@@ -27,6 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from .constraints import TABLE
+from .data_sets import describe
 
 __all__ = ["tolerance_class", "compare_output", "Mismatch"]
 
@@ -63,8 +64,8 @@ def compare_output(expected, got, tol: str, magnitude=None, n_terms: int = 1) ->
     ``magnitude``: for ``sum``, refrt's output on the absolute values of the inputs."""
     if isinstance(expected, list) or isinstance(got, list):
         if not isinstance(expected, list) or not isinstance(got, list) or len(expected) != len(got):
-            return Mismatch("wrong_shape_or_dtype", f"sequence of {_describe(got)}, expected "
-                            f"{_describe(expected)}")
+            return Mismatch("wrong_shape_or_dtype", f"sequence of {describe(got)}, expected "
+                            f"{describe(expected)}")
         for i, (e, g) in enumerate(zip(expected, got)):
             m = compare_output(e, g, tol, None, n_terms)
             if m is not None:
@@ -72,9 +73,12 @@ def compare_output(expected, got, tol: str, magnitude=None, n_terms: int = 1) ->
                 return m
         return None
     if isinstance(expected, dict) or isinstance(got, dict):
+        def keys(m):
+            return sorted(m, key=repr) if isinstance(m, dict) else describe(m)
         if not isinstance(expected, dict) or not isinstance(got, dict) or \
-                sorted(expected, key=repr) != sorted(got, key=repr):
-            return Mismatch("wrong_shape_or_dtype", f"map keys {sorted(got, key=repr) if isinstance(got, dict) else _describe(got)}, expected {sorted(expected, key=repr) if isinstance(expected, dict) else _describe(expected)}")
+                keys(expected) != keys(got):
+            return Mismatch("wrong_shape_or_dtype", f"map keys {keys(got)}, expected "
+                            f"{keys(expected)}")
         for k in expected:
             m = compare_output(np.asarray(expected[k]), np.asarray(got[k]), tol, None, n_terms)
             if m is not None:
@@ -84,7 +88,7 @@ def compare_output(expected, got, tol: str, magnitude=None, n_terms: int = 1) ->
     if expected is None or got is None:
         if expected is None and got is None:
             return None
-        return Mismatch("wrong_shape_or_dtype", f"got {_describe(got)}, expected {_describe(expected)}")
+        return Mismatch("wrong_shape_or_dtype", f"got {describe(got)}, expected {describe(expected)}")
     e, g = np.asarray(expected), np.asarray(got)
     if e.dtype != g.dtype or e.shape != g.shape:
         return Mismatch("wrong_shape_or_dtype", f"got {g.dtype}{list(g.shape)}, expected "
@@ -149,17 +153,6 @@ def _bound(e: np.ndarray, tol: str, magnitude, n_terms: int) -> np.ndarray:
             return 2.0 * max(n_terms, 1) * eps * m + ulp
     # "scale", "default", and "sum" without a magnitude
     return 4.0 * max(n_terms, 1) * eps * scale + ulp
-
-
-def _describe(v) -> str:
-    if v is None:
-        return "nothing"
-    if isinstance(v, list):
-        return f"a sequence of {len(v)}"
-    if isinstance(v, dict):
-        return f"a map of {len(v)}"
-    a = np.asarray(v)
-    return f"{a.dtype}{list(a.shape)}"
 
 
 def needs_magnitude(op_type: str, tol: str) -> bool:
