@@ -99,7 +99,17 @@ def render(results: dict, examples: int, seconds: float) -> str:
     lines += ["", "Totals (cases run): " + ", ".join(f"{c} {totals[c]}" for c in EDGE_CLASSES)
               + ".", ""]
     if refusals:
-        lines += ["Refusals, by op and error:", ""]
+        lines += ["Refusals, by op and error. Each was read: they are results the spec leaves "
+                  "undefined and refrt refuses by name (a quantization range with NaN or inf, "
+                  "Bernoulli or Multinomial inputs that are not probabilities, ArgMax or "
+                  "GlobalMaxPool over an empty axis, reflect/edge/wrap padding of an empty axis, "
+                  "sampling positions or scales that are NaN or infinite, a sample count beyond "
+                  "the tensor limit, InstanceNormalization of a rank-2 input, which onnxruntime "
+                  "refuses too), or draws whose values the schema and onnx's shape inference "
+                  "cannot reject (a Reshape target or a Split that does not fit, channels not "
+                  "divisible by the block size, a PRelu slope that does not broadcast, "
+                  "MeanVarianceNormalization's default axes on a rank-3 input, a string that is "
+                  "not a number).", ""]
         lines += [f"- {k}: {n}" for k, n in sorted(refusals.items())]
         lines.append("")
     lines.append(END)

@@ -378,3 +378,38 @@ def test_dynamic_quantization_of_an_infinity_is_refused_by_name():
     with pytest.raises(refrt.errors.NodeError, match="contains an infinity"):
         _run_one("DynamicQuantizeMatMul", {"a": x, "b": np.ones((2, 2), np.int8),
                                            "sb": np.array(0.5, np.float32)}, "com.microsoft")
+
+
+def test_unique_of_string_slices_along_an_axis():
+    x = np.array([["b", "a"], ["a", "b"], ["b", "a"]], object)
+    for ascending in (1, 0):
+        y, first, inverse, counts = [np.asarray(v) for v in _run_unique(x, ascending)]
+        order = [("a", "b"), ("b", "a")] if ascending else [("b", "a"), ("a", "b")]
+        assert [tuple(r) for r in y.tolist()] == order
+        assert first.tolist() == ([1, 0] if ascending else [0, 1])
+        assert inverse.tolist() == ([1, 0, 1] if ascending else [0, 1, 0])
+        assert counts.tolist() == ([1, 2] if ascending else [2, 1])
+
+
+def _run_unique(x, ascending):
+    import refrt
+    from onnx import TensorProto, helper
+    outs = ["y", "first", "inverse", "counts"]
+    g = helper.make_graph([helper.make_node("Unique", ["x"], outs, axis=0, sorted=ascending)], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.STRING, x.shape)],
+                          [helper.make_tensor_value_info(o, TensorProto.UNDEFINED, None)
+                           for o in outs])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 11)])
+    return refrt.InferenceSession(m.SerializeToString()).run(None, {"x": x})
+
+
+def test_roi_align_far_outside_samples_count_as_outside():
+    import refrt
+    x = np.ones((1, 1, 4, 4), np.float32)
+    feeds = {"x": x, "rois": np.array([[0, 0, 3e38, 3e38]], np.float32),
+             "bi": np.zeros(1, np.int64)}
+    y = _run_one("RoiAlign", feeds, opset=16, sampling_ratio=2)
+    assert y.shape == (1, 1, 1, 1) and np.isfinite(y).all()
+    # the adaptive sampling ratio of that roi asks for ~1e77 samples: refused by name
+    with pytest.raises(refrt.errors.NodeError, match="RoiAlign samples of roi 0"):
+        _run_one("RoiAlign", feeds, opset=16)

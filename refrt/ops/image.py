@@ -378,7 +378,7 @@ def _roi_taps(coords, size):
     """Bilinear taps along one axis at RoiAlign's sample coordinates, onnxruntime's rules:
     a sample beyond [-1, size] contributes nothing, others are clamped into the feature map."""
     valid = (coords >= -1.0) & (coords <= size)
-    c = np.maximum(coords, 0.0)
+    c = np.clip(coords, 0.0, size)          # far outside (even 3e38) counts as outside
     low = np.floor(c).astype(np.int64)
     at_end = low >= size - 1
     low = np.where(at_end, size - 1, low)
@@ -411,6 +411,9 @@ def _roi_align(X, rois, batch_indices, mode, output_height, output_width, sampli
         grid_w = sampling_ratio if sampling_ratio > 0 else math.ceil(roi_w / output_width)
         if grid_h <= 0 or grid_w <= 0:
             continue
+        # the adaptive sampling ratio of a huge roi asks for that many samples: checked first
+        check_allocation((C, output_height, grid_h, output_width, grid_w), np.float64,
+                         f"RoiAlign samples of roi {r}")
         ys = y1 + bin_h * (np.arange(output_height)[:, None] + (np.arange(grid_h) + 0.5) / grid_h)
         xs = x1 + bin_w * (np.arange(output_width)[:, None] + (np.arange(grid_w) + 0.5) / grid_w)
         fmap = X[b].astype(np.float64)

@@ -8,6 +8,7 @@ out-of-range index there yields an all-off row.
 
 from __future__ import annotations
 
+import builtins
 import math
 
 import numpy as np
@@ -220,6 +221,8 @@ def unique(X, *, axis=None, sorted=1):
     All NaNs count as one value (numpy's rule; onnxruntime's grouping of NaNs differs)."""
     x = X.reshape(-1) if axis is None else X
     ax = 0 if axis is None else normalize_axis(axis, X.ndim)
+    if axis is not None and X.dtype == object:
+        return _unique_string_slices(X, ax, sorted)
     y, first, inverse, counts = np.unique(x, return_index=True, return_inverse=True,
                                           return_counts=True, axis=ax)
     inverse = inverse.reshape(-1)
@@ -230,6 +233,24 @@ def unique(X, *, axis=None, sorted=1):
         y, first, counts, inverse = np.take(y, order, axis=ax), first[order], counts[order], \
             rank[inverse]
     return (y, first.astype(np.int64), inverse.astype(np.int64), counts.astype(np.int64))
+
+
+def _unique_string_slices(X, ax: int, ascending: int):
+    """Unique for string tensors along an axis (NumPy's unique has no axis for them): slices
+    compared as tuples of their strings, ascending in that order (as NumPy orders numeric
+    slices) or in order of first occurrence."""
+    moved = np.moveaxis(X, ax, 0)
+    keys = [tuple(piece.ravel().tolist()) for piece in moved]
+    first_of: dict = {}
+    for i, k in enumerate(keys):
+        first_of.setdefault(k, i)
+    distinct = builtins.sorted(first_of) if ascending else list(first_of)
+    position = {k: j for j, k in enumerate(distinct)}
+    first = np.array([first_of[k] for k in distinct], np.int64)
+    inverse = np.array([position[k] for k in keys], np.int64)
+    counts = np.bincount(inverse, minlength=len(distinct)).astype(np.int64)
+    y = np.moveaxis(moved[first], 0, ax) if len(first) else np.moveaxis(moved[:0], 0, ax)
+    return y, first, inverse, counts
 
 
 @op("ReverseSequence", since=(10, 28))
