@@ -274,3 +274,28 @@ def test_cli_fuzz_and_rerun(tmp_path):
                   "kit_candidates:add_off_by_one_ulp"], tmp_path)
     assert again.returncode == 1 and "numeric" in again.stdout
     assert _run(["-m", "refrt", "fuzz", "--candidate", "refrt"], tmp_path).returncode == 1
+
+
+# -- the edge classes, one op per family (the whole sweep: python -m conformance.edge_sweep) ------
+
+FAMILY_OPS = ["Abs", "Exp", "Add", "Where", "Concat", "MatMul", "Gemm", "Conv", "MaxPool",
+              "ReduceSum", "LayerNormalization", "QuantizeLinear", "Softmax", "Gather", "Reshape",
+              "Slice", "Pad", "TopK", "Cast", "MatMulInteger", "QLinearConv", "DequantizeLinear"]
+
+
+@pytest.mark.parametrize("edge", S.EDGE_CLASSES)
+def test_every_family_runs_its_edge_cases_in_both_numerics(edge):
+    """Cases holding the edge class run in refrt's "spec" (the strategy ran them) and "ort"
+    numerics; a draw refrt refuses must be refused with a typed error, never another one."""
+    held = 0
+    for op in FAMILY_OPS:
+        try:
+            cases = _draw(op, n=4, edges={edge}, edge_rate=0.0)
+        except Exception as e:   # noqa: BLE001 -- the op's types cannot hold this class
+            assert "Unsatisfiable" in type(e).__name__ or "Unsatisfiable" in str(e), (op, e)
+            continue
+        for c in cases:
+            if edge in c.edges:
+                held += 1
+                S.run_refrt(c.model, c.feeds, numerics="ort")
+    assert held > 0

@@ -392,8 +392,9 @@ def test_unique_of_string_slices_along_an_axis():
 
 
 def _run_unique(x, ascending):
-    import refrt
     from onnx import TensorProto, helper
+
+    import refrt
     outs = ["y", "first", "inverse", "counts"]
     g = helper.make_graph([helper.make_node("Unique", ["x"], outs, axis=0, sorted=ascending)], "g",
                           [helper.make_tensor_value_info("x", TensorProto.STRING, x.shape)],
