@@ -288,9 +288,11 @@ def test_every_family_runs_its_edge_cases_in_both_numerics(edge):
     """Cases holding the edge class run in refrt's "spec" (the strategy ran them) and "ort"
     numerics; a draw refrt refuses must be refused with a typed error, never another one."""
     held = 0
+    # strings only appear in string tensors: draw those (beside the index and mask types)
+    dtypes = {"string", "int32", "int64", "bool"} if edge == "strings" else None
     for op in FAMILY_OPS:
         try:
-            cases = _draw(op, n=4, edges={edge}, edge_rate=0.0)
+            cases = _draw(op, n=4, edges={edge}, edge_rate=0.0, dtypes=dtypes)
         except Exception as e:   # noqa: BLE001 -- the op's types cannot hold this class
             assert "Unsatisfiable" in type(e).__name__ or "Unsatisfiable" in str(e), (op, e)
             continue
