@@ -357,7 +357,7 @@ def conv_integer_s8u8_avx2_saturating(x, w, x_zp=0, w_zp=0, group=1, pads=None, 
     order, padding read as x_zp). With uint8 w and int8 x that is its u8 x s8 GEMM, whose raw
     products of each pair (k, k+1), k even, add in a saturating int16
     (``gemm_u8s8_avx2_saturating``); the other type pairs are exact. Checked against onnxruntime
-    1.32 on an AVX2 CPU (``tests/test_quant_ort.py``).
+    1.32 on an AVX2 CPU (``tests/ops/test_quant_vs_ort.py``).
 
     x: int8 [N, C, *spatial]; w: uint8 [M, C/group, *kernel]; zero points as in ``conv_int8``.
     Returns int32 [N, M, *out].

@@ -82,7 +82,7 @@ _ONE = _F(1.0)
 
 # the vector form: both branches are computed in every lane and the lane picks one (a select, as
 # the branch would), so the loop runs 16 lanes at a time; the results are the branchy scalar
-# code's bits (tests/test_kernels.py compares with the NumPy twin over every float32 range).
+# code's bits (tests/kernels compares with the NumPy twin over every float32 range).
 _I32 = ir.IntType(32)
 
 

@@ -22,7 +22,7 @@ vector type (``VEC``, an LLVM ``<16 x float>``) and a handful of intrinsics on i
 * the 16 lanes are then combined in halves: lanes k and k + 8, then k and k + 4, k + 2, k + 1.
 
 So the result is the same bits on every x86 CPU (AVX-512: one zmm register per vector; AVX2: two
-ymm; SSE: four xmm) and can be reproduced in NumPy (``tests/test_kernels.py`` does, bit for
+ymm; SSE: four xmm) and can be reproduced in NumPy (``tests/kernels`` does, bit for
 bit). No multiply-add is fused except where ``fma`` is written.
 
 **Layer normalization** uses two passes over the row (the mean, then the mean of the squared

@@ -13,10 +13,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
-INT8_TESTS=(tests/test_quant_ops.py tests/test_quant_ort.py tests/test_ops_contrib_quant.py
-            tests/test_contrib_quant_ort.py tests/test_fusion.py tests/test_host.py
-            tests/test_ort_quantized_models.py)
-KERNEL_TESTS=(tests/test_kernels.py tests/test_quant_ops.py tests/test_fusion.py tests/test_host.py)
+INT8_TESTS=(tests/ops/test_quant.py tests/ops/test_quant_vs_ort.py tests/ops/test_contrib_quant.py
+            tests/ops/test_contrib_quant_vs_ort.py tests/core/test_fusion.py tests/core/test_host.py
+            tests/quantization/test_quantized_models_vs_ort.py)
+KERNEL_TESTS=(tests/kernels tests/ops/test_quant.py tests/core/test_fusion.py tests/core/test_host.py)
 
 read -r CLASS DEFAULT OTHERS <<< "$($PY -c '
 from refrt import host

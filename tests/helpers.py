@@ -24,3 +24,37 @@ def readonly(a):
     a = np.array(a)
     a.setflags(write=False)
     return a
+
+
+def one_node(op_type, inputs, attrs=None, *, n_outputs=1, const=(), opset=17,
+             domain="com.microsoft", out_types=None):
+    """A one-node model and its feeds: ``inputs`` are arrays (None = an omitted optional input);
+    the indices in ``const`` become initializers, the rest graph inputs; ``out_types`` (element
+    types or None) declares the outputs' types where a test needs them."""
+    names, infos, feeds, inits = [], [], {}, []
+    for i, v in enumerate(inputs):
+        if v is None:
+            names.append("")
+            continue
+        name, v = f"i{i}", np.asarray(v)
+        names.append(name)
+        if i in const:
+            inits.append(numpy_helper.from_array(v, name))
+        else:
+            infos.append(helper.make_tensor_value_info(
+                name, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape))
+            feeds[name] = v
+    while names and names[-1] == "":
+        names.pop()
+    outs = [f"o{i}" for i in range(n_outputs)]
+    out_infos = [helper.make_empty_tensor_value_info(o) if not out_types or out_types[i] is None
+                 else helper.make_tensor_value_info(o, out_types[i], None)
+                 for i, o in enumerate(outs)]
+    node = helper.make_node(op_type, names, outs, domain=domain, **(attrs or {}))
+    graph = helper.make_graph([node], "g", infos, out_infos, initializer=inits)
+    imports = [helper.make_opsetid("", opset)]
+    if domain:
+        imports.append(helper.make_opsetid(domain, 1))
+    model = helper.make_model(graph, opset_imports=imports)
+    model.ir_version = 8
+    return model, feeds

@@ -1,4 +1,4 @@
-"""Deliberately broken candidates for tests/test_conformance_kit.py (``MODULE:FUNCTION`` specs):
+"""Deliberately broken candidates for tests/testing/test_conformance_kit.py (``MODULE:FUNCTION`` specs):
 each is refrt with one defect."""
 
 import os

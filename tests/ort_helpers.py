@@ -98,3 +98,77 @@ def run_models_avx2(runs, tmp_path, prefix, timeout=300):
             j += 1
         results.append(outs)
     return results
+
+
+# -- onnxruntime's transformer optimizer on refrt.testing.models.bert_encoder ----------------
+
+def exporter_patterns(model):
+    """Rewrite three spots of ``bert_encoder`` into the forms onnxruntime's fusions look for
+    (those of PyTorch's BERT export): the mask bias as (1 - float(mask[:, None, None, :])) *
+    -10000, the scores divided by sqrt(head_size) rather than multiplied by its inverse, and GELU
+    as Div(x, sqrt 2) -> Erf -> Add 1 -> Mul x -> Mul 0.5. The arithmetic is unchanged."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    g = model.graph
+    consts = {"p.one": 1.0, "p.neg": -10000.0, "p.sqrt2": float(np.sqrt(2.0)), "p.half": 0.5}
+    nodes, producer = [], {o: n for n in g.node for o in n.output}
+    inits = {t.name: t for t in g.initializer}
+    skip = set()
+    for n in g.node:
+        if n.name in ("mask.is_padding", "mask.bias"):
+            continue
+        if n.name == "mask.bias_4d":
+            nodes += [helper.make_node("Unsqueeze", ["attention_mask", "p.axis1"], ["p.m1"]),
+                      helper.make_node("Unsqueeze", ["p.m1", "p.axis2"], ["p.m2"]),
+                      helper.make_node("Cast", ["p.m2"], ["p.m3"], to=TensorProto.FLOAT),
+                      helper.make_node("Sub", ["p.one", "p.m3"], ["p.m4"]),
+                      helper.make_node("Mul", ["p.m4", "p.neg"], list(n.output))]
+            continue
+        if n.op_type == "Mul" and n.name.endswith(".scale"):
+            consts["p.sqrt_head"] = float(1 / numpy_helper.to_array(inits[n.input[1]]))
+            n = helper.make_node("Div", [n.input[0], "p.sqrt_head"], list(n.output), name=n.name)
+        if n.op_type == "Mul" and n.name.endswith(".gelu"):
+            # gelu = Mul(Mul(x, half), Add(Erf(Mul(x, inv_sqrt2)), one))
+            add = producer[n.input[1]]
+            erf = producer[add.input[0]]
+            pre = producer[erf.input[0]]
+            x = pre.input[0]
+            skip |= {producer[n.input[0]].name, add.name, erf.name, pre.name}
+            p = n.name
+            nodes += [helper.make_node("Div", [x, "p.sqrt2"], [p + ".div"]),
+                      helper.make_node("Erf", [p + ".div"], [p + ".erf"]),
+                      helper.make_node("Add", [p + ".erf", "p.one"], [p + ".add"]),
+                      helper.make_node("Mul", [x, p + ".add"], [p + ".mul"]),
+                      helper.make_node("Mul", [p + ".mul", "p.half"], list(n.output))]
+            continue
+        nodes.append(n)
+    nodes = [n for n in nodes if n.name not in skip or not n.name]
+    extra = [numpy_helper.from_array(np.array(v, np.float32), k) for k, v in consts.items()]
+    extra += [numpy_helper.from_array(np.array([a], np.int64), f"p.axis{a}") for a in (1, 2)]
+    g.ClearField("node")
+    g.node.extend(nodes)
+    g.initializer.extend(extra)
+    onnx.checker.check_model(model)
+    return model
+
+
+def ort_optimize_bert(model, tmp_path, name):
+    """onnxruntime.transformers.optimizer.optimize_model at opt_level=1: onnxruntime's basic graph
+    optimizations first (done here directly: optimize_model imports torch for that step), then
+    the BERT fusions."""
+    import onnx
+    import onnxruntime as ort
+    import pytest
+    pytest.importorskip("sympy")   # the optimizer's symbolic shape inference needs it
+    from onnxruntime.transformers.optimizer import optimize_model
+    src, basic = tmp_path / f"{name}.onnx", tmp_path / f"{name}_basic.onnx"
+    onnx.save(model, src)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    so.optimized_model_filepath = str(basic)
+    so.log_severity_level = 3
+    ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"],
+                         disabled_optimizers=["ConstantSharing"])
+    optimized = optimize_model(str(basic), model_type="bert", num_heads=4, hidden_size=64,
+                               opt_level=0)
+    return optimized.model

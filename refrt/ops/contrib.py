@@ -6,7 +6,7 @@ is an op onnxruntime adds to the ONNX domain itself (its optimizer writes it the
 
 onnx.defs has no schemas for these ops, so the signatures carry onnxruntime's documented defaults
 (``docs/ContribOperators.md``); the semantics are those of onnxruntime's CPU kernels, checked
-against onnxruntime 1.32 (``tests/test_contrib_ort.py``). float16 and bfloat16 compute in float32
+against onnxruntime 1.32 (``tests/ops/test_contrib_vs_ort.py``). float16 and bfloat16 compute in float32
 and are rounded once at the end, as those kernels do.
 
 The attention ops share one core, :func:`_attend`: scores = scale * Q K^T, plus the key mask

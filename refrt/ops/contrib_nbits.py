@@ -1,6 +1,6 @@
 """onnxruntime's MatMulNBits (``com.microsoft``): a float A times a weight matrix quantized in
 blocks to 2, 4 or 8 bits, the layout ORT's weight-only quantizers write (see the op's docstring).
-Checked against onnxruntime 1.32 in ``tests/test_contrib_quant_ort.py``.
+Checked against onnxruntime 1.32 in ``tests/ops/test_contrib_quant_vs_ort.py``.
 """
 
 from __future__ import annotations

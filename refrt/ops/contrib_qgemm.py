@@ -7,7 +7,7 @@ graph optimizer fuses dynamic quantization into, and the QOperator GEMMs.
 DynamicQuantizeMatMul, MatMulIntegerToFloat, QGemm, QAttention, QEmbedLayerNormalization and
 DynamicQuantizeLSTM. As in :mod:`refrt.ops.contrib_quant` (whose per-tensor parameter checks
 these ops share), the semantics are those of onnxruntime's CPU kernels, checked against
-onnxruntime 1.32 in ``tests/test_contrib_quant_ort.py``. Integer sums run on the Numba kernels
+onnxruntime 1.32 in ``tests/ops/test_contrib_quant_vs_ort.py``. Integer sums run on the Numba kernels
 through ``quant.matmul_integer``; the session option ``emulate_avx2_u8s8`` switches their
 u8 x s8 products to ORT's int16-saturating AVX2 arithmetic, as for MatMulInteger.
 """

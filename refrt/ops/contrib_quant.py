@@ -14,7 +14,7 @@ checks here (:func:`per_tensor`, :func:`per_tensor_scale`, :func:`per_tensor_zer
 onnx.defs has no schemas for these ops: the signatures carry onnxruntime's documented defaults
 (``docs/ContribOperators.md``), attributes without a documented default default to None. The
 semantics are those of onnxruntime's CPU kernels (MLAS), checked against onnxruntime 1.32 in
-``tests/test_contrib_quant_ort.py``; every docstring says where ORT departs from the textbook
+``tests/ops/test_contrib_quant_vs_ort.py``; every docstring says where ORT departs from the textbook
 formula.
 
 Float arithmetic that onnxruntime fuses (``vfmadd``) is reproduced with

@@ -31,7 +31,7 @@ def test_attribute_defaults_match_schema(impl):
     schema = _schema(impl)
     if schema is None:
         if impl.domain == "ai.onnx" and (impl.op_type, impl.since) in registry.ORT_ONNX_DOMAIN_EXTRAS:
-            pytest.skip("onnxruntime's own op in the ONNX domain (checked in test_contrib_ort.py)")
+            pytest.skip("onnxruntime's own op in the ONNX domain (checked in tests/ops/test_contrib_vs_ort.py)")
         if impl.domain in ("ai.onnx", "ai.onnx.ml", "ai.onnx.preview.training"):
             pytest.fail(f"{impl.qualname}: onnx has no schema with since_version {impl.since}")
         pytest.skip(f"{impl.domain} has no schemas in onnx.defs (contrib op)")
@@ -79,9 +79,12 @@ def test_registering_twice_is_refused():
 
     def g(x):
         return x
-    registry.op("TestOnlyOp", since=1, domain="com.example.test")(f)
-    with pytest.raises(RuntimeError, match="registered twice"):
-        registry.op("TestOnlyOp", since=1, domain="com.example.test")(g)
+    try:
+        registry.op("TestOnlyOp", since=1, domain="com.example.test")(f)
+        with pytest.raises(RuntimeError, match="registered twice"):
+            registry.op("TestOnlyOp", since=1, domain="com.example.test")(g)
+    finally:   # leave the registry as refrt built it (other tests walk every registered op)
+        registry.registered().pop(("com.example.test", "TestOnlyOp"), None)
 
 
 def test_resolution_picks_highest_version_not_above_opset():

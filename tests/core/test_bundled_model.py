@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import pytest
 
-DATA_DIR = Path(__file__).resolve().parents[1] / "refrt" / "data"
+DATA_DIR = Path(__file__).resolve().parents[2] / "refrt" / "data"
 MODEL_PATH = DATA_DIR / "digits_cnn.onnx"
 TEST_SET_PATH = DATA_DIR / "digits_test.npz"
 

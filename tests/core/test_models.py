@@ -9,7 +9,7 @@ import refrt
 from refrt.testing.models import bert_encoder, bert_feeds
 
 ort = pytest.importorskip("onnxruntime")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def ort_session(model, optimize=False):

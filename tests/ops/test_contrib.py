@@ -1,5 +1,5 @@
 """Focused tests of the com.microsoft transformer ops (refrt/ops/contrib.py) for behaviour the
-comparison with onnxruntime (tests/test_contrib_ort.py) does not pin down: inputs left untouched,
+comparison with onnxruntime (tests/ops/test_contrib_vs_ort.py) does not pin down: inputs left untouched,
 16-bit float types kept, naive references, and error messages."""
 
 from __future__ import annotations

@@ -54,6 +54,7 @@ import refrt
 from refrt.kernels.conv import conv_u8s8_avx2_saturating
 from refrt.ops.contrib_quant import mlas_tanh
 
+from helpers import one_node
 from ort_helpers import avx2_ort_prefix, ort_session, refrt_like_ort, run_models_avx2
 
 pytest.importorskip("onnxruntime")
@@ -64,37 +65,8 @@ SCALES = np.array([0.5, 0.25, 2.0 ** -7, 0.1, 0.037, 0.3, 1 / 3, 0.02], F)
 EXAMPLES: dict[str, int] = {}
 
 
-def one_node(op_type, inputs, attrs=None, n_outputs=1, const=(), opset=13, domain=MS):
-    """A one-node model: ``inputs`` are arrays (None = omitted); indices in ``const`` become
-    initializers, the rest graph inputs."""
-    names, infos, feeds, inits = [], [], {}, []
-    for i, v in enumerate(inputs):
-        if v is None:
-            names.append("")
-            continue
-        name, v = f"i{i}", np.asarray(v)
-        names.append(name)
-        if i in const:
-            inits.append(numpy_helper.from_array(v, name))
-        else:
-            infos.append(helper.make_tensor_value_info(
-                name, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape))
-            feeds[name] = v
-    while names and names[-1] == "":
-        names.pop()
-    outs = [f"o{i}" for i in range(n_outputs)]
-    node = helper.make_node(op_type, names, outs, domain=domain, **(attrs or {}))
-    graph = helper.make_graph([node], "g", infos,
-                              [helper.make_empty_tensor_value_info(o) for o in outs],
-                              initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset),
-                                                    helper.make_opsetid(MS, 1)])
-    model.ir_version = 8
-    return model, feeds
-
-
 def run_both(op_type, inputs, attrs=None, n_outputs=1, const=()):
-    model, feeds = one_node(op_type, inputs, attrs, n_outputs, const)
+    model, feeds = one_node(op_type, inputs, attrs, n_outputs=n_outputs, const=const, opset=13)
     EXAMPLES[op_type] = EXAMPLES.get(op_type, 0) + 1
     return refrt_like_ort(model).run(None, feeds), ort_session(model).run(None, feeds)
 
@@ -406,7 +378,8 @@ def test_dynamic_quantize_lstm_bit_exact(seed, case, threads):
 
     *shape, options = case
     ins, attrs = dynamic_quantize_lstm_case(seed + 10 * threads, *shape, options)
-    model, feeds = one_node("DynamicQuantizeLSTM", ins, attrs, n_outputs=3, const=(1, 2, 9, 11))
+    model, feeds = one_node("DynamicQuantizeLSTM", ins, attrs, n_outputs=3, const=(1, 2, 9, 11),
+                            opset=13)
     if "no-Y" in options:
         model.graph.node[0].output[0] = ""
         del model.graph.output[0]
@@ -424,7 +397,8 @@ def test_dynamic_quantize_lstm_thread_chunks_matter():
     """onnxruntime quantizes H per chunk of ceil(batch / threads) rows: with 2 threads and
     batch 3 its results differ from the 1-thread ones, and refrt follows intra_op_num_threads."""
     ins, attrs = dynamic_quantize_lstm_case(0, 4, 3, 5, 6, "")
-    model, feeds = one_node("DynamicQuantizeLSTM", ins, attrs, n_outputs=3, const=(1, 2, 9, 11))
+    model, feeds = one_node("DynamicQuantizeLSTM", ins, attrs, n_outputs=3, const=(1, 2, 9, 11),
+                            opset=13)
     one = refrt.InferenceSession(model, intra_op_num_threads=1).run(None, feeds)
     two = refrt.InferenceSession(model, intra_op_num_threads=2).run(None, feeds)
     default = refrt.InferenceSession(model).run(None, feeds)
@@ -449,7 +423,7 @@ def test_dynamic_quantize_lstm_and_matmul_nbits_leave_inputs_alone():
         if v is not None:
             v.setflags(write=False)
     before = [None if v is None else v.copy() for v in ins]
-    model, feeds = one_node("DynamicQuantizeLSTM", ins, attrs, n_outputs=3)
+    model, feeds = one_node("DynamicQuantizeLSTM", ins, attrs, n_outputs=3, opset=13)
     refrt.InferenceSession(model).run(None, feeds)
     assert all(v is None or np.array_equal(v, b) for v, b in zip(ins, before))
     d = Draw(5)
@@ -458,7 +432,7 @@ def test_dynamic_quantize_lstm_and_matmul_nbits_leave_inputs_alone():
     b = d.rng.integers(0, 256, (3, 2, 16)).astype(np.uint8)
     model, feeds = one_node("MatMulNBits", [a, b, np.ones(6, F)],
                             {"K": 64, "N": 3, "bits": 4, "block_size": 32, "accuracy_level": 4},
-                            const=(1, 2))
+                            const=(1, 2), opset=13)
     sess = refrt.InferenceSession(model)
     first = sess.run(None, feeds)[0]
     assert np.array_equal(sess.run(None, feeds)[0], first)   # weights packed once, reused
@@ -491,7 +465,8 @@ def test_avx2_emulation_of_contrib_gemms(tmp_path):
                         d.floats(24), np.array(0.002, F), np.array(0.001, F), None,
                         np.array(3, np.uint8), np.array(0, np.int8)], {"num_heads": 2}, (1,)),
     ]
-    runs = [one_node(op_type, ins, attrs, const=const) for op_type, ins, attrs, const in cases]
+    runs = [one_node(op_type, ins, attrs, const=const, opset=13)
+            for op_type, ins, attrs, const in cases]
     x = d.rng.integers(200, 256, (1, 5, 6, 6)).astype(np.uint8)
     w = d.rng.choice(np.array([-128, 127, -120, 110], np.int8), size=(4, 5, 3, 3))
     names = ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz"]
@@ -510,7 +485,7 @@ def test_avx2_emulation_of_contrib_gemms(tmp_path):
         d.rng.choice(np.array([-128, 127, -120, 110], np.int8), size=(1, hidden, 4 * hidden)),
         d.floats(1, 8 * hidden, scale=0.1), None, None, None, None, np.array([0.002], F),
         np.zeros(1, np.int8), np.array([0.01], F), np.zeros(1, np.int8)],
-        {"hidden_size": hidden}, n_outputs=3, const=(1, 2, 9, 11))
+        {"hidden_size": hidden}, n_outputs=3, const=(1, 2, 9, 11), opset=13)
     results = run_models_avx2(runs + [(conv, {"x": x}), lstm], tmp_path, prefix)
     emulated = refrt.InferenceSession(lstm[0], emulate_avx2_u8s8=True).run(None, lstm[1])
     assert_exact(emulated, results[-1])

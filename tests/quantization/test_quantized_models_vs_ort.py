@@ -104,10 +104,11 @@ def test_digits_cnn_quantize_static(tmp_path, fmt, per_channel):
 
 def test_bert_encoder_fused_then_quantize_dynamic(tmp_path):
     from onnxruntime.quantization import quantize_dynamic
-    from test_contrib_ort import _exporter_patterns, _optimize
 
     from refrt.testing.models import bert_encoder, bert_feeds
-    fused = _optimize(_exporter_patterns(bert_encoder(layers=2, hidden=64, heads=4)), tmp_path,
+
+    from ort_helpers import exporter_patterns, ort_optimize_bert
+    fused = ort_optimize_bert(exporter_patterns(bert_encoder(layers=2, hidden=64, heads=4)), tmp_path,
                       "bert")
     src, dst = tmp_path / "fused.onnx", tmp_path / "fused_q.onnx"
     onnx.save(fused, src)

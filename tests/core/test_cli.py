@@ -94,7 +94,7 @@ def test_unknown_dim_names_are_errors_and_the_readme_example_runs(capsys):
     assert err.count("\n") == 1 and "--dim batch" in err and "symbolic dimensions are N" in err
     out = _run_json(capsys, model, "--random-inputs", "--dim", "N=4")   # as the README says
     assert out["outputs"]["logits"]["shape"] == [4, 10]
-    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "..", "README.md")).read()
     digits_lines = [line for line in readme.splitlines() if "digits_cnn.onnx" in line and "--dim" in line]
     assert digits_lines and all("--dim N=" in line and "--dim batch" not in line for line in digits_lines)
 

@@ -23,7 +23,7 @@ from refrt.testing.tolerance import compare_output
 
 from ort_helpers import ORT_SATURATES_U8S8
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # tests/: kit_candidates
 
 # Ops the strategies cannot draw yet (none today); a test below keeps this set honest.
 NO_STRATEGY: set = set()

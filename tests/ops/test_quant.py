@@ -1,7 +1,7 @@
 """Focused tests of the quantization ops (refrt/ops/quant.py): errors, read-only inputs, packing of
 constant weights, the AVX2 emulation switch, zero-point axes, numerics modes and small types.
 
-Differential tests against onnxruntime live in test_quant_ort.py.
+Differential tests against onnxruntime live in test_quant_vs_ort.py.
 """
 
 from __future__ import annotations

@@ -26,10 +26,13 @@ import onnx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 import refrt
 from refrt.registry import REQUIRED, registered
+
+from helpers import one_node
+from ort_helpers import exporter_patterns, ort_optimize_bert
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -40,32 +43,6 @@ RNG = np.random.default_rng(20240611)
 
 def rnd(*shape, dtype=np.float32, scale=1.0):
     return (RNG.standard_normal(shape) * scale).astype(dtype)
-
-
-def one_node(op_type, inputs, attrs=None, domain=MS, n_outputs=1, opset=17, out_types=None):
-    """A one-node model; ``inputs`` holds arrays or None for omitted optional inputs."""
-    names, infos, feeds = [], [], {}
-    for i, value in enumerate(inputs):
-        if value is None:
-            names.append("")
-            continue
-        name = f"i{i}"
-        names.append(name)
-        infos.append(helper.make_tensor_value_info(
-            name, helper.np_dtype_to_tensor_dtype(value.dtype), value.shape))
-        feeds[name] = value
-    while names and names[-1] == "":
-        names.pop()
-    outs = [f"o{i}" for i in range(n_outputs)]
-    out_infos = [helper.make_empty_tensor_value_info(o) if not out_types or out_types[i] is None
-                 else helper.make_tensor_value_info(o, out_types[i], None)
-                 for i, o in enumerate(outs)]
-    node = helper.make_node(op_type, names, outs, domain=domain, **(attrs or {}))
-    graph = helper.make_graph([node], "g", infos, out_infos)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset),
-                                                    helper.make_opsetid(MS, 1)])
-    model.ir_version = 8
-    return model, feeds
 
 
 def ort_session(model):
@@ -79,12 +56,13 @@ def run_both(op_type, inputs, attrs=None, domain=MS, n_outputs=1, opset=17, out_
              ort_inputs=None, ort_attrs=None):
     """(refrt outputs, onnxruntime outputs). ``ort_inputs`` / ``ort_attrs`` replace the inputs
     and attributes onnxruntime sees (for forms its CPU kernels refuse)."""
-    model, feeds = one_node(op_type, inputs, attrs, domain, n_outputs, opset, out_types)
+    model, feeds = one_node(op_type, inputs, attrs, domain=domain, n_outputs=n_outputs, opset=opset,
+                            out_types=out_types)
     ours = refrt.InferenceSession(model).run(None, feeds)
     if ort_inputs is not None or ort_attrs is not None:
         model, feeds = one_node(op_type, inputs if ort_inputs is None else ort_inputs,
-                                attrs if ort_attrs is None else ort_attrs, domain, n_outputs,
-                                opset, out_types)
+                                attrs if ort_attrs is None else ort_attrs, domain=domain,
+                                n_outputs=n_outputs, opset=opset, out_types=out_types)
     theirs = ort_session(model).run(None, feeds)
     return ours, theirs
 
@@ -551,73 +529,6 @@ def test_group_query_attention_bias_sink_qk_output_and_float16():
 
 # ---------------------------------------------------------------- end to end
 
-def _exporter_patterns(model):
-    """Rewrite three spots of ``bert_encoder`` into the forms onnxruntime's fusions look for
-    (those of PyTorch's BERT export): the mask bias as (1 - float(mask[:, None, None, :])) *
-    -10000, the scores divided by sqrt(head_size) rather than multiplied by its inverse, and GELU
-    as Div(x, sqrt 2) -> Erf -> Add 1 -> Mul x -> Mul 0.5. The arithmetic is unchanged."""
-    g = model.graph
-    consts = {"p.one": 1.0, "p.neg": -10000.0, "p.sqrt2": float(np.sqrt(2.0)), "p.half": 0.5}
-    nodes, producer = [], {o: n for n in g.node for o in n.output}
-    inits = {t.name: t for t in g.initializer}
-    skip = set()
-    for n in g.node:
-        if n.name in ("mask.is_padding", "mask.bias"):
-            continue
-        if n.name == "mask.bias_4d":
-            nodes += [helper.make_node("Unsqueeze", ["attention_mask", "p.axis1"], ["p.m1"]),
-                      helper.make_node("Unsqueeze", ["p.m1", "p.axis2"], ["p.m2"]),
-                      helper.make_node("Cast", ["p.m2"], ["p.m3"], to=TensorProto.FLOAT),
-                      helper.make_node("Sub", ["p.one", "p.m3"], ["p.m4"]),
-                      helper.make_node("Mul", ["p.m4", "p.neg"], list(n.output))]
-            continue
-        if n.op_type == "Mul" and n.name.endswith(".scale"):
-            consts["p.sqrt_head"] = float(1 / numpy_helper.to_array(inits[n.input[1]]))
-            n = helper.make_node("Div", [n.input[0], "p.sqrt_head"], list(n.output), name=n.name)
-        if n.op_type == "Mul" and n.name.endswith(".gelu"):
-            # gelu = Mul(Mul(x, half), Add(Erf(Mul(x, inv_sqrt2)), one))
-            add = producer[n.input[1]]
-            erf = producer[add.input[0]]
-            pre = producer[erf.input[0]]
-            x = pre.input[0]
-            skip |= {producer[n.input[0]].name, add.name, erf.name, pre.name}
-            p = n.name
-            nodes += [helper.make_node("Div", [x, "p.sqrt2"], [p + ".div"]),
-                      helper.make_node("Erf", [p + ".div"], [p + ".erf"]),
-                      helper.make_node("Add", [p + ".erf", "p.one"], [p + ".add"]),
-                      helper.make_node("Mul", [x, p + ".add"], [p + ".mul"]),
-                      helper.make_node("Mul", [p + ".mul", "p.half"], list(n.output))]
-            continue
-        nodes.append(n)
-    nodes = [n for n in nodes if n.name not in skip or not n.name]
-    extra = [numpy_helper.from_array(np.array(v, np.float32), k) for k, v in consts.items()]
-    extra += [numpy_helper.from_array(np.array([a], np.int64), f"p.axis{a}") for a in (1, 2)]
-    g.ClearField("node")
-    g.node.extend(nodes)
-    g.initializer.extend(extra)
-    onnx.checker.check_model(model)
-    return model
-
-
-def _optimize(model, tmp_path, name):
-    """onnxruntime.transformers.optimizer.optimize_model at opt_level=1: onnxruntime's basic graph
-    optimizations first (done here directly: optimize_model imports torch for that step), then
-    the BERT fusions."""
-    pytest.importorskip("sympy")   # the optimizer's symbolic shape inference needs it
-    from onnxruntime.transformers.optimizer import optimize_model
-    src, basic = tmp_path / f"{name}.onnx", tmp_path / f"{name}_basic.onnx"
-    onnx.save(model, src)
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    so.optimized_model_filepath = str(basic)
-    so.log_severity_level = 3
-    ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"],
-                         disabled_optimizers=["ConstantSharing"])
-    optimized = optimize_model(str(basic), model_type="bert", num_heads=4, hidden_size=64,
-                               opt_level=0)
-    return optimized.model
-
-
 def _op_counts(model):
     return collections.Counter(f"{n.domain or 'ai.onnx'}.{n.op_type}" for n in model.graph.node)
 
@@ -627,15 +538,15 @@ def test_bert_encoder_optimized_by_onnxruntime_runs_the_same(tmp_path, patterns)
     from refrt.testing.models import bert_encoder, bert_feeds
     model = bert_encoder(layers=2, hidden=64, heads=4)
     if patterns == "exporter patterns":
-        model = _exporter_patterns(model)
-    optimized = _optimize(model, tmp_path, "bert")
+        model = exporter_patterns(model)
+    optimized = ort_optimize_bert(model, tmp_path, "bert")
     counts = _op_counts(optimized)
     contrib = {k: v for k, v in counts.items() if k.startswith(MS)}
     assert all(registered().get(tuple(k.rsplit(".", 1))) for k in counts), counts
     if patterns == "as built":
         # With models.py as written only SkipLayerNormalization fuses: its mask (Equal / Where),
         # score scaling (Mul by 1/sqrt(d)) and GELU (x * 0.5 times 1 + erf) are not patterns the
-        # fusions know (see _exporter_patterns).
+        # fusions know (see ort_helpers.exporter_patterns).
         assert contrib.get(f"{MS}.SkipLayerNormalization", 0) >= 4
     else:
         assert contrib == {f"{MS}.EmbedLayerNormalization": 1, f"{MS}.Attention": 2,
