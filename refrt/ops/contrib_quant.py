@@ -27,6 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import kernels as K
+from ..kernels.activations import mlas_logistic
 from ..kernels.fma import fma32
 from ..registry import op
 from ._common import f32, normalize_axis, pool_window, window_taps
@@ -194,49 +195,6 @@ def qlinear_mul(A, A_scale, A_zero_point=None, B=None, B_scale=None, B_zero_poin
 
 
 # ---------------------------------------------------------------- MLAS activations, lookup tables
-
-_LOGISTIC = (np.float32(4.37031012579801e-11), np.float32(1.15627324459942e-07),
-             np.float32(6.08574864600143e-05), np.float32(8.51377133304701e-03),
-             np.float32(2.48287947061529e-01))
-_LOGISTIC_Q = (np.float32(6.10247389755681e-13), np.float32(5.76102136993427e-09),
-               np.float32(6.29106785017040e-06), np.float32(1.70198817374094e-03),
-               np.float32(1.16817656904453e-01), np.float32(9.93151921023180e-01))
-_TANH = (np.float32(-2.76076847742355e-16), np.float32(2.00018790482477e-13),
-         np.float32(-8.60467152213735e-11), np.float32(5.12229709037114e-08),
-         np.float32(1.48572235717979e-05), np.float32(6.37261928875436e-04),
-         np.float32(4.89352455891786e-03))
-_TANH_Q = (np.float32(1.19825839466702e-06), np.float32(1.18534705686654e-04),
-           np.float32(2.26843463243900e-03), np.float32(4.89352518554385e-03))
-
-
-def _horner_fma(x2, coefficients):
-    """c0 * x2^n + ... + cn by Horner's rule in fused multiply-adds, first step x2 * c0 + c1."""
-    p = fma32(x2, coefficients[0], coefficients[1])
-    for c in coefficients[2:]:
-        p = fma32(p, x2, c)
-    return p
-
-
-def mlas_logistic(x):
-    """onnxruntime's float32 sigmoid (MLAS, FMA kernels): x clamped to [-18, 18], then
-    p(x) / q(x) + 0.5 with odd / even polynomials in x^2 evaluated by fused multiply-adds,
-    clamped to [0, 1]. It is within a few ULP of 1 / (1 + exp(-x))."""
-    x = np.clip(np.asarray(x, _F32), _F32(-18), _F32(18))
-    x2 = x * x
-    p = _horner_fma(x2, _LOGISTIC) * x
-    q = _horner_fma(x2, _LOGISTIC_Q)
-    return np.clip(p / q + _F32(0.5), _F32(0), _F32(1))
-
-
-def mlas_tanh(x):
-    """onnxruntime's float32 tanh (MLAS, FMA kernels; ORT's Tanh op and its RNN cells):
-    x clamped to [-9, 9] (NaN kept), then x * p(x^2) / q(x^2) with Eigen's rational
-    coefficients evaluated by fused multiply-adds (bit for bit with ORT 1.32; within 4 ULP
-    of tanh)."""
-    x = np.minimum(_F32(9), np.maximum(_F32(-9), np.asarray(x, _F32)))
-    x2 = x * x
-    return (x * _horner_fma(x2, _TANH)) / _horner_fma(x2, _TANH_Q)
-
 
 def _lookup_op(x, x_scale, x_zero_point, y_scale, y_zero_point, fn):
     x = int8_operand(x, "X")

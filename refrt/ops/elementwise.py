@@ -475,8 +475,15 @@ def cosh(x):
 
 
 @op("Tanh", since=(1, 6, 13))
-def tanh(x, *, consumed_inputs=None):
-    """Y = tanh(X)"""
+def tanh(x, *, consumed_inputs=None, ctx=None):
+    """Y = tanh(X)
+
+    float32 in "ort" numerics: onnxruntime's MLAS rational approximation
+    (``kernels.activations.tanh_f32``, bit for bit with onnxruntime, within 4 ULP of tanh);
+    otherwise NumPy's tanh."""
+    if x.dtype == np.float32 and (ctx is None or ctx.numerics != "spec"):
+        from ..kernels.activations import tanh_f32  # Numba loads on first use
+        return tanh_f32(x)
     return _unary(np.tanh, x)
 
 
@@ -589,8 +596,15 @@ def selu(x, *, alpha=f32(1.67326319217681884765625), gamma=f32(1.050701022148132
 
 
 @op("Sigmoid", since=(1, 6, 13))
-def sigmoid(x, *, consumed_inputs=None):
-    """Y = 1 / (1 + e^-X)"""
+def sigmoid(x, *, consumed_inputs=None, ctx=None):
+    """Y = 1 / (1 + e^-X)
+
+    float32 in "ort" numerics: onnxruntime's MLAS logistic (``kernels.activations.logistic_f32``:
+    X clamped to [-18, 18], a rational polynomial; bit for bit with onnxruntime, so 0 for
+    X < -18 where the exact value is about 1.5e-8); otherwise computed from e^-X."""
+    if x.dtype == np.float32 and (ctx is None or ctx.numerics != "spec"):
+        from ..kernels.activations import logistic_f32  # Numba loads on first use
+        return logistic_f32(x)
     return _unary(_sigmoid, x)
 
 

@@ -606,3 +606,40 @@ def test_pack_b_f32_layout():
     assert (packed.k, packed.n) == (3, 40)
     assert same_bits(panels[0], b[:, :32]) and same_bits(panels[1, :, :8], b[:, 32:])
     assert not panels[1, :, 8:].any()      # the last panel's padding is zero
+
+
+# --------------------------------------------------------------------------- MLAS logistic and tanh
+
+def test_logistic_and_tanh_kernels_match_their_twins_bit_for_bit():
+    from refrt.kernels.activations import logistic_f32, mlas_logistic, mlas_tanh, tanh_f32
+    rng = np.random.default_rng(7)
+    bits = rng.integers(0, 2 ** 32, 300_000, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    edges = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 18, -18, 18.000002, -18.000002, 9, -9,
+                      1e-30, -1e-45, 3e38, 0.5, -0.5], np.float32)
+    for x in (bits, edges, (rng.standard_normal(4097) * 10).astype(np.float32), edges[:5]):
+        for kernel, twin in ((logistic_f32, mlas_logistic), (tanh_f32, mlas_tanh)):
+            with np.errstate(all="ignore"):
+                assert same_bits(kernel(x), twin(x)), kernel.__name__
+    assert logistic_f32(np.zeros((2, 0, 3), np.float32)).shape == (2, 0, 3)
+
+
+@pytest.mark.parametrize("op", ["Sigmoid", "Tanh"])
+def test_sigmoid_and_tanh_ops_are_onnxruntimes_bits_in_ort_numerics(op):
+    from onnx import TensorProto, helper
+
+    from refrt import InferenceSession
+    ort = pytest.importorskip("onnxruntime")
+    g = helper.make_graph([helper.make_node(op, ["x"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString()
+    rng = np.random.default_rng(3)
+    x = np.concatenate([(rng.standard_normal(20000) * 8).astype(np.float32),
+                        np.array([-18.3, 18.3, -9.5, 0.0, -0.0, np.nan, np.inf, -np.inf],
+                                 np.float32)])
+    theirs = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    ours = InferenceSession(model).run(None, {"x": x})[0]
+    assert same_bits(np.nan_to_num(ours, nan=7.0), np.nan_to_num(theirs, nan=7.0))
+    spec = InferenceSession(model, numerics="spec").run(None, {"x": x})[0]
+    if op == "Sigmoid":     # MLAS clamps x to [-18, 18]: 0 where the exact value is ~1.1e-8
+        assert ours[-8] == 0.0 and 1e-8 < spec[-8] < 1.2e-8

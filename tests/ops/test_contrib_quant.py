@@ -11,8 +11,8 @@ import pytest
 from onnx import helper
 
 import refrt
+from refrt.kernels.activations import mlas_logistic
 from refrt.kernels.twins import fma32
-from refrt.ops.contrib_quant import mlas_logistic
 
 MS = "com.microsoft"
 F = np.float32

@@ -51,8 +51,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import refrt
+from refrt.kernels.activations import mlas_tanh
 from refrt.kernels.conv import conv_u8s8_avx2_saturating
-from refrt.ops.contrib_quant import mlas_tanh
 
 from helpers import one_node
 from ort_helpers import avx2_ort_prefix, ort_session, refrt_like_ort, run_models_avx2
