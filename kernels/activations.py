@@ -16,21 +16,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from . import vec as V
 from .fma import fma32
-from .vec import (
-    LANES,
-    add,
-    div,
-    horner,
-    load,
-    load_first,
-    maximum,
-    minimum,
-    mul,
-    splat,
-    store,
-    store_first,
-)
 
 __all__ = ["mlas_logistic", "mlas_tanh", "logistic_f32", "tanh_f32"]
 
@@ -90,57 +77,52 @@ _BLOCK = 1024   # elements per parallel task
 @njit(inline="always")
 def _logistic_vec(v):
     # maximum(bound, v) keeps a NaN v (vmaxps returns its second operand), as MLAS's order does
-    x = minimum(splat(_HI_LOGISTIC), maximum(splat(_LO_LOGISTIC), v))
-    x2 = mul(x, x)
-    r = add(div(mul(horner(x2, _LOGISTIC), x), horner(x2, _LOGISTIC_Q)), splat(_HALF))
-    return minimum(splat(_ONE), maximum(splat(_ZERO), r))
+    x = V.minimum(V.splat(_HI_LOGISTIC), V.maximum(V.splat(_LO_LOGISTIC), v))
+    x2 = V.mul(x, x)
+    r = V.add(V.div(V.mul(V.horner(x2, _LOGISTIC), x), V.horner(x2, _LOGISTIC_Q)),
+              V.splat(_HALF))
+    return V.minimum(V.splat(_ONE), V.maximum(V.splat(_ZERO), r))
 
 
 @njit(inline="always")
 def _tanh_vec(v):
-    x = minimum(splat(_HI_TANH), maximum(splat(_LO_TANH), v))
-    x2 = mul(x, x)
-    return div(mul(x, horner(x2, _TANH)), horner(x2, _TANH_Q))
+    x = V.minimum(V.splat(_HI_TANH), V.maximum(V.splat(_LO_TANH), v))
+    x2 = V.mul(x, x)
+    return V.div(V.mul(x, V.horner(x2, _TANH)), V.horner(x2, _TANH_Q))
+
+
+@njit(inline="always")
+def _apply(which, v):
+    return _logistic_vec(v) if which == 0 else _tanh_vec(v)
 
 
 @njit(cache=True, parallel=True)
-def _logistic_kernel(x, out):
+def _kernel(which, x, out):
+    """out = logistic(x) (which 0) or tanh(x) (which 1), 16 lanes at a time."""
     n = x.shape[0]
     for b in prange((n + _BLOCK - 1) // _BLOCK):
         i, end = b * _BLOCK, min(n, b * _BLOCK + _BLOCK)
-        while i + LANES <= end:
-            store(out, i, _logistic_vec(load(x, i)))
-            i += LANES
+        while i + V.LANES <= end:
+            V.store(out, i, _apply(which, V.load(x, i)))
+            i += V.LANES
         if i < end:
-            store_first(out, i, end - i, _logistic_vec(load_first(x, i, end - i, _ZERO)))
+            V.store_first(out, i, end - i, _apply(which, V.load_first(x, i, end - i, _ZERO)))
 
 
-@njit(cache=True, parallel=True)
-def _tanh_kernel(x, out):
-    n = x.shape[0]
-    for b in prange((n + _BLOCK - 1) // _BLOCK):
-        i, end = b * _BLOCK, min(n, b * _BLOCK + _BLOCK)
-        while i + LANES <= end:
-            store(out, i, _tanh_vec(load(x, i)))
-            i += LANES
-        if i < end:
-            store_first(out, i, end - i, _tanh_vec(load_first(x, i, end - i, _ZERO)))
-
-
-def _run(kernel, x) -> np.ndarray:
+def _run(which: int, x) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     flat = np.ascontiguousarray(x).reshape(-1)
     out = np.empty_like(flat)
     if flat.size:
-        kernel(flat, out)
+        _kernel(which, flat, out)
     return out.reshape(x.shape)
 
 
 def logistic_f32(x) -> np.ndarray:
     """onnxruntime's float32 Sigmoid, element-wise, as a new float32 array of x's shape."""
-    return _run(_logistic_kernel, x)
+    return _run(0, x)
 
 
 def tanh_f32(x) -> np.ndarray:
     """onnxruntime's float32 Tanh, element-wise, as a new float32 array of x's shape."""
-    return _run(_tanh_kernel, x)
+    return _run(1, x)
