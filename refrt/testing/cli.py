@@ -93,7 +93,7 @@ def run(args) -> int:
     print(f"refrt fuzz: {args.candidate} against {report['against']} on {report['host']}")
     print(summary_table(report))
     totals = report["totals"]
-    print("total: " + ", ".join(f"{totals.get(c, 0)} {c}" for c in ("pass",) + CLASSES)
+    print("total: " + ", ".join(f"{totals.get(c, 0)} {c}" for c in ("pass", "skipped") + CLASSES)
           + f" in {report['seconds']} s")
     for f in report["findings"]:
         print(f"\n{f['class']}: {f['case']}\n  {f['detail']}")

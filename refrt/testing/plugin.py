@@ -173,7 +173,7 @@ class RefrtKitError(Exception):
     pass
 
 
-_KIT = pytest.StashKey[_Kit]() if hasattr(pytest, "StashKey") else None
+_KIT = pytest.StashKey[_Kit]()
 
 
 def pytest_configure(config):
@@ -221,5 +221,5 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 
 
 def pytest_unconfigure(config):
-    if _KIT is not None and _KIT in config.stash:
+    if _KIT in config.stash:
         config.stash[_KIT].close()
