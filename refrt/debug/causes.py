@@ -10,7 +10,7 @@ inputs, still differs). Each check replays the node alone on those inputs:
 | ``spec_choice`` | refrt's other numerics mode (``"ort"`` / ``"spec"``) gives it: a row of docs/NUMERICS.md covers the op |
 | ``float16_in_float32`` | a float16 node; computing it in float32 and rounding once gives one side's result, not the other's |
 | ``requantization_rounding`` | a requantizing op (QLinear*, QuantizeLinear) whose integer results differ by one step: a rounding tie resolved with another precision of the multiplier (onnx.reference uses float64) |
-| ``transcendental_approximation`` | an op built on exp/log/tanh/erf/...: refrt and the reference are both within a few float epsilons (at the output's scale) of the float64 result: two approximations of one function (e.g. MLAS's logistic vs libm) |
+| ``transcendental_approximation`` | an op built on exp/log/tanh/erf/...: refrt and the reference are both within a few float epsilons (at the output's scale) of the float64 result: two approximations of one function (e.g. MLAS's exp vs the C library's) |
 | ``accumulation_order`` | a summing op (MatMul, Conv, reductions, normalizations): both within a few epsilons of the float64 result: the same sum added in another order |
 | ``reference_bug`` | refrt's two modes agree, refrt is within a few epsilons of float64, the reference is far from it |
 | ``unexplained`` | none of the above |

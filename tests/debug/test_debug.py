@@ -77,9 +77,9 @@ def test_an_injected_fault_is_the_first_divergence_and_its_successors_only_carry
 
 
 def test_same_model_matches_and_keeps_nothing_unless_asked():
-    result = debug.compare(mlp(), {"x": X}, "spec", atol=0, rtol=0)
+    result = debug.compare(mlp(), {"x": X}, "spec", atol=0, rtol=0, numerics="spec")
     assert result.matches and result.kept == {}
-    kept = debug.compare(mlp(), {"x": X}, "spec", keep=True).kept
+    kept = debug.compare(mlp(), {"x": X}, "spec", keep=True, numerics="spec").kept
     assert set(kept) == {"h", "r", "z", "zb", "y"}
 
 
@@ -130,14 +130,25 @@ def test_cause_spec_choice_names_the_numerics_row():
 
 
 def test_cause_transcendental_approximation_against_onnxruntime():
-    """MLAS's logistic clamps its input to [-18, 18] and is a rational approximation; refrt's
-    Sigmoid is libm-exact."""
+    """onnxruntime's Exp is MLAS's polynomial; refrt's is the C library's: a few ulp apart."""
     pytest.importorskip("onnxruntime")
-    m = _model([helper.make_node("Sigmoid", ["x"], ["y"], name="sig")], [_vi("x", F, [2000])], [_vi("y", F)])
-    x = np.concatenate([np.linspace(-20, 20, 1996), [-18.3, -19, 18.5, 0.1]]).astype(np.float32)
+    m = _model([helper.make_node("Exp", ["x"], ["y"], name="exp")], [_vi("x", F, [2000])], [_vi("y", F)])
+    x = np.linspace(-20, 20, 2000).astype(np.float32)
     result = debug.compare(m, {"x": x}, "onnxruntime", atol=0, rtol=0)
     (first,) = result.first_divergences
     assert first.cause.code == "transcendental_approximation", first.cause
+
+
+def test_cause_spec_choice_for_sigmoid_in_spec_numerics():
+    """MLAS's logistic clamps its input to [-18, 18] and is a rational approximation: refrt's
+    "ort" numerics are its bits; in "spec" numerics the debugger says that "ort" reproduces it."""
+    pytest.importorskip("onnxruntime")
+    m = _model([helper.make_node("Sigmoid", ["x"], ["y"], name="sig")], [_vi("x", F, [2000])], [_vi("y", F)])
+    x = np.concatenate([np.linspace(-20, 20, 1996), [-18.3, -19, 18.5, 0.1]]).astype(np.float32)
+    assert debug.compare(m, {"x": x}, "onnxruntime", atol=0, rtol=0).matches
+    result = debug.compare(m, {"x": x}, "onnxruntime", atol=0, rtol=0, numerics="spec")
+    (first,) = result.first_divergences
+    assert first.cause.code == "spec_choice", first.cause
 
 
 def test_cause_accumulation_order(tmp_path):
@@ -265,7 +276,7 @@ def test_reduce_cuts_to_the_node_that_creates_the_difference(tmp_path, capsys):
 
 def test_reduced_case_loads_in_onnx_backend_runner_and_reproduces_with_onnxruntime(tmp_path):
     """onnx's test loader finds the reduced case; onnxruntime's backend reproduces the recorded
-    outputs bit for bit, refrt's does not (that is the divergence being reported)."""
+    outputs bit for bit, refrt's "spec" numerics do not (that is the divergence reported)."""
     pytest.importorskip("onnxruntime")
     import onnxruntime.backend as ort_backend
     from onnx.backend.test.loader import load_model_tests
@@ -278,7 +289,8 @@ def test_reduced_case_loads_in_onnx_backend_runner_and_reproduces_with_onnxrunti
                [numpy_helper.from_array(np.float32(1.0), "one")])
     x = np.linspace(-21, 19, 2000).astype(np.float32)
     out = tmp_path / "real" / "test_reduced" / "model.onnx"
-    r = debug.reduce_model(m, {"x": x}, "onnxruntime", out=str(out), atol=0, rtol=0)
+    r = debug.reduce_model(m, {"x": x}, "onnxruntime", out=str(out), atol=0, rtol=0,
+                           numerics="spec")
     assert r.nodes_after == 1 and r.model.graph.node[0].op_type == "Sigmoid"
     (case,) = load_model_tests(str(tmp_path), "real")
     assert case.model_dir == str(out.parent)
@@ -288,8 +300,9 @@ def test_reduced_case_loads_in_onnx_backend_runner_and_reproduces_with_onnxrunti
     Runner.assert_similar_outputs(expected, list(ort_backend.prepare(model).run(inputs)), rtol=0, atol=0,
                                   model_dir=case.model_dir)
     with pytest.raises(AssertionError):
-        Runner.assert_similar_outputs(expected, list(refrt_backend.prepare(model).run(inputs)), rtol=0,
-                                      atol=0, model_dir=case.model_dir)
+        Runner.assert_similar_outputs(expected, list(refrt_backend.prepare(model, numerics="spec")
+                                                     .run(inputs)), rtol=0, atol=0,
+                                      model_dir=case.model_dir)
 
 
 def test_html_report_is_self_contained(tmp_path):
