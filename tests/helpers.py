@@ -58,3 +58,22 @@ def one_node(op_type, inputs, attrs=None, *, n_outputs=1, const=(), opset=17,
     model = helper.make_model(graph, opset_imports=imports)
     model.ir_version = 8
     return model, feeds
+
+
+DQL_KINDS = ("random", "zero", "positive", "negative", "ties")
+
+
+def dql_input(rng, shape, kind, scales=(1e-3, 1.0, 50.0), offset=0.25):
+    """float32 input for DynamicQuantizeLinear tests: normal values at one of ``scales``, then by
+    ``kind``: all zero, all positive or all negative (at least ``offset`` from 0), or halves
+    (rounding ties)."""
+    x = np.asarray(rng.standard_normal(shape) * rng.choice(list(scales)), dtype=np.float32)
+    if kind == "zero":
+        x[...] = 0
+    elif kind == "positive":
+        x = np.abs(x) + np.float32(offset)
+    elif kind == "negative":
+        x = -np.abs(x) - np.float32(offset)
+    elif kind == "ties" and x.size:
+        x = (rng.integers(-255, 256, x.shape) * np.float32(0.5)).astype(np.float32)
+    return x

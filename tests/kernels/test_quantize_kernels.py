@@ -16,6 +16,8 @@ from kernel_data import (
     same_bits,
 )
 
+from helpers import dql_input
+
 # --------------------------------------------------------------------------- quantization
 
 QTYPES = (np.uint8, np.int8, np.uint16, np.int16)
@@ -99,15 +101,7 @@ def test_requantize_matches_twin(case, per):
        st.sampled_from(["random", "zero", "positive", "negative", "ties"]), st.integers(0, 2**32 - 1))
 def test_dynamic_quantize_linear_matches_twin(shape, mode, kind, seed):
     rng = np.random.default_rng(seed)
-    x = np.array(rng.standard_normal(shape) * rng.choice([1e-3, 1.0, 1e4]), dtype=np.float32)
-    if kind == "zero":
-        x[...] = 0
-    elif kind == "positive":
-        x = np.abs(x) + np.float32(1)
-    elif kind == "negative":
-        x = -np.abs(x) - np.float32(1)
-    elif kind == "ties" and x.size:
-        x = (rng.integers(-255, 256, x.shape) * np.float32(0.5)).astype(np.float32)
+    x = dql_input(rng, shape, kind, scales=(1e-3, 1.0, 1e4), offset=1)
     y, scale, zp = K.dynamic_quantize_linear(x, mode)
     ey, escale, ezp = T.dynamic_quantize_linear_twin(x, mode)
     assert y.dtype == np.uint8 and isinstance(scale, np.float32) and isinstance(zp, np.uint8)
@@ -183,15 +177,7 @@ def ort_dql():
        st.integers(0, 2**32 - 1))
 def test_dynamic_quantize_linear_matches_onnxruntime(ort_dql, rows, cols, kind, seed):
     rng = np.random.default_rng(seed)
-    x = (rng.standard_normal((rows, cols)) * rng.choice([1e-3, 1.0, 50.0])).astype(np.float32)
-    if kind == "zero":
-        x[...] = 0
-    elif kind == "positive":
-        x = np.abs(x) + np.float32(0.25)
-    elif kind == "negative":
-        x = -np.abs(x) - np.float32(0.25)
-    elif kind == "ties":
-        x = (rng.integers(-255, 256, x.shape) * np.float32(0.5)).astype(np.float32)
+    x = dql_input(rng, (rows, cols), kind)
     y, s, z = ort_dql.run(None, {"x": x})
     got = K.dynamic_quantize_linear(x)
     assert same_bits(got[0], y) and same_bits(got[1], np.float32(s)) and got[2] == z

@@ -50,6 +50,7 @@ import refrt
 from refrt.kernels import twins as TW
 from refrt.ops._common import window_geometry
 
+from helpers import dql_input
 from ort_helpers import avx2_ort_prefix, ort_session, refrt_like_ort, run_models_avx2
 
 pytest.importorskip("onnxruntime")
@@ -374,15 +375,7 @@ def test_zero_d_input_keeps_its_shape(op_type, opset):
        st.sampled_from(["random", "zero", "positive", "negative", "ties"]), st.integers(0, 2**32 - 1))
 def test_dynamic_quantize_linear_matches_onnxruntime(shape, kind, seed):
     rng = np.random.default_rng(seed)
-    x = (rng.standard_normal(shape) * rng.choice([1e-3, 1.0, 50.0])).astype(np.float32)
-    if kind == "zero":
-        x[...] = 0
-    elif kind == "positive":
-        x = np.abs(x) + np.float32(0.25)
-    elif kind == "negative":
-        x = -np.abs(x) - np.float32(0.25)
-    elif kind == "ties":
-        x = (rng.integers(-255, 256, x.shape) * np.float32(0.5)).astype(np.float32)
+    x = dql_input(rng, shape, kind)
     if x.size == 0:
         return
     model = one_node_model("DynamicQuantizeLinear", [("x", TP.FLOAT)], TP.UINT8, 11)
