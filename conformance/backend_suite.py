@@ -320,8 +320,8 @@ def write_results(outcomes: list[Outcome], path: str = RESULTS) -> str:
     from conformance.oracle_findings import markdown as findings
     lines += findings()
     text = "\n".join(lines) + "\n"
-    from conformance.edge_sweep import kept_section
-    text += kept_section(path)          # the edge sweep's table, written by its own script
+    from conformance.sections import kept_sections
+    text += kept_sections(path)         # the sections other scripts write (edge sweep, node replay)
     with open(path, "w") as f:
         f.write(text)
     return text

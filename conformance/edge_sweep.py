@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 import time
 import warnings
@@ -116,17 +115,6 @@ def render(results: dict, examples: int, seconds: float) -> str:
     return "\n".join(lines) + "\n"
 
 
-def kept_section(path: str = RESULTS) -> str:
-    """The edge-sweep section of an existing RESULTS.md ('' if none), for its other writer."""
-    if not os.path.exists(path):
-        return ""
-    with open(path, encoding="utf-8") as f:
-        doc = f.read()
-    start = doc.find("## Edge cases, op by op")
-    end = doc.find(END)
-    return "\n" + doc[start:end + len(END)] + "\n" if start >= 0 and end > start else ""
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--examples", type=int, default=10)
@@ -141,15 +129,9 @@ def main(argv=None) -> int:
     if not args.write:
         print(text)
         return 0
-    with open(RESULTS, encoding="utf-8") as f:
-        doc = f.read()
-    if BEGIN in doc:
-        doc = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END) + "\n?", lambda _: text, doc,
-                     flags=re.S)
-    else:
-        doc = doc.rstrip("\n") + "\n\n## Edge cases, op by op\n\n" + text
-    with open(RESULTS, "w", encoding="utf-8") as f:
-        f.write(doc)
+    from conformance.sections import put_section
+
+    put_section(RESULTS, "## Edge cases, op by op", BEGIN, END, text)
     return 0
 
 

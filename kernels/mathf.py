@@ -74,6 +74,23 @@ def fma(typingctx, a, b, c):
     return types.float32(types.float32, types.float32, types.float32), codegen
 
 
+@intrinsic
+def pow2_from_rounded(typingctx, biased):
+    """For ``biased`` = t + 1.5 * 2^23 (t an integer the float32 sum rounded to): the float32 whose
+    bits are (bits(biased) << 23) + bits(1.0), i.e. 2^t for t in [-126, 127] (0 for t = -127),
+    as MLAS's AVX2 exp kernels build their scale factor."""
+    if biased != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        i32 = ir.IntType(32)
+        bits = builder.shl(builder.bitcast(args[0], i32), ir.Constant(i32, 23))
+        bits = builder.add(bits, ir.Constant(i32, 0x3F800000))
+        return builder.bitcast(bits, ir.FloatType())
+
+    return types.float32(types.float32), codegen
+
+
 _SMALL, _BIG, _EXP = ERF.SMALL, ERF.BIG, ERF.EXP   # polynomial coefficients, highest power first
 _UPPER, _SPLIT, _LOWER, _LOG2E = ERF.UPPER, ERF.SPLIT, ERF.EXP_LOWER, ERF.LOG2E
 _LN2_HI, _LN2_LO, _ROUND = ERF.LN2_HI, ERF.LN2_LO, ERF.ROUND

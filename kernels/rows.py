@@ -1,176 +1,119 @@
-"""Row kernels for float32 [rows, n] arrays: layer normalization and softmax over the last axis.
+"""Row kernels for float32 [rows, n] arrays: layer normalization and softmax over the last axis,
+with onnxruntime's arithmetic (its MLAS kernels), so that refrt's default "ort" numerics give
+onnxruntime's bits.
 
     layer norm:  mean = sum(x) / n,  var = sum((x - mean)^2) / n,  inv_std = 1 / sqrt(var + eps)
                  y = (x - mean) * inv_std * scale + bias
     softmax:     m = max(x),  e = exp(x - m),  y = e * (1 / sum(e))
+    log-softmax: y = (x - m) - log(sum(e))
 
-Rows are independent, so ``prange`` hands them to the threads; inside a row the work is sums,
-maxima and element-wise arithmetic over a few hundred contiguous floats, which only pays off in
-SIMD registers.
+Rows are independent, so ``prange`` hands them to the threads.
 
-**Why the kernels spell out their vectors.** LLVM vectorizes element-wise loops by itself, but
-not a float32 sum or maximum: adding in vector lanes changes the order of the additions, hence
-the rounding, and LLVM only does it under fast-math, in an order of its own choosing that depends
-on the CPU it compiles for. These kernels fix the order themselves with a small 16-lane float32
-vector type (``VEC``, an LLVM ``<16 x float>``) and a handful of intrinsics on it (``load``,
-``add``, ``fma``, ``lanes_sum``, ...), both in ``vec.py``:
+**Why the kernels spell out their order.** A float32 sum's result depends on the order of its
+additions; LLVM keeps a loop's order unless told otherwise (fast-math), and onnxruntime's kernels
+each have an order of their own: SIMD lanes, then the lanes combined in a fixed pattern. The
+kernels below write that order out, with scalar code or with the 16-lane float32 vector type of
+``vec.py`` (``VEC``, an LLVM ``<16 x float>``, and intrinsics such as ``load``, ``add``,
+``fma``), so every result is the same bits on every x86 CPU and can be reproduced in NumPy
+(``kernels/twins.py`` does, and the tests compare both bit for bit). No multiply-add is fused
+except where ``fma`` is written.
 
-* lane k accumulates elements k, k + 16, k + 32, ... of the row, left to right;
-* the last, partial block is read with a masked load: lanes past the row's end get a neutral
-  value (0 for a sum, -inf for a maximum, the mean for a sum of squared deviations) and the
-  memory behind them is not touched; results are written back with a masked store;
-* the 16 lanes are then combined in halves: lanes k and k + 8, then k and k + 4, k + 2, k + 1.
+**Layer normalization** (``_layer_norm_row``) is onnxruntime's AVX2 kernel: the mean from a
+float64 sum, the variance from the centered squares in 8 float32 lanes of fused multiply-adds, a
+fused multiply-add for the scale and bias. On these inputs it matched onnxruntime 1.32 on every
+row of 8 or more values whose length leaves 0-3 values past the last 8-block, and about 98% of the
+rows leaving 4-7 (the order of that remainder could not be pinned down); docs/NUMERICS.md has the
+details.
 
-So the result is the same bits on every x86 CPU (AVX-512: one zmm register per vector; AVX2: two
-ymm; SSE: four xmm) and can be reproduced in NumPy (``tests/kernels`` does, bit for
-bit). No multiply-add is fused except where ``fma`` is written.
-
-**Layer normalization** uses two passes over the row (the mean, then the mean of the squared
-deviations), which stays accurate when the row's mean is large next to its spread.
-onnxruntime's CPU kernel makes one pass (E[x^2] - mean^2, summed left to right) and divides by
-sqrt(var + eps) instead of multiplying by its inverse: results agree within float32 rounding.
-The output step is the NumPy expression ``(x - mean) * inv_std * scale + bias``, operation for
-operation, so given the same statistics it gives the same bits.
-
-**Softmax** needs exp, and ``np.exp`` inside Numba calls the C library's scalar expf for every
-element. ``_exp_nonpositive`` is a vector exp for x <= 0 (after subtracting the row maximum no
-input is larger):
-
-    n = round(x / ln 2)           fma(x, log2(e), 1.5 * 2^23): the float32 sum's units digit is n
-    r = x - n ln 2                ln 2 in two parts (ln 2 = LN2_HI + LN2_LO), two fmas
-    e^r = 1 + r + r^2 q(r)        |r| <= 0.347, q of degree 4 (a minimax fit), Horner in fmas
-    2^n                           exponent bits (n + 127) << 23, made from the rounded sum's bits
-    e^x = e^r * 2^n;  0 where x < -87.33654 (e^x below 2^-126, the smallest normal float32)
-
-At most 1 ULP from the correctly rounded result on the 6.4 million inputs in [-87.3, 0] the tests
-check (they allow 2), and correctly rounded for 94% of them; -inf gives exactly 0 and NaN stays
-NaN. A NaN in a row makes the whole row NaN, as does +inf
-(inf - inf), as in NumPy.
+**Softmax** (``_mlas_softmax_row``) is MLAS's: its float32 exp polynomial (``MLAS_EXP``) on x - max,
+the sum in 16 lanes (onnxruntime's AVX-512F kernel, ``wide``) or 8 lanes (its AVX2/FMA3 kernel),
+the lanes folded in a fixed pattern, then e * (1 / sum), or (x - max) - logf(sum) for
+log-softmax. The caller picks ``wide`` from the CPU, as onnxruntime does. A NaN or +inf in a row
+makes the whole row NaN.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit, prange, types
 
+from .mathf import fma as fma1
+from .mathf import pow2_from_rounded
 from .vec import (
     LANES,
     add,
+    add_halves,
     div,
     fma,
     horner,
-    lanes_max,
-    lanes_sum,
     load,
     load_first,
     maximum,
     mul,
+    pow2_of_integer,
     pow2_of_rounded,
     splat,
     store,
     store_first,
     sub,
-    zero_where_below,
 )
 
-__all__ = ["layer_norm_rows", "add_layer_norm_rows", "softmax_rows", "scale_add_softmax_rows", "exp_nonpositive",
-           "row_view", "LANES", "EXP"]
+__all__ = ["layer_norm_rows", "add_layer_norm_rows", "softmax_rows", "scale_add_softmax_rows",
+           "row_view", "LANES", "MLAS_EXP"]
 
 _F = np.float32
-
-
-class EXP:
-    """The constants of the softmax's float32 exp (``_exp_nonpositive``)."""
-
-    LOG2E = _F(1.44269504088896341)
-    ROUND = _F(12582912.0)            # 1.5 * 2^23: adding it rounds a float32 to an integer
-    LN2_HI = _F(0.693145751953125)    # ln 2 to 12 significant bits: n * LN2_HI is exact
-    LN2_LO = _F(1.42860677e-06)       # ln 2 - LN2_HI
-    POLY = (_F(1.38143089e-03), _F(8.36885627e-03), _F(4.16684002e-02), _F(1.66665196e-01),
-            _F(4.99999940e-01))       # q(r) = POLY[0] r^4 + ... + POLY[4]: e^r ~ 1 + r + r^2 q(r)
-    LOWER = _F(-87.33654)             # ln(2^-126): below it the result is flushed to 0
-
-
-# --------------------------------------------------------------------------- exp for x <= 0
-
-_LOG2E, _ROUND, _LOWER = EXP.LOG2E, EXP.ROUND, EXP.LOWER
-_MINUS_LN2_HI, _MINUS_LN2_LO = -EXP.LN2_HI, -EXP.LN2_LO
 _ONE = _F(1.0)
-_EXP_POLY = EXP.POLY + (_ONE, _ONE)
-
-
-@njit(inline="always")
-def _exp_nonpositive(x):
-    """e^x per lane of a VEC with x <= 0 (steps in the module docstring)."""
-    t = fma(x, splat(_LOG2E), splat(_ROUND))
-    n = sub(t, splat(_ROUND))
-    r = fma(n, splat(_MINUS_LN2_HI), x)
-    r = fma(n, splat(_MINUS_LN2_LO), r)
-    p = horner(r, _EXP_POLY)              # 1 + r + r^2 q(r) = (q(r) r + 1) r + 1
-    return zero_where_below(x, _LOWER, mul(p, pow2_of_rounded(t)))
-
-
-@njit(cache=True, parallel=True)
-def _exp_kernel(x, y):
-    n = x.shape[0]
-    full = n - n % LANES
-    for b in prange(full // LANES):
-        store(y, b * LANES, _exp_nonpositive(load(x, b * LANES)))
-    if full < n:
-        store_first(y, full, n - full, _exp_nonpositive(load_first(x, full, n - full, _F(0.0))))
-
-
-def exp_nonpositive(x) -> np.ndarray:
-    """e^x element-wise for float32 x <= 0 (NaN and -inf allowed), computed as in the softmax
-    kernel; a new float32 array of x's shape."""
-    x = np.asarray(x, dtype=np.float32)
-    if np.any(x > 0):
-        raise ValueError("exp_nonpositive: inputs must be <= 0")
-    flat = np.ascontiguousarray(x).reshape(-1)
-    out = np.empty_like(flat)
-    if flat.size:
-        _exp_kernel(flat, out)
-    return out.reshape(x.shape)
 
 
 # --------------------------------------------------------------------------- layer normalization
 
 @njit(inline="always")
 def _layer_norm_row(xr, yr, scale, bias, has_bias, eps, n):
-    """One row: yr = layer norm of xr (yr may be xr itself); returns (mean, inv_std)."""
-    full = n - n % LANES
-    tail = n - full
-    zero = splat(_F(0.0))
-    acc = zero
-    for i in range(0, full, LANES):
-        acc = add(acc, load(xr, i))
-    if tail:
-        acc = add(acc, load_first(xr, full, tail, _F(0.0)))
-    m = lanes_sum(acc) / _F(n)
+    """One row: yr = layer norm of xr (yr may be xr itself); returns (mean, inv_std).
 
-    mv = splat(m)
-    acc = zero
-    for i in range(0, full, LANES):
-        d = sub(load(xr, i), mv)
-        acc = add(acc, mul(d, d))
-    if tail:
-        d = sub(load_first(xr, full, tail, m), mv)
-        acc = add(acc, mul(d, d))
-    s = _ONE / np.sqrt(lanes_sum(acc) / _F(n) + eps)
+    onnxruntime's AVX2 layer-norm kernel (MLAS), step for step:
 
-    sv = splat(s)
-    for i in range(0, full, LANES):
-        v = mul(mul(sub(load(xr, i), mv), sv), load(scale, i))
-        if has_bias:
-            v = add(v, load(bias, i))
-        store(yr, i, v)
-    if tail:
-        v = mul(mul(sub(load_first(xr, full, tail, m), mv), sv),
-                load_first(scale, full, tail, _F(0.0)))
-        if has_bias:
-            v = add(v, load_first(bias, full, tail, _F(0.0)))
-        store_first(yr, full, tail, v)
-    return m, s
+    * mean: the row summed in float64 (4 lanes, combined (0 + 2) + (1 + 3), then the tail),
+      divided by n, rounded to float32;
+    * sum of squared deviations in float32: d = x - mean, 8 lanes of fused multiply-adds
+      d * d + acc, lanes combined in halves (k + 4, k + 2, k + 1), then the tail's elements
+      one fused multiply-add each;
+    * inv_std = 1 / sqrt(sum / n + eps), each step rounded to float32;
+    * y = fma((x - mean) * inv_std, scale, bias), or (x - mean) * inv_std * scale without bias.
+    """
+    s0 = s1 = s2 = s3 = 0.0
+    i = 0
+    while i + 4 <= n:
+        s0 += np.float64(xr[i])
+        s1 += np.float64(xr[i + 1])
+        s2 += np.float64(xr[i + 2])
+        s3 += np.float64(xr[i + 3])
+        i += 4
+    total = (s0 + s2) + (s1 + s3)
+    for j in range(i, n):
+        total += np.float64(xr[j])
+    m = _F(total / n)
+
+    acc = np.zeros(8, np.float32)
+    full = n - n % 8
+    for i in range(0, full, 8):
+        for k in range(8):
+            d = xr[i + k] - m
+            acc[k] = fma1(d, d, acc[k])
+    for k in range(4):
+        acc[k] += acc[k + 4]
+    sq = (acc[0] + acc[2]) + (acc[1] + acc[3])
+    for j in range(full, n):
+        d = xr[j] - m
+        sq = fma1(d, d, sq)
+    inv = _ONE / np.sqrt(sq / _F(n) + eps)
+
+    for h in range(n):
+        t = (xr[h] - m) * inv
+        yr[h] = fma1(t, scale[h], bias[h]) if has_bias else t * scale[h]
+    return m, inv
 
 
 @njit(cache=True, parallel=True)
@@ -250,46 +193,140 @@ def add_layer_norm_rows(a, b, scale, bias=None, epsilon=1e-5):
 
 # --------------------------------------------------------------------------- softmax
 
+class MLAS_EXP:
+    """The constants of onnxruntime's (MLAS's) float32 exp in its softmax kernels."""
+
+    LOWER_WIDE = _F(-103.9720840454)     # AVX-512 kernel: clamp, then an exact scaling by 2^m
+    LOWER = _F(-88.3762626647949)        # AVX2/FMA3 kernel: clamp, then 2^m from exponent bits
+    ROUND = _F(12582912.0)               # 1.5 * 2^23: adding it rounds to an integer
+    LOG2E = _F(1.44269504088896341)
+    LN2_HI = _F(-6.93145752e-1)
+    LN2_LO = _F(-1.42860677e-6)
+    POLY = (_F(float.fromhex("0x1.694000p-10")), _F(float.fromhex("0x1.125edcp-7")),
+            _F(float.fromhex("0x1.555b5ap-5")), _F(float.fromhex("0x1.555450p-3")),
+            _F(float.fromhex("0x1.fffff6p-2")), _F(1.0), _F(1.0))
+
+
+_M_LOWER_WIDE, _M_LOWER, _M_ROUND = MLAS_EXP.LOWER_WIDE, MLAS_EXP.LOWER, MLAS_EXP.ROUND
+_M_LOG2E, _M_LN2_HI, _M_LN2_LO = MLAS_EXP.LOG2E, MLAS_EXP.LN2_HI, MLAS_EXP.LN2_LO
+_M_P0, _M_P1, _M_P2, _M_P3, _M_P4, _M_P5, _M_P6 = MLAS_EXP.POLY
+
+
 @njit(inline="always")
-def _softmax_row(xr, yr, n):
-    """yr = softmax(xr) over the row's n values (xr may be yr: each pass reads a value before it
-    writes it)."""
+def _mlas_exp_shifted(x, negmax, wide):
+    """e^(x + negmax) as MLAS's softmax kernels compute it (x + negmax <= 0):
+
+        v = max(LOWER, x + negmax);  m = round(v / ln 2) by adding 1.5 * 2^23 in an fma
+        r = v + m * LN2_HI + m * LN2_LO                  (two fmas)
+        p = ((((P0 r + P1) r + P2) r + P3) r + P4) r + 1) r + 1   (Horner in fmas)
+        e = p * 2^m
+
+    ``wide`` (the AVX-512F kernel): LOWER = -103.97 and 2^m an exact scaling (vscalefps, so results
+    reach the subnormals); otherwise (the AVX2/FMA3 kernel) LOWER = -88.38 and 2^m is built in
+    the exponent bits ((biased << 23) + bits of 1.0), which gives 0 for m = -127."""
+    v = x + negmax
+    lower = _M_LOWER_WIDE if wide else _M_LOWER
+    if v < lower:
+        v = lower
+    biased = fma1(v, _M_LOG2E, _M_ROUND)
+    m = biased - _M_ROUND
+    v = fma1(m, _M_LN2_HI, v)
+    v = fma1(m, _M_LN2_LO, v)
+    p = fma1(_M_P0, v, _M_P1)
+    p = fma1(p, v, _M_P2)
+    p = fma1(p, v, _M_P3)
+    p = fma1(p, v, _M_P4)
+    p = fma1(p, v, _M_P5)
+    p = fma1(p, v, _M_P6)
+    if wide:
+        return _F(math.ldexp(np.float64(p), int(m)))     # exact in float64, rounded once
+    return p * pow2_from_rounded(biased)
+
+
+_M_POLY = (_M_P0, _M_P1, _M_P2, _M_P3, _M_P4, _M_P5, _M_P6)
+
+
+@njit(inline="always")
+def _mlas_exp_shifted_vec(x, negmax, wide):
+    """``_mlas_exp_shifted`` on 16 lanes (the same operations, lane by lane)."""
+    v = add(x, negmax)
+    v = maximum(splat(_M_LOWER_WIDE if wide else _M_LOWER), v)
+    biased = fma(v, splat(_M_LOG2E), splat(_M_ROUND))
+    m = sub(biased, splat(_M_ROUND))
+    v = fma(m, splat(_M_LN2_HI), v)
+    v = fma(m, splat(_M_LN2_LO), v)
+    p = horner(v, _M_POLY)
+    if wide:      # p * 2^m in two exact-then-rounded steps (m >= -150): vscalefps
+        m1 = maximum(m, splat(_F(-125.0)))
+        return mul(mul(p, pow2_of_integer(m1)), pow2_of_integer(sub(m, m1)))
+    return mul(p, pow2_of_rounded(biased))
+
+
+@njit(inline="always")
+def _mlas_softmax_row(xr, yr, n, wide, log, acc):
+    """yr = softmax(xr) (``log``: log-softmax) as onnxruntime's MLAS kernels compute a row
+    (``acc``: 16 float32 of scratch):
+
+    * max over the row; negmax = -max;
+    * e_i = ``_mlas_exp_shifted(x_i, negmax)``; the sum in lanes: lane k adds e_k, e_(k + L),
+      ... left to right, L = 16 (``wide``, AVX-512F) or 8 (AVX2/FMA3); the 16 lanes are first
+      folded to 8 (lane k + lane k + 8); then ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7));
+    * softmax: y_i = e_i * (1 / sum); log-softmax: y_i = (x_i + negmax) - log(sum) with the C
+      library's logf, as onnxruntime's std::log."""
+    top = xr[0]
+    for i in range(1, n):
+        if xr[i] > top or xr[i] != xr[i]:
+            top = xr[i]
+            if top != top:
+                break
+    negmax = -top
+    nv = splat(negmax)
     full = n - n % LANES
-    tail = n - full
-    neg_inf = _F(-np.inf)
-    top = splat(neg_inf)
+    accv = splat(_F(0.0))
     for i in range(0, full, LANES):
-        top = maximum(top, load(xr, i))
-    if tail:
-        top = maximum(top, load_first(xr, full, tail, neg_inf))
-    mv = splat(lanes_max(top))
+        e = _mlas_exp_shifted_vec(load(xr, i), nv, wide)
+        if not log:
+            store(yr, i, e)
+        accv = add(accv, e) if wide else add_halves(accv, e)
+    store(acc, 0, accv)
+    lanes = 16 if wide else 8
+    for j in range(full, n):
+        e = _mlas_exp_shifted(xr[j], negmax, wide)
+        if not log:
+            yr[j] = e
+        acc[(j - full) % lanes] += e
+    if wide:
+        for k in range(8):
+            acc[k] = acc[k + 8] + acc[k]
+    total = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+    if log:
+        lg = np.log(total)
+        for i in range(n):
+            yr[i] = (xr[i] + negmax) - lg
+    else:
+        scale = _ONE / total
+        sv = splat(scale)
+        for i in range(0, full, LANES):
+            store(yr, i, mul(load(yr, i), sv))
+        for i in range(full, n):
+            yr[i] = yr[i] * scale
 
-    acc = splat(_F(0.0))
-    for i in range(0, full, LANES):
-        e = _exp_nonpositive(sub(load(xr, i), mv))
-        store(yr, i, e)
-        acc = add(acc, e)
-    if tail:  # lanes past the row read -inf: e = 0
-        e = _exp_nonpositive(sub(load_first(xr, full, tail, neg_inf), mv))
-        store_first(yr, full, tail, e)
-        acc = add(acc, e)
 
-    inv = splat(_ONE / lanes_sum(acc))
-    for i in range(0, full, LANES):
-        store(yr, i, mul(load(yr, i), inv))
-    if tail:
-        store_first(yr, full, tail, mul(load_first(yr, full, tail, _F(0.0)), inv))
+@njit(inline="always")
+def _softmax_row(xr, yr, n, wide, acc):
+    _mlas_softmax_row(xr, yr, n, wide, False, acc)
 
 
 @njit(cache=True, parallel=True)
-def _softmax_kernel(x, y):
+def _softmax_kernel(x, y, wide, log):
     rows, n = x.shape
     for r in prange(rows):
-        _softmax_row(x[r], y[r], n)
+        acc = np.empty(LANES, np.float32)
+        _mlas_softmax_row(x[r], y[r], n, wide, log, acc)
 
 
 @njit(cache=True, parallel=True)
-def _scale_add_softmax_kernel(x, c, divide, mask, mask_offs, mask_ld, per_matrix, y):
+def _scale_add_softmax_kernel(x, c, divide, mask, mask_offs, mask_ld, per_matrix, wide, y):
     """y[r] = softmax((x[r] * c or x[r] / c) + mask row) with the two float32 roundings of the
     Mul/Div and Add nodes, then ``_softmax_row`` in place; row r's mask starts at
     mask[mask_offs[r // per_matrix] + (r % per_matrix) * mask_ld]."""
@@ -309,7 +346,7 @@ def _scale_add_softmax_kernel(x, c, divide, mask, mask_offs, mask_ld, per_matrix
             v = load_first(xr, full, tail, _F(0.0))
             t = add(div(v, cv) if divide else mul(v, cv), load_first(mr, full, tail, _F(0.0)))
             store_first(yr, full, tail, t)
-        _softmax_row(yr, yr, n)
+        _softmax_row(yr, yr, n, wide, np.empty(LANES, np.float32))
 
 
 def row_view(x, batch: tuple):
@@ -332,7 +369,7 @@ def row_view(x, batch: tuple):
     return flat, offs.reshape(-1), strides[-2]
 
 
-def scale_add_softmax_rows(x, c, divide: bool, mask):
+def scale_add_softmax_rows(x, c, divide: bool, mask, wide: bool = False):
     """softmax(x * c + mask) (``divide``: x / c + mask) along the last axis, each step a float32
     operation rounded once, as a Mul (or Div), an Add and a Softmax node give it (the softmax is
     ``softmax_rows``'). x float32 [..., R, n] (at least 2-D), c a float32 scalar, mask float32
@@ -352,18 +389,21 @@ def scale_add_softmax_rows(x, c, divide: bool, mask):
     x2 = np.ascontiguousarray(x).reshape(-1, x.shape[-1])
     y = np.empty(x2.shape, np.float32)
     if x2.size:
-        _scale_add_softmax_kernel(x2, np.float32(c), bool(divide), flat, offs, ld, x.shape[-2], y)
+        _scale_add_softmax_kernel(x2, np.float32(c), bool(divide), flat, offs, ld, x.shape[-2],
+                                  bool(wide), y)
     return y.reshape(x.shape)
 
 
-def softmax_rows(x) -> np.ndarray:
-    """Softmax of each row of a 2-D float32 array, in float32: a new [rows, n] array."""
+def softmax_rows(x, wide: bool = False, log: bool = False) -> np.ndarray:
+    """Softmax (``log``: log-softmax) of each row of a 2-D float32 array, in float32, as
+    onnxruntime's MLAS kernel for AVX-512F CPUs (``wide``) or for AVX2/FMA3 CPUs computes it:
+    a new [rows, n] array."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     if x.ndim != 2:
         raise ValueError(f"softmax_rows: x must be [rows, n], got {list(x.shape)}")
     y = np.empty(x.shape, np.float32)
     if x.size:
-        _softmax_kernel(x, y)
+        _softmax_kernel(x, y, bool(wide), bool(log))
     return y
 
 
@@ -374,7 +414,8 @@ def _vector_instructions(names=("vaddps", "vmulps", "vfmadd213ps", "vmaxps", "vm
     f2, f1 = types.float32[:, ::1], types.float32[::1]
     layer_norm_sig = (f2, f1, f1, types.boolean, types.float64, f2, f1, f1)
     counts = {}
-    for kernel, sig in ((_layer_norm_kernel, layer_norm_sig), (_softmax_kernel, (f2, f2))):
+    softmax_sig = (f2, f2, types.boolean, types.boolean)
+    for kernel, sig in ((_layer_norm_kernel, layer_norm_sig), (_softmax_kernel, softmax_sig)):
         fresh = njit(cache=False, parallel=True)(kernel.py_func)
         fresh.compile(sig)
         asm = "\n".join(fresh.inspect_asm().values())

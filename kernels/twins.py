@@ -22,6 +22,8 @@ __all__ = [
     "scale_bias_int32_twin",
     "fma32",
     "erf_f32_twin",
+    "layer_norm_rows_twin",
+    "softmax_rows_twin",
 ]
 
 
@@ -256,3 +258,84 @@ def erf_f32_twin(x):
         exp = _horner(f, ERF.EXP) * np.ldexp(f32(1), np.nan_to_num(n).astype(np.int32)).astype(f32)
         r = np.where(a > ERF.SPLIT, f32(1) - exp, small).astype(f32)
     return np.where(np.signbit(x), -r, r).astype(f32)
+
+
+def _lane_sums(v, lanes):
+    """Per row, lane k's left-to-right float sum of v[:, k], v[:, k + lanes], ... (the row padded
+    with zeros to whole blocks): [rows, lanes]."""
+    rows, n = v.shape
+    padded = np.zeros((rows, -(-n // lanes) * lanes), v.dtype)
+    padded[:, :n] = v
+    blocks = padded.reshape(rows, -1, lanes)
+    return np.cumsum(blocks, axis=1, dtype=v.dtype)[:, -1, :] if blocks.shape[1] else \
+        np.zeros((rows, lanes), v.dtype)
+
+
+def layer_norm_rows_twin(x, scale, bias, eps):
+    """``rows.layer_norm_rows``: onnxruntime's AVX2 layer norm, one vector operation per step."""
+    f32 = np.float32
+    x = np.asarray(x, f32)
+    rows, n = x.shape
+    xd = x.astype(np.float64)
+    full4 = n - n % 4
+    s = _lane_sums(xd[:, :full4], 4)
+    total = (s[:, 0] + s[:, 2]) + (s[:, 1] + s[:, 3])
+    for j in range(full4, n):
+        total = total + xd[:, j]
+    mean = (total / n).astype(f32)
+    d = x - mean[:, None]
+    full8 = n - n % 8
+    acc = np.zeros((rows, 8), f32)
+    for i in range(0, full8, 8):
+        acc = fma32(d[:, i:i + 8], d[:, i:i + 8], acc)
+    half = acc[:, :4] + acc[:, 4:]
+    sq = (half[:, 0] + half[:, 2]) + (half[:, 1] + half[:, 3])
+    for j in range(full8, n):
+        sq = fma32(d[:, j], d[:, j], sq)
+    inv = f32(1) / np.sqrt(sq / f32(n) + f32(eps))
+    t = d * inv[:, None]
+    y = t * np.asarray(scale, f32) if bias is None else fma32(t, scale, bias)
+    return y, mean, inv
+
+
+def _logf(v):
+    """The C library's logf, element by element (what onnxruntime's std::log(float) calls)."""
+    import ctypes
+    import ctypes.util
+
+    libm = ctypes.CDLL(ctypes.util.find_library("m"))
+    libm.logf.restype, libm.logf.argtypes = ctypes.c_float, [ctypes.c_float]
+    return np.array([libm.logf(float(t)) for t in np.asarray(v, np.float32).reshape(-1)],
+                    np.float32).reshape(np.shape(v))
+
+
+def softmax_rows_twin(x, wide=False, log=False):
+    """``rows.softmax_rows``: MLAS's softmax (``wide``: its AVX-512F kernel, else AVX2/FMA3)."""
+    from .rows import MLAS_EXP as E
+
+    f32 = np.float32
+    x = np.asarray(x, f32)
+    negmax = -np.max(x, axis=1, keepdims=True)
+    v = x + negmax
+    lower = E.LOWER_WIDE if wide else E.LOWER
+    v = np.where(lower > v, lower, v).astype(f32)          # NaN stays
+    biased = fma32(v, E.LOG2E, E.ROUND)
+    m = biased - E.ROUND
+    v = fma32(m, E.LN2_HI, v)
+    v = fma32(m, E.LN2_LO, v)
+    p = np.full(v.shape, E.POLY[0], f32)
+    for c in E.POLY[1:]:
+        p = fma32(p, v, c)
+    if wide:      # vscalefps: p * 2^m, exact in float64, rounded once
+        e = np.ldexp(p.astype(np.float64), np.nan_to_num(m).astype(np.int64)).astype(f32)
+        e = np.where(np.isnan(m), np.float32(np.nan), e)
+    else:         # 2^m from the exponent bits of the rounded sum
+        e = p * ((biased.view(np.uint32) << np.uint32(23)) + np.uint32(0x3F800000)).view(f32)
+    acc = _lane_sums(e, 16 if wide else 8)
+    if wide:
+        acc = acc[:, 8:] + acc[:, :8]
+    total = ((acc[:, 0] + acc[:, 1]) + (acc[:, 2] + acc[:, 3])) + \
+        ((acc[:, 4] + acc[:, 5]) + (acc[:, 6] + acc[:, 7]))
+    if log:
+        return (x + negmax) - _logf(total)[:, None]
+    return e * (f32(1) / total)[:, None]

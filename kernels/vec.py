@@ -19,7 +19,8 @@ from numba.extending import intrinsic, models, register_model
 
 __all__ = ["LANES", "VEC", "splat", "load", "load_first", "store", "store_first", "add", "sub",
            "mul", "div", "maximum", "minimum", "keep_nan", "fma", "lanes_sum", "lanes_max",
-           "lanes_min", "horner", "pow2_of_rounded", "zero_where_below"]
+           "lanes_min", "horner", "pow2_of_rounded", "pow2_of_integer", "zero_where_below",
+           "add_halves"]
 
 LANES = 16
 
@@ -265,3 +266,38 @@ def zero_where_below(typingctx, x, bound, y):
 
     return VEC(x, bound, y), codegen
 
+
+
+@intrinsic
+def pow2_of_integer(typingctx, m):
+    """2^m per lane, for lanes holding integers -126 <= m <= 127: the float32 whose exponent bits
+    are m + 127."""
+    if m != VEC:
+        return None
+
+    def codegen(context, builder, sig, args):
+        n = builder.fptosi(args[0], _LL_IVEC)
+        n = builder.add(n, _broadcast(builder, ir.Constant(_LL_I32, 127), _LL_IVEC))
+        bits = builder.shl(n, _broadcast(builder, ir.Constant(_LL_I32, 23), _LL_IVEC))
+        return builder.bitcast(bits, _LL_VEC)
+
+    return VEC(m), codegen
+
+
+@intrinsic
+def add_halves(typingctx, acc, v):
+    """8-lane accumulation in a VEC: lanes k < 8 become (acc[k] + v[k]) + v[k + 8] (the low half
+    of v added first, then the high half, as an 8-lane SIMD loop meets them); lanes 8..15 are 0."""
+    if not (acc == VEC and v == VEC):
+        return None
+
+    def codegen(context, builder, sig, args):
+        zero = ir.Constant(_LL_VEC, [0.0] * LANES)
+        half = LANES // 2
+        lo = builder.shuffle_vector(args[1], zero, ir.Constant(
+            _LL_IVEC, list(range(half)) + [LANES] * half))
+        hi = builder.shuffle_vector(args[1], zero, ir.Constant(
+            _LL_IVEC, list(range(half, LANES)) + [LANES] * half))
+        return builder.fadd(builder.fadd(args[0], lo), hi)
+
+    return VEC(acc, v), codegen

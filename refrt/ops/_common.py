@@ -261,3 +261,11 @@ def to_str(value) -> str:
     if not isinstance(value, str):
         raise TypeError(f"expected a string element, got {type(value).__name__}")
     return value
+
+
+def mlas_wide_kernels() -> bool:
+    """Whether onnxruntime's MLAS runs its AVX-512F float kernels on this CPU (else its AVX2/FMA3
+    ones): the softmax and exp row kernels reproduce the one this host's onnxruntime uses."""
+    from ..kernels import cpu
+
+    return "avx512f" in cpu.features()[1]

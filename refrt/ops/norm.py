@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..registry import op
-from ._common import ROW_KERNEL_MIN_SIZE, compute_dtype, f32, normalize_axis, np_dtype
+from ._common import compute_dtype, f32, normalize_axis, np_dtype
 
 
 def _moments(x, axes):
@@ -116,13 +116,21 @@ def stash_dtype(x, stash_type):
 
 
 def _fits_row_kernel(x, scale, b, axis, st, ctx):
-    """float32 X, statistics and parameters, normalized over the last axis only (so Scale and B
-    are n values), in the default numerics mode, and big enough to pay for the call."""
-    n = x.shape[-1]
-    return (x.dtype == np.float32 and st == np.float32 and axis == x.ndim - 1
-            and x.size >= ROW_KERNEL_MIN_SIZE and (ctx is None or ctx.numerics != "spec")
-            and all(p.dtype == np.float32 and 1 <= p.ndim <= x.ndim and p.shape[-1] == n
-                    and p.size == n for p in (scale, b) if p is not None))
+    """onnxruntime's float32 layer norm (``kernels/rows.py``) applies: float32 X, statistics and
+    parameters, the default numerics mode, and Scale and B holding exactly the normalized block
+    X.shape[axis:] (so they flatten with it)."""
+    block = x.shape[axis:]
+    n = int(np.prod(block))
+
+    def flattens_with_block(p):
+        shape = tuple(np.shape(p))
+        while shape and shape[0] == 1 and len(shape) > len(block):
+            shape = shape[1:]
+        return p.dtype == np.float32 and p.size == n and shape == block[len(block) - len(shape):]
+
+    return (x.dtype == np.float32 and st == np.float32 and n >= 1
+            and (ctx is None or ctx.numerics != "spec")
+            and all(flattens_with_block(p) for p in (scale, b) if p is not None))
 
 
 @op("LayerNormalization", since=17)
@@ -130,17 +138,18 @@ def layer_normalization(x, scale, b=None, *, axis=-1, epsilon=f32(1e-5), stash_t
     """Y = (X - mean) / sqrt(var + epsilon) * Scale + B, moments over axes [axis, rank);
     Mean and InvStdDev (type of stash_type, reduced axes kept as 1) are the 2nd and 3rd outputs.
 
-    float32 over the last axis (large enough arrays, default numerics) runs in
-    ``kernels/rows.py``: the same formula and float32 steps, with the sums added in another
-    order (16 SIMD lanes), so results can differ from the NumPy expression in the last bits."""
+    In the default numerics, float32 runs onnxruntime's arithmetic (``kernels/rows.py``): one
+    left-to-right float32 pass for sum(x) and sum(x^2), var = E[x^2] - mean^2, and a division by
+    sqrt(var + epsilon). "spec" numerics: two passes with NumPy's sums, times 1 / sqrt(var +
+    epsilon), as the spec's function body."""
     axis = normalize_axis(axis, x.ndim)
     st = stash_dtype(x, stash_type)
     if _fits_row_kernel(x, scale, b, axis, st, ctx):
         from ..kernels import rows  # Numba loads on first use
 
-        n = x.shape[-1]
+        n = int(np.prod(x.shape[axis:]))
         y, mean, inv_std = rows.layer_norm_rows(x.reshape(-1, n), scale, b, epsilon)
-        stats_shape = x.shape[:-1] + (1,)
+        stats_shape = x.shape[:axis] + (1,) * (x.ndim - axis)
         return y.reshape(x.shape), mean.reshape(stats_shape), inv_std.reshape(stats_shape)
     xc = x.astype(st, copy=False)
     mean, var = _moments(xc, tuple(range(axis, x.ndim)))
@@ -169,10 +178,10 @@ def add_layer_normalization(a, b, scale, bias=None, *, axis=-1, epsilon=f32(1e-5
         return None
     from ..kernels import rows  # Numba loads on first use
 
-    n = a.shape[-1]
+    n = int(np.prod(a.shape[axis:]))
     y, mean, inv_std = rows.add_layer_norm_rows(a.reshape(-1, n), b.reshape(-1, n), scale, bias,
                                                 epsilon)
-    stats_shape = a.shape[:-1] + (1,)
+    stats_shape = a.shape[:axis] + (1,) * (a.ndim - axis)
     return y.reshape(a.shape), mean.reshape(stats_shape), inv_std.reshape(stats_shape)
 
 

@@ -15,6 +15,7 @@ from ._common import (
     as_int_list,
     compute_dtype,
     is_f32_scalar,
+    mlas_wide_kernels,
     normalize_axes,
     normalize_axis,
 )
@@ -219,23 +220,25 @@ def arg_min(data, *, axis=0, keepdims=1, select_last_index=0, ctx=None):
 
 # ---------------------------------------------------------------- Softmax, LogSoftmax, Hardmax
 
-def _softmax_op(name: str, row_kernel: str | None = None):
+def _softmax_op(name: str, mlas: str | None = None):
     """Register ``kernel(x, axis)`` as ``name`` for both shapes of the spec: opsets 1 and 11
     flatten the input to 2-D at ``axis`` (default 1) and work on each row; opset 13 works along the
-    single axis ``axis`` (default -1). ``row_kernel`` names a function of ``kernels/rows.py``
-    that computes the op for float32 [rows, n] arrays along n: it takes over for float32 inputs
-    reduced along their last axis (in the default numerics mode, from ROW_KERNEL_MIN_SIZE
-    elements)."""
+    single axis ``axis`` (default -1). ``mlas`` ("softmax" or "log_softmax") names the row
+    computation of onnxruntime's MLAS kernel (``kernels.rows.softmax_rows``): it takes over for
+    float32 inputs in the default numerics mode (along another axis than the last, on a
+    transposed copy, as onnxruntime does)."""
 
     def register(kernel):
         def run(x, axis, ctx):
             if x.size == 0:
                 return np.empty(x.shape, x.dtype)     # nothing to normalize (onnxruntime, the spec)
-            if (row_kernel is not None and x.dtype == np.float32 and axis == x.ndim - 1
-                    and x.size >= ROW_KERNEL_MIN_SIZE and (ctx is None or ctx.numerics != "spec")):
+            if mlas is not None and x.dtype == np.float32 and (ctx is None or ctx.numerics != "spec"):
                 from ..kernels import rows  # Numba loads on first use
 
-                return getattr(rows, row_kernel)(x.reshape(-1, x.shape[-1])).reshape(x.shape)
+                moved = np.moveaxis(x, axis, -1)
+                y = rows.softmax_rows(moved.reshape(-1, moved.shape[-1]), mlas_wide_kernels(),
+                                      mlas == "log_softmax")
+                return np.moveaxis(y.reshape(moved.shape), -1, axis)
             # onnxruntime computes float16 in float32 and rounds once; numerics="spec" computes
             # in float16 itself, as the spec's reference code (and its test data) do.
             native = x.dtype == np.float16 and ctx is not None and ctx.numerics == "spec"
@@ -262,13 +265,13 @@ def _softmax_op(name: str, row_kernel: str | None = None):
     return register
 
 
-@_softmax_op("Softmax", row_kernel="softmax_rows")
+@_softmax_op("Softmax", mlas="softmax")
 def softmax(x, axis):
     """Y = e^(X - max) / sum(e^(X - max)) along axis
 
-    float32 along the last axis (large enough arrays, default numerics) runs in
-    ``kernels/rows.py``: e^x by a float32 polynomial (within 2 ULP, 1 / sum multiplied in, as
-    onnxruntime does), so results can differ from the NumPy expression in the last bits."""
+    float32 in the default numerics runs onnxruntime's MLAS arithmetic (``kernels/rows.py``):
+    its float32 polynomial e^x, the sum in 16 (AVX-512 CPUs) or 8 SIMD lanes, times 1 / sum.
+    "spec" numerics: NumPy's exp, divided by the sum."""
     e = np.exp(x - np.max(x, axis=axis, keepdims=True))
     return e / np.sum(e, axis=axis, keepdims=True)
 
@@ -289,12 +292,15 @@ def scale_add_softmax(a, b, mask, *, divide, axis, ctx=None):
         return None
     from ..kernels import rows  # Numba loads on first use
 
-    return rows.scale_add_softmax_rows(x, c.reshape(()), divide, mask)
+    return rows.scale_add_softmax_rows(x, c.reshape(()), divide, mask, mlas_wide_kernels())
 
 
-@_softmax_op("LogSoftmax")
+@_softmax_op("LogSoftmax", mlas="log_softmax")
 def log_softmax(x, axis):
-    """Y = X - max - ln(sum(e^(X - max))) along axis"""
+    """Y = X - max - ln(sum(e^(X - max))) along axis
+
+    float32 in the default numerics: onnxruntime's MLAS arithmetic, as Softmax's sum, then
+    (X - max) - logf(sum)."""
     shifted = x - np.max(x, axis=axis, keepdims=True)
     return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
 

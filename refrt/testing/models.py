@@ -145,3 +145,125 @@ def bert_feeds(batch: int = 2, seq: int = 16, vocab: int = 100, seed: int = 0) -
     types[:, seq // 2:] = 1
     return {"input_ids": rng.integers(0, vocab, (batch, seq), dtype=np.int64),
             "attention_mask": mask, "token_type_ids": types}
+
+
+def mobilenet_like(channels: tuple = (16, 24, 32), classes: int = 10, seed: int = 0,
+                   opset: int = 17):
+    """A MobileNetV3-style conv net: input ``image`` (float32 [batch, 3, H, W], H and W multiples of
+    8), output ``probs`` (float32 [batch, classes]).
+
+    A 3x3 stride-2 stem with hard-swish; then per stage a depthwise 3x3 (or 5x5, stride 2)
+    convolution, a squeeze-and-excitation block (GlobalAveragePool, two 1x1 convolutions, Relu,
+    HardSigmoid, Mul), a pointwise 1x1 convolution, Clip(0, 6) or a residual Add; an AveragePool,
+    a ConvTranspose back up and a Sigmoid/Tanh pair; GlobalAveragePool, Flatten, Gemm and Softmax
+    at the head. Batch normalization is folded into the weights, as exporters leave it."""
+    b = _Builder(np.random.default_rng(seed))
+
+    def conv(x, c_in, c_out, k, stride=1, group=1, prefix="conv"):
+        fan_in = c_in // group * k * k
+        w = b.weight(f"{prefix}.weight", (c_out, c_in // group, k, k), scale=1 / np.sqrt(fan_in))
+        bias = b.weight(f"{prefix}.bias", (c_out,), scale=0.1)
+        return b.node("Conv", [x, w, bias], name=prefix, kernel_shape=[k, k], strides=[stride] * 2,
+                      pads=[k // 2] * 4, group=group)
+
+    def hard_swish(x, prefix):
+        gate = b.node("HardSigmoid", [x], name=f"{prefix}.hsig", alpha=1 / 6, beta=0.5)
+        return b.node("Mul", [x, gate], name=f"{prefix}.hswish")
+
+    def squeeze_excite(x, c, prefix):
+        s = b.node("GlobalAveragePool", [x], name=f"{prefix}.pool")
+        s = b.node("Relu", [conv(s, c, max(4, c // 2), 1, prefix=f"{prefix}.reduce")],
+                   name=f"{prefix}.relu")
+        s = conv(s, max(4, c // 2), c, 1, prefix=f"{prefix}.expand")
+        gate = b.node("HardSigmoid", [s], name=f"{prefix}.gate", alpha=0.2, beta=0.5)
+        return b.node("Mul", [x, gate], name=f"{prefix}.scale")
+
+    x = hard_swish(conv("image", 3, channels[0], 3, stride=2, prefix="stem"), "stem")
+    c = channels[0]
+    for i, c_out in enumerate(channels):
+        p = f"block{i}"
+        k, stride = (5, 2) if i % 2 else (3, 1)
+        d = conv(x, c, c, k, stride=stride, group=c, prefix=f"{p}.depthwise")
+        d = b.node("Relu", [d], name=f"{p}.relu") if i % 2 == 0 else hard_swish(d, p)
+        d = squeeze_excite(d, c, f"{p}.se")
+        d = conv(d, c, c_out, 1, prefix=f"{p}.pointwise")
+        if stride == 1 and c_out == c:
+            x = b.node("Add", [x, d], name=f"{p}.residual")
+        else:
+            x = b.node("Clip", [d, b.const("zero", np.array(0, np.float32)),
+                                b.const("six", np.array(6, np.float32))], name=f"{p}.clip")
+        c = c_out
+
+    pooled = b.node("AveragePool", [x], name="avgpool", kernel_shape=[2, 2], strides=[2, 2])
+    w_up = b.weight("up.weight", (c, c, 2, 2), scale=1 / np.sqrt(4 * c))
+    up = b.node("ConvTranspose", [pooled, w_up], name="up", kernel_shape=[2, 2], strides=[2, 2])
+    mixed = b.node("Mul", [b.node("Sigmoid", [up], name="up.sigmoid"),
+                           b.node("Tanh", [x], name="x.tanh")], name="mix")
+    x = b.node("Add", [x, mixed], name="mix.add")
+    spread = b.node("ReduceMean", [x], name="channel_mean", axes=[1], keepdims=1)
+    x = b.node("Sub", [x, spread], name="center")
+    feats = b.node("Flatten", [b.node("GlobalAveragePool", [x], name="head.pool")], name="flatten")
+    logits = b.node("Gemm", [feats, b.weight("fc.weight", (classes, c), scale=1 / np.sqrt(c)),
+                             b.weight("fc.bias", (classes,), scale=0.1)], name="fc", transB=1)
+    b.nodes.append(helper.make_node("Softmax", [logits], ["probs"], name="softmax", axis=-1))
+    graph = helper.make_graph(
+        b.nodes, "mobilenet_like",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 3, "height", "width"])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["batch", classes])], b.inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
+                              producer_name="refrt.testing")
+    model.ir_version = 8
+    return model
+
+
+def speech_rnn(features: int = 40, hidden: int = 32, classes: int = 12, seed: int = 0,
+               opset: int = 17):
+    """A small speech-style recurrent model: input ``frames`` (float32 [time, batch, features]),
+    output ``log_probs`` (float32 [time, batch, classes]).
+
+    A bidirectional LSTM, a GRU over its concatenated directions, a per-frame MatMul + Add,
+    LogSoftmax; with the shape plumbing exporters write (Shape, Gather, Constant, Concat,
+    Reshape) and a ReduceSum/Div frame normalization."""
+    b = _Builder(np.random.default_rng(seed))
+    scale = 1 / np.sqrt(hidden)
+    x = "frames"
+    # Per-utterance normalization over time: x - mean_t(x).
+    total = b.node("ReduceSum", [x, b.const("axis0", np.array([0], np.int64))], name="norm.sum",
+                   keepdims=1)
+    t = b.node("Cast", [b.node("Gather", [b.node("Shape", [x], name="norm.shape"),
+                                          b.const("zero_i", np.array(0, np.int64))],
+                               name="norm.time")], name="norm.time_f", to=TensorProto.FLOAT)
+    x = b.node("Sub", [x, b.node("Div", [total, t], name="norm.mean")], name="norm.center")
+
+    lstm_w = b.weight("lstm.W", (2, 4 * hidden, features), scale=scale)
+    lstm_r = b.weight("lstm.R", (2, 4 * hidden, hidden), scale=scale)
+    lstm_b = b.weight("lstm.B", (2, 8 * hidden), scale=scale)
+    y, _, _ = b.node("LSTM", [x, lstm_w, lstm_r, lstm_b], n_out=3, name="lstm",
+                     hidden_size=hidden, direction="bidirectional")
+    # Y is [T, 2, B, H]: directions next to each other per frame, [T, B, 2H].
+    y = b.node("Transpose", [y], name="lstm.transpose", perm=[0, 2, 1, 3])
+    shape = b.node("Concat", [b.node("Slice", [b.node("Shape", [y], name="lstm.shape"),
+                                               b.const("s0", np.array([0], np.int64)),
+                                               b.const("s2", np.array([2], np.int64))],
+                                     name="lstm.batch_dims"),
+                              b.const("width", np.array([2 * hidden], np.int64))],
+                   name="lstm.new_shape", axis=0)
+    y = b.node("Reshape", [y, shape], name="lstm.merge")
+    gru_w = b.weight("gru.W", (1, 3 * hidden, 2 * hidden), scale=scale)
+    gru_r = b.weight("gru.R", (1, 3 * hidden, hidden), scale=scale)
+    gru_b = b.weight("gru.B", (1, 6 * hidden), scale=scale)
+    g, _ = b.node("GRU", [y, gru_w, gru_r, gru_b], n_out=2, name="gru", hidden_size=hidden,
+                  linear_before_reset=1)
+    g = b.node("Squeeze", [g, b.const("axis1", np.array([1], np.int64))], name="gru.squeeze")
+    logits = b.linear(g, hidden, classes, "classifier")
+    b.nodes.append(helper.make_node("LogSoftmax", [logits], ["log_probs"], name="log_softmax",
+                                    axis=-1))
+    graph = helper.make_graph(
+        b.nodes, "speech_rnn",
+        [helper.make_tensor_value_info("frames", TensorProto.FLOAT, ["time", "batch", features])],
+        [helper.make_tensor_value_info("log_probs", TensorProto.FLOAT, ["time", "batch", classes])],
+        b.inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
+                              producer_name="refrt.testing")
+    model.ir_version = 8
+    return model
