@@ -18,6 +18,7 @@ from ._common import (
     normalize_axes,
     normalize_axis,
 )
+from ._kernels import K
 
 
 def _result(y, dtype) -> np.ndarray:
@@ -233,9 +234,7 @@ def _softmax_op(name: str, row_kernel: str | None = None):
                 return np.empty(x.shape, x.dtype)     # nothing to normalize (onnxruntime, the spec)
             if (row_kernel is not None and x.dtype == np.float32 and axis == x.ndim - 1
                     and x.size >= ROW_KERNEL_MIN_SIZE and (ctx is None or ctx.numerics != "spec")):
-                from ..kernels import rows  # Numba loads on first use
-
-                return getattr(rows, row_kernel)(x.reshape(-1, x.shape[-1])).reshape(x.shape)
+                return getattr(K, row_kernel)(x.reshape(-1, x.shape[-1])).reshape(x.shape)
             # onnxruntime computes float16 in float32 and rounds once; numerics="spec" computes
             # in float16 itself, as the spec's reference code (and its test data) do.
             native = x.dtype == np.float16 and ctx is not None and ctx.numerics == "spec"
@@ -287,9 +286,7 @@ def scale_add_softmax(a, b, mask, *, divide, axis, ctx=None):
             and x.size >= ROW_KERNEL_MIN_SIZE and (ctx is None or ctx.numerics != "spec")
             and normalize_axis(axis, x.ndim) == x.ndim - 1):
         return None
-    from ..kernels import rows  # Numba loads on first use
-
-    return rows.scale_add_softmax_rows(x, c.reshape(()), divide, mask)
+    return K.scale_add_softmax_rows(x, c.reshape(()), divide, mask)
 
 
 @_softmax_op("LogSoftmax")
