@@ -8,7 +8,8 @@
   - ``"cat": "Session"`` events: ``model_loading_uri`` (a path) or ``model_loading_array`` (bytes or
     a ModelProto), ``session_initialization``, and per run ``model_run`` with
     ``SequentialExecutor::Execute`` inside it (the node loop);
-  - one ``"cat": "Node"`` event per node run, named ``<node name>_kernel_time``, whose ``args``
+  - one ``"cat": "Node"`` event per node run, named ``<node name>_kernel_time`` (an unnamed node
+    is ``<op type>_<index in its graph>``, as onnxruntime names it), whose ``args``
     carry ``op_name``, ``provider``, ``node_index``, ``input_type_shape`` / ``output_type_shape``
     (``[{"float": [2, 64]}, ...]``), and ``activation_size``, ``parameter_size``, ``output_size``
     in bytes (as strings, as onnxruntime writes them).
@@ -114,20 +115,22 @@ class Profiler:
 
     def on_node(self, node, inputs, outputs) -> None:
         start = self._node_start
+        index = self.node_index.get(id(node), -1)
         names = list(node.input)
         activation = sum(_nbytes(v) for n, v in zip(names, inputs) if n and n not in self.parameters)
         parameter = sum(_nbytes(v) for n, v in zip(names, inputs) if n and n in self.parameters)
         args = {
             "op_name": node.op_type,
             "provider": PROVIDER,
-            "node_index": str(self.node_index.get(id(node), -1)),
+            "node_index": str(index),
             "activation_size": str(activation),
             "parameter_size": str(parameter),
             "output_size": str(sum(_nbytes(v) for v in outputs)),
             "input_type_shape": [t for t in map(_type_shape, inputs) if t is not None],
             "output_type_shape": [t for t in map(_type_shape, outputs) if t is not None],
         }
-        self.event("Node", f"{node.name or node.op_type}_kernel_time", start, args)
+        # an unnamed node is "<op type>_<index>", the name onnxruntime gives it
+        self.event("Node", f"{node.name or f'{node.op_type}_{index}'}_kernel_time", start, args)
 
     # ---- the file
     def write(self) -> str:

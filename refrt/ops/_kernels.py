@@ -74,6 +74,7 @@ _PACKAGE = __name__.rsplit(".", 2)[0] + ".kernels"     # refrt.kernels (the kern
 # (Numba side, twin side): name -> (module, attribute), found once. The attribute is read from
 # the module on every look-up, so a test that patches a kernel module sees its patch used.
 _resolved: tuple[dict, dict] = ({}, {})
+_overrides: dict = {}        # name -> function set on K (see _Door.__setattr__)
 
 
 def resolve(name: str, twins: bool) -> tuple:
@@ -90,10 +91,17 @@ def resolve(name: str, twins: bool) -> tuple:
 
 class _Door:
     """``K.<name>``: the kernel or the twin for the run in progress (see the module docstring).
-    An attribute set on ``K`` itself (a test's monkeypatch) is used in both modes."""
+
+    Setting ``K.<name>`` (a test's monkeypatch) replaces the Numba-side function, as seen through
+    the door only; setting it back to the kernel itself removes the replacement, so a restored
+    patch leaves nothing behind. Twin mode always runs the twins."""
+
+    __slots__ = ()
 
     def __getattr__(self, name):
         twins = TWINS.get()
+        if _overrides and not twins and name in _overrides:
+            return _overrides[name]
         try:
             module, attr = _resolved[twins][name]
         except KeyError:
@@ -101,6 +109,15 @@ class _Door:
                 raise AttributeError(f"no kernel named {name!r} (refrt.ops._kernels.KERNELS)") from None
             module, attr = resolve(name, twins)
         return getattr(module, attr)
+
+    def __setattr__(self, name, value):
+        if name not in KERNELS:
+            raise AttributeError(f"no kernel named {name!r} (refrt.ops._kernels.KERNELS)")
+        module, attr = _resolved[False].get(name) or resolve(name, False)
+        if value is getattr(module, attr):
+            _overrides.pop(name, None)
+        else:
+            _overrides[name] = value
 
     def __dir__(self):
         return sorted(KERNELS)
