@@ -179,3 +179,18 @@ def test_importing_refrt_leaves_the_environment_alone():
     code = ("import os; before = dict(os.environ); import refrt; "
             "assert dict(os.environ) == before; import sys; assert 'numba' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("mode", ["dynamic", "static QOperator"])
+def test_avx2_saturation_emulation_same_bits(digits, mode, tmp_path, door):
+    """The kernels that reproduce onnxruntime's int16 saturation (u8 x s8 GEMM and convolutions)
+    against their twins."""
+    model, data = digits
+    q = quantized(model, tmp_path / "q.onnx", mode, {"input": data["calib"][:32]})
+    # inputs scaled up so that pairs of byte products exceed int16 and saturate
+    results = run_both_ways(q, {"input": data["x"][:16] * 4}, emulate_avx2_u8s8=True)
+    assert_same_bits(results)
+    _, twin_side = door
+    assert "gemm_u8s8_avx2_saturating" in twin_side, sorted(twin_side)
+    if mode == "static QOperator":      # uint8 activations x int8 weights: the saturating conv
+        assert "conv_u8s8_avx2_saturating" in twin_side, sorted(twin_side)
