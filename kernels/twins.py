@@ -260,6 +260,167 @@ def erf_f32_twin(x):
     return np.where(np.signbit(x), -r, r).astype(f32)
 
 
+# ---------------------------------------------------------------- twins for refrt's twin mode
+#
+# ``refrt.ops._kernels`` hands these out instead of the Numba kernels when a session runs in twin
+# mode (``SessionOptions.kernels = "twins"``). Each takes the arguments its kernel takes and
+# returns the same bits. Packing (a kernel's private weight layout) has nothing to do in NumPy:
+# the pack twins return the plain matrix, which the GEMM twins take as it is.
+
+_LANES = 16   # the float32 lanes of the row kernels (kernels.vec.LANES)
+
+
+def _plain_b(b):
+    """B [K, N] from a plain array or from ``gemm.PackedB`` (whose ``bt`` is B transposed)."""
+    return b.bt.T if hasattr(b, "bt") else np.asarray(b)
+
+
+def pack_b_twin(b, transposed=False):
+    """No packing: B [K, N] itself (``transposed``: b given as [N, K])."""
+    b = _plain_b(b)
+    return b.T if transposed else b
+
+
+def gemm_int8_scaled_twin(a, b, a_zp=0, b_zp=0, scale=1.0, bias=None, kernel="auto"):
+    """float32((a - a_zp) @ (b - b_zp)) * scale (+ bias): the exact int32 product, then the
+    Cast -> Mul -> Add epilogue."""
+    return scale_bias_int32_twin(gemm_int8_twin(a, _plain_b(b), a_zp, b_zp), scale, bias)
+
+
+class ScaledGemmTwin:
+    """``gemm.ScaledGemm`` prepares B for the VNNI/AMX kernels; a twin has nothing to prepare, so
+    ``runs_here`` says no and the caller takes ``gemm_int8_scaled`` (the same bits)."""
+
+    @staticmethod
+    def runs_here() -> bool:
+        return False
+
+
+def pack_conv_weights_twin(w, group=1):
+    """No packing for the convolution twin (``conv_int8_twin`` reads w as it is)."""
+    return None
+
+
+def conv_int8_packed_twin(x, w, x_zp=0, w_zp=0, group=1, pads=None, strides=None, dilations=None,
+                          packed=None):
+    """``conv_int8_twin`` with ``conv_int8``'s signature (``packed`` is ignored)."""
+    return conv_int8_twin(x, w, x_zp, w_zp, group, pads, strides, dilations)
+
+
+def conv_integer_s8u8_avx2_saturating_twin(x, w, x_zp=0, w_zp=0, group=1, pads=None, strides=None,
+                                           dilations=None):
+    """onnxruntime's ConvInteger with int8 x and uint8 w on AVX2 without VNNI: per image and group,
+    A = the weights [Mg, Cg * KK] (k = c * KK + r), B = im2col of x [Cg * KK, L] (padding read as
+    x_zp), C = A @ B with each pair of raw byte products saturated to int16
+    (``gemm_u8s8_avx2_saturating_twin``: the weights' zero points per row, x's for every column)."""
+    nd = x.ndim - 2
+    pads = list(pads) if pads is not None else [0] * (2 * nd)
+    strides = list(strides) if strides is not None else [1] * nd
+    dilations = list(dilations) if dilations is not None else [1] * nd
+    n, c = x.shape[:2]
+    m = w.shape[0]
+    cg, mg = c // group, m // group
+    wz = _column(0 if w_zp is None else w_zp, m)
+    out = [_out_size(x.shape[2 + d], w.shape[2 + d], pads[d], pads[d + nd], strides[d], dilations[d])
+           for d in range(nd)]
+    w_rows = w.reshape(group, mg, -1)
+    y = np.empty((n, m) + tuple(out), dtype=np.int32)
+    for i in range(n):
+        for g in range(group):
+            cols = im2col_int8_twin(x[i, g * cg:(g + 1) * cg], w.shape[2:], pads, strides, dilations, x_zp)
+            acc = gemm_u8s8_avx2_saturating_twin(w_rows[g], cols, wz[g * mg:(g + 1) * mg], int(x_zp))
+            y[i, g * mg:(g + 1) * mg] = acc.reshape((mg,) + tuple(out))
+    return y
+
+
+def pack_blockwise_b_twin(b, block_size):
+    """No packing: B [N, K] itself (``blockwise_matmul_int8_twin`` reads it as it is)."""
+    return np.asarray(b)
+
+
+def checked_dynamic_quantize_linear_twin(x, mode="ort"):
+    """``dynamic_quantize_linear_twin`` refusing what the kernel refuses: a NaN or an infinity
+    makes the range (hence scale and zero point) undefined."""
+    x = np.asarray(x, dtype=np.float32)
+    if x.size and np.isnan(x).any():
+        raise ValueError("x contains NaN: the quantization range is undefined")
+    if x.size and not np.isfinite(x).all():
+        raise ValueError("x contains an infinity: the quantization range is infinite")
+    return dynamic_quantize_linear_twin(x, mode)
+
+
+# -- float32 kernels
+
+
+def gelu_erf_f32_twin(x, divide, c, one, half, form):
+    """GELU's erf form step by step, each a float32 operation: u = x / c (``divide``) or x * c;
+    a = erf(u) + one (onnxruntime's erf, ``erf_f32_twin``); then the graph's grouping ``form``:
+    "(x*a)*h", "(x*h)*a" or "x*(a*h)" with h = half."""
+    f32 = np.float32
+    x = np.asarray(x, f32)
+    c, one, half = f32(c), f32(one), f32(half)
+    u = x / c if divide else x * c
+    a = erf_f32_twin(u) + one
+    if form == "(x*a)*h":
+        return (x * a) * half
+    if form == "(x*h)*a":
+        return (x * half) * a
+    return x * (a * half)
+
+
+def logistic_f32_twin(x):
+    """onnxruntime's float32 sigmoid: x clamped to [-18, 18], x * p(x^2) / q(x^2) + 0.5 with
+    Horner's rule in fused multiply-adds, clamped to [0, 1] (``activations.mlas_logistic``)."""
+    from .activations import mlas_logistic
+
+    return mlas_logistic(x)
+
+
+def tanh_f32_twin(x):
+    """onnxruntime's float32 tanh: x clamped to [-9, 9], x * p(x^2) / q(x^2) with Horner's rule
+    in fused multiply-adds (``activations.mlas_tanh``)."""
+    from .activations import mlas_tanh
+
+    return mlas_tanh(x)
+
+
+def batched_matmul_f32_twin(a, b):
+    """a [..., M, K] @ b [..., K, N] (batch axes broadcast), each output the fused multiply-add
+    over k in order from 0: c = fma(a[m, k], b[k, n], c), one rounding per step."""
+    a = np.asarray(a, np.float32)
+    b = np.asarray(b, np.float32)
+    batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    a = np.broadcast_to(a, batch + a.shape[-2:])
+    b = np.broadcast_to(b, batch + b.shape[-2:])
+    c = np.zeros(batch + (a.shape[-2], b.shape[-1]), np.float32)
+    for k in range(a.shape[-1]):
+        c = fma32(a[..., :, k:k + 1], b[..., k:k + 1, :], c)
+    return c
+
+
+class PlainF32:
+    """What ``pack_b_f32_twin`` returns: B [K, N] itself, with the sizes ``k`` and ``n`` that
+    callers of ``fgemm.pack_b_f32`` read."""
+
+    def __init__(self, b):
+        self.b = np.asarray(b, np.float32)
+        self.k, self.n = self.b.shape
+
+
+def pack_b_f32_twin(b):
+    """No packing: B [K, N] itself (``PlainF32``)."""
+    return PlainF32(b)
+
+
+def matmul_packed_f32_twin(a, packed, bias=None):
+    """a [..., K] @ B [K, N] as fused multiply-adds over k from 0 (``batched_matmul_f32_twin``),
+    then one float32 addition of ``bias``."""
+    b = packed.b
+    y = batched_matmul_f32_twin(np.asarray(a, np.float32).reshape(-1, b.shape[0]), b)
+    y = y.reshape(np.shape(a)[:-1] + (b.shape[1],))
+    return y if bias is None else y + np.asarray(bias, np.float32)
+
+
 def _lane_sums(v, lanes):
     """Per row, lane k's left-to-right float sum of v[:, k], v[:, k + lanes], ... (the row padded
     with zeros to whole blocks): [rows, lanes]."""
@@ -271,7 +432,7 @@ def _lane_sums(v, lanes):
         np.zeros((rows, lanes), v.dtype)
 
 
-def layer_norm_rows_twin(x, scale, bias, eps):
+def layer_norm_rows_twin(x, scale, bias=None, epsilon=1e-5):
     """``rows.layer_norm_rows``: onnxruntime's AVX2 layer norm, one vector operation per step."""
     f32 = np.float32
     x = np.asarray(x, f32)
@@ -292,9 +453,10 @@ def layer_norm_rows_twin(x, scale, bias, eps):
     sq = (half[:, 0] + half[:, 2]) + (half[:, 1] + half[:, 3])
     for j in range(full8, n):
         sq = fma32(d[:, j], d[:, j], sq)
-    inv = f32(1) / np.sqrt(sq / f32(n) + f32(eps))
+    inv = f32(1) / np.sqrt(sq / f32(n) + f32(epsilon))
     t = d * inv[:, None]
-    y = t * np.asarray(scale, f32) if bias is None else fma32(t, scale, bias)
+    scale = np.asarray(scale, f32).reshape(-1)
+    y = t * scale if bias is None else fma32(t, scale, np.asarray(bias, f32).reshape(-1))
     return y, mean, inv
 
 
@@ -315,6 +477,8 @@ def softmax_rows_twin(x, wide=False, log=False):
 
     f32 = np.float32
     x = np.asarray(x, f32)
+    if x.size == 0:
+        return np.empty(x.shape, f32)
     negmax = -np.max(x, axis=1, keepdims=True)
     v = x + negmax
     lower = E.LOWER_WIDE if wide else E.LOWER
@@ -339,3 +503,31 @@ def softmax_rows_twin(x, wide=False, log=False):
     if log:
         return (x + negmax) - _logf(total)[:, None]
     return e * (f32(1) / total)[:, None]
+
+
+def add_layer_norm_rows_twin(a, b, scale, bias=None, epsilon=1e-5):
+    """``layer_norm_rows_twin(a + b, ...)``: the float32 sum, then the layer norm."""
+    return layer_norm_rows_twin(np.asarray(a, np.float32) + np.asarray(b, np.float32), scale, bias, epsilon)
+
+
+def scale_add_softmax_rows_twin(x, c, divide, mask, wide=False):
+    """softmax((x / c if divide else x * c) + mask) along the last axis, each step a float32
+    operation (``softmax_rows_twin``); None where the kernel declines (not float32, x below 2-D,
+    a mask that would widen x)."""
+    if x.ndim < 2 or x.dtype != np.float32 or mask.dtype != np.float32:
+        return None
+    try:
+        if np.broadcast_shapes(x.shape, mask.shape) != x.shape:
+            return None
+    except ValueError:
+        return None
+    c = np.float32(c)
+    t = (x / c if divide else x * c) + mask
+    return softmax_rows_twin(t.reshape(-1, x.shape[-1]), wide).reshape(x.shape)
+
+
+__all__ += ["pack_b_twin", "gemm_int8_scaled_twin", "ScaledGemmTwin", "pack_conv_weights_twin",
+            "conv_int8_packed_twin", "conv_integer_s8u8_avx2_saturating_twin", "pack_blockwise_b_twin",
+            "checked_dynamic_quantize_linear_twin", "gelu_erf_f32_twin", "logistic_f32_twin",
+            "tanh_f32_twin", "batched_matmul_f32_twin", "pack_b_f32_twin", "PlainF32", "matmul_packed_f32_twin",
+            "add_layer_norm_rows_twin", "scale_add_softmax_rows_twin"]

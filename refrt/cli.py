@@ -2,7 +2,7 @@
 
     refrt run MODEL [--input NAME=FILE.npy ...] [--random-inputs] [--dim NAME=SIZE ...]
                     [--range [NAME=]LO:HI ...] [--numerics ort|spec] [--emulate-avx2-u8s8]
-                    [--trace] [--compare-ort] [--json]
+                    [--trace] [--profile [PREFIX]] [--compare-ort] [--json]
     refrt quantize IN OUT --mode dynamic|static [...]   (refrt quantize --help)
     refrt demo [--json]     the bundled digits CNN: refrt vs onnxruntime
     refrt compare MODEL --against REF [...]   every tensor vs a reference (refrt compare --help)
@@ -54,22 +54,91 @@ def _fmt_stats(d: dict) -> str:
 
 
 class Tracer:
-    """A hook printing one line per node: op, name, output dtype/shape/range, time."""
+    """A hook printing one line per node: its run time, the time Numba spent compiling for it,
+    op, name, each output's dtype/shape/range, and the scale / zero point of the quantized
+    tensors it reads or writes.
 
-    def __init__(self, out=sys.stdout, as_json=False):
+    Compile time is measured, not guessed: Numba compiles a kernel on the first call with each
+    new argument signature (or loads that compile from its on-disk cache), holding its compiler
+    lock meanwhile, and announces the lock's taking and release as events;
+    ``refrt.profiling.CompileClock`` adds up the time inside. A node's ``ms`` is its wall time
+    minus that ``jit ms``, so a first run's numbers are comparable with a warm run's. Creating a
+    Tracer imports Numba (so that importing it is not counted as a node's time either).
+
+    With ``session`` the name and op columns are as wide as the model's longest name and op
+    type; without, they widen as longer ones come. Call :meth:`close` when done (it stops
+    listening to Numba).
+    """
+
+    def __init__(self, out=sys.stdout, as_json=False, session=None):
+        from .profiling import CompileClock
+
         self.out, self.as_json, self.records, self._t0 = out, as_json, [], 0.0
+        self.clock = CompileClock().start()
+        self._jit0, self._compiled0 = 0.0, 0
+        self.op_width, self.name_width = 12, 12
+        if session is not None:
+            nodes = list(_all_nodes(session.model.graph))
+            self.op_width = max([self.op_width] + [len(n.op_type) for n in nodes])
+            self.name_width = max([self.name_width] + [len(n.name or "-") for n in nodes])
+        self._header = False
 
     def before_node(self, node, inputs):
+        self._jit0, self._compiled0 = self.clock.seconds, len(self.clock.compiled)
         self._t0 = time.perf_counter()
 
     def on_node(self, node, inputs, outputs):
-        ms = (time.perf_counter() - self._t0) * 1e3
-        rec = {"op": node.op_type, "name": node.name, "ms": ms,
+        from .profiling import quant_params
+
+        wall = time.perf_counter() - self._t0
+        jit = self.clock.seconds - self._jit0
+        rec = {"op": node.op_type, "name": node.name, "ms": (wall - jit) * 1e3,
+               "compile_ms": jit * 1e3, "compiled": self.clock.compiled[self._compiled0:],
                "outputs": {n: stats(v) for n, v in zip(node.output, outputs) if n}}
+        quant = quant_params(node, inputs, outputs)
+        if quant:
+            rec["quant"] = quant
         self.records.append(rec)
         if not self.as_json:
-            outs = "; ".join(f"{n}: {_fmt_stats(s)}" for n, s in rec["outputs"].items())
-            print(f"{ms:9.3f} ms  {node.op_type:<20} {node.name or '-':<24} {outs}", file=self.out)
+            self._print(node, rec)
+
+    def _print(self, node, rec):
+        self.op_width = max(self.op_width, len(node.op_type))
+        self.name_width = max(self.name_width, len(node.name or "-"))
+        if not self._header:
+            self._header = True
+            print(f"{'run ms':>9} {'jit ms':>9}  {'op':<{self.op_width}}  {'name':<{self.name_width}}"
+                  f"  outputs [quantization: scale, zero point]", file=self.out)
+        jit = f"{rec['compile_ms']:9.3f}" if rec["compile_ms"] else f"{'-':>9}"
+        outs = "; ".join(f"{n}: {_fmt_stats(s)}" for n, s in rec["outputs"].items())
+        if "quant" in rec:
+            outs += "  [" + "; ".join(
+                f"{q['tensor']}: s={q.get('scale', '-')} zp={q.get('zero_point', '-')}"
+                for q in rec["quant"]) + "]"
+        print(f"{rec['ms']:9.3f} {jit}  {node.op_type:<{self.op_width}}  "
+              f"{node.name or '-':<{self.name_width}}  {outs}", file=self.out)
+
+    def summary(self) -> str:
+        """One line: total run time and Numba compile time over the traced nodes."""
+        run = sum(r["ms"] for r in self.records)
+        jit = sum(r["compile_ms"] for r in self.records)
+        compiled = sum(len(r["compiled"]) for r in self.records)
+        return (f"{len(self.records)} nodes: {run:.3f} ms running, {jit:.3f} ms in Numba's JIT "
+                f"({compiled} kernel signature{'s' if compiled != 1 else ''} compiled, the rest "
+                f"loaded from Numba's cache)" if jit else
+                f"{len(self.records)} nodes: {run:.3f} ms running, no JIT compile")
+
+    def close(self) -> None:
+        self.clock.stop()
+
+
+def _all_nodes(graph):
+    """The nodes of a graph and of its subgraphs."""
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            for g in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                yield from _all_nodes(g)
 
 
 def _ort_session(model_bytes: bytes):
@@ -104,7 +173,10 @@ def _session_options(args) -> dict:
 
 
 def cmd_run(args) -> int:
-    sess = InferenceSession(args.model, **_session_options(args))
+    profiling = {}
+    if args.profile is not None:
+        profiling = {"enable_profiling": True, "profile_file_prefix": args.profile}
+    sess = InferenceSession(args.model, **_session_options(args), **profiling)
     feeds = {}
     if args.random_inputs:
         dims = dict(split_pair(d, "--dim") for d in args.dim)
@@ -116,7 +188,7 @@ def cmd_run(args) -> int:
         feeds[name] = np.load(path, allow_pickle=False)
     tracer = None
     if args.trace:
-        tracer = Tracer(sys.stderr if args.json else sys.stdout, as_json=args.json)
+        tracer = Tracer(sys.stderr if args.json else sys.stdout, as_json=args.json, session=sess)
         sess.add_hook(tracer)
     t0 = time.perf_counter()
     try:
@@ -126,19 +198,29 @@ def cmd_run(args) -> int:
             raise RefrtError(f"{e}\n(random integer inputs span their type's whole range; index-like "
                              "inputs need --range NAME=LO:HI)") from e
         raise
+    finally:
+        if tracer:
+            tracer.close()
     elapsed = time.perf_counter() - t0
+    profile = sess.end_profiling() if profiling else None
     names = [o.name for o in sess.get_outputs()]
     report = {"model": args.model, "seconds": elapsed, "numerics": args.numerics,
               "emulate_avx2_u8s8": args.emulate_avx2_u8s8,
               "outputs": {n: stats(v) for n, v in zip(names, outputs)}}
     if tracer:
         report["trace"] = tracer.records
+    if profile:
+        report["profile"] = profile
     if args.compare_ort:
         report.update(_compare_with_ort(args, sess, feeds, names, outputs))
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
+    if tracer:
+        print(tracer.summary())
     print(f"ran {os.path.basename(args.model)} in {elapsed * 1e3:.2f} ms")
+    if profile:
+        print(f"profile (onnxruntime's format): {profile}")
     for n, s in report["outputs"].items():
         print(f"  {n}: {_fmt_stats(s)}")
     if args.compare_ort:
@@ -329,7 +411,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "spec: the ONNX specification literally")
     r.add_argument("--emulate-avx2-u8s8", action="store_true",
                    help="reproduce onnxruntime's int16 saturation in its AVX2 uint8 x int8 GEMM")
-    r.add_argument("--trace", action="store_true", help="one line per node")
+    r.add_argument("--trace", action="store_true",
+                   help="one line per node: run time apart from Numba's compile time, outputs, "
+                        "scale and zero point of quantized tensors")
+    r.add_argument("--profile", nargs="?", const="onnxruntime_profile_", default=None,
+                   metavar="PREFIX",
+                   help="write a profile in onnxruntime's JSON format (Chrome trace events) to "
+                        "PREFIX_<date>_<time>.json (default prefix: onnxruntime_profile_)")
     r.add_argument("--compare-ort", action="store_true",
                    help="run onnxruntime on the same feeds and report the error per output")
     r.add_argument("--json", action="store_true")

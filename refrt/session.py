@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -12,9 +13,13 @@ from onnx import ModelProto
 from . import executor, registry
 from .errors import InputError, ModelError
 from .graph import PlanContext, build_plan, load_model, opset_map
+from .ops._kernels import TWINS
 from .types import check_value, shape_of, type_string
 
 NUMERICS_MODES = ("ort", "spec")
+KERNEL_PATHS = ("numba", "twins")
+KERNELS_ENV = "REFRT_KERNELS"           # read when a session is created, never at import
+KERNELS_CONFIG = "refrt.kernels"        # SessionOptions.add_session_config_entry key
 
 
 class GraphOptimizationLevel:
@@ -39,10 +44,17 @@ class SessionOptions:
     * ``max_tensor_bytes``: the most bytes one tensor whose size comes from the model or its data
       may take (a sparse tensor densified, ConstantOfShape/Expand/Tile/Range/Pad/Resize outputs);
       above it the node fails with a NodeError naming the bytes. None: half the machine's memory.
+    * ``kernels``: ``"numba"`` runs the Numba kernels of ``kernels/``; ``"twins"`` runs each
+      one's NumPy twin (``kernels/twins.py``) instead, the same bits, so that a debugger steps
+      through the arithmetic in Python. None (default): the session config entry
+      ``refrt.kernels``, else the environment variable ``REFRT_KERNELS`` (read when the session
+      is created), else ``"numba"``. See :func:`kernel_path`.
 
     refrt uses ``graph_optimization_level`` (``ORT_DISABLE_ALL`` runs every node on its own),
-    ``intra_op_num_threads`` (onnxruntime's DynamicQuantizeLSTM results depend on it) and
-    ``log_severity_level``. onnxruntime's other attributes are accepted, so that code written for
+    ``intra_op_num_threads`` (onnxruntime's DynamicQuantizeLSTM results depend on it),
+    ``log_severity_level``, and ``enable_profiling`` with ``profile_file_prefix`` (a profile in
+    onnxruntime's JSON format, written by ``InferenceSession.end_profiling()``; see
+    ``refrt.profiling``). onnxruntime's other attributes are accepted, so that code written for
     onnxruntime runs, but a session built with one of them changed from its default warns that
     refrt does not implement it (``IGNORED``). Setting an attribute onnxruntime does not have
     raises AttributeError, as onnxruntime does.
@@ -50,11 +62,12 @@ class SessionOptions:
 
     # onnxruntime's attributes refrt accepts but does not act on, with their defaults
     IGNORED = {"enable_cpu_mem_arena": True, "enable_mem_pattern": True, "enable_mem_reuse": True,
-               "enable_profiling": False, "execution_mode": 0, "execution_order": 0,
+               "execution_mode": 0, "execution_order": 0,
                "log_verbosity_level": 0, "logid": "", "optimized_model_filepath": "",
-               "profile_file_prefix": "onnxruntime_profile_", "use_deterministic_compute": False}
+               "use_deterministic_compute": False}
     _USED = ("graph_optimization_level", "intra_op_num_threads", "inter_op_num_threads",
-             "log_severity_level", "numerics", "emulate_avx2_u8s8", "max_tensor_bytes")
+             "log_severity_level", "numerics", "emulate_avx2_u8s8", "max_tensor_bytes", "kernels",
+             "enable_profiling", "profile_file_prefix")
 
     def __init__(self, **options):
         self.graph_optimization_level = GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -64,6 +77,9 @@ class SessionOptions:
         self.numerics = "ort"
         self.emulate_avx2_u8s8 = False
         self.max_tensor_bytes = None     # refrt's limit on one tensor sized from data (None: half the RAM)
+        self.kernels = None              # "numba" or "twins"; None: config entry, env, "numba"
+        self.enable_profiling = False
+        self.profile_file_prefix = "onnxruntime_profile_"
         self.config_entries: dict[str, str] = {}
         for k, v in self.IGNORED.items():
             setattr(self, k, v)
@@ -91,10 +107,14 @@ class SessionOptions:
 
 
 class RunOptions:
-    """onnxruntime's RunOptions: ``terminate`` (set it from another thread to stop a run between
-    two nodes, with a RunAborted error), ``log_severity_level``, ``logid``, run config entries; plus
-    refrt's ``time_limit`` in seconds (None: no limit), also taken from the config entry
-    ``refrt.time_limit_s``."""
+    """onnxruntime's RunOptions: ``terminate`` (set it, before or during a run, from any thread, to
+    stop the run before its next node with a RunAborted error), ``logid`` (onnxruntime's run tag:
+    a profiled run's ``model_run`` event carries it as ``args.run_tag``), ``log_severity_level``,
+    ``log_verbosity_level``, ``only_execute_path_to_fetches`` (accepted; refrt runs every node of
+    the plan, which gives the same outputs), run config entries, ``add_active_adapter`` (accepted
+    and kept; refrt has no LoRA adapters); plus refrt's ``time_limit`` in seconds (None: no
+    limit), also taken from the config entry ``refrt.time_limit_s``. onnxruntime's own RunOptions
+    object is accepted by ``InferenceSession.run`` as well."""
 
     def __init__(self, **options):
         self.terminate = False
@@ -104,6 +124,7 @@ class RunOptions:
         self.only_execute_path_to_fetches = False
         self.time_limit: float | None = None
         self.config_entries: dict[str, str] = {}
+        self.active_adapters: list = []
         for k, v in options.items():
             if not hasattr(self, k):
                 raise TypeError(f"unknown run option {k!r}")
@@ -114,6 +135,31 @@ class RunOptions:
 
     def get_run_config_entry(self, key: str) -> str:
         return self.config_entries[key]
+
+    def add_active_adapter(self, adapter) -> None:
+        self.active_adapters.append(adapter)
+
+
+def kernel_path(options) -> str:
+    """``"numba"`` or ``"twins"`` for a session built with ``options``: its ``kernels`` attribute
+    when set, else its config entry ``refrt.kernels``, else the environment variable
+    ``REFRT_KERNELS``, else ``"numba"``."""
+    import os
+
+    value = getattr(options, "kernels", None)
+    source = "SessionOptions.kernels"
+    if value is None:
+        value = (getattr(options, "config_entries", None) or {}).get(KERNELS_CONFIG)
+        source = f"session config entry {KERNELS_CONFIG!r}"
+    if value is None:
+        value = os.environ.get(KERNELS_ENV) or None
+        source = f"environment variable {KERNELS_ENV}"
+    if value is None:
+        return "numba"
+    value = str(value).strip().lower()
+    if value not in KERNEL_PATHS:
+        raise ValueError(f"{source} must be one of {KERNEL_PATHS}, not {value!r}")
+    return value
 
 
 def _guard(run_options):
@@ -157,6 +203,12 @@ class InferenceSession:
     def __init__(self, path_or_bytes, sess_options=None, providers=None, provider_options=None,
                  **options):
         self._options = _merge_options(sess_options, options)
+        self._twins = kernel_path(self._options) == "twins"
+        self._profiler = None
+        if self._options.enable_profiling:
+            from .profiling import Profiler
+
+            self._profiler = Profiler(self._options.profile_file_prefix)
         token = registry.TENSOR_LIMIT.set(self._options.max_tensor_bytes)
         try:
             self._load(path_or_bytes, providers)
@@ -164,10 +216,16 @@ class InferenceSession:
             registry.TENSOR_LIMIT.reset(token)
 
     def _load(self, path_or_bytes, providers):
+        prof = self._profiler
+        started = prof.now() if prof else 0
         try:
             model, self._base_dir, blobs = load_model(path_or_bytes)
         except RecursionError:
             raise ModelError("the model is nested too deeply to read (subgraphs within subgraphs)") from None
+        if prof:
+            prof.event("Session", "model_loading_uri" if isinstance(path_or_bytes, (str, os.PathLike))
+                       else "model_loading_array", started)
+            started = prof.now()
         _check_versions(model)
         self._model = model
         self._blobs = blobs     # weights read apart from the proto; see the model property
@@ -190,6 +248,11 @@ class InferenceSession:
         self._overridable = [vi for vi in model.graph.input if vi.name in inits]
         self._declared = {vi.name: vi.type for vi in model.graph.input}
         self._providers = _providers(providers)
+        if prof:
+            prof.index_nodes(model.graph)
+            prof.parameters = frozenset(inits)
+            self._profiled = executor.split_hooks(self._hooks + [prof])
+            prof.event("Session", "session_initialization", started)
 
     # ---- onnxruntime's description API
     def get_inputs(self) -> list[NodeArg]:
@@ -234,11 +297,27 @@ class InferenceSession:
         """Call ``hook(node, inputs, outputs)`` after every node (``hook.on_node`` for objects;
         an object's ``before_node(node, inputs)`` is called before it)."""
         self._hooks.append(hook)
-        self._split = executor.split_hooks(self._hooks)
+        self._rehook()
 
     def remove_hook(self, hook) -> None:
         self._hooks.remove(hook)
+        self._rehook()
+
+    def _rehook(self) -> None:
         self._split = executor.split_hooks(self._hooks)
+        if self._profiler is not None:     # the profiler times each node last, after the hooks
+            self._profiled = executor.split_hooks(self._hooks + [self._profiler])
+
+    # ---- profiling (onnxruntime's API)
+    def end_profiling(self) -> str:
+        """Write the profile (``SessionOptions.enable_profiling``) to
+        ``<profile_file_prefix>_<date>_<time>.json`` in onnxruntime's format and return the file
+        name; "" when profiling is off or the profile was already written."""
+        return "" if self._profiler is None else self._profiler.write()
+
+    def get_profiling_start_time_ns(self) -> int:
+        """When profiling started (time.time_ns()), 0 when it is off."""
+        return 0 if self._profiler is None else self._profiler.start_ns
 
     # ---- running
     def run(self, output_names, input_feed: dict, run_options=None) -> list:
@@ -246,6 +325,7 @@ class InferenceSession:
         ``run_options`` (refrt's or onnxruntime's RunOptions): ``terminate`` set from another
         thread stops the run between two nodes; refrt's ``time_limit`` bounds it in seconds."""
         plan = self._plan
+        run_started = self._profiler.now() if self._profiler is not None else 0
         if output_names is None:
             output_names = plan.output_names
         known = set(plan.output_names)
@@ -269,14 +349,32 @@ class InferenceSession:
         guard = _guard(run_options)
         token = executor.RUN_GUARD.set(guard)
         limit = registry.TENSOR_LIMIT.set(self._options.max_tensor_bytes)
+        twins = TWINS.set(True) if self._twins else None
         try:
-            results = executor.run_plan(plan, env, self._split)
+            if self._profiler is None:
+                results = executor.run_plan(plan, env, self._split)
+            else:
+                results = self._profiled_run(plan, env, run_options, run_started)
         finally:
             executor.RUN_GUARD.reset(token)
             registry.TENSOR_LIMIT.reset(limit)
+            if twins is not None:
+                TWINS.reset(twins)
         by_name = dict(zip(plan.output_names, results))
         fed, given = _fed_ids(input_feed), set()
         return [_detach(by_name[n], fed, given) for n in output_names]
+
+    def _profiled_run(self, plan, env, run_options, started: int):
+        """The run as onnxruntime's ``model_run`` event (from ``started``: feeds checked too) with
+        ``SequentialExecutor::Execute`` inside (the node loop); the profiler, a hook, records one
+        event per node."""
+        prof = self._profiler
+        tag = getattr(run_options, "logid", "") if run_options is not None else ""
+        executing = prof.now()
+        results = executor.run_plan(plan, env, self._profiled)
+        prof.event("Session", "SequentialExecutor::Execute", executing)
+        prof.event("Session", "model_run", started, {"run_tag": tag} if tag else {})
+        return results
 
 
 def _detach(value, fed: set, given: set):

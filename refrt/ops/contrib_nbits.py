@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import kernels as K
 from ..registry import op
 from ._common import once_per_session
+from ._kernels import K
 from .contrib_quant import MS
 
 _F32 = np.float32
@@ -49,7 +49,7 @@ def _nbits_int8_weights(q, zp, block_size):
     """B - zp (integers: codes minus uint8 or default zero points) as int16 [N, K], packed for
     the blockwise int8 kernel."""
     zk = zp.astype(np.int16).repeat(block_size, axis=1)[:, :q.shape[1]]
-    return K.blockwise.pack_blockwise_b(q.astype(np.int16) - zk, block_size)
+    return K.pack_blockwise_b(q.astype(np.int16) - zk, block_size)
 
 
 def _nbits_int8_compute(a, packed, s, block_size):
@@ -68,7 +68,7 @@ def _nbits_int8_compute(a, packed, s, block_size):
     with np.errstate(divide="ignore"):
         inv = np.where(a_scale != 0, _F32(1) / a_scale, _F32(0)).astype(_F32)
     aq = np.rint(ab * inv[..., None]).astype(np.int8).reshape(rows.shape[0], -1)[:, :k]
-    return K.blockwise.blockwise_matmul_int8(aq, a_scale, packed, s, block_size).reshape(lead + (n,))
+    return K.blockwise_matmul_int8(aq, a_scale, packed, s, block_size).reshape(lead + (n,))
 
 
 @op("MatMulNBits", domain=MS)

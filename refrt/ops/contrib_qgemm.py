@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import kernels as K
 from ..kernels.activations import mlas_logistic, mlas_tanh
 from ..registry import op
 from ._common import f32
+from ._kernels import K
 from .contrib import attention as _ms_attention
 from .contrib import embed_layer_normalization as _ms_embed_layer_normalization
 from .contrib_quant import (

@@ -26,11 +26,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import kernels as K
 from ..kernels.activations import mlas_logistic
 from ..kernels.fma import fma32
 from ..registry import op
 from ._common import f32, normalize_axis, pool_window, window_taps
+from ._kernels import K
 from .quant import dequantize, int8_operand, quantize
 
 MS = "com.microsoft"

@@ -20,9 +20,9 @@ import ml_dtypes
 import numpy as np
 from onnx import TensorProto
 
-from .. import kernels as K
 from ..registry import op
 from ._common import compute_dtype, f32, is_f32_scalar, normalize_axis, np_dtype, onnx_elem_type
+from ._kernels import K
 
 _erf_impl = None
 
@@ -408,7 +408,7 @@ def erf(x, *, ctx):
     by a Numba kernel (``kernels/mathf.py``).  Otherwise (and for float64) computed in float64
     and rounded once."""
     if ctx.numerics == "ort" and compute_dtype(x.dtype) == np.float32:
-        return _result(K.mathf.erf_f32(x), x.dtype)
+        return _result(K.erf_f32(x), x.dtype)
     return _result(_erf64(x.astype(np.float64)), x.dtype)
 
 
@@ -422,7 +422,7 @@ def gelu_erf(x, c, one, half, *, divide, form, ctx):
             and x.dtype == np.float32 and all(is_f32_scalar(v) for v in (c, one, half))
             and all(np.ndim(v) <= x.ndim for v in (c, one, half))):
         return None
-    return K.mathf.gelu_erf_f32(x, divide, c.reshape(-1)[0], one.reshape(-1)[0],
+    return K.gelu_erf_f32(x, divide, c.reshape(-1)[0], one.reshape(-1)[0],
                                 half.reshape(-1)[0], form)
 
 
@@ -482,8 +482,7 @@ def tanh(x, *, consumed_inputs=None, ctx=None):
     (``kernels.activations.tanh_f32``, bit for bit with onnxruntime, within 4 ULP of tanh);
     otherwise NumPy's tanh."""
     if x.dtype == np.float32 and (ctx is None or ctx.numerics != "spec"):
-        from ..kernels.activations import tanh_f32  # Numba loads on first use
-        return tanh_f32(x)
+        return K.tanh_f32(x)
     return _unary(np.tanh, x)
 
 
@@ -603,8 +602,7 @@ def sigmoid(x, *, consumed_inputs=None, ctx=None):
     X clamped to [-18, 18], a rational polynomial; bit for bit with onnxruntime, so 0 for
     X < -18 where the exact value is about 1.5e-8); otherwise computed from e^-X."""
     if x.dtype == np.float32 and (ctx is None or ctx.numerics != "spec"):
-        from ..kernels.activations import logistic_f32  # Numba loads on first use
-        return logistic_f32(x)
+        return K.logistic_f32(x)
     return _unary(_sigmoid, x)
 
 

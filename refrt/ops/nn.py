@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import kernels as K
 from ..registry import op
 from ._common import compute_dtype, np_dtype, once_per_session
+from ._kernels import K
 from .elementwise import swish as _swish
 
 
@@ -69,10 +69,10 @@ def matmul(a, b, *, ctx=None):
         except ValueError:
             batch = None   # numpy.matmul below reports it
         if batch is not None and int(np.prod(batch)) >= 2:
-            return K.fgemm.batched_matmul_f32(a, b)
+            return K.batched_matmul_f32(a, b)
     packed = _packed_weights(a, b, ctx)
     if packed is not None:
-        return K.fgemm.matmul_packed_f32(a, packed)
+        return K.matmul_packed_f32(a, packed)
     _, (a_, b_) = _as_compute(a, b)
     return np.asarray(np.matmul(a_, b_)).astype(a.dtype, copy=False)
 
@@ -85,7 +85,7 @@ def matmul_add(a, b, *, bias, ctx=None):
     if (packed is None or not isinstance(bias, np.ndarray) or bias.dtype != np.float32
             or bias.shape != (packed.n,)):
         return None
-    return K.fgemm.matmul_packed_f32(a, packed, bias)
+    return K.matmul_packed_f32(a, packed, bias)
 
 
 # a stack of float32 products this small (M * N * K each) runs in kernels/fgemm.py's register
@@ -106,9 +106,9 @@ def _packed_weights(a, b, ctx):
             or a.ndim < 1 or a.size < _PACKED_ROWS * b.shape[0]
             or a.size * b.shape[1] < _PACKED_MATMUL or not ctx.is_constant(1)):
         return None
-    if not K.fgemm.packed_available():
+    if not K.float_packed_available():
         return None
-    return once_per_session(ctx, ("packed_f32",), [1], lambda: K.fgemm.pack_b_f32(b),
+    return once_per_session(ctx, ("packed_f32",), [1], lambda: K.pack_b_f32(b),
                             (b.shape, b.dtype.str))
 
 

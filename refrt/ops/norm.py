@@ -12,6 +12,7 @@ import numpy as np
 
 from ..registry import op
 from ._common import compute_dtype, f32, normalize_axis, np_dtype
+from ._kernels import K
 
 
 def _moments(x, axes):
@@ -145,10 +146,8 @@ def layer_normalization(x, scale, b=None, *, axis=-1, epsilon=f32(1e-5), stash_t
     axis = normalize_axis(axis, x.ndim)
     st = stash_dtype(x, stash_type)
     if _fits_row_kernel(x, scale, b, axis, st, ctx):
-        from ..kernels import rows  # Numba loads on first use
-
         n = int(np.prod(x.shape[axis:]))
-        y, mean, inv_std = rows.layer_norm_rows(x.reshape(-1, n), scale, b, epsilon)
+        y, mean, inv_std = K.layer_norm_rows(x.reshape(-1, n), scale, b, epsilon)
         stats_shape = x.shape[:axis] + (1,) * (x.ndim - axis)
         return y.reshape(x.shape), mean.reshape(stats_shape), inv_std.reshape(stats_shape)
     xc = x.astype(st, copy=False)
@@ -176,10 +175,8 @@ def add_layer_normalization(a, b, scale, bias=None, *, axis=-1, epsilon=f32(1e-5
     axis = normalize_axis(axis, a.ndim)
     if not _fits_row_kernel(a, scale, bias, axis, stash_dtype(a, stash_type), ctx):
         return None
-    from ..kernels import rows  # Numba loads on first use
-
     n = int(np.prod(a.shape[axis:]))
-    y, mean, inv_std = rows.add_layer_norm_rows(a.reshape(-1, n), b.reshape(-1, n), scale, bias,
+    y, mean, inv_std = K.add_layer_norm_rows(a.reshape(-1, n), b.reshape(-1, n), scale, bias,
                                                 epsilon)
     stats_shape = a.shape[:axis] + (1,) * (a.ndim - axis)
     return y.reshape(a.shape), mean.reshape(stats_shape), inv_std.reshape(stats_shape)

@@ -27,9 +27,9 @@ import ml_dtypes
 import numpy as np
 from onnx import TensorProto
 
-from .. import kernels as K
 from ..registry import op
 from ._common import normalize_axis, np_dtype, once_per_session, onnx_elem_type, window_geometry
+from ._kernels import K
 from .elementwise import cast_array
 
 # ---------------------------------------------------------------- quantized types
@@ -456,7 +456,7 @@ def matmul_integer_scaled(a, b, a_zp, b_zp, scale, bias, *, ctx):
             or (a_zp is not None and (not isinstance(a_zp, np.ndarray) or a_zp.dtype != np.uint8
                                       or a_zp.size != 1))):
         return None
-    if not K.gemm.ScaledGemm.runs_here():
+    if not K.ScaledGemm.runs_here():
         return None
 
     def prepare():   # None where the plan does not apply (it never will for this node)
@@ -466,7 +466,7 @@ def matmul_integer_scaled(a, b, a_zp, b_zp, scale, bias, *, ctx):
                                  "b_zero_point", "1N")
         if bz.ndim > 1:
             return None
-        return K.gemm.ScaledGemm(packed_matrices(b, ctx, 1)[0], bz, bias)
+        return K.ScaledGemm(packed_matrices(b, ctx, 1)[0], bz, bias)
 
     # the bias is kept beside the plan, so the id in the signature stays its own
     _, plan = once_per_session(ctx, ("scaled_gemm",), [1] + ([3] if b_zp is not None else []),
@@ -563,9 +563,9 @@ def conv_integer(x, w, x_zp=None, w_zp=None, *, auto_pad="NOTSET", dilations=Non
     args = (x, w, 0 if xz is None else int(xz.reshape(-1)[0]), 0 if wz is None else wz,
             group, list(win.pads_begin + win.pads_end), list(win.strides), list(win.dilations))
     if saturating and ort_op == "ConvInteger":
-        return K.conv.conv_integer_s8u8_avx2_saturating(*args)
+        return K.conv_integer_s8u8_avx2_saturating(*args)
     if saturating:
-        return K.conv.conv_u8s8_avx2_saturating(*args)
+        return K.conv_u8s8_avx2_saturating(*args)
     return K.conv_int8(*args, packed=_packed_conv_weights(w, group, ctx, w_input))
 
 
@@ -576,7 +576,7 @@ def _packed_conv_weights(w, group, ctx, w_input):
     if ctx is None or not ctx.is_constant(w_input) or group < 1 or w.shape[0] % group:
         return None
     return once_per_session(ctx, ("packed_conv", w_input, group), [w_input],
-                            lambda: K.conv.pack_weights(w, group), (w.shape, w.dtype.str))
+                            lambda: K.pack_conv_weights(w, group), (w.shape, w.dtype.str))
 
 
 @op("ConvInteger", since=10)

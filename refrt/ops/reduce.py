@@ -19,6 +19,7 @@ from ._common import (
     normalize_axes,
     normalize_axis,
 )
+from ._kernels import K
 
 
 def _result(y, dtype) -> np.ndarray:
@@ -233,11 +234,9 @@ def _softmax_op(name: str, mlas: str | None = None):
             if x.size == 0:
                 return np.empty(x.shape, x.dtype)     # nothing to normalize (onnxruntime, the spec)
             if mlas is not None and x.dtype == np.float32 and (ctx is None or ctx.numerics != "spec"):
-                from ..kernels import rows  # Numba loads on first use
-
                 moved = np.moveaxis(x, axis, -1)
-                y = rows.softmax_rows(moved.reshape(-1, moved.shape[-1]), mlas_wide_kernels(),
-                                      mlas == "log_softmax")
+                y = K.softmax_rows(moved.reshape(-1, moved.shape[-1]), mlas_wide_kernels(),
+                                   mlas == "log_softmax")
                 return np.moveaxis(y.reshape(moved.shape), -1, axis)
             # onnxruntime computes float16 in float32 and rounds once; numerics="spec" computes
             # in float16 itself, as the spec's reference code (and its test data) do.
@@ -290,9 +289,7 @@ def scale_add_softmax(a, b, mask, *, divide, axis, ctx=None):
             and x.size >= ROW_KERNEL_MIN_SIZE and (ctx is None or ctx.numerics != "spec")
             and normalize_axis(axis, x.ndim) == x.ndim - 1):
         return None
-    from ..kernels import rows  # Numba loads on first use
-
-    return rows.scale_add_softmax_rows(x, c.reshape(()), divide, mask, mlas_wide_kernels())
+    return K.scale_add_softmax_rows(x, c.reshape(()), divide, mask, mlas_wide_kernels())
 
 
 @_softmax_op("LogSoftmax", mlas="log_softmax")

@@ -65,9 +65,9 @@ def test_session_options_refuse_unknown_attributes_and_warn_about_ignored_ones()
         so.enable_profilng = True          # a typo is not silently accepted
     with pytest.raises(TypeError, match="unknown session option"):
         refrt.SessionOptions(num_threads=2)
-    so.enable_profiling = True             # onnxruntime's, not implemented by refrt
+    so.enable_mem_pattern = False          # onnxruntime's, not implemented by refrt
     so.optimized_model_filepath = "opt.onnx"
-    with pytest.warns(RuntimeWarning, match="enable_profiling=True, optimized_model_filepath='opt.onnx'"):
+    with pytest.warns(RuntimeWarning, match="enable_mem_pattern=False, optimized_model_filepath='opt.onnx'"):
         refrt.InferenceSession(add_chain(), so)
     ort = pytest.importorskip("onnxruntime")
     o = ort.SessionOptions()               # onnxruntime's own object: its enums are read as ints

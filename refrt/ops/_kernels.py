@@ -1,0 +1,126 @@
+"""The one door from refrt's ops to ``kernels/``: ``K.<name>`` is a Numba kernel, or its NumPy twin.
+
+Ops call kernels as ``K.gemm_int8(...)``, ``K.layer_norm_rows(...)`` and so on, never by
+importing ``kernels`` modules themselves. ``K`` looks the name up in ``KERNELS`` below and hands
+out, for the run in progress:
+
+* the Numba kernel (default), or
+* in twin mode, its NumPy twin from ``kernels/twins.py``: the same arithmetic written the plain
+  way, a few lines of NumPy that a Python debugger steps through (``pdb``, an IDE's breakpoints),
+  giving the same bits as the kernel.
+
+A session picks the mode when it is created (``SessionOptions.kernels = "twins"``, the config
+entry ``refrt.kernels``, or the environment variable ``REFRT_KERNELS=twins``; see
+``refrt.session.kernel_path``) and sets ``TWINS`` for the length of each of its runs. Nothing
+else changes: the same ops, the same checks, the same fused steps, with a twin wherever a Numba
+kernel would have run. Twins are slow (int64 matmuls, a Python loop over K for float32 fused
+multiply-adds); they are for reading and debugging, not for speed.
+
+Modules of ``kernels/`` are imported on first use, so importing refrt does not load Numba.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import importlib
+
+# True while a session in twin mode runs (set by InferenceSession.run).
+TWINS: contextvars.ContextVar = contextvars.ContextVar("refrt_kernel_twins", default=False)
+
+# name used by the ops -> (module of kernels/ and the Numba-side function there,
+#                          the twin in kernels/twins.py, or None where the function is plain
+#                          NumPy already and serves both modes)
+KERNELS = {
+    # quantization (kernels/quantize.py)
+    "quantize_linear": ("quantize.quantize_linear", "quantize_linear_twin"),
+    "dequantize_linear": ("quantize.dequantize_linear", "dequantize_linear_twin"),
+    "dynamic_quantize_linear": ("quantize.dynamic_quantize_linear", "checked_dynamic_quantize_linear_twin"),
+    "requantize": ("quantize.requantize", "requantize_twin"),
+    "requantize_multiplier": ("quantize.requantize_multiplier", None),
+    "scale_bias_int32": ("quantize.scale_bias_int32", "scale_bias_int32_twin"),
+    # integer GEMM (kernels/gemm.py)
+    "pack_b": ("gemm.pack_b", "pack_b_twin"),
+    "gemm_int8": ("gemm.gemm_int8", "gemm_int8_twin"),
+    "gemm_int8_scaled": ("gemm.gemm_int8_scaled", "gemm_int8_scaled_twin"),
+    "gemm_u8s8_avx2_saturating": ("gemm.gemm_u8s8_avx2_saturating", "gemm_u8s8_avx2_saturating_twin"),
+    "ScaledGemm": ("gemm.ScaledGemm", "ScaledGemmTwin"),
+    # integer convolution (kernels/conv.py)
+    "pack_conv_weights": ("conv.pack_weights", "pack_conv_weights_twin"),
+    "conv_int8": ("conv.conv_int8", "conv_int8_packed_twin"),
+    "conv_u8s8_avx2_saturating": ("conv.conv_u8s8_avx2_saturating", "conv_u8s8_avx2_saturating_twin"),
+    "conv_integer_s8u8_avx2_saturating": ("conv.conv_integer_s8u8_avx2_saturating",
+                                          "conv_integer_s8u8_avx2_saturating_twin"),
+    # block-wise int8 GEMM (kernels/blockwise.py)
+    "pack_blockwise_b": ("blockwise.pack_blockwise_b", "pack_blockwise_b_twin"),
+    "blockwise_matmul_int8": ("blockwise.blockwise_matmul_int8", "blockwise_matmul_int8_twin"),
+    # float32 element-wise (kernels/mathf.py, kernels/activations.py)
+    "erf_f32": ("mathf.erf_f32", "erf_f32_twin"),
+    "gelu_erf_f32": ("mathf.gelu_erf_f32", "gelu_erf_f32_twin"),
+    "logistic_f32": ("activations.logistic_f32", "logistic_f32_twin"),
+    "tanh_f32": ("activations.tanh_f32", "tanh_f32_twin"),
+    # float32 matrix products (kernels/fgemm.py); packed_available asks the CPU, not arithmetic
+    "batched_matmul_f32": ("fgemm.batched_matmul_f32", "batched_matmul_f32_twin"),
+    "float_packed_available": ("fgemm.packed_available", None),
+    "pack_b_f32": ("fgemm.pack_b_f32", "pack_b_f32_twin"),
+    "matmul_packed_f32": ("fgemm.matmul_packed_f32", "matmul_packed_f32_twin"),
+    # float32 rows (kernels/rows.py)
+    "layer_norm_rows": ("rows.layer_norm_rows", "layer_norm_rows_twin"),
+    "add_layer_norm_rows": ("rows.add_layer_norm_rows", "add_layer_norm_rows_twin"),
+    "softmax_rows": ("rows.softmax_rows", "softmax_rows_twin"),
+    "scale_add_softmax_rows": ("rows.scale_add_softmax_rows", "scale_add_softmax_rows_twin"),
+}
+
+_PACKAGE = __name__.rsplit(".", 2)[0] + ".kernels"     # refrt.kernels (the kernels/ folder)
+# (Numba side, twin side): name -> (module, attribute), found once. The attribute is read from
+# the module on every look-up, so a test that patches a kernel module sees its patch used.
+_resolved: tuple[dict, dict] = ({}, {})
+_overrides: dict = {}        # name -> function set on K (see _Door.__setattr__)
+
+
+def resolve(name: str, twins: bool) -> tuple:
+    """(module, attribute) of the function ``name`` stands for on the Numba or the twin side."""
+    where, twin = KERNELS[name]
+    if twins and twin is not None:
+        found = (importlib.import_module(_PACKAGE + ".twins"), twin)
+    else:
+        module, attr = where.rsplit(".", 1)
+        found = (importlib.import_module(f"{_PACKAGE}.{module}"), attr)
+    _resolved[twins][name] = found
+    return found
+
+
+class _Door:
+    """``K.<name>``: the kernel or the twin for the run in progress (see the module docstring).
+
+    Setting ``K.<name>`` (a test's monkeypatch) replaces the Numba-side function, as seen through
+    the door only; setting it back to the kernel itself removes the replacement, so a restored
+    patch leaves nothing behind. Twin mode always runs the twins."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name):
+        twins = TWINS.get()
+        if _overrides and not twins and name in _overrides:
+            return _overrides[name]
+        try:
+            module, attr = _resolved[twins][name]
+        except KeyError:
+            if name not in KERNELS:
+                raise AttributeError(f"no kernel named {name!r} (refrt.ops._kernels.KERNELS)") from None
+            module, attr = resolve(name, twins)
+        return getattr(module, attr)
+
+    def __setattr__(self, name, value):
+        if name not in KERNELS:
+            raise AttributeError(f"no kernel named {name!r} (refrt.ops._kernels.KERNELS)")
+        module, attr = _resolved[False].get(name) or resolve(name, False)
+        if value is getattr(module, attr):
+            _overrides.pop(name, None)
+        else:
+            _overrides[name] = value
+
+    def __dir__(self):
+        return sorted(KERNELS)
+
+
+K = _Door()
