@@ -103,10 +103,10 @@ def find_node(model, name: str):
         return by_output[0]
     names = [n.name for n in nodes if n.name] + [o for n in nodes for o in n.output if o]
     close = difflib.get_close_matches(name, names, n=4)
-    hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+    hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
     shown = ", ".join(repr(_label(n)) for n in nodes[:12]) + (", ..." if len(nodes) > 12 else "")
-    raise ExplainError(f"the model has no node named {name!r} (nor a node output of that name)"
-                       f"{hint} Its nodes: {shown}", node=name)
+    raise ExplainError(f"the model has no node named {name!r}, nor a node output of that name"
+                       f"{hint}; its nodes: {shown}", node=name)
 
 
 # ---------------------------------------------------------------- running up to the node

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ops.contrib_quant import _a_is_span_scalar
 from .arith import F32, exact, fma32, fmt, fmt_exact, int_range, rint_even, round_f32, saturate
 from .core import Context, explains
 
@@ -72,6 +71,7 @@ def explain_qlinear_add(ctx: Context):
     rb = round_f32(exact(sb) / exact(sc))
     ctx.step("the two ratios, float32", [f"rA = A_scale / C_scale = {fmt_exact(ra)}",
                                          f"rB = B_scale / C_scale = {fmt_exact(rb)}"])
+    from ..ops.contrib_quant import _a_is_span_scalar  # loads Numba: only when needed
     swapped = _a_is_span_scalar(a.shape, b.shape, ctx.out.shape)
     if not swapped:
         t = round_f32(exact(rb) * zb)
