@@ -51,4 +51,4 @@ def get_device() -> str:
 __all__ = ["InferenceSession", "SessionOptions", "RunOptions", "GraphOptimizationLevel", "NodeArg",
            "ModelMetadata", "run", "errors", "RefrtError", "ModelError", "InputError",
            "NodeError", "UnsupportedOpError", "get_available_providers", "get_device",
-           "tune_process"]
+           "tune_process", "explain"]   # refrt.explain(...): the package refrt/explain is callable

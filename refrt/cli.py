@@ -8,6 +8,7 @@
     refrt compare MODEL --against REF [...]   every tensor vs a reference (refrt compare --help)
     refrt reduce MODEL --against REF --out SMALL.onnx   the smallest subgraph that still differs
     refrt host [--json]     this CPU, the kernels refrt picks, onnxruntime's int8 GEMM here
+    refrt explain MODEL --node NAME [--at I,J,...]   one output element, step by step
 
 Every command prints refrt's errors as one line and exits with 1 (2 for a usage error).
 """
@@ -430,6 +431,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_compare(sub)
     from .testing.cli import add_parser as add_fuzz
     add_fuzz(sub)
+    from .explain.cli import add_parser as add_explain
+    add_explain(sub)
     h = sub.add_parser("host", help="this CPU, the kernels refrt picks, onnxruntime's int8 GEMM here")
     h.add_argument("--json", action="store_true")
     h.set_defaults(func=cmd_host)

@@ -6,7 +6,8 @@
     │   └── UnsupportedOpError   no implementation for (domain, op_type, opset)
     ├── InputError          the caller's feeds: missing/unknown name, wrong dtype, rank or dim
     ├── RunAborted          RunOptions.terminate was set, or the run's time limit passed
-    └── NodeError           an op failed while running; wraps the cause, names node and op
+    ├── NodeError           an op failed while running; wraps the cause, names node and op
+    └── ExplainError        ``refrt explain`` was asked for a node or element the model lacks
 """
 
 from __future__ import annotations
@@ -52,6 +53,15 @@ class NodeError(RefrtError, RuntimeError):
     def __init__(self, node_name: str, op_type: str, message: str):
         self.node_name, self.op_type = node_name, op_type
         super().__init__(f"node {node_name!r} ({op_type}): {message}")
+
+
+class ExplainError(RefrtError, ValueError):
+    """``refrt.explain`` names a node the model does not have, or an element outside the node's
+    output (the message says which node and shape); ``node`` is the name asked for."""
+
+    def __init__(self, message: str, node: str = ""):
+        self.node = node
+        super().__init__(message)
 
 
 def node_error(label: str, op_type: str, error: Exception) -> NodeError:
