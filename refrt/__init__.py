@@ -21,7 +21,8 @@ __version__ = "0.1.0"
 # ``refrt.tune_process()`` comes before NumPy)
 _LAZY = {"InferenceSession": "session", "SessionOptions": "session", "RunOptions": "session",
          "GraphOptimizationLevel": "session",
-         "NodeArg": "session", "ModelMetadata": "session", "run": "session"}
+         "NodeArg": "session", "ModelMetadata": "session", "run": "session",
+         "explain": "explainer"}
 
 
 def __getattr__(name):
@@ -51,4 +52,4 @@ def get_device() -> str:
 __all__ = ["InferenceSession", "SessionOptions", "RunOptions", "GraphOptimizationLevel", "NodeArg",
            "ModelMetadata", "run", "errors", "RefrtError", "ModelError", "InputError",
            "NodeError", "UnsupportedOpError", "get_available_providers", "get_device",
-           "tune_process", "explain"]   # refrt.explain(...): the package refrt/explain is callable
+           "tune_process", "explain"]

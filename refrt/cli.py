@@ -431,7 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_compare(sub)
     from .testing.cli import add_parser as add_fuzz
     add_fuzz(sub)
-    from .explain.cli import add_parser as add_explain
+    from .explainer.cli import add_parser as add_explain
     add_explain(sub)
     h = sub.add_parser("host", help="this CPU, the kernels refrt picks, onnxruntime's int8 GEMM here")
     h.add_argument("--json", action="store_true")

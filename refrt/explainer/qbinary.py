@@ -1,6 +1,6 @@
 """com.microsoft QLinearAdd and QLinearMul, one output element at a time, in onnxruntime's float32
 arithmetic (the fused multiply-adds of its AVX2 QLinearAdd kernel are computed exactly and
-rounded once here, see :func:`refrt.explain.arith.fma32`)."""
+rounded once here, see :func:`refrt.explainer.arith.fma32`)."""
 
 from __future__ import annotations
 

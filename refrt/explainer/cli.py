@@ -1,6 +1,6 @@
 """``refrt explain MODEL --node NAME [--at I,J,...] [--input NAME=FILE.npy ...|--random-inputs]``
 
-Prints how one output element of one node is computed (see :mod:`refrt.explain`); ``--json``
+Prints how one output element of one node is computed (see :mod:`refrt.explainer`); ``--json``
 gives the same as a JSON object. Exits with 1 when the recomputed value differs from the node's
 (an explanation that does not explain is a failure), 0 otherwise.
 """

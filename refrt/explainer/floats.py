@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ops._common import ROW_KERNEL_MIN_SIZE, compute_dtype, normalize_axis, window_geometry
+from ..ops._common import compute_dtype, normalize_axis, window_geometry
 from .arith import (
     F32,
     dot_exact,
     dot_fma,
     dot_products_then_sum,
     exact,
+    fma32,
     fmt,
     fmt_exact,
     fmt_list,
@@ -232,6 +233,71 @@ def _softmax_row(ctx: Context, x):
     return x[tuple(idx)], j, axis == x.ndim - 1, f"axis {axis}"
 
 
+def _mlas_exp(v, wide: bool):
+    """MLAS's e^v for v = x - max <= 0, its steps as a dict (``kernels/rows.py``'s
+    ``_mlas_exp_shifted``)."""
+    from ..kernels.rows import MLAS_EXP as E
+
+    lower = E.LOWER_WIDE if wide else E.LOWER
+    c = F32(lower) if F32(lower) > v else F32(v)
+    biased = fma32(c, E.LOG2E, E.ROUND)
+    m = F32(biased - E.ROUND)
+    r = fma32(m, E.LN2_HI, c)
+    r = fma32(m, E.LN2_LO, r)
+    p = E.POLY[0]
+    for coeff in E.POLY[1:]:
+        p = fma32(p, r, coeff)
+    if wide:
+        e = F32(np.ldexp(np.float64(p), int(m)))
+    else:
+        bits = (np.array(biased, F32).view(np.uint32) << np.uint32(23)) + np.uint32(0x3F800000)
+        e = F32(p * bits.view(F32))
+    return {"clamped": c, "m": m, "r": r, "p": p, "e": e}
+
+
+def _mlas_lane_total(e, lanes: int):
+    """The sum as MLAS adds it: lane k adds e[k], e[k + lanes], ... left to right; 16 lanes are
+    folded to 8; then ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7)). -> (lane sums, total)."""
+    acc = [F32(0)] * lanes
+    for i, t in enumerate(e):
+        acc[i % lanes] = F32(acc[i % lanes] + t)
+    s = [F32(acc[k + 8] + acc[k]) for k in range(8)] if lanes == 16 else list(acc)
+    total = F32(F32(F32(s[0] + s[1]) + F32(s[2] + s[3])) + F32(F32(s[4] + s[5]) + F32(s[6] + s[7])))
+    return acc, total
+
+
+def _explain_softmax_mlas(ctx: Context, row, j):
+    from ..ops._common import mlas_wide_kernels
+
+    wide = mlas_wide_kernels()
+    mx = row.max()
+    negmax = F32(-mx)
+    ctx.step("the maximum, negated", [f"max = {fmt(mx)};  -max = {fmt(negmax)}"], value=mx)
+    steps = [_mlas_exp(F32(v + negmax), wide) for v in row]
+    e = [s["e"] for s in steps]
+    sj = steps[j]
+    lower = "-103.97 (AVX-512F kernel)" if wide else "-88.38 (AVX2/FMA3 kernel)"
+    ctx.step("MLAS's e^(x - max) for this element (float32, each multiply-add fused)", [
+        f"v = x - max = {fmt(F32(row[j] + negmax))}, clamped below at {lower}: {fmt(sj['clamped'])}",
+        f"m = round(v / ln 2) (fma with 1.5 * 2^23) = {fmt(sj['m'])}",
+        f"r = v - m ln 2 (two fmas, ln 2 in two parts) = {fmt(sj['r'])}",
+        f"p = e^r by a degree-6 polynomial in fmas = {fmt(sj['p'])}",
+        f"e = p * 2^m = {fmt_exact(sj['e'])}" + ("  (exact scaling, vscalefps)" if wide else
+                                                 "  (2^m from exponent bits)")],
+        value=sj["e"], note="kernels/rows.py: _mlas_exp_shifted (MLAS_EXP holds the constants)")
+    lanes = 16 if wide else 8
+    acc, total = _mlas_lane_total(e, lanes)
+    ctx.step(f"the sum of all e, in {lanes} SIMD lanes as MLAS adds them", [
+        f"e = {fmt_list(e)}", f"lane sums = {fmt_list(acc)}", f"total = {fmt_exact(total)}"],
+        value=total, note=("16 lanes folded to 8 (k + 8), then ((0+1)+(2+3))+((4+5)+(6+7))" if wide
+                           else "((0+1)+(2+3))+((4+5)+(6+7))"))
+    inv = F32(F32(1) / total)
+    y = F32(e[j] * inv)
+    ctx.step("times 1 / sum (float32)", [f"1 / {fmt(total)} = {fmt(inv)}",
+                                         f"{fmt(e[j])} * {fmt(inv)} = {fmt_exact(y)}"], value=y)
+    return np.asarray(y).astype(ctx.out.dtype)[()]
+
+
 @explains("Softmax")
 def explain_softmax(ctx: Context):
     x = ctx.input(0)
@@ -240,11 +306,10 @@ def explain_softmax(ctx: Context):
     work = np.dtype(x.dtype if native else ct)
     row, j, contiguous, what = _softmax_row(ctx, x)
     row = np.asarray(row).astype(work)
-    row_kernel = (x.dtype == np.float32 and contiguous and x.size >= ROW_KERNEL_MIN_SIZE
-                  and ctx.numerics != "spec" and (ctx.opset < 13 or
-                                                  normalize_axis(ctx.attrs.get("axis", -1), x.ndim) == x.ndim - 1))
     ctx.step("the values softmax runs over", [f"{what}: {len(row)} values, this element is number {j}",
                                               f"x = {fmt_list(row)}"])
+    if x.dtype == np.float32 and ctx.numerics != "spec":
+        return _explain_softmax_mlas(ctx, row, j)
     mx = row.max()
     shifted = (row - mx).astype(work)
     ctx.step("subtract the maximum", [f"max = {fmt(mx)}", f"x - max = {fmt_list(shifted)}"], value=mx)
@@ -258,30 +323,35 @@ def explain_softmax(ctx: Context):
     ctx.step("their sum", [f"sum(e) = {fmt_exact(total)}"], value=total, note=order)
     y = (np.asarray(e[j], work) / np.asarray(total, work))[()]
     ctx.step("divide", [f"{fmt(e[j])} / {fmt(total)} = {fmt_exact(y)}  ({work.name})"], value=y)
-    if row_kernel:
-        ctx.why_different = ("this row runs in kernels/rows.py:softmax_rows (4096+ float32 "
-                             "elements, numerics 'ort'): a float32 polynomial e^x and 1/sum "
-                             "multiplied in, as onnxruntime does; the steps above are the NumPy path")
-        ctx.note(ctx.why_different)
     return np.asarray(y).astype(ctx.out.dtype)[()]
 
 
 # ---------------------------------------------------------------- LayerNormalization
 
-def _lanes16(values, neutral) -> np.float32:
-    """kernels/rows.py's sum: lane k adds elements k, k+16, ... left to right (a partial last
-    block padded with ``neutral``), then lanes combined in halves (k + 8, k + 4, k + 2, k + 1)."""
-    v = [F32(x) for x in values]
-    while len(v) % 16:
-        v.append(F32(neutral))
-    lanes = [F32(0)] * 16
-    for i in range(0, len(v), 16):
-        lanes = [F32(lanes[k] + v[i + k]) for k in range(16)]
-    width = 8
-    while width:
-        lanes = [F32(lanes[k] + lanes[k + width]) for k in range(width)]
-        width //= 2
-    return lanes[0]
+def _mlas_layer_norm_stats(row, eps):
+    """onnxruntime's AVX2 layer-norm statistics (``kernels/rows.py``'s ``_layer_norm_row``):
+    -> (float64 sum, mean, sum of squared deviations, 8 lane sums, inv_std)."""
+    n = len(row)
+    xd = [np.float64(v) for v in row]
+    full4 = n - n % 4
+    lanes4 = [np.float64(0)] * 4
+    for i in range(full4):
+        lanes4[i % 4] += xd[i]
+    total = (lanes4[0] + lanes4[2]) + (lanes4[1] + lanes4[3])
+    for i in range(full4, n):
+        total += xd[i]
+    mean = F32(total / n)
+    d = [F32(v - mean) for v in row]
+    full8 = n - n % 8
+    acc = [F32(0)] * 8
+    for i in range(full8):
+        acc[i % 8] = fma32(d[i], d[i], acc[i % 8])
+    half = [F32(acc[k] + acc[k + 4]) for k in range(4)]
+    sq = F32(F32(half[0] + half[2]) + F32(half[1] + half[3]))
+    for i in range(full8, n):
+        sq = fma32(d[i], d[i], sq)
+    inv = F32(F32(1) / np.sqrt(F32(F32(sq / F32(n)) + eps)))
+    return total, mean, sq, acc, inv
 
 
 @explains("LayerNormalization")
@@ -296,35 +366,39 @@ def explain_layer_normalization(ctx: Context):
     row = np.asarray(x[lead], np.float32).reshape(-1)
     n = row.size
     j = int(np.ravel_multi_index(ctx.at[axis:], x.shape[axis:])) if ctx.out_index == 0 else 0
-    row_kernel = (axis == x.ndim - 1 and x.size >= ROW_KERNEL_MIN_SIZE and ctx.numerics != "spec"
-                  and all(p is None or (p.dtype == np.float32 and p.size == n) for p in (scale, bias)))
+    kernel = ctx.numerics != "spec" and all(p is None or (p.dtype == np.float32 and p.size == n)
+                                            for p in (scale, bias))
     ctx.step("the values normalized together", [
         f"X{list(lead)} over axes {axis}..{x.ndim - 1}: {n} values"
         + (f", this element is number {j}" if ctx.out_index == 0 else ""),
         f"x = {fmt_list(row)}"])
-    if row_kernel:
-        s = _lanes16(row, 0.0)
-        mean = F32(s / F32(n))
-        how = "kernels/rows.py: 16 lanes, combined in halves; / n in float32"
-    else:
-        s = numpy_sum(row)
-        mean = F32(np.float64(s) / np.float64(n))
-        how = "NumPy's mean: pairwise sum, / n"
-    ctx.step("mean", [f"sum = {fmt(s)};  mean = {fmt_exact(mean)}"], value=mean, note=how)
-    d = [F32(v - mean) for v in row]
-    sq = [F32(t * t) for t in d]
-    if row_kernel:
-        ss = _lanes16(sq, 0.0)
+    if kernel:
+        total, mean, ss, lanes, inv = _mlas_layer_norm_stats(row, eps)
+        ctx.step("mean", [f"sum = {total!r} (float64);  mean = sum / n = {fmt_exact(mean)}"],
+                 value=mean, note="onnxruntime's AVX2 kernel: the row summed in float64 (4 lanes), "
+                                  "/ n, rounded to float32")
+        ctx.step("sum of squared deviations", [
+            f"d = x - mean (float32);  8 lanes of fused d * d + acc: {fmt_list(lanes)}",
+            f"lanes folded (k + 4, then (0+2)+(1+3)), then the last {n % 8} values one fma each: "
+            f"{fmt_exact(ss)}"], value=ss)
         var = F32(ss / F32(n))
+        ctx.step("inv_std = 1 / sqrt(sum / n + epsilon)", [
+            f"sum / n = {fmt(var)};  + {fmt(eps)} = {fmt(F32(var + eps))};  "
+            f"sqrt = {fmt(np.sqrt(F32(var + eps)))};  1 / that = {fmt_exact(inv)}"], value=inv)
     else:
+        s_ = numpy_sum(row)
+        mean = F32(np.float64(s_) / np.float64(n))
+        ctx.step("mean", [f"sum = {fmt(s_)};  mean = {fmt_exact(mean)}"], value=mean,
+                 note="NumPy's mean: pairwise sum, / n (numerics 'spec')")
+        sq = [F32(F32(v - mean) * F32(v - mean)) for v in row]
         ss = numpy_sum(sq)
         var = F32(np.float64(ss) / np.float64(n))
-    ctx.step("variance: the mean of the squared deviations", [
-        f"(x - mean)^2 = {fmt_list(sq)}", f"sum = {fmt(ss)};  var = {fmt_exact(var)}"], value=var)
-    inv = F32(F32(1) / np.sqrt(F32(var + eps)))
-    ctx.step("inv_std = 1 / sqrt(var + epsilon)", [
-        f"var + {fmt(eps)} = {fmt(F32(var + eps))};  sqrt = {fmt(np.sqrt(F32(var + eps)))};  "
-        f"1 / that = {fmt_exact(inv)}"], value=inv)
+        ctx.step("variance: the mean of the squared deviations", [
+            f"(x - mean)^2 = {fmt_list(sq)}", f"sum = {fmt(ss)};  var = {fmt_exact(var)}"], value=var)
+        inv = F32(F32(1) / np.sqrt(F32(var + eps)))
+        ctx.step("inv_std = 1 / sqrt(var + epsilon)", [
+            f"var + {fmt(eps)} = {fmt(F32(var + eps))};  sqrt = {fmt(np.sqrt(F32(var + eps)))};  "
+            f"1 / that = {fmt_exact(inv)}"], value=inv)
     if ctx.out_index == 1:
         return mean
     if ctx.out_index == 2:
@@ -332,15 +406,20 @@ def explain_layer_normalization(ctx: Context):
     xs = x.shape[axis:]
     sub = ctx.at[axis:]
     sv = F32(scale[broadcast_at(scale.shape, xs, sub)])
-    t1 = F32(d[j] * inv)
-    t2 = F32(t1 * sv)
-    lines = [f"(x - mean) = {fmt(row[j])} - {fmt(mean)} = {fmt(d[j])}",
-             f"* inv_std = {fmt(t1)};  * scale {fmt(sv)} = {fmt(t2)}"]
-    y = t2
+    dj = F32(row[j] - mean)
+    t1 = F32(dj * inv)
+    lines = [f"(x - mean) = {fmt(row[j])} - {fmt(mean)} = {fmt(dj)}", f"* inv_std = {fmt(t1)}"]
     if bias is not None:
         bv = F32(bias[broadcast_at(bias.shape, xs, sub)])
-        y = F32(t2 + bv)
-        lines.append(f"+ bias {fmt(bv)} = {fmt_exact(y)}")
-    ctx.step("normalize, scale and shift this element (float32, one rounding per operation)",
-             lines, value=y)
+        if kernel:
+            y = fma32(t1, sv, bv)
+            lines.append(f"fused * scale {fmt(sv)} + bias {fmt(bv)} (one rounding) = {fmt_exact(y)}")
+        else:
+            t2 = F32(t1 * sv)
+            y = F32(t2 + bv)
+            lines.append(f"* scale {fmt(sv)} = {fmt(t2)};  + bias {fmt(bv)} = {fmt_exact(y)}")
+    else:
+        y = F32(t1 * sv)
+        lines.append(f"* scale {fmt(sv)} = {fmt_exact(y)}")
+    ctx.step("normalize, scale and shift this element (float32)", lines, value=y)
     return np.asarray(y).astype(ctx.out.dtype)[()]
