@@ -37,7 +37,7 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .irgen import element_pointers, store_tile
+from .irgen import add_tile, element_pointers, store_tile
 from .mathf import fma
 from .rows import row_view
 
@@ -48,9 +48,10 @@ SMALL = 1 << 21  # M * N * K of one matrix product up to which the stack runs he
 _F16 = ir.VectorType(ir.FloatType(), 16)
 
 
-def _tile_intrinsic(mr: int, nv: int):
+def _tile_intrinsic(mr: int, nv: int, accumulate: bool = False):
     """c[c_off + r*ldc + j] = sum_k a[a_off + r*lda + k] * b[b_off + k*ldb + j] for r < mr,
-    j < 16 * nv (sequential fused multiply-adds over k); float32 1-D arrays, indices in bounds."""
+    j < 16 * nv (sequential fused multiply-adds over k, from 0); float32 1-D arrays, indices in
+    bounds. ``accumulate``: the sum is added to what c holds (one float32 addition each)."""
 
     @intrinsic
     def tile(typingctx, a, a_off, lda, b, b_off, ldb, kdim, c, c_off, ldc):
@@ -77,7 +78,10 @@ def _tile_intrinsic(mr: int, nv: int):
                     bcast = builder.shuffle_vector(one, ir.Constant(_F16, ir.Undefined), lane0)
                     for v in range(nv):
                         builder.store(builder.call(vfma, [bcast, b_vecs[v], builder.load(accs[r][v])]), accs[r][v])
-            store_tile(builder, c_base, ldc_v, accs)
+            if accumulate:
+                add_tile(builder, c_base, ldc_v, accs)
+            else:
+                store_tile(builder, c_base, ldc_v, accs)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -85,10 +89,10 @@ def _tile_intrinsic(mr: int, nv: int):
     return tile
 
 
-def _rows_function(width: int):
+def _rows_function(width: int, accumulate: bool = False):
     """rows(a, ao, lda, b, bo, ldb, k, c, co, ldc, i0, i1): rows i0..i1-1 of one ``width``-column
-    block (32 or 16), in row tiles of 8, 4, 2 and 1."""
-    t8, t4, t2, t1 = (_tile_intrinsic(mr, width // 16) for mr in (8, 4, 2, 1))
+    block (32 or 16), in row tiles of 8, 4, 2 and 1 (``accumulate``: added to c)."""
+    t8, t4, t2, t1 = (_tile_intrinsic(mr, width // 16, accumulate) for mr in (8, 4, 2, 1))
 
     @njit(inline="always")
     def rows(a, ao, lda, b, bo, ldb, k, c, co, ldc, i0, i1):
@@ -110,22 +114,30 @@ def _rows_function(width: int):
 
 _rows32, _t32_8 = _rows_function(32)
 _rows16, _ = _rows_function(16)
+_rows32_add, _ = _rows_function(32, accumulate=True)
+_rows16_add, _ = _rows_function(16, accumulate=True)
 
 
 @njit(inline="always")
-def _column_tail(a, ao, lda, b, bo, ldb, c, co, ldc, ncols, k, j0, i0, i1):
+def _column_tail(a, ao, lda, b, bo, ldb, c, co, ldc, ncols, k, j0, i0, i1, accumulate=False):
     """Columns j0..ncols-1 (of a block whose B rows are ldb apart) of rows i0..i1-1 (A's rows lda
-    apart): a 16-wide tile, then single outputs."""
+    apart): a 16-wide tile, then single outputs (``accumulate``: added to c)."""
     j = j0
     if ncols - j >= 16:
-        _rows16(a, ao, lda, b, bo + j, ldb, k, c, co + j, ldc, i0, i1)
+        if accumulate:
+            _rows16_add(a, ao, lda, b, bo + j, ldb, k, c, co + j, ldc, i0, i1)
+        else:
+            _rows16(a, ao, lda, b, bo + j, ldb, k, c, co + j, ldc, i0, i1)
         j += 16
     for i in range(i0, i1):
         for jj in range(j, ncols):
             acc = np.float32(0)
             for kk in range(k):
                 acc = fma(a[ao + i * lda + kk], b[bo + kk * ldb + jj], acc)
-            c[co + i * ldc + jj] = acc
+            if accumulate:
+                c[co + i * ldc + jj] += acc
+            else:
+                c[co + i * ldc + jj] = acc
 
 
 @njit(cache=True, parallel=True)
@@ -256,10 +268,12 @@ def _pack_kernel(b, panels):
 
 
 @njit(cache=True, parallel=True)
-def _packed_kernel(a, bp, c, bias, m, n, k, chunks):
+def _packed_kernel(a, bp, c, bias, m, n, k, chunks, kblock, accumulate):
     """c [m, n] = a [m, k] @ B (+ bias [n] when bias.size) from B's panels bp, all flat C-order:
     one task per (32-column panel, chunk of rows): the chunk's 8-row tiles reuse the panel from
-    the core's cache. ``chunks`` (>= 1) row chunks per panel, each a multiple of 8 rows."""
+    the core's cache. ``chunks`` (>= 1) row chunks per panel, each a multiple of 8 rows. K runs
+    in blocks of ``kblock``: each block's sums start from 0 and are added to c in turn (the
+    first stored, unless ``accumulate``: c holds a bias to add into)."""
     npan = (n + 31) // 32
     rows = ((m + chunks - 1) // chunks + 7) // 8 * 8
     for task in prange(npan * chunks):
@@ -268,11 +282,16 @@ def _packed_kernel(a, bp, c, bias, m, n, k, chunks):
         i1 = min(i0 + rows, m)
         j0 = p * 32
         w = min(32, n - j0)
-        bo = p * k * 32
-        if w < 32:
-            _column_tail(a, 0, k, bp, bo, 32, c, j0, n, w, k, 0, i0, i1)
-        else:
-            _rows32(a, 0, k, bp, bo, 32, k, c, j0, n, i0, i1)
+        for k0 in range(0, k, kblock):
+            kk = min(kblock, k - k0)
+            bo = p * k * 32 + k0 * 32
+            add = accumulate or k0 > 0
+            if w < 32:
+                _column_tail(a, k0, k, bp, bo, 32, c, j0, n, w, kk, 0, i0, i1, add)
+            elif add:
+                _rows32_add(a, k0, k, bp, bo, 32, kk, c, j0, n, i0, i1)
+            else:
+                _rows32(a, k0, k, bp, bo, 32, kk, c, j0, n, i0, i1)
         if bias.size:
             for i in range(i0, i1):
                 for j in range(w):
@@ -283,21 +302,28 @@ _NO_BIAS = np.zeros(0, dtype=np.float32)
 _TASKS = 8   # at least this many parallel tasks per product (when it has that many tiles)
 
 
-def matmul_packed_f32(a: np.ndarray, packed: PackedF32, bias: np.ndarray | None = None) -> np.ndarray:
+def matmul_packed_f32(a: np.ndarray, packed: PackedF32, bias: np.ndarray | None = None,
+                      k_block: int = 0, init: np.ndarray | None = None) -> np.ndarray:
     """``a @ B (+ bias)`` for float32 a [..., K] (at least 1-D) and B packed by ``pack_b_f32``:
-    each output the sequential fused multiply-add over k from 0, then one float32 addition of
-    ``bias`` (float32 [N]) if given. Returns a new [..., N] array; ``a`` is not modified."""
+    each output the sequential fused multiply-add over k from 0 (over each block of ``k_block``
+    values of k, the blocks' sums added in turn; 0: one block), then one float32 addition of
+    ``bias`` (float32 [N]) if given. ``init`` [..., N]: what the output starts from (the sums
+    are added to it). Returns a new [..., N] array; ``a`` is not modified."""
     if a.dtype != np.float32 or a.ndim < 1 or a.shape[-1] != packed.k:
         raise ValueError(f"matmul_packed_f32: A {a.dtype.name} {list(a.shape)} does not match "
                          f"packed B [{packed.k}, {packed.n}]")
     if bias is not None and (bias.dtype != np.float32 or bias.shape != (packed.n,)):
         raise ValueError(f"matmul_packed_f32: bias must be float32 [{packed.n}], got "
                          f"{bias.dtype.name} {list(bias.shape)}")
-    out = np.empty(a.shape[:-1] + (packed.n,), dtype=np.float32)
+    shape = a.shape[:-1] + (packed.n,)
+    out = np.empty(shape, dtype=np.float32)
+    if init is not None:
+        out[...] = init
     if not out.size:
         return out
     if packed.k == 0:
-        out[...] = 0
+        if init is None:
+            out[...] = 0
         if bias is not None:
             out += bias
         return out
@@ -306,5 +332,7 @@ def matmul_packed_f32(a: np.ndarray, packed: PackedF32, bias: np.ndarray | None 
     m, npan = a2.shape[0], (packed.n + 31) // 32
     # whole panels per task where there are enough of them to share out; else rows are split
     chunks = max(1, min((m + 7) // 8, -(-_TASKS // npan)))
-    _packed_kernel(a2.reshape(-1), packed.panels, out.reshape(-1), b_, m, packed.n, packed.k, chunks)
+    kblock = packed.k if k_block <= 0 else min(k_block, packed.k)
+    _packed_kernel(a2.reshape(-1), packed.panels, out.reshape(-1), b_, m, packed.n, packed.k, chunks,
+                   kblock, init is not None)
     return out

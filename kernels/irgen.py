@@ -12,7 +12,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-__all__ = ["element_pointers", "store_tile", "prefetch_bytes"]
+__all__ = ["element_pointers", "store_tile", "add_tile", "prefetch_bytes"]
 
 
 def element_pointers(context, builder, signature, args, positions) -> list:
@@ -32,6 +32,18 @@ def store_tile(builder, c_base, ldc, accs) -> None:
             value = builder.load(acc)
             ptr = builder.gep(row, [ir.Constant(ldc.type, value.type.count * v)])
             builder.store(value, builder.bitcast(ptr, value.type.as_pointer()), align=4)
+
+
+def add_tile(builder, c_base, ldc, accs) -> None:
+    """As ``store_tile``, but each accumulator is added to what the element holds (one float
+    addition, c + acc) and the sum stored."""
+    for r, row_accs in enumerate(accs):
+        row = builder.gep(c_base, [builder.mul(ldc, ir.Constant(ldc.type, r))])
+        for v, acc in enumerate(row_accs):
+            value = builder.load(acc)
+            ptr = builder.bitcast(builder.gep(row, [ir.Constant(ldc.type, value.type.count * v)]),
+                                  value.type.as_pointer())
+            builder.store(builder.fadd(builder.load(ptr, align=4), value), ptr, align=4)
 
 
 @intrinsic

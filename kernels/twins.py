@@ -412,11 +412,21 @@ def pack_b_f32_twin(b):
     return PlainF32(b)
 
 
-def matmul_packed_f32_twin(a, packed, bias=None):
+def matmul_packed_f32_twin(a, packed, bias=None, k_block=0, init=None):
     """a [..., K] @ B [K, N] as fused multiply-adds over k from 0 (``batched_matmul_f32_twin``),
-    then one float32 addition of ``bias``."""
+    over blocks of ``k_block`` values of k (0: one block) whose sums are added in turn to
+    ``init`` (or the first stored), then one float32 addition of ``bias``."""
     b = packed.b
-    y = batched_matmul_f32_twin(np.asarray(a, np.float32).reshape(-1, b.shape[0]), b)
+    k = b.shape[0]
+    a2 = np.asarray(a, np.float32).reshape(-1, k)
+    step = k if k_block <= 0 else k_block
+    y = None if init is None else np.array(np.broadcast_to(
+        np.asarray(init, np.float32), np.shape(a)[:-1] + (b.shape[1],)), np.float32).reshape(-1, b.shape[1])
+    for k0 in range(0, k, max(step, 1)):
+        block = batched_matmul_f32_twin(a2[:, k0:k0 + step], b[k0:k0 + step])
+        y = block if y is None else y + block
+    if y is None:
+        y = np.zeros((a2.shape[0], b.shape[1]), np.float32)
     y = y.reshape(np.shape(a)[:-1] + (b.shape[1],))
     return y if bias is None else y + np.asarray(bias, np.float32)
 
@@ -531,3 +541,31 @@ __all__ += ["pack_b_twin", "gemm_int8_scaled_twin", "ScaledGemmTwin", "pack_conv
             "checked_dynamic_quantize_linear_twin", "gelu_erf_f32_twin", "logistic_f32_twin",
             "tanh_f32_twin", "batched_matmul_f32_twin", "pack_b_f32_twin", "PlainF32", "matmul_packed_f32_twin",
             "add_layer_norm_rows_twin", "scale_add_softmax_rows_twin"]
+
+
+def sgemm_twin(a, b, init=None, **kw):
+    """``sgemm.sgemm`` (MLAS's float32 GEMM order) with each K block's chain of fused
+    multiply-adds computed by ``batched_matmul_f32_twin``."""
+    from .sgemm import sgemm
+
+    return sgemm(a, b, init, block_product=batched_matmul_f32_twin, **kw)
+
+
+def conv_gemm_twin(w, cols, stride_k):
+    """``sgemm.conv_gemm`` with each slice's chain of fused multiply-adds computed by
+    ``batched_matmul_f32_twin``."""
+    from .sgemm import conv_gemm
+
+    return conv_gemm(w, cols, stride_k, block_product=batched_matmul_f32_twin)
+
+
+def m1_groups_twin(w, cols, stride_k):
+    """``sgemm.m1_groups``: each group through ``conv_gemm`` (one filter: the M = 1 kernel)."""
+    from .sgemm import conv_gemm
+
+    w = np.asarray(w, np.float32)
+    return np.stack([conv_gemm(w[j:j + 1], cols[j], stride_k)[0] for j in range(len(w))]) \
+        if len(w) else np.zeros((0, np.shape(cols)[2]), np.float32)
+
+
+__all__ += ["sgemm_twin", "conv_gemm_twin", "m1_groups_twin"]

@@ -10,7 +10,7 @@ produced, gives the reference's output, the node is not where the difference sta
 from __future__ import annotations
 
 import numpy as np
-from onnx import ModelProto, helper
+from onnx import ModelProto, helper, numpy_helper
 
 from ..types import type_proto_of
 
@@ -23,17 +23,24 @@ class ReplayError(Exception):
 
 def one_node_model(model: ModelProto, node, inputs: list) -> ModelProto:
     """A model holding ``node`` alone, its inputs graph inputs typed from ``inputs`` (None for an
-    omitted optional input), the model's opsets and local functions."""
-    graph_inputs, seen = [], set()
+    omitted optional input), the model's opsets and local functions. Inputs that are
+    initializers of ``model`` stay initializers (with the value given): runtimes treat constant
+    weights differently (onnxruntime packs a constant GEMM operand, which changes its order of
+    additions), so the node runs as it ran in the model."""
+    constants = {t.name for t in model.graph.initializer}
+    graph_inputs, initializers, seen = [], [], set()
     for name, value in zip(node.input, inputs):
         if not name or name in seen:
             continue
         seen.add(name)
         if value is None:
             raise ReplayError(f"no value for input {name!r}")
-        graph_inputs.append(helper.make_value_info(name, type_proto_of(value)))
+        if name in constants and isinstance(value, np.ndarray):
+            initializers.append(numpy_helper.from_array(value, name))
+        else:
+            graph_inputs.append(helper.make_value_info(name, type_proto_of(value)))
     outputs = [helper.make_empty_tensor_value_info(o) for o in node.output if o]
-    graph = helper.make_graph([node], "replay", graph_inputs, outputs)
+    graph = helper.make_graph([node], "replay", graph_inputs, outputs, initializers)
     one = helper.make_model(graph, opset_imports=list(model.opset_import))
     one.ir_version = model.ir_version
     one.functions.extend(model.functions)
@@ -47,7 +54,8 @@ def replay_node(model: ModelProto, node, inputs: list, **options) -> list:
     from ..session import InferenceSession
 
     one = one_node_model(model, node, inputs)
-    feeds = {name: value for name, value in zip(node.input, inputs) if name}
+    constants = {t.name for t in one.graph.initializer}
+    feeds = {name: value for name, value in zip(node.input, inputs) if name and name not in constants}
     try:
         sess = InferenceSession(one, **options)
         outs = sess.run(None, feeds)

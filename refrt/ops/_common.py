@@ -269,3 +269,28 @@ def mlas_wide_kernels() -> bool:
     from ..kernels import cpu
 
     return "avx512f" in cpu.features()[1]
+
+
+def ort_threads(ctx) -> int:
+    """The intra-op thread count onnxruntime would run this session with: the session's
+    ``intra_op_num_threads`` when set, else onnxruntime's default, the number of physical cores.
+    MLAS shares float GEMMs between threads by column ranges, which changes how it blocks K, so
+    refrt's "ort" numerics need it."""
+    n = int(getattr(getattr(ctx, "options", None), "intra_op_num_threads", 0) or 0)
+    return n if n > 0 else physical_cores()
+
+
+def physical_cores() -> int:
+    """Physical CPU cores (hyperthreads of one core counted once), from Linux's sysfs; the
+    logical CPU count where sysfs does not say."""
+    import os
+
+    count = os.cpu_count() or 1
+    cores = set()
+    for cpu in range(count):
+        try:
+            with open(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list") as f:
+                cores.add(f.read().strip())
+        except OSError:
+            return count
+    return max(1, len(cores))

@@ -60,6 +60,13 @@ KERNELS = {
     "tanh_f32": ("activations.tanh_f32", "tanh_f32_twin"),
     # float32 matrix products (kernels/fgemm.py); packed_available asks the CPU, not arithmetic
     "batched_matmul_f32": ("fgemm.batched_matmul_f32", "batched_matmul_f32_twin"),
+    "sgemm": ("sgemm.sgemm", "sgemm_twin"),
+    "sgemm_k_stride": ("sgemm.k_stride", None),
+    "SGEMM_PACKED_STRIDE_K": ("sgemm.PACKED_STRIDE_K", None),
+    "sgemm_column_segments": ("sgemm.column_segments", None),
+    "conv_gemm": ("sgemm.conv_gemm", "conv_gemm_twin"),
+    "conv_segments": ("sgemm.conv_segments", None),
+    "m1_groups": ("sgemm.m1_groups", "m1_groups_twin"),
     "float_packed_available": ("fgemm.packed_available", None),
     "pack_b_f32": ("fgemm.pack_b_f32", "pack_b_f32_twin"),
     "matmul_packed_f32": ("fgemm.matmul_packed_f32", "matmul_packed_f32_twin"),

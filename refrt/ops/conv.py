@@ -12,7 +12,16 @@ from __future__ import annotations
 import numpy as np
 
 from ..registry import op
-from ._common import Window, add_windows, compute_dtype, sliding_windows, window_geometry
+from ._common import (
+    Window,
+    add_windows,
+    compute_dtype,
+    once_per_session,
+    ort_threads,
+    sliding_windows,
+    window_geometry,
+)
+from ._kernels import K
 
 
 def _check_conv_inputs(x, w, group, name):
@@ -42,10 +51,51 @@ def _conv_columns(x, win, group):
     return windows.transpose(order).reshape(n, group, (c // group) * k_size, p_size)
 
 
+def _mlas_conv(cols, wg, win, threads, ctx):
+    """The products W_g @ columns in onnxruntime's order (MLAS's convolution) -> (N, G, Mg, P):
+
+    * a 1 x 1 kernel with unit strides and no padding, or more filters than outputs: one SGEMM
+      per (image, group) (``sgemm``);
+    * otherwise the outputs are shared between threads (for a single image and group) and K is
+      multiplied in slices whose size follows SGEMM's rule for the thread's outputs; each output
+      a chain of fused multiply-adds per slice, the slices added in turn. It runs as
+      columns^T @ W^T on the weights packed once per session (the same sums, the operands of each
+      product swapped); a single filter per group (depthwise) runs MLAS's M = 1 kernel."""
+    n, g, k, p = cols.shape
+    mg = wg.shape[1]
+    direct = (all(s == 1 for s in win.strides) and not any(win.pads_begin) and not any(win.pads_end)
+              and int(np.prod(win.kernel)) == 1)
+    out = np.empty((n, g, mg, p), np.float32)
+    if direct or mg > p:
+        for i in range(n):
+            for j in range(g):
+                out[i, j] = K.sgemm(wg[j], cols[i, j], threads=threads)
+        return out
+    if mg == 1:
+        for i in range(n):
+            out[i, :, 0] = K.m1_groups(wg[:, 0], cols[i], K.sgemm_k_stride(p, k))
+        return out
+    packed = once_per_session(ctx, ("mlas_conv_weights",), [1],
+                              lambda: [K.pack_b_f32(np.ascontiguousarray(wg[j].T)) for j in range(g)],
+                              (wg.shape, wg.dtype.str))
+    for i in range(n):
+        for j in range(g):
+            columns_t = np.ascontiguousarray(cols[i, j].T)                   # (P, K)
+            segments = K.conv_segments(mg, p, k, threads) if n * g == 1 else [(0, p)]
+            for p0, p1 in segments:
+                y_t = K.matmul_packed_f32(columns_t[p0:p1], packed[j],
+                                          k_block=K.sgemm_k_stride(p1 - p0, k))
+                out[i, j, :, p0:p1] = y_t.T
+    return out
+
+
 @op("Conv", since=(1, 11, 22))
 def conv(x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None,
-         pads=None, strides=None):
-    """Y[n, m] = sum_{c in group(m), k} W[m, c, k] * X[n, c, o * s - pb + k * d] + B[m]"""
+         pads=None, strides=None, ctx=None):
+    """Y[n, m] = sum_{c in group(m), k} W[m, c, k] * X[n, c, o * s - pb + k * d] + B[m]
+
+    float32 in the default numerics multiplies in onnxruntime's (MLAS's) order, then adds B
+    (``_mlas_conv``); "spec" numerics: NumPy's matmul."""
     _check_conv_inputs(x, w, group, "Conv")
     n, c = x.shape[:2]
     m = w.shape[0]
@@ -57,7 +107,10 @@ def conv(x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1, kernel_sha
     ct = compute_dtype(x.dtype)
     cols = _conv_columns(x.astype(ct, copy=False), win, group)       # (N, G, Cg*K, P)
     wg = w.astype(ct, copy=False).reshape(group, m // group, -1)     # (G, Mg, Cg*K)
-    y = np.matmul(wg, cols).reshape((n, m) + win.out)
+    if x.dtype == np.float32 and w.dtype == np.float32 and (ctx is None or ctx.numerics != "spec"):
+        y = _mlas_conv(cols, wg, win, ort_threads(ctx), ctx).reshape((n, m) + win.out)
+    else:
+        y = np.matmul(wg, cols).reshape((n, m) + win.out)
     if b is not None:
         y += b.astype(ct, copy=False).reshape((m,) + (1,) * len(kernel))
     return y.astype(x.dtype, copy=False)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..registry import op
-from ._common import compute_dtype, np_dtype, once_per_session
+from ._common import compute_dtype, np_dtype, once_per_session, ort_threads
 from ._kernels import K
 from .elementwise import swish as _swish
 
@@ -25,9 +25,13 @@ def _as_compute(*arrays):
 # ---------------------------------------------------------------- products
 
 @op("Gemm", since=(1, 6, 7, 9, 11, 13))
-def gemm(a, b, c=None, *, alpha=1.0, beta=1.0, broadcast=0, transA=0, transB=0):
+def gemm(a, b, c=None, *, alpha=1.0, beta=1.0, broadcast=0, transA=0, transB=0, ctx=None):
     """Y = alpha * A' @ B' + beta * C, A' = A.T if transA, B' = B.T if transB, C broadcast
-    to (M, N) (the version 1 and 6 ``broadcast`` flag only allowed what broadcasting allows)."""
+    to (M, N) (the version 1 and 6 ``broadcast`` flag only allowed what broadcasting allows).
+
+    float32 with alpha = 1 in the default numerics runs onnxruntime's order (``kernels/sgemm.py``):
+    Y starts as beta * C, then MLAS's SGEMM adds the product into it, K blocked as MLAS blocks
+    it (B counts as packed when it is a constant, as onnxruntime packs it)."""
     if a.ndim != 2 or b.ndim != 2:
         raise ValueError(f"Gemm: A and B must be 2-D, got shapes {list(a.shape)} and "
                          f"{list(b.shape)}")
@@ -37,18 +41,82 @@ def gemm(a, b, c=None, *, alpha=1.0, beta=1.0, broadcast=0, transA=0, transB=0):
     if a_.shape[1] != b_.shape[0]:
         raise ValueError(f"Gemm: inner dimensions differ: A' is {list(a_.shape)}, B' is "
                          f"{list(b_.shape)}")
-    y = np.matmul(a_, b_)
-    if alpha != 1.0:
-        y = y * ct.type(alpha) if ct.kind == "f" else y * alpha
+    out_shape = (a_.shape[0], b_.shape[1])
+    c_ = None
     if c is not None and beta != 0.0:
-        out_shape = y.shape
         try:
             c_ = np.broadcast_to(c.astype(ct, copy=False), out_shape)
         except ValueError:
             raise ValueError(f"Gemm: C of shape {list(c.shape)} does not broadcast to "
                              f"{list(out_shape)}") from None
+    if _mlas_float(a, b, ctx) and alpha == 1.0:
+        init = None if c_ is None else (c_ if beta == 1.0 else c_ * ct.type(beta))
+        if ctx is not None and ctx.is_constant(1):   # packed once, as onnxruntime packs it
+            return K.matmul_packed_f32(np.ascontiguousarray(a_), _mlas_packed(ctx, b, bool(transB)),
+                                       k_block=K.SGEMM_PACKED_STRIDE_K, init=init)
+        return K.sgemm(a, b, init, trans_a=bool(transA), trans_b=bool(transB),
+                       threads=ort_threads(ctx))
+    y = np.matmul(a_, b_)
+    if alpha != 1.0:
+        y = y * ct.type(alpha) if ct.kind == "f" else y * alpha
+    if c_ is not None:
         y = y + (c_ * ct.type(beta) if ct.kind == "f" else c_ * beta)
     return np.asarray(y).astype(a.dtype, copy=False)
+
+
+def _mlas_float(a, b, ctx) -> bool:
+    """float32 operands in the default numerics: the product runs in onnxruntime's MLAS order."""
+    return (a.dtype == np.float32 and b.dtype == np.float32
+            and (ctx is None or getattr(ctx, "numerics", "ort") != "spec"))
+
+
+def _mlas_packed(ctx, b, transposed: bool):
+    """A constant B [K, N] (given as [N, K] when ``transposed``) packed once per session."""
+    return once_per_session(ctx, ("mlas_packed_f32", transposed), [1],
+                            lambda: K.pack_b_f32(np.ascontiguousarray(b.T if transposed else b)),
+                            (b.shape, b.dtype.str))
+
+
+def _mlas_matmul(a, b, ctx):
+    """numpy.matmul semantics, each product in MLAS's order as onnxruntime's MatMul runs it: a
+    2-D B (packed when constant) takes all of A's rows in one product; stacks of matrices run as
+    one batch of products (the threads shared between them)."""
+    threads = ort_threads(ctx)
+    if b.ndim == 1 and a.ndim >= 2:
+        # onnxruntime multiplies the vector from the left: y^T = b^T A^T, one row of M = 1
+        rows = a.reshape(int(np.prod(a.shape[:-1])), a.shape[-1])
+        y = K.sgemm(b[None, :], np.ascontiguousarray(rows.T), threads=threads)
+        return y.reshape(a.shape[:-1])
+    a2 = a[None, :] if a.ndim == 1 else a
+    b2 = b[:, None] if b.ndim == 1 else b
+    m, k = a2.shape[-2:]
+    n = b2.shape[-1]
+    if b2.ndim == 2:
+        rows = a2.reshape(int(np.prod(a2.shape[:-1])), k)
+        if ctx is not None and b.ndim == 2 and ctx.is_constant(1):
+            # onnxruntime packs a constant B once: K in blocks of 256, whatever the shapes
+            y = K.matmul_packed_f32(rows, _mlas_packed(ctx, b, False), k_block=K.SGEMM_PACKED_STRIDE_K)
+        else:
+            y = K.sgemm(rows, b2, threads=threads)
+        y = y.reshape(a2.shape[:-1] + (n,))
+    else:
+        batch = np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
+        nb = int(np.prod(batch))
+        one_block = all(K.sgemm_k_stride(n1 - n0, k) >= k
+                        for n0, n1 in K.sgemm_column_segments(m, n, k, threads, nb))
+        if one_block and m > 1 and n > 1 and nb:
+            y = K.batched_matmul_f32(a2, b2)        # MLAS's order: one chain of fmas per output
+        else:
+            aa = np.broadcast_to(a2, batch + (m, k)).reshape(-1, m, k)
+            bb = np.broadcast_to(b2, batch + (k, n)).reshape(-1, k, n)
+            y = np.stack([K.sgemm(x, w, threads=threads, batch=nb) for x, w in zip(aa, bb)]
+                         ) if nb else np.zeros((0, m, n), np.float32)
+            y = y.reshape(batch + (m, n))
+    if a.ndim == 1:
+        y = y[..., 0, :]
+    if b.ndim == 1:
+        y = y[..., 0]
+    return y
 
 
 @op("MatMul", since=(1, 9, 13))
@@ -62,6 +130,8 @@ def matmul(a, b, *, ctx=None):
     if k_a != k_b:
         raise ValueError(f"MatMul: shapes {list(a.shape)} and {list(b.shape)} do not match "
                          f"({k_a} != {k_b})")
+    if _mlas_float(a, b, ctx):
+        return _mlas_matmul(a, b, ctx)
     if (a.dtype == np.float32 and b.dtype == np.float32 and a.ndim >= 2 and b.ndim >= 2
             and max(a.ndim, b.ndim) >= 3 and a.shape[-2] * b.shape[-1] * k_a <= _SMALL_MATMUL):
         try:
@@ -80,7 +150,10 @@ def matmul(a, b, *, ctx=None):
 def matmul_add(a, b, *, bias, ctx=None):
     """MatMul(a, b) followed by Add(., bias) as one step (``refrt.fusion``), or None where the
     packed kernel does not apply: a float32 ``bias`` [N] is added to each tile of the product
-    while it is in cache, one float32 addition per output as the Add node does."""
+    while it is in cache, one float32 addition per output as the Add node does. In the default
+    numerics the product must be MLAS's, so the step is None (the two nodes run)."""
+    if _mlas_float(a, b, ctx):
+        return None
     packed = _packed_weights(a, b, ctx)
     if (packed is None or not isinstance(bias, np.ndarray) or bias.dtype != np.float32
             or bias.shape != (packed.n,)):

@@ -61,14 +61,46 @@ def _window_counts(in_shape, win, include_pad):
     return counts
 
 
+def _sum_in_order(terms):
+    """terms[0] + terms[1] + ... added one after the other along the first axis (each addition
+    rounded to the type), as a loop over the window adds them."""
+    total = terms[0].copy()
+    for t in terms[1:]:
+        total += t
+    return total
+
+
+def _mlas_window_order(x, win, count_include_pad, ceil_mode, ctx) -> bool:
+    """Whether onnxruntime averages these windows with MLAS's vectorized pooling kernel (else its
+    generic loops): float32, 2 or 3 spatial axes, no dilation, a last stride of 1 or 2, kernels
+    of at most 32, a padded row that fits MLAS's 2048-value buffer, and not ceil_mode together
+    with count_include_pad (onnxruntime takes its generic path there)."""
+    return (x.dtype == np.float32 and (ctx is None or ctx.numerics != "spec")
+            and len(win.kernel) >= 2 and all(d == 1 for d in win.dilations)
+            and win.strides[-1] <= 2 and max(win.kernel) <= 32
+            and x.shape[-1] + win.pads_begin[-1] + win.pads_end[-1] <= 2048 - 3
+            and not (ceil_mode and count_include_pad))
+
+
 @op("AveragePool", since=(1, 7, 10, 11, 19, 22))
 def average_pool(x, *, auto_pad="NOTSET", ceil_mode=0, count_include_pad=0, dilations=None,
-                 kernel_shape, pads=None, strides=None):
+                 kernel_shape, pads=None, strides=None, ctx=None):
     """Y[n, c, o] = sum_k X[n, c, o * s - pb + k * d] / count, count = cells of the window inside
-    X (plus the pads with count_include_pad; a ceil_mode overhang never counts, as onnxruntime)."""
+    X (plus the pads with count_include_pad; a ceil_mode overhang never counts, as onnxruntime).
+
+    The sum's order is onnxruntime's: where it runs MLAS's vectorized kernel (float32, 2-D and
+    3-D windows, see ``_mlas_window_order``) each window column is summed down the kernel's rows
+    first, then the column sums left to right; otherwise the window is added row by row, left to
+    right."""
     win = pool_window(x, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode)
     ct = compute_dtype(x.dtype)
-    total = window_taps(x.astype(ct, copy=False), win, 0).sum(axis=0)
+    taps = window_taps(x.astype(ct, copy=False), win, 0)          # (K, N, C, *out), row major
+    if _mlas_window_order(x, win, count_include_pad, ceil_mode, ctx):
+        width = win.kernel[-1]
+        columns = _sum_in_order(taps.reshape((len(taps) // width, width) + taps.shape[1:]))
+        total = _sum_in_order(columns)                                        # then across
+    else:
+        total = _sum_in_order(taps)
     counts = _window_counts(x.shape[2:], win, count_include_pad)
     with np.errstate(invalid="ignore", divide="ignore"):
         y = total / counts.astype(ct)
@@ -103,9 +135,27 @@ def _global(x, name):
 
 
 @op("GlobalAveragePool", since=(1, 22))
-def global_average_pool(x):
-    """Y[n, c, 1, ...] = mean over the spatial axes of X[n, c]"""
+def global_average_pool(x, *, ctx=None):
+    """Y[n, c, 1, ...] = mean over the spatial axes of X[n, c]
+
+    float32 in the default numerics sums as onnxruntime's MLAS global pooling kernel: 4 lanes
+    (lane k adds values k, k + 4, ... of the plane), the lanes combined (0 + 2) + (1 + 3), the
+    last (size mod 4) values added one by one, then divided by the size. "spec" numerics:
+    NumPy's mean."""
     axes = _global(x, "GlobalAveragePool")
+    if x.dtype == np.float32 and (ctx is None or ctx.numerics != "spec") and x.size:
+        planes = x.reshape(x.shape[0] * x.shape[1], -1)
+        size = planes.shape[1]
+        full = size - size % 4
+        if full:
+            lanes = np.cumsum(planes[:, :full].reshape(len(planes), -1, 4), axis=1,
+                              dtype=np.float32)[:, -1]
+            total = (lanes[:, 0] + lanes[:, 2]) + (lanes[:, 1] + lanes[:, 3])
+        else:
+            total = np.zeros(len(planes), np.float32)
+        for i in range(full, size):
+            total = total + planes[:, i]
+        return (total / np.float32(size)).reshape(x.shape[:2] + (1,) * len(axes))
     return x.mean(axis=axes, keepdims=True, dtype=compute_dtype(x.dtype)).astype(x.dtype)
 
 

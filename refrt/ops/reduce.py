@@ -7,6 +7,8 @@ Float math on float16, bfloat16 and float8 runs in float32 and is rounded once a
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 
 from ..registry import op
@@ -48,11 +50,12 @@ def reduction_axes(rank: int, axes, noop_with_empty_axes: int = 0) -> tuple[int,
 SATURATING_IN_ORT = {"ReduceSum", "ReduceSumSquare", "ReduceL1", "ReduceProd"}
 
 
-def _reduce(kernel, data: np.ndarray, axes, keepdims: int, noop_with_empty_axes: int, saturate=False):
+def _reduce(kernel, data: np.ndarray, axes, keepdims: int, noop_with_empty_axes: int, saturate=False,
+            ctx=None, takes_ctx=False):
     axes = reduction_axes(data.ndim, axes, noop_with_empty_axes)
     x = data.astype(compute_dtype(data.dtype), copy=False)
     with np.errstate(all="ignore"):
-        y = kernel(x, axes, bool(keepdims))
+        y = kernel(x, axes, bool(keepdims), ctx) if takes_ctx else kernel(x, axes, bool(keepdims))
         if saturate and data.dtype.kind in "iu":
             info = np.iinfo(data.dtype)
             wide = kernel(data.astype(np.float64), axes, bool(keepdims))    # only for the range
@@ -68,14 +71,17 @@ def _reduce_op(name: str, axes_attribute: tuple, axes_input: tuple):
     ``noop_with_empty_axes`` exists. Both share :func:`reduction_axes` and :func:`_reduce`."""
 
     def register(kernel):
+        takes_ctx = "ctx" in inspect.signature(kernel).parameters   # its order depends on numerics
+
         def saturate(ctx):
             return name in SATURATING_IN_ORT and (ctx is None or ctx.numerics != "spec")
 
         def with_axes_attribute(data, *, axes=None, keepdims=1, ctx=None):
-            return _reduce(kernel, data, axes, keepdims, 0, saturate(ctx))
+            return _reduce(kernel, data, axes, keepdims, 0, saturate(ctx), ctx, takes_ctx)
 
         def with_axes_input(data, axes=None, *, keepdims=1, noop_with_empty_axes=0, ctx=None):
-            return _reduce(kernel, data, axes, keepdims, noop_with_empty_axes, saturate(ctx))
+            return _reduce(kernel, data, axes, keepdims, noop_with_empty_axes, saturate(ctx), ctx,
+                           takes_ctx)
 
         for fn, suffix in ((with_axes_attribute, "axes_attribute"),
                            (with_axes_input, "axes_input")):
@@ -101,18 +107,118 @@ def _highest(dtype):
     return np.iinfo(dtype).max if dtype.kind in "iu" else np.inf
 
 
-@_reduce_op("ReduceSum", axes_attribute=(1, 11), axes_input=(13,))
-def reduce_sum(x, axes, keepdims):
-    """Y = sum(X) over axes (0 for an empty set)"""
+# -- float32 sums in onnxruntime's order ------------------------------------------------------
+#
+# onnxruntime first merges the axes into runs of kept (K) and reduced (R) ones, ignoring axes of
+# size 1, and has a fast path for the shapes R, KR, RK and KRK:
+# * R and KR: each contiguous run of values summed by Eigen's vectorized sum (SSE, 4 lanes): from
+#   the first 16-byte-aligned value on, two 4-lane accumulators over 8 values at a time, then one
+#   more block of 4 if left, the two combined, the 4 lanes as (0 + 2) + (1 + 3), then the values
+#   before the aligned start and after the last block one by one. Where a row starts depends on
+#   its place in the buffer (onnxruntime's buffers are 64-byte aligned).
+# * RK: the reduced rows added one after the other.
+# * KRK and the others: an order not reproduced here (NumPy's sum).
+
+def _merged_runs(shape, axes):
+    """("KR"-style kinds, sizes) of shape's runs of kept and reduced axes, size-1 axes left out."""
+    kinds, sizes = [], []
+    for i, d in enumerate(shape):
+        if d == 1:
+            continue
+        kind = "R" if i in axes else "K"
+        if kinds and kinds[-1] == kind:
+            sizes[-1] *= d
+        else:
+            kinds.append(kind)
+            sizes.append(d)
+    return "".join(kinds), sizes
+
+
+def _eigen_row_sums(rows, offsets):
+    """Eigen's vectorized float32 sum of each row of ``rows`` [R, n], row r starting ``offsets[r]``
+    values past a 16-byte boundary."""
+    n = rows.shape[1]
+    out = np.empty(len(rows), np.float32)
+    for shift in range(4):
+        pick = np.flatnonzero(offsets % 4 == shift)
+        if not pick.size:
+            continue
+        v = rows[pick]
+        start = min((-shift) % 4, n)
+        blocks = (n - start) // 4
+        if blocks == 0:
+            total = v[:, 0].copy()
+            for i in range(1, n):
+                total += v[:, i]
+            out[pick] = total
+            continue
+        end = start + 4 * blocks
+        acc0 = v[:, start:start + 4].copy()
+        if blocks > 1:
+            acc1 = v[:, start + 4:start + 8].copy()
+            pairs_end = start + 8 * (blocks // 2)
+            for i in range(start + 8, pairs_end, 8):
+                acc0 += v[:, i:i + 4]
+                acc1 += v[:, i + 4:i + 8]
+            acc0 += acc1
+            if end > pairs_end:
+                acc0 += v[:, pairs_end:end]
+        total = (acc0[:, 0] + acc0[:, 2]) + (acc0[:, 1] + acc0[:, 3])
+        for i in list(range(start)) + list(range(end, n)):
+            total += v[:, i]
+        out[pick] = total
+    return out
+
+
+def ort_float_sum(x, axes):
+    """sum(x) over ``axes`` (reduced axes kept as size 1) in onnxruntime's order, for float32 x;
+    None for a shape whose order is not reproduced."""
+    if x.dtype != np.float32 or x.size == 0:
+        return None
+    kinds, sizes = _merged_runs(x.shape, axes)
+    out_shape = tuple(1 if i in axes else d for i, d in enumerate(x.shape))
+    if kinds in ("", "K"):
+        return x.reshape(out_shape).copy()
+    if kinds in ("R", "KR"):
+        rows = np.ascontiguousarray(x).reshape(-1, sizes[-1])
+        offsets = np.arange(len(rows), dtype=np.int64) * sizes[-1]
+        return _eigen_row_sums(rows, offsets).reshape(out_shape)
+    if kinds == "RK":
+        rows = np.ascontiguousarray(x).reshape(sizes[0], -1)
+        total = rows[0].copy()
+        for r in rows[1:]:
+            total += r
+        return total.reshape(out_shape)
+    return None
+
+
+def _float_sum(x, axes, keepdims, ctx):
+    if ctx is None or ctx.numerics != "spec":
+        total = ort_float_sum(x, axes)
+        if total is not None:
+            return total if keepdims else total.reshape([d for i, d in enumerate(x.shape) if i not in axes])
     return np.sum(x, axis=axes, keepdims=keepdims)
 
 
+@_reduce_op("ReduceSum", axes_attribute=(1, 11), axes_input=(13,))
+def reduce_sum(x, axes, keepdims, ctx=None):
+    """Y = sum(X) over axes (0 for an empty set)
+
+    float32 in the default numerics adds in onnxruntime's order where it is known
+    (``ort_float_sum``); "spec" numerics: NumPy's sum."""
+    return _float_sum(x, axes, keepdims, ctx)
+
+
 @_reduce_op("ReduceMean", axes_attribute=(1, 11, 13), axes_input=(18,))
-def reduce_mean(x, axes, keepdims):
+def reduce_mean(x, axes, keepdims, ctx=None):
     """Y = sum(X) / count over axes. The spec leaves an empty set undefined: refrt gives 0, as
-    onnxruntime does. Integers: the mean truncated toward zero."""
+    onnxruntime does. Integers: the mean truncated toward zero. float32 sums as ReduceSum."""
     count = int(np.prod([x.shape[a] for a in axes]))
-    return np.sum(x, axis=axes, keepdims=keepdims) / max(count, 1)
+    total = _float_sum(x, axes, keepdims, ctx)
+    if total.dtype == np.float32:
+        return total / np.float32(max(count, 1))
+    return total / max(count, 1)
+
 
 
 @_reduce_op("ReduceMax", axes_attribute=(1, 11, 12, 13), axes_input=(18, 20))

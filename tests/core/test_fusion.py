@@ -42,10 +42,10 @@ def chain_model(k, n, w, w_zp, scale, bias, scale_first=False, bias_first=False,
     return model(nodes, [vi("x", F, ["M", k])], outs + list(extra_outputs), inits)
 
 
-def sessions(m):
+def sessions(m, **options):
     off = refrt.SessionOptions()
     off.graph_optimization_level = refrt.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return refrt.InferenceSession(m), refrt.InferenceSession(m, off)
+    return refrt.InferenceSession(m, **options), refrt.InferenceSession(m, off, **options)
 
 
 def same_bits(a, b):
@@ -341,6 +341,8 @@ def test_matmul_add_fused_gives_the_same_bits_as_the_nodes(a_shape, w_shape, c_s
 
 
 def test_matmul_with_constant_weights_runs_on_the_packed_kernel():
+    # numerics="spec" multiplies in refrt's own order: the packed kernel (AVX-512), and the
+    # MatMul -> Add pair as one step
     fgemm = importlib.import_module(refrt.kernels.__name__ + ".fgemm")
     if not fgemm.packed_available():
         pytest.skip("the packed float32 kernel needs AVX-512; this CPU uses the BLAS")
@@ -350,7 +352,7 @@ def test_matmul_with_constant_weights_runs_on_the_packed_kernel():
     m = model([helper.make_node("MatMul", ["a", "w"], ["p"]), helper.make_node("Add", ["p", "c"], ["y"])],
               [vi("a", TensorProto.FLOAT, [64, 768])], [vi("y", TensorProto.FLOAT, None)],
               [const("w", w), const("c", c)])
-    fused, plain = sessions(m)
+    fused, plain = sessions(m, numerics="spec")
     a = rng.standard_normal((64, 768)).astype(np.float32)
     y = fused.run(None, {"a": a})[0]
     plain.run(None, {"a": a})
@@ -359,6 +361,14 @@ def test_matmul_with_constant_weights_runs_on_the_packed_kernel():
     want = fgemm.matmul_packed_f32(a, fgemm.pack_b_f32(w)) + c
     assert same_bits(y, want)
     np.testing.assert_allclose(y, a @ w + c, rtol=1e-4, atol=1e-4)
+    # the default numerics multiply in onnxruntime's order (kernels/sgemm.py, B packed as a
+    # constant: K in blocks of 256) and then add, fused or not
+    sgemm = importlib.import_module(refrt.kernels.__name__ + ".sgemm")
+    from refrt.ops._common import physical_cores
+
+    want = sgemm.sgemm(a, w, packed=True, threads=physical_cores()) + c
+    for sess in sessions(m):
+        assert same_bits(sess.run(None, {"a": a})[0], want)
 
 
 # ---------------------------------------------------------------- Mul/Div -> Add(mask) -> Softmax

@@ -130,15 +130,13 @@ def test_digits_quantized_same_bits(digits, mode, tmp_path, door):
 
 def test_bert_float_same_bits(door):
     # big enough for the row kernels (layer norm, softmax), the batched attention products and
-    # the packed float32 MatMul of the feed-forward layers (where this CPU has it)
+    # the MatMul layers in onnxruntime's SGEMM order
     model = bert_encoder(layers=1, hidden=128, heads=4)
     results = run_both_ways(model, bert_feeds(batch=2, seq=32))
     assert_same_bits(results)
     _, twin_side = door
-    expected = {"layer_norm_rows", "softmax_rows", "batched_matmul_f32", "erf_f32"}
-    module, attr = twin_side["float_packed_available"]
-    if getattr(module, attr)():
-        expected |= {"pack_b_f32", "matmul_packed_f32"}
+    expected = {"layer_norm_rows", "softmax_rows", "batched_matmul_f32", "erf_f32", "pack_b_f32",
+                "matmul_packed_f32"}
     assert expected <= twin_side.keys(), sorted(twin_side)
 
 

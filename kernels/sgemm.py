@@ -1,0 +1,272 @@
+"""onnxruntime's float32 matrix product (MLAS's SGEMM) in its order of operations.
+
+A float32 product's bits depend on the order of its additions. MLAS, onnxruntime's math library,
+computes C = A @ B (optionally + C) like this on x86-64:
+
+* **The general path.** K is cut into blocks of ``stride_k`` values. For each block, each output
+  starts a fresh accumulator at 0 and adds a[m, k] * b[k, n] over the block's k in order, one
+  fused multiply-add each (AVX2/FMA3 and AVX-512 kernels alike); the block's sum is then added
+  to C (the first block is stored into C, unless C already holds a bias to accumulate into).
+  ``stride_k`` is 256 when B was packed ahead of time (a constant weight), else 128: halved
+  while K fits in half of it when N >= K, raised for N < K (while the column panel is wider
+  than 16 and at least twice N, the panel is halved and ``stride_k`` doubled). N is the width
+  of the columns one thread computes: MLAS splits a product between threads along N (in
+  multiples of 16 columns) when N > M, so the blocking depends on the thread count.
+* **One row of A (M = 1)**, B not packed: the AVX kernel ``SgemmKernelM1`` adds, for each group
+  of 4 values of k, the 4 rounded products in order, and the group's sum to C; then a group of 2
+  and a single one for the remainder. With B transposed (``SgemmKernelM1TransposeB``) each
+  output keeps 8 lanes (lane l adds the rounded products of k = l, l + 8, ...), combined in a
+  pattern that depends on the output's place in blocks of 4, 2 and 1 outputs.
+* **One column of B (N = 1)**, contiguous: the same two kernels with A and B swapped.
+* **Convolutions** (``conv_gemm``) multiply the filters by im2col columns in slices of K whose
+  size follows the same rule, each slice's product (the M = 1 kernel for a single filter per
+  group, as in a depthwise convolution) added to the output in turn.
+
+``sgemm`` reproduces these paths bit for bit (the tests compare with onnxruntime). The general
+path runs on the register tiles of ``fgemm.py``, one call per K block; the M = 1 kernels are a
+few NumPy operations per group of k.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+__all__ = ["sgemm", "conv_gemm", "conv_segments", "m1_groups", "k_stride", "column_segments",
+           "STRIDE_K", "PACKED_STRIDE_K"]
+
+STRIDE_N = 128             # MLAS_SGEMM_STRIDEN
+STRIDE_K = 128             # MLAS_SGEMM_STRIDEK
+PACKED_STRIDE_K = 256      # MLAS_SGEMM_PACKED_STRIDEK
+THREAD_ALIGN = 16          # MLAS_SGEMM_STRIDEN_THREAD_ALIGN
+THREAD_COMPLEXITY = 64 * 1024
+MAX_THREADS = 16           # MLAS_MAXIMUM_THREAD_COUNT
+_F = np.float32
+
+
+def k_stride(n: int, k: int, trans_a: bool = False, packed: bool = False) -> int:
+    """How many values of k one block of MLAS's SGEMM adds up, for a thread's n columns."""
+    if packed:
+        return PACKED_STRIDE_K
+    stride_n, stride_k = STRIDE_N, STRIDE_K
+    if n >= k:
+        while stride_k // 2 >= k:
+            stride_n *= 2
+            stride_k //= 2
+    elif not trans_a:
+        while stride_n > 16 and stride_n // 2 >= n:
+            stride_k *= 2
+            stride_n //= 2
+    return stride_k
+
+
+def _partition(index: int, count: int, total: int) -> tuple[int, int]:
+    """MlasPartitionWork: (start, size) of part ``index`` of ``total`` split in ``count``."""
+    per, extra = divmod(total, count)
+    if index < extra:
+        return (per + 1) * index, per + 1
+    return per * index + extra, per
+
+
+def column_segments(m: int, n: int, k: int, threads: int = 1, batch: int = 1) -> list:
+    """The column ranges [(n0, n1), ...] MLAS's threads compute for one of ``batch`` products of
+    M x N x K with ``threads`` threads (the whole range when it splits along M or not at all)."""
+    complexity = float(m) * float(n) * float(k)
+    if complexity < THREAD_COMPLEXITY * MAX_THREADS:
+        target = int(complexity / THREAD_COMPLEXITY) + 1
+    else:
+        target = MAX_THREADS
+    target = min(target, max(1, threads))
+    per_gemm = (target + batch - 1) // batch
+    if n <= m or per_gemm <= 1:
+        return [(0, n)]
+    blocks = (n + THREAD_ALIGN - 1) // THREAD_ALIGN
+    count = min(per_gemm, blocks)
+    out = []
+    for t in range(count):
+        start, size = _partition(t, count, blocks)
+        n0, n1 = start * THREAD_ALIGN, min(n, (start + size) * THREAD_ALIGN)
+        if n1 > n0:
+            out.append((n0, n1))
+    return out
+
+
+def _k_blocked(a, b, stride, init, block_product):
+    """a [M, K] @ b [K, N]: K blocks of ``stride``, each a fresh chain of fused multiply-adds
+    from 0 (``block_product``, a stack product such as ``fgemm.batched_matmul_f32``), added in
+    turn to ``init`` (or stored, for the first block without one)."""
+    m, k = a.shape
+    c = None if init is None else np.array(init, dtype=_F, copy=True)
+    for k0 in range(0, k, stride):
+        block = block_product(a[None, :, k0:k0 + stride], b[None, k0:k0 + stride, :])[0]
+        c = block if c is None else c + block
+    if c is None:
+        c = np.zeros((m, b.shape[1]), _F)
+    return c
+
+
+def _m1(a, b, init):
+    """SgemmKernelM1: a [K] @ b [K, N] in groups of 4, 2 and 1 values of k (rounded products added
+    in order within a group, each group's sum then added to C)."""
+    k = a.shape[0]
+    c = np.zeros(b.shape[1], _F) if init is None else np.array(init, dtype=_F, copy=True)
+    i = 0
+    while i + 4 <= k:
+        p = a[i] * b[i]
+        p = p + a[i + 1] * b[i + 1]
+        p = p + a[i + 2] * b[i + 2]
+        p = p + a[i + 3] * b[i + 3]
+        c = p + c
+        i += 4
+    if k - i >= 2:
+        c = (a[i] * b[i] + a[i + 1] * b[i + 1]) + c
+        i += 2
+    if k - i == 1:
+        c = a[i] * b[i] + c
+    return c
+
+
+def _m1_transposed_b(a, bt, init):
+    """SgemmKernelM1TransposeB: c[n] = a [K] . bt[n, :]; 8 lanes of rounded products per output,
+    combined by the output's place in MLAS's blocks of 4, 2 and 1 outputs."""
+    n, k = bt.shape
+    full = k - k % 8
+    lanes = np.zeros((n, 8), _F)
+    for i in range(0, full, 8):
+        lanes = lanes + a[i:i + 8] * bt[:, i:i + 8]
+    if full < k:
+        tail = np.zeros((n, 8), _F)
+        tail[:, :k - full] = a[full:] * bt[:, full:]
+        lanes = lanes + tail
+    l0, l1, l2, l3, l4, l5, l6, l7 = (lanes[:, j] for j in range(8))
+    four = (((l0 + l1) + l2) + l3) + (((l4 + l5) + l6) + l7)
+    two = ((l0 + l2) + (l4 + l6)) + ((l1 + l3) + (l5 + l7))
+    one = ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7))
+    blocks4 = n - n % 4
+    out = four.copy()
+    rest = blocks4
+    if n % 4 >= 2:
+        out[rest:rest + 2] = two[rest:rest + 2]
+        rest += 2
+    if n % 2:
+        out[rest] = one[rest]
+    if init is not None:
+        out = out + np.asarray(init, _F)
+    return out
+
+
+def sgemm(a, b, init=None, *, trans_a: bool = False, trans_b: bool = False, packed: bool = False,
+          threads: int = 1, batch: int = 1, block_product=None) -> np.ndarray:
+    """float32 C [M, N] = op(a) @ op(b) (+ ``init``, the bias C already holds: MLAS's beta = 1) as
+    onnxruntime's MLAS computes it: ``a`` is [M, K] ([K, M] with ``trans_a``), ``b`` [K, N]
+    ([N, K] with ``trans_b``); ``packed``: B was packed ahead of time (a constant weight);
+    ``threads``: onnxruntime's intra-op thread count; ``batch``: how many products of this size
+    the call computes together (a batched MatMul), which changes how threads are shared.
+    ``block_product``: what multiplies one K block (default ``fgemm.batched_matmul_f32``; the
+    twin passes its NumPy twin)."""
+    if block_product is None:
+        from .fgemm import batched_matmul_f32 as block_product
+    a = np.asarray(a, _F)
+    b = np.asarray(b, _F)
+    a_mk = a.T if trans_a else a
+    b_kn = b.T if trans_b else b
+    m, k = a_mk.shape
+    n = b_kn.shape[1]
+    if init is not None:
+        init = np.broadcast_to(np.asarray(init, _F), (m, n))
+    if m == 0 or n == 0:
+        return np.zeros((m, n), _F)
+    if k == 0:
+        return np.zeros((m, n), _F) if init is None else np.array(init, _F)
+    if not packed:
+        if m == 1 and not trans_a:
+            row = a_mk[0]
+            c0 = None if init is None else init[0]
+            c = _m1_transposed_b(row, b, c0) if trans_b else _m1(row, b_kn, c0)
+            return c.reshape(1, n)
+        if n == 1 and not trans_b:
+            col = b_kn[:, 0]
+            c0 = None if init is None else init[:, 0]
+            c = _m1(col, a, c0) if trans_a else _m1_transposed_b(col, a, c0)
+            return c.reshape(m, 1)
+    out = np.empty((m, n), _F)
+    for n0, n1 in column_segments(m, n, k, threads, batch):
+        stride = k_stride(n1 - n0, k, trans_a, packed)
+        out[:, n0:n1] = _k_blocked(a_mk, b_kn[:, n0:n1], stride,
+                                   None if init is None else init[:, n0:n1], block_product)
+    return out
+
+
+def conv_segments(filters: int, outputs: int, k: int, threads: int = 1) -> list:
+    """The output ranges [(p0, p1), ...] MLAS's threads compute for one (image, group) of a
+    convolution it segments (``MlasConvPrepare``): F x P x K of work, slices of 16 outputs."""
+    complexity = float(filters) * float(outputs) * float(k)
+    if complexity < THREAD_COMPLEXITY * MAX_THREADS:
+        target = int(complexity / THREAD_COMPLEXITY) + 1
+    else:
+        target = MAX_THREADS
+    target = min(target, max(1, threads))
+    stride = -(-outputs // target)
+    if target > 1:
+        stride = (stride + THREAD_ALIGN - 1) // THREAD_ALIGN * THREAD_ALIGN
+        if stride >= outputs:
+            target = 1
+        elif stride * (target - 1) >= outputs:
+            target -= 1
+    if target <= 1:
+        return [(0, outputs)]
+    return [(i * stride, min(outputs, (i + 1) * stride)) for i in range(target) if i * stride < outputs]
+
+
+def conv_gemm(w, cols, stride_k: int, block_product=None) -> np.ndarray:
+    """One (image, group) of MLAS's segmented convolution: w [F, K] @ cols [K, P] in slices of
+    ``stride_k`` values of K, each slice's product added to the output in turn (a single filter,
+    F = 1, runs the M = 1 kernel, which keeps adding its groups of products into the output)."""
+    if block_product is None:
+        from .fgemm import batched_matmul_f32 as block_product
+    w = np.asarray(w, _F)
+    cols = np.asarray(cols, _F)
+    f, k = w.shape
+    c = None
+    for k0 in range(0, k, stride_k):
+        if f == 1:
+            c = _m1(w[0, k0:k0 + stride_k], cols[k0:k0 + stride_k], None if c is None else c[0])[None]
+        else:
+            block = block_product(w[None, :, k0:k0 + stride_k], cols[None, k0:k0 + stride_k])[0]
+            c = block if c is None else c + block
+    return np.zeros((f, cols.shape[1]), _F) if c is None else c
+
+
+def m1_groups(w, cols, stride_k: int) -> np.ndarray:
+    """``conv_gemm`` for many groups of one filter each (a depthwise convolution): w [G, K] and
+    cols [G, K, P] -> [G, P], each group by the M = 1 kernel in slices of ``stride_k``."""
+    w = np.ascontiguousarray(w, _F)
+    cols = np.ascontiguousarray(cols, _F)
+    out = np.empty((cols.shape[0], cols.shape[2]), _F)
+    if out.size:
+        _m1_groups_kernel(w, cols, out, max(1, stride_k))
+    return out
+
+
+@njit(cache=True, parallel=True)
+def _m1_groups_kernel(w, cols, out, stride_k):
+    g, k, p = cols.shape
+    for j in prange(g):
+        for q in range(p):
+            c = _F(0.0)
+            for k0 in range(0, k, stride_k):
+                k1 = min(k, k0 + stride_k)
+                i = k0
+                while i + 4 <= k1:
+                    t = w[j, i] * cols[j, i, q]
+                    t = t + w[j, i + 1] * cols[j, i + 1, q]
+                    t = t + w[j, i + 2] * cols[j, i + 2, q]
+                    t = t + w[j, i + 3] * cols[j, i + 3, q]
+                    c = t + c
+                    i += 4
+                if k1 - i >= 2:
+                    c = (w[j, i] * cols[j, i, q] + w[j, i + 1] * cols[j, i + 1, q]) + c
+                    i += 2
+                if k1 - i == 1:
+                    c = w[j, i] * cols[j, i, q] + c
+            out[j, q] = c

@@ -1,0 +1,162 @@
+"""kernels/sgemm.py: onnxruntime's float32 GEMM order (MLAS), against onnxruntime itself through
+the Gemm and MatMul ops, and against its NumPy twin."""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+import pytest
+from kernel_data import K, T
+from onnx import TensorProto, helper, numpy_helper
+
+import refrt
+from refrt.ops._common import physical_cores
+
+SG = importlib.import_module(K.__name__ + ".sgemm")
+F = np.float32
+
+MLAS_ONLY = pytest.mark.skipif(
+    not {"avx2", "fma"} <= importlib.import_module(K.__name__ + ".cpu").features()[1],
+    reason="refrt reproduces onnxruntime's AVX2/AVX-512 SGEMM kernels; without AVX2 and FMA "
+           "onnxruntime runs its SSE kernels")
+
+
+def _vi(name, shape):
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+
+
+def _run_both(nodes, inputs: dict, constants: dict, opset=17):
+    """The one-output model's result in onnxruntime (optimizations off, default threads) and in
+    refrt."""
+    import onnxruntime as ort
+
+    graph = helper.make_graph(nodes, "g", [_vi(k, list(v.shape)) for k, v in inputs.items()],
+                              [_vi("y", None)],
+                              [numpy_helper.from_array(v, k) for k, v in constants.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    expected = ort.InferenceSession(model.SerializeToString(), so,
+                                    providers=["CPUExecutionProvider"]).run(None, inputs)[0]
+    return expected, refrt.InferenceSession(model).run(None, inputs)[0]
+
+
+def _same(a, b):
+    return a.shape == b.shape and a.dtype == b.dtype and np.array_equal(a.view(np.uint32), b.view(np.uint32))
+
+
+SHAPES = [(32, 300, 40), (8, 700, 100), (64, 64, 64), (1, 300, 40), (3, 1000, 20), (5, 77, 1),
+          (1, 33, 7), (40, 513, 300), (2, 1500, 10), (1, 2049, 10), (7, 13, 129)]
+
+
+@MLAS_ONLY
+@pytest.mark.parametrize("m,k,n", SHAPES)
+@pytest.mark.parametrize("constant_b", [False, True], ids=["b_input", "b_constant"])
+def test_gemm_op_is_onnxruntime_bit_for_bit(m, k, n, constant_b):
+    rng = np.random.default_rng(m * k + n)
+    a = rng.standard_normal((m, k)).astype(F)
+    for trans_b in (0, 1):
+        b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(F)
+        c = rng.standard_normal(n).astype(F)
+        for bias in (False, True):
+            inputs, constants = {"a": a}, {}
+            (constants if constant_b else inputs)["b"] = b
+            names = ["a", "b"]
+            if bias:
+                constants["c"] = c
+                names.append("c")
+            expected, got = _run_both([helper.make_node("Gemm", names, ["y"], transB=trans_b)],
+                                      inputs, constants)
+            assert _same(got, expected), (trans_b, bias)
+
+
+@MLAS_ONLY
+@pytest.mark.parametrize("a_shape,b_shape,constant_b", [
+    ((4, 30, 300), (300, 40), True), ((4, 30, 300), (300, 40), False), ((2, 3, 9, 200), (2, 3, 200, 12), False),
+    ((300,), (300, 17), False), ((6, 300), (300,), False), ((12, 128, 64), (12, 64, 128), False),
+    ((2, 1, 600), (2, 600, 50), False), ((5, 700), (700, 3), True)])
+def test_matmul_op_is_onnxruntime_bit_for_bit(a_shape, b_shape, constant_b):
+    rng = np.random.default_rng(len(a_shape) * 7 + a_shape[-1])
+    a = rng.standard_normal(a_shape).astype(F)
+    b = rng.standard_normal(b_shape).astype(F)
+    inputs, constants = {"a": a}, {}
+    (constants if constant_b else inputs)["b"] = b
+    expected, got = _run_both([helper.make_node("MatMul", ["a", "b"], ["y"])], inputs, constants)
+    assert _same(got, expected)
+
+
+def test_k_blocking_follows_mlas_rules():
+    assert SG.k_stride(40, 300) == 256            # N < K: the panel narrows, K blocks grow
+    assert SG.k_stride(8, 300) == 1024
+    assert SG.k_stride(300, 100) == 128           # N >= K: one block
+    assert SG.k_stride(40, 300, trans_a=True) == 128
+    assert SG.k_stride(5, 5000, packed=True) == SG.PACKED_STRIDE_K
+    # two threads share 40 columns as 32 + 8 when N > M; M >= N keeps the columns together
+    assert SG.column_segments(32, 40, 300, threads=2) == [(0, 32), (32, 40)]
+    assert SG.column_segments(64, 40, 300, threads=2) == [(0, 40)]
+    assert SG.column_segments(4, 40, 30, threads=2) == [(0, 40)]      # too small to share
+    assert SG.column_segments(32, 40, 300, threads=2, batch=4) == [(0, 40)]
+
+
+@pytest.mark.parametrize("m,k,n", [(1, 37, 9), (9, 37, 1), (6, 300, 45), (1, 300, 45), (30, 600, 20)])
+def test_sgemm_matches_its_twin_and_its_block_sums(m, k, n):
+    rng = np.random.default_rng(k)
+    a, b = rng.standard_normal((m, k)).astype(F), rng.standard_normal((k, n)).astype(F)
+    init = rng.standard_normal((m, n)).astype(F)
+    for kw in ({}, {"packed": True}, {"threads": 2}, {"trans_b": True}):
+        bb = np.ascontiguousarray(b.T) if kw.get("trans_b") else b
+        for c0 in (None, init):
+            got = SG.sgemm(a, bb, c0, **kw)
+            assert _same(got, T.sgemm_twin(a, bb, c0, **kw))
+            np.testing.assert_allclose(got, a.astype(np.float64) @ b.astype(np.float64)
+                                       + (0 if c0 is None else c0), rtol=1e-4, atol=1e-4)
+
+
+def test_ort_threads_default_is_the_physical_core_count():
+    from refrt.ops._common import ort_threads
+
+    class Ctx:
+        class options:  # noqa: N801
+            intra_op_num_threads = 0
+
+    assert ort_threads(Ctx) == physical_cores() >= 1
+    Ctx.options.intra_op_num_threads = 3
+    assert ort_threads(Ctx) == 3
+
+
+CONVS = [  # x shape, w shape, attributes
+    ((1, 32, 28, 28), (64, 32, 3, 3), {"pads": [1, 1, 1, 1]}),                 # K = 288, two segments
+    ((2, 16, 20, 20), (24, 16, 3, 3), {"strides": [2, 2]}),                     # batch 2
+    ((1, 64, 7, 7), (128, 64, 3, 3), {"pads": [1, 1, 1, 1]}),                   # more filters than outputs
+    ((1, 48, 14, 14), (48, 1, 3, 3), {"group": 48, "pads": [1, 1, 1, 1]}),      # depthwise (M = 1 kernel)
+    ((1, 24, 15, 15), (24, 1, 5, 5), {"group": 24, "strides": [2, 2], "pads": [2, 2, 2, 2]}),
+    ((1, 96, 14, 14), (32, 96, 1, 1), {}),                                      # pointwise: one SGEMM
+    ((2, 8, 9, 9), (8, 4, 3, 3), {"group": 2, "dilations": [2, 2]}),
+    ((1, 3, 64, 64), (16, 3, 3, 3), {"strides": [2, 2], "pads": [1, 1, 1, 1]}),  # a stem
+    ((1, 40, 50), (20, 40, 5), {"pads": [2, 2]}),                               # 1-D
+    ((1, 4, 6, 6, 6), (8, 4, 3, 3, 3), {"pads": [1, 1, 1, 1, 1, 1]}),           # 3-D
+    ((1, 300, 10, 10), (16, 300, 1, 1), {}),                                    # K > 256, pointwise
+]
+
+
+@MLAS_ONLY
+@pytest.mark.parametrize("x_shape,w_shape,attrs", CONVS)
+def test_conv_op_is_onnxruntime_bit_for_bit(x_shape, w_shape, attrs):
+    rng = np.random.default_rng(int(np.prod(w_shape)) % 1000)
+    x = rng.standard_normal(x_shape).astype(F)
+    w = (rng.standard_normal(w_shape) / np.sqrt(np.prod(w_shape[1:]))).astype(F)
+    b = rng.standard_normal(w_shape[0]).astype(F)
+    expected, got = _run_both([helper.make_node("Conv", ["x", "w", "b"], ["y"], **attrs)],
+                              {"x": x}, {"w": w, "b": b})
+    assert _same(got, expected)
+
+
+def test_conv_segments_and_twin():
+    assert SG.conv_segments(64, 784, 288, threads=2) == [(0, 400), (400, 784)]
+    assert SG.conv_segments(64, 784, 288, threads=1) == [(0, 784)]
+    assert SG.conv_segments(4, 20, 9, threads=2) == [(0, 20)]          # too small to share
+    rng = np.random.default_rng(5)
+    for f in (1, 5):
+        w, cols = rng.standard_normal((f, 300)).astype(F), rng.standard_normal((300, 37)).astype(F)
+        assert _same(SG.conv_gemm(w, cols, 128), T.conv_gemm_twin(w, cols, 128))
