@@ -60,6 +60,7 @@ class Summary:
     excluded: list = field(default_factory=list)
     size_before: int = 0
     size_after: int = 0
+    report: object = field(default=None, repr=False)   # CalibrationReport, when one was asked for
 
     def to_dict(self) -> dict:
         ops = sorted(set(self.quantized) | set(self.float_nodes) | set(self.removed))

@@ -4,7 +4,9 @@ A calibrator watches the float model run in refrt (a hook called after every nod
 tensor the moment it is computed) and keeps only a running statistic per tensor:
 
 * **MinMax**: the smallest and largest value seen. With ``moving_average`` the per-batch minima
-  and maxima are averaged instead (two floats per tensor per batch are kept for that).
+  and maxima are averaged instead (two floats per tensor per batch are kept for that). With
+  ``histogram_bins`` it also keeps a histogram of the values (:class:`GrowingHistogram`), for
+  pictures only: the range never depends on it.
 * **Percentile**: a histogram of |x| (2048 bins by default); the range is [-t, t] with t the
   edge where the cumulative count reaches the percentile (99.999 %).
 * **Entropy**: a histogram of x (128 bins by default); the threshold whose quantized distribution
@@ -455,11 +457,15 @@ class MinMaxCalibrater(CalibraterBase):
                  symmetric: bool = False, use_external_data_format: bool = False,
                  moving_average: bool = False, averaging_constant: float = 0.01,
                  max_intermediate_outputs: int | None = None, per_channel: bool = False,
-                 **kwargs):
+                 *, histogram_bins: int | None = None, **kwargs):
         super().__init__(model, op_types_to_calibrate, augmented_model_path, symmetric,
                          use_external_data_format, per_channel, **kwargs)
         if moving_average and not 0 <= averaging_constant <= 1:
             raise ValueError("averaging_constant must be in [0, 1]")
+        # With ``histogram_bins``, a histogram of every value seen is kept beside the range, for
+        # pictures (``refrt quantize --report``); the ranges do not depend on it.
+        self.histograms: dict[str, GrowingHistogram] = {}
+        self.histogram_bins = histogram_bins
         self.moving_average, self.averaging_constant = moving_average, averaging_constant
         self.max_intermediate_outputs = max_intermediate_outputs
         self.calibrate_tensors_range: TensorsData | None = None
@@ -481,6 +487,10 @@ class MinMaxCalibrater(CalibraterBase):
     def _record(self, name: str, value: np.ndarray) -> None:
         if value.size == 0:
             return
+        if self.histogram_bins:
+            if name not in self.histograms:
+                self.histograms[name] = GrowingHistogram(self.histogram_bins)
+            self.histograms[name].add(value)
         mins, maxs = self._chunk.setdefault(name, ([], []))
         batch_min, batch_max = value.min().reshape(1), value.max().reshape(1)
         if self.moving_average:           # the chunk's value is the mean over its batches
@@ -525,6 +535,51 @@ class MinMaxCalibrater(CalibraterBase):
         if self.calibrate_tensors_range is None:
             raise ValueError("No data is collected.")
         return self.calibrate_tensors_range
+
+
+class GrowingHistogram:
+    """A histogram of x filled batch by batch when the range is not known in advance (MinMax
+    calibration makes one pass). The first batch sets the bins over its [min, max]; a value
+    outside them doubles the bin width, adding adjacent pairs of counts and keeping every other
+    edge, and extends the range on the side that needs it, until the value fits. Counts stay
+    exact (a value v is counted in the bin [a, b) with a <= v < b, as ``np.histogram`` counts
+    it; every value is below the last edge); only the bins widen. Non-finite values are left
+    out."""
+
+    def __init__(self, num_bins: int = 2048):
+        if num_bins < 2 or num_bins % 2:
+            raise ValueError(f"num_bins must be even and at least 2, got {num_bins}")
+        self.num_bins = num_bins
+        self.counts: np.ndarray | None = None
+        self.edges: np.ndarray | None = None
+
+    def add(self, value: np.ndarray) -> None:
+        x = np.asarray(value, np.float64).ravel()
+        x = x[np.isfinite(x)]
+        if not x.size:
+            return
+        lo, hi = float(x.min()), float(x.max())
+        n, half = self.num_bins, self.num_bins // 2
+        if self.counts is None:
+            self.counts = np.zeros(n, np.int64)
+            if hi > lo:             # bins are [a, b): the last edge lies just above the max
+                self.edges = np.linspace(lo, np.nextafter(hi, np.inf), n + 1)
+            else:                   # one value so far: a narrow window around it
+                width = max(abs(lo), 1.0) * 2.0 ** -20
+                self.edges = lo + width * np.arange(-half, half + 1, dtype=np.float64)
+        while lo < self.edges[0] or hi >= self.edges[-1]:
+            pairs = self.counts.reshape(half, 2).sum(axis=1)
+            kept = self.edges[::2]                   # the old edges that stay edges
+            step = 2 * (self.edges[1] - self.edges[0])
+            self.counts = np.zeros_like(self.counts)
+            if lo < self.edges[0]:  # the old range becomes the upper half
+                self.counts[half:] = pairs
+                self.edges = np.concatenate([kept[0] - step * np.arange(half, 0, -1), kept])
+            else:                   # ... or the lower half
+                self.counts[:half] = pairs
+                self.edges = np.concatenate([kept, kept[-1] + step * np.arange(1, half + 1)])
+        index = np.searchsorted(self.edges, x, side="right") - 1
+        self.counts += np.bincount(index, minlength=n)
 
 
 class _RangeStats:
@@ -731,7 +786,8 @@ def create_calibrator(model, op_types_to_calibrate=None, augmented_model_path=No
                       progress: bool | None = None) -> CalibraterBase:
     """A calibrator for ``calibrate_method`` with onnxruntime's defaults; ``extra_options`` takes
     onnxruntime's calibrator keys (symmetric, moving_average, averaging_constant,
-    max_intermediate_outputs, num_bins, num_quantized_bins, percentile)."""
+    max_intermediate_outputs, num_bins, num_quantized_bins, percentile) and refrt's
+    ``histogram_bins`` (MinMax: also keep a histogram of the values, for reports)."""
     x = dict(extra_options or {})
     method = as_calibration_method(calibrate_method)
     common = dict(runtime=runtime, providers=providers, progress=progress)
@@ -741,7 +797,8 @@ def create_calibrator(model, op_types_to_calibrate=None, augmented_model_path=No
                                 moving_average=x.get("moving_average", False),
                                 averaging_constant=x.get("averaging_constant", 0.01),
                                 max_intermediate_outputs=x.get("max_intermediate_outputs"),
-                                per_channel=x.get("per_channel", False), **common)
+                                per_channel=x.get("per_channel", False),
+                                histogram_bins=x.get("histogram_bins"), **common)
     if method is CalibrationMethod.Entropy:
         return EntropyCalibrater(model, op_types_to_calibrate, augmented_model_path,
                                  symmetric=x.get("symmetric", False),

@@ -3,13 +3,15 @@
     refrt quantize IN OUT --mode dynamic|static [--format qdq|qoperator] [--per-channel]
                    [--calibrate minmax|percentile|entropy] [--calib-data FILE.npz|DIR]
                    [--calib-key NAME] [--batch-size N] [--exclude NODE ...] [--json]
+                   [--report FILE.html]
 
 Calibration data (static mode): an ``.npz`` whose arrays are named like the model's inputs (the
 first axis indexes samples), or, for a one-input model, the array ``--calib-key`` names (default
 ``calib`` if present, else the only array); or a folder of ``.npz`` / ``.npy`` files, one batch
 each, in name order. Prints the nodes quantized per op type, the excluded nodes and the size
-before and after; ``--json`` prints the same as JSON. Returns 0 on success, 1 on error, 2 for a
-usage error.
+before and after; ``--json`` prints the same as JSON. ``--report`` also writes an HTML page with
+the calibration histogram of every quantized activation, its range and the share it clips
+(pictures need matplotlib). Returns 0 on success, 1 on error, 2 for a usage error.
 """
 
 from __future__ import annotations
@@ -45,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exclude", nargs="+", default=[], metavar="NODE",
                    help="node names to leave in float")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
+    p.add_argument("--report", metavar="FILE.html",
+                   help="write an HTML report: the summary and, per quantized activation, its "
+                        "calibration histogram, range and clipped share (pictures need matplotlib)")
     return p
 
 
@@ -80,7 +85,7 @@ def quantize_from_args(args):
         if args.calib_data:
             print("note: --calib-data is not used by dynamic quantization", file=sys.stderr)
         return quantize_dynamic(args.input, args.output, nodes_to_exclude=args.exclude,
-                                per_channel=args.per_channel)
+                                per_channel=args.per_channel, report=getattr(args, "report", None))
     if not args.calib_data:
         raise ValueError("static quantization needs --calib-data FILE.npz|DIR")
     model = load(args.input, load_external_data=False)
@@ -92,7 +97,7 @@ def quantize_from_args(args):
               "entropy": CalibrationMethod.Entropy}[args.calibrate]
     return quantize_static(args.input, args.output, reader, quant_format=fmt,
                            per_channel=args.per_channel, calibrate_method=method,
-                           nodes_to_exclude=args.exclude)
+                           nodes_to_exclude=args.exclude, report=getattr(args, "report", None))
 
 
 def calibration_reader(path: str, inputs: list[str], key: str | None = None,
@@ -169,6 +174,8 @@ def format_summary(summary, args=None) -> str:
     lines.append("output model: " + ", ".join(f"{op} x{n}" for op, n in d["output_op_types"].items()))
     lines.append(f"excluded: {', '.join(d['excluded']) if d['excluded'] else 'none'}")
     lines.append(f"size: {_size(d['size_before'])} -> {_size(d['size_after'])}{_ratio(d['ratio'])}")
+    if args is not None and getattr(args, "report", None):
+        lines.append(f"report: {args.report}")
     return "\n".join(lines)
 
 

@@ -21,6 +21,7 @@ from .calibrate import (
     load_tensors_data,
     save_tensors_data,
 )
+from .calibration_report import build_report, calibrator_histograms
 from .options import (
     QuantFormat,
     QuantType,
@@ -133,7 +134,7 @@ def quantize_static(model_input, model_output, calibration_data_reader=None,
                     weight_type=QuantType.QInt8, nodes_to_quantize=None, nodes_to_exclude=None,
                     use_external_data_format=False, calibrate_method=CalibrationMethod.MinMax,
                     calibration_providers=None, extra_options=None, calibration_cache_path=None,
-                    *, progress: bool | None = None) -> Summary:
+                    *, progress: bool | None = None, report=None) -> Summary:
     """Quantize weights and activations with ranges calibrated on ``calibration_data_reader``.
 
     * ``quant_format``: QDQ (float ops between Q/DQ pairs, the default) or QOperator.
@@ -148,6 +149,9 @@ def quantize_static(model_input, model_output, calibration_data_reader=None,
     * ``calibration_cache_path``: a JSON file of ranges (onnxruntime's format): read if it
       exists, else written after calibrating.
     * ``progress``: calibration progress bar on stderr (default: when stderr is a terminal).
+    * ``report``: a path: write an HTML page with, per quantized activation, the calibration
+      histogram, the range the written scale and zero point represent and the share they clip
+      (:mod:`.calibration_report`; pictures need matplotlib). ``summary.report`` holds it too.
     """
     quant_format = as_quant_format(quant_format)
     activation_type = as_quant_type(activation_type, "activation_type")
@@ -161,8 +165,12 @@ def quantize_static(model_input, model_output, calibration_data_reader=None,
     size_before = M.model_size(model)
     model = _update_opset(M.infer_shapes(model, inplace=True), weight_type, activation_type,
                           options.tensor_quant_overrides)
-    ranges = _calibrate(model, op_types, calibration_data_reader, method, options,
-                        calibration_providers, calibration_cache_path, progress)
+    ranges, histograms = _calibrate(model, op_types, calibration_data_reader, method, options,
+                                    calibration_providers, calibration_cache_path, progress,
+                                    keep_histograms=report is not None)
+    # the quantizer adjusts ranges in place (a Relu folded into the op before it): keep the
+    # calibrated ones for the report
+    calibrated = {k: v.range_value for k, v in ranges.items()} if report is not None else None
 
     common = dict(per_channel=per_channel, reduce_range=reduce_range,
                   weight_type=weight_type.tensor_type, activation_type=activation_type.tensor_type,
@@ -173,18 +181,40 @@ def quantize_static(model_input, model_output, calibration_data_reader=None,
         quantizer = OperatorQuantizer(model, static=True, **common)
     else:
         quantizer = QDQQuantizer(model, **common)
-    return _finish(quantizer, f"static {quant_format}", model_output, use_external_data_format,
-                   size_before)
+    float_model = _copy(model) if report is not None else None
+    summary, quantized = _finish(quantizer, f"static {quant_format}", model_output,
+                                 use_external_data_format, size_before)
+    if report is not None:
+        notes = [] if histograms is not None else [
+            f"The ranges were read from the calibration cache {calibration_cache_path}, which "
+            f"keeps no histograms: run without the cache to see them."]
+        summary.report = build_report(quantized, float_model, summary, histograms, calibrated,
+                                      method, notes)
+        summary.report.to_html(report)
+    return summary
 
 
-def _calibrate(model, op_types, reader, method, options, providers, cache_path, progress):
+def _copy(model):
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    return out
+
+
+#: Bins of the histogram MinMax calibration keeps when a report is asked for.
+REPORT_HISTOGRAM_BINS = 2048
+
+
+def _calibrate(model, op_types, reader, method, options, providers, cache_path, progress,
+               keep_histograms=False):
+    """-> (ranges, histograms): histograms (tensor -> Histogram) only with ``keep_histograms``
+    and when the ranges were calibrated, not read from the cache; else None."""
     if cache_path is not None and os.path.isfile(cache_path):
         ranges = load_tensors_data(cache_path)
         if ranges.calibration_method is not method:
             raise ValueError(f"the calibration cache {cache_path} holds {ranges.calibration_method}"
                              f" ranges, not {method}; delete it or pass a matching "
                              f"calibrate_method")
-        return ranges
+        return ranges, None
     if reader is None:
         raise ValueError("quantize_static needs a calibration_data_reader (or an existing "
                          "calibration_cache_path)")
@@ -195,6 +225,8 @@ def _calibrate(model, op_types, reader, method, options, providers, cache_path, 
                          averaging_constant=options.calib_moving_average_constant,
                          max_intermediate_outputs=options.calib_max_intermediate_outputs,
                          percentile=options.calib_percentile)
+    if keep_histograms:
+        calib_options["histogram_bins"] = REPORT_HISTOGRAM_BINS
     calibrator = create_calibrator(model, op_types, calibrate_method=method,
                                    providers=providers, extra_options=calib_options,
                                    runtime=options.calib_runtime, progress=progress)
@@ -204,25 +236,27 @@ def _calibrate(model, op_types, reader, method, options, providers, cache_path, 
         raise TypeError(f"the calibrator returned {type(ranges).__name__}, not TensorsData")
     if cache_path is not None:
         save_tensors_data(ranges, cache_path)
-    return ranges
+    return ranges, (calibrator_histograms(calibrator) if keep_histograms else None)
 
 
-def _finish(quantizer, mode, model_output, use_external_data_format, size_before) -> Summary:
+def _finish(quantizer, mode, model_output, use_external_data_format, size_before):
+    """Write the quantized model; -> (Summary, the quantized ModelProto)."""
     model = quantizer.quantize_model()
     M.prune_value_info(model.graph)
     M.save(model, model_output, use_external_data_format)
     summary = quantizer.summary(mode, model)
     summary.size_before, summary.size_after = size_before, M.model_size(model)
-    return summary
+    return summary, model
 
 
 def quantize_dynamic(model_input, model_output, op_types_to_quantize=None, per_channel=False,
                      reduce_range=False, weight_type=QuantType.QInt8, nodes_to_quantize=None,
                      nodes_to_exclude=None, use_external_data_format=False,
-                     extra_options=None) -> Summary:
+                     extra_options=None, *, report=None) -> Summary:
     """Quantize weights ahead of time; activations are quantized (uint8) at run time by
     DynamicQuantizeLinear. Default op types: Conv, MatMul, Attention, LSTM, Gather, Transpose,
-    EmbedLayerNormalization. ``MatMulConstBOnly`` defaults to True here."""
+    EmbedLayerNormalization. ``MatMulConstBOnly`` defaults to True here. ``report``: a path for
+    the HTML summary (no histograms: nothing is calibrated)."""
     weight_type = as_quant_type(weight_type, "weight_type")
     options = parse_extra_options(extra_options, matmul_const_b_only=True)
     model = M.load(model_input)
@@ -234,7 +268,15 @@ def quantize_dynamic(model_input, model_output, op_types_to_quantize=None, per_c
         tensors_range=None, nodes_to_quantize=nodes_to_quantize,
         nodes_to_exclude=nodes_to_exclude,
         op_types_to_quantize=list(op_types_to_quantize or DYNAMIC_OP_TYPES), options=options)
-    return _finish(quantizer, "dynamic", model_output, use_external_data_format, size_before)
+    float_model = _copy(model) if report is not None else None
+    summary, quantized = _finish(quantizer, "dynamic", model_output, use_external_data_format,
+                                 size_before)
+    if report is not None:
+        summary.report = build_report(quantized, float_model, summary, None, None, notes=[
+            "Dynamic quantization calibrates nothing: activations are quantized at run time "
+            "(DynamicQuantizeLinear), so there are no histograms."])
+        summary.report.to_html(report)
+    return summary
 
 
 def quantize(model_input, model_output, quant_config: QuantConfig) -> Summary:
