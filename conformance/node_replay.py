@@ -45,8 +45,6 @@ EXPECTED: dict = {
                          "packets, lanes of 2-16, float64); within float32 rounding",
     ("LSTM", "*"): "not reproduced yet: MLAS's sigmoid/tanh and SGEMM order in the cell",
     ("GRU", "*"): "not reproduced yet: MLAS's sigmoid/tanh and SGEMM order in the cell",
-    ("com.microsoft.DynamicQuantizeLSTM", "*"): "hidden state re-quantized per chunk of batch rows: "
-        "refrt's default intra_op_num_threads counts as 1, onnxruntime's as its core count",
 }
 
 

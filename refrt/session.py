@@ -51,7 +51,9 @@ class SessionOptions:
       is created), else ``"numba"``. See :func:`kernel_path`.
 
     refrt uses ``graph_optimization_level`` (``ORT_DISABLE_ALL`` runs every node on its own),
-    ``intra_op_num_threads`` (onnxruntime's DynamicQuantizeLSTM results depend on it),
+    ``intra_op_num_threads`` (0, the default, means onnxruntime's default: the number of physical
+    cores; onnxruntime's float GEMMs and DynamicQuantizeLSTM results depend on it, and refrt's
+    "ort" numerics follow it),
     ``log_severity_level``, and ``enable_profiling`` with ``profile_file_prefix`` (a profile in
     onnxruntime's JSON format, written by ``InferenceSession.end_profiling()``; see
     ``refrt.profiling``). onnxruntime's other attributes are accepted, so that code written for

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..kernels.activations import mlas_logistic, mlas_tanh
 from ..registry import op
-from ._common import f32
+from ._common import f32, ort_threads
 from ._kernels import K
 from .contrib import attention as _ms_attention
 from .contrib import embed_layer_normalization as _ms_embed_layer_normalization
@@ -361,9 +361,8 @@ def _ort_lstm_chunk(batch, hidden, ctx):
     """Batch rows whose H ORT quantizes together: its LSTM splits the batch into chunks of
     ceil(batch / threads) rows (threads = the session's intra-op threads) when batch > 4 or
     (batch >= 2 and hidden <= 256), else one chunk. refrt reads ``intra_op_num_threads``;
-    its default 0 counts as 1 (ORT's default 0 means its number of physical cores: give that
-    number to reproduce a default ORT session)."""
-    threads = max(1, int(getattr(getattr(ctx, "options", None), "intra_op_num_threads", 0) or 0))
+    its default 0 means onnxruntime's default, the number of physical cores (``ort_threads``)."""
+    threads = ort_threads(ctx)
     if batch > 4 or (batch >= 2 and hidden <= 256):
         return max(1, -(-batch // threads))
     return max(1, batch)

@@ -395,14 +395,18 @@ def test_dynamic_quantize_lstm_bit_exact(seed, case, threads):
 
 def test_dynamic_quantize_lstm_thread_chunks_matter():
     """onnxruntime quantizes H per chunk of ceil(batch / threads) rows: with 2 threads and
-    batch 3 its results differ from the 1-thread ones, and refrt follows intra_op_num_threads."""
+    batch 3 its results differ from the 1-thread ones, and refrt follows intra_op_num_threads
+    (0, the default, is onnxruntime's default: the physical core count)."""
+    from refrt.ops._common import physical_cores
+
     ins, attrs = dynamic_quantize_lstm_case(0, 4, 3, 5, 6, "")
     model, feeds = one_node("DynamicQuantizeLSTM", ins, attrs, n_outputs=3, const=(1, 2, 9, 11),
                             opset=13)
     one = refrt.InferenceSession(model, intra_op_num_threads=1).run(None, feeds)
     two = refrt.InferenceSession(model, intra_op_num_threads=2).run(None, feeds)
     default = refrt.InferenceSession(model).run(None, feeds)
-    assert_exact(default, one)
+    cores = refrt.InferenceSession(model, intra_op_num_threads=physical_cores()).run(None, feeds)
+    assert_exact(default, cores)
     assert not np.array_equal(one[0], two[0])
 
 

@@ -349,24 +349,43 @@ def test_chunks_merge_like_onnxruntime(tmp_path, method, extra):
         {k: (theirs[k], ours[k]) for k in theirs if theirs[k].tobytes() != ours[k].tobytes()}
 
 
+MLAS_ONLY = pytest.mark.skipif(
+    not {"avx2", "fma"} <= __import__("refrt.kernels.cpu", fromlist=["features"]).features()[1],
+    reason="refrt's \"ort\" numerics reproduce onnxruntime's MLAS AVX2/AVX-512 float kernels; "
+           "without AVX2 and FMA onnxruntime runs other code (within float32 rounding)")
+
+
+@MLAS_ONLY
 @pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("method,extra", [CALIBRATIONS[0], CALIBRATIONS[3],
                                           CALIBRATIONS[6]])
-def test_calibration_in_refrt_is_within_a_few_ulp_or_one_bin(tmp_path, name, method, extra):
+def test_calibration_in_refrt_gives_onnxruntimes_ranges_bit_for_bit(tmp_path, name, method, extra):
+    # refrt runs the float model itself; its "ort" numerics give onnxruntime's bits for every
+    # op of these models, so the ranges (and the histograms behind them) are the same
     model, calib, _ = MODELS[name]
     theirs = _pairs(_ort_ranges(tmp_path, model, calib, method, extra))
-    mine = _refrt_ranges(model, calib, method, extra, "refrt")
-    ours = _pairs(mine)
+    ours = _pairs(_refrt_ranges(model, calib, method, extra, "refrt"))
     assert set(theirs) == set(ours)
-    for k in theirs:
-        ulp = np.abs(theirs[k].view(np.int32).astype(np.int64)
-                     - ours[k].view(np.int32).astype(np.int64))
-        if method == "MinMax":
-            assert ulp.max() <= 8, (k, theirs[k], ours[k])
-        else:
-            edges = mine[k].bins
-            width = float(edges[1] - edges[0])
-            assert np.abs(theirs[k] - ours[k]).max() <= width, (k, theirs[k], ours[k], width)
+    assert all(theirs[k].tobytes() == ours[k].tobytes() for k in theirs), \
+        {k: (theirs[k], ours[k]) for k in theirs if theirs[k].tobytes() != ours[k].tobytes()}
+
+
+@MLAS_ONLY
+def test_calibration_of_a_conv_net_in_refrt_gives_onnxruntimes_ranges(tmp_path):
+    from refrt.testing.models import mobilenet_like
+    rng = np.random.default_rng(0)
+    model = mobilenet_like()
+    calib = [{"image": rng.standard_normal((2, 3, 64, 64)).astype(np.float32)} for _ in range(3)]
+    method, extra = CALIBRATIONS[0]
+    theirs = _pairs(_ort_ranges(tmp_path, model, calib, method, extra))
+    ours = _pairs(_refrt_ranges(model, calib, method, extra, "refrt"))
+    differ = {k for k in theirs if theirs[k].tobytes() != ours[k].tobytes()}
+    # the one exception: "center_out" comes from a ReduceMean over the channel axis (keeping axes
+    # on both sides), whose order in onnxruntime is not reproduced (docs/NUMERICS.md)
+    assert len(theirs) > 40 and differ <= {"center_out"}, differ
+    for k in differ:
+        ulp = np.abs(theirs[k].view(np.int32).astype(np.int64) - ours[k].view(np.int32).astype(np.int64))
+        assert ulp.max() <= 8, (k, theirs[k], ours[k])
 
 
 def test_refrt_calibration_gives_the_same_weights_and_nearly_the_same_scales(tmp_path):
@@ -384,6 +403,9 @@ def test_refrt_calibration_gives_the_same_weights_and_nearly_the_same_scales(tmp
     scales = [k for k in ia if k.endswith("_scale")]
     for k in scales:
         np.testing.assert_allclose(ib[k], ia[k], rtol=1e-5, err_msg=k)
+    if {"avx2", "fma"} <= __import__("refrt.kernels.cpu", fromlist=["features"]).features()[1]:
+        # with onnxruntime's float bits in refrt's "ort" numerics, byte for byte
+        assert all(ia[k].tobytes() == ib[k].tobytes() for k in scales)
 
 
 # ---------------------------------------------------------------- the quantized models run
