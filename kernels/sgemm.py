@@ -270,3 +270,87 @@ def _m1_groups_kernel(w, cols, out, stride_k):
                 if k1 - i == 1:
                     c = w[j, i] * cols[j, i, q] + c
             out[j, q] = c
+
+
+# ---------------------------------------------------------------- one output element, for explaining
+
+def element_plan(m: int, n: int, k: int, row: int, col: int, *, trans_a: bool = False,
+                 trans_b: bool = False, packed: bool = False, threads: int = 1,
+                 batch: int = 1) -> tuple:
+    """How ``sgemm`` computes output (row, col) of an M x N x K product: ("blocks", stride) for
+    chains of fused multiply-adds over K blocks of ``stride``, ("m1",) (or ("m1", stride), as
+    ``m1_groups`` runs it in K slices) for the M = 1 kernel's
+    groups of 4 rounded products (the vector operand the row of A, or B's column when N = 1),
+    or ("m1_tb", pattern) for the transposed-B kernel's 8 lanes combined by ``pattern``
+    ("four", "two" or "one": where the output falls in blocks of 4, 2 and 1)."""
+    if not packed:
+        if m == 1 and not trans_a:
+            return ("m1_tb", _lane_pattern(n, col)) if trans_b else ("m1",)
+        if n == 1 and not trans_b:
+            return ("m1",) if trans_a else ("m1_tb", _lane_pattern(m, row))
+    for n0, n1 in column_segments(m, n, k, threads, batch):
+        if n0 <= col < n1:
+            return ("blocks", k_stride(n1 - n0, k, trans_a, packed))
+    return ("blocks", k_stride(n, k, trans_a, packed))
+
+
+def _lane_pattern(count: int, index: int) -> str:
+    full = count - count % 4
+    if index < full:
+        return "four"
+    return "two" if count % 4 >= 2 and index < full + 2 else "one"
+
+
+def element_value(a_row, b_col, plan: tuple, init=None, fma=None):
+    """The output element ``plan`` (from ``element_plan``) gives for the K values of A's row and
+    B's column, float32 scalars step by step (``fma``: an exact fused multiply-add, as the
+    explainer's); -> (value, the partial results in order, for display)."""
+    f32 = _F
+    a = [f32(v) for v in a_row]
+    b = [f32(v) for v in b_col]
+    k = len(a)
+    parts = []
+    kind = plan[0]
+    if kind == "blocks":
+        c = None if init is None else f32(init)
+        for k0 in range(0, k, plan[1]):
+            s = f32(0)
+            for i in range(k0, min(k, k0 + plan[1])):
+                s = fma(a[i], b[i], s)
+            parts.append(s)
+            c = s if c is None else f32(c + s)
+        return (f32(0) if c is None else c), parts
+    if kind == "m1":
+        c = f32(0) if init is None else f32(init)
+        stride = plan[1] if len(plan) > 1 else max(k, 1)
+        for k0 in range(0, k, stride):
+            k1, i = min(k, k0 + stride), k0
+            while i + 4 <= k1:
+                p = f32(a[i] * b[i])
+                for j in range(1, 4):
+                    p = f32(p + f32(a[i + j] * b[i + j]))
+                parts.append(p)
+                c = f32(p + c)
+                i += 4
+            if k1 - i >= 2:
+                p = f32(f32(a[i] * b[i]) + f32(a[i + 1] * b[i + 1]))
+                parts.append(p)
+                c = f32(p + c)
+                i += 2
+            if k1 - i == 1:
+                p = f32(a[i] * b[i])
+                parts.append(p)
+                c = f32(p + c)
+        return c, parts
+    lanes = [f32(0)] * 8
+    for i in range(k):
+        lanes[i % 8] = f32(lanes[i % 8] + f32(a[i] * b[i]))
+    l0, l1, l2, l3, l4, l5, l6, l7 = lanes
+    if plan[1] == "four":
+        v = f32(f32(f32(f32(l0 + l1) + l2) + l3) + f32(f32(f32(l4 + l5) + l6) + l7))
+    elif plan[1] == "two":
+        v = f32(f32(f32(l0 + l2) + f32(l4 + l6)) + f32(f32(l1 + l3) + f32(l5 + l7)))
+    else:
+        v = f32(f32(f32(l0 + l1) + f32(l2 + l3)) + f32(f32(l4 + l5) + f32(l6 + l7)))
+    parts.extend(lanes)
+    return (v if init is None else f32(v + f32(init))), parts

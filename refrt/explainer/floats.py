@@ -78,6 +78,51 @@ def _why_blas(ctx: Context, scale: float = 1.0, extra: float = 0.0):
                          f"{ctx.order_bound:.3g} of any other here (2 (K - 1) 2^-24 sum |a b|)")
 
 
+# ---------------------------------------------------------------- MLAS's order ("ort" numerics)
+
+def _mlas_on(ctx: Context, *arrays) -> bool:
+    """refrt runs this float32 product in onnxruntime's MLAS order (kernels/sgemm.py)."""
+    return ctx.numerics != "spec" and all(x.dtype == np.float32 for x in arrays if x is not None)
+
+
+def _threads(ctx: Context) -> int:
+    """onnxruntime's default intra-op thread count, which the explained session uses."""
+    from ..ops._common import physical_cores
+
+    return physical_cores()
+
+
+_PLAN_TEXT = {
+    "blocks": "K in blocks of {0} (MLAS's SGEMM): each block a chain of fused multiply-adds from 0, "
+              "the blocks' sums added in turn",
+    "m1": "MLAS's M = 1 kernel: groups of 4 rounded products added in order, each group's sum "
+          "added to the output",
+    "m1_tb": "MLAS's M = 1 kernel with B transposed: 8 lanes of rounded products (lane l: k = l, "
+             "l + 8, ...), combined in the pattern of an output in a block of {0}",
+}
+
+
+def mlas_dot(ctx: Context, a, b, plan: tuple, init=None, where: str = ""):
+    """Steps for one output of MLAS's SGEMM with ``plan`` (kernels/sgemm.py: element_plan) over
+    the K values ``a`` and ``b``; ``init``: what the output held first (a bias). -> the value."""
+    from ..kernels.sgemm import element_value
+
+    a = [F32(v) for v in np.asarray(a, np.float32).reshape(-1)]
+    b = [F32(v) for v in np.asarray(b, np.float32).reshape(-1)]
+    ctx.step("the operand values", [f"a = {fmt_list(a)}", f"b = {fmt_list(b)}"])
+    value, parts = element_value(a, b, plan, init=init, fma=fma32)
+    arg = plan[1] if len(plan) > 1 else ""
+    how = _PLAN_TEXT[plan[0]].format({"four": 4, "two": 2, "one": 1}.get(arg, arg))
+    label = {"blocks": "block sums", "m1": "group sums", "m1_tb": "lanes"}[plan[0]]
+    lines = [f"{label} = {fmt_list(parts)}"]
+    if init is not None:
+        lines.append(f"starting from {fmt(F32(init))} (the output's initial value)")
+    lines.append(f"result: {fmt_exact(value)}")
+    ctx.step("the float32 sum over k, in onnxruntime's order", lines, value=value,
+             note=how + (f"; {where}" if where else ""))
+    return value
+
+
 # ---------------------------------------------------------------- MatMul, Gemm
 
 def _matmul_path(ctx: Context, a, b) -> tuple[bool, str]:
@@ -107,12 +152,37 @@ def explain_matmul(ctx: Context):
     ctx.step("the operands of this element", [
         (f"batch {list(batch)}, " if batch else "") + f"row m = {m} of A and column n = {n} of B, "
         f"K = {len(row)}" + ("" if a.dtype == np.float32 else f"; {a.dtype.name} computed in float32")])
+    if _mlas_on(ctx, a, b):
+        return _to_output(ctx, mlas_dot(ctx, row, col, _matmul_plan(ctx, a, b, m, n),
+                                        where="kernels/sgemm.py, refrt/ops/nn.py:_mlas_matmul"))
     known, where = _matmul_path(ctx, a, b)
     v, values = float_dot(ctx, row, col, where=where, known=known)
     _report_orders(ctx, values, np.asarray(ctx.actual).astype(np.float32))
     if not known:
         _why_blas(ctx)
     return _to_output(ctx, v)
+
+
+def _matmul_plan(ctx: Context, a, b, m: int, n: int) -> tuple:
+    """kernels/sgemm.py's plan for MatMul's element (row m, column n), as
+    refrt/ops/nn.py:_mlas_matmul runs it."""
+    from ..kernels import sgemm
+
+    k = a.shape[-1]
+    threads = _threads(ctx)
+    if b.ndim == 1 and a.ndim >= 2:
+        return ("m1",)                          # b^T A^T: one row, the vector first
+    rows = 1 if a.ndim == 1 else int(np.prod(a.shape[:-1]))
+    ncol = 1 if b.ndim == 1 else b.shape[-1]
+    if b.ndim <= 2:
+        if b.ndim == 2 and ctx.node.input[1] in ctx.constants:
+            return ("blocks", sgemm.PACKED_STRIDE_K)
+        flat_row = int(np.ravel_multi_index(ctx.at[:-1], a.shape[:-1])) if a.ndim >= 2 else 0
+        return sgemm.element_plan(rows, ncol, k, flat_row, n, threads=threads)
+    mm = 1 if a.ndim == 1 else a.shape[-2]
+    batch = np.broadcast_shapes(a.shape[:-2] if a.ndim > 2 else (), b.shape[:-2])
+    nb = int(np.prod(batch))
+    return sgemm.element_plan(mm, ncol, k, m, n, threads=threads, batch=nb)
 
 
 def _to_output(ctx, v):
@@ -137,6 +207,8 @@ def explain_gemm(ctx: Context):
     ctx.step("the operands of this element", [
         f"row m = {m} of A' ({'column of A: transA=1' if ta else 'A'}), column n = {n} of B' "
         f"({'row of B: transB=1' if tb else 'B'}), K = {len(row)}"])
+    if _mlas_on(ctx, a, b) and alpha == 1.0:
+        return _to_output(ctx, _explain_gemm_mlas(ctx, a, b, c, beta, ta, tb, row, col, m, n))
     v, values = float_dot(ctx, row, col, where="numpy.matmul (the BLAS)", known=False)
     y = v
     if alpha != 1.0:
@@ -160,6 +232,29 @@ def explain_gemm(ctx: Context):
     _report_orders(ctx, values, actual_sum, label="the node's (with C added)" if c is not None else
                    "the node's sum")
     return _to_output(ctx, y)
+
+
+def _explain_gemm_mlas(ctx, a, b, c, beta, ta, tb, row, col, m, n):
+    """Gemm in onnxruntime's order: Y starts as beta * C, and MLAS's SGEMM adds the product."""
+    from ..kernels import sgemm
+
+    mm = a.shape[1] if ta else a.shape[0]
+    nn = b.shape[0] if tb else b.shape[1]
+    init = None
+    if c is not None and beta != 0.0:
+        cv = F32(c[broadcast_at(c.shape, (mm, nn), ctx.at)])
+        init = cv if beta == 1.0 else round_f32(exact(cv) * exact(F32(beta)))
+        ctx.step("the output starts as beta * C", [f"beta * C = {fmt(F32(beta))} * {fmt(cv)} = {fmt(init)}"],
+                 value=init, note="onnxruntime writes beta * C into Y, then the SGEMM adds the "
+                                  "product into it (beta = 1)")
+    if ctx.node.input[1] in ctx.constants:
+        plan = ("blocks", sgemm.PACKED_STRIDE_K)
+    else:
+        plan = sgemm.element_plan(mm, nn, len(row), m, n, trans_a=bool(ta), trans_b=bool(tb),
+                                  threads=_threads(ctx))
+    return mlas_dot(ctx, row, col, plan, init=init,
+                    where="B packed once (a constant), as onnxruntime packs it"
+                    if ctx.node.input[1] in ctx.constants else "")
 
 
 def _undo_add(actual, term, values):
@@ -198,6 +293,16 @@ def explain_conv(ctx: Context):
         f"pads begin {list(win.pads_begin)} end {list(win.pads_end)}",
         f"{len(xs)} taps in im2col order (k = c * prod(kernel) + r): {inside} inside the image, "
         f"{len(xs) - inside} in the zero padding"])
+    if _mlas_on(ctx, x, w):
+        v = mlas_dot(ctx, ws, xs, _conv_plan(ctx, x, w, win, group, m - g * mg, o, len(xs)),
+                     where="refrt/ops/conv.py:_mlas_conv")
+        if bias is not None:
+            bv = F32(bias[m])
+            y = F32(v + bv)
+            ctx.step("plus the bias", [f"{fmt(v)} + B[{m}] = {fmt(v)} + {fmt(bv)} = {fmt_exact(y)}  "
+                                       "(float32)"], value=y)
+            v = y
+        return _to_output(ctx, v)
     v, values = float_dot(ctx, xs, ws, where="numpy.matmul over im2col columns (the BLAS)",
                           known=False)
     actual = np.asarray(ctx.actual).astype(np.float32)
@@ -423,3 +528,23 @@ def explain_layer_normalization(ctx: Context):
         lines.append(f"* scale {fmt(sv)} = {fmt_exact(y)}")
     ctx.step("normalize, scale and shift this element (float32)", lines, value=y)
     return np.asarray(y).astype(ctx.out.dtype)[()]
+
+
+def _conv_plan(ctx, x, w, win, group, row, o, k) -> tuple:
+    """kernels/sgemm.py's plan for output (filter ``row`` of its group, position ``o``), as
+    refrt/ops/conv.py:_mlas_conv runs the convolution."""
+    from ..kernels import sgemm
+
+    n = x.shape[0]
+    mg = w.shape[0] // group
+    p = int(np.prod(win.out))
+    col = int(np.ravel_multi_index(tuple(o), win.out))
+    direct = (all(s == 1 for s in win.strides) and not any(win.pads_begin) and not any(win.pads_end)
+              and int(np.prod(win.kernel)) == 1)
+    if direct or mg > p:
+        return sgemm.element_plan(mg, p, k, row, col, threads=_threads(ctx))
+    if mg == 1:
+        return ("m1", sgemm.k_stride(p, k))
+    segments = sgemm.conv_segments(mg, p, k, _threads(ctx)) if n * group == 1 else [(0, p)]
+    p0, p1 = next((s, e) for s, e in segments if s <= col < e)
+    return ("blocks", sgemm.k_stride(p1 - p0, k))

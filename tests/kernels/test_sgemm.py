@@ -160,3 +160,47 @@ def test_conv_segments_and_twin():
     for f in (1, 5):
         w, cols = rng.standard_normal((f, 300)).astype(F), rng.standard_normal((300, 37)).astype(F)
         assert _same(SG.conv_gemm(w, cols, 128), T.conv_gemm_twin(w, cols, 128))
+
+
+def test_float_kernels_match_onnxruntime_on_an_emulated_haswell(tmp_path):
+    """On an AVX2/FMA3 CPU (emulated: QEMU's Haswell) onnxruntime runs MLAS's AVX2 kernels; refrt's
+    "ort" numerics give the same bits (the softmax through its AVX2 variant, ``wide=False``)."""
+    import shutil
+
+    from ort_helpers import run_models_avx2
+
+    if not shutil.which("qemu-x86_64") or __import__("os").uname().machine != "x86_64":
+        pytest.skip("qemu-x86_64 (Debian package qemu-user) is needed to emulate an AVX2 CPU")
+    rows = importlib.import_module(K.__name__ + ".rows")
+    rng = np.random.default_rng(0)
+
+    def model(nodes, inputs, constants=()):
+        graph = helper.make_graph(nodes, "g", [_vi(k, list(v.shape)) for k, v in inputs.items()],
+                                  [_vi("y", None)], [numpy_helper.from_array(v, k) for k, v in constants])
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), inputs
+
+    a, b = rng.standard_normal((32, 300)).astype(F), rng.standard_normal((300, 40)).astype(F)
+    x = rng.standard_normal((1, 32, 28, 28)).astype(F)
+    xl = (rng.standard_normal((64, 768)) * 2 + 1).astype(F)
+    cases = [
+        model([helper.make_node("Gemm", ["a", "b"], ["y"])], {"a": a, "b": b}),
+        model([helper.make_node("Gemm", ["a", "b", "c"], ["y"])], {"a": a},
+              [("b", b), ("c", rng.standard_normal(40).astype(F))]),
+        model([helper.make_node("Gemm", ["a", "b"], ["y"], transB=1)], {"a": a[:1], "b": np.ascontiguousarray(b.T)}),
+        model([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])], {"x": x},
+              [("w", (rng.standard_normal((64, 32, 3, 3)) / 17).astype(F))]),
+        model([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1], group=32)], {"x": x},
+              [("w", (rng.standard_normal((32, 1, 3, 3)) / 3).astype(F))]),
+        model([helper.make_node("LayerNormalization", ["x", "s", "bb"], ["y"])], {"x": xl},
+              [("s", rng.standard_normal(768).astype(F)), ("bb", rng.standard_normal(768).astype(F))]),
+        model([helper.make_node("GlobalAveragePool", ["x"], ["y"])], {"x": x}),
+        model([helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])], {"x": x}),
+        model([helper.make_node("ReduceMean", ["x"], ["y"], axes=[-1])], {"x": xl}),
+    ]
+    softmax = [model([helper.make_node(op, ["x"], ["y"], axis=-1)], {"x": (xl * 3).astype(F)})
+               for op in ("Softmax", "LogSoftmax")]
+    outs = run_models_avx2(cases + softmax, tmp_path, ["qemu-x86_64", "-cpu", "Haswell"], timeout=600)
+    for (m, feeds), got in zip(cases, outs[:len(cases)]):
+        assert _same(refrt.InferenceSession(m).run(None, feeds)[0], got[0]), m.graph.node[0].op_type
+    for (m, feeds), got, log in zip(softmax, outs[len(cases):], (False, True)):
+        assert _same(rows.softmax_rows(feeds["x"], False, log), got[0])
