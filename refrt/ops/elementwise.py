@@ -22,7 +22,7 @@ from onnx import TensorProto
 
 from ..registry import op
 from ._common import compute_dtype, f32, is_f32_scalar, normalize_axis, np_dtype, onnx_elem_type
-from ._kernels import K
+from ._kernels import SERIAL_BELOW, K, one_thread
 
 _erf_impl = None
 
@@ -408,7 +408,8 @@ def erf(x, *, ctx):
     by a Numba kernel (``kernels/mathf.py``).  Otherwise (and for float64) computed in float64
     and rounded once."""
     if ctx.numerics == "ort" and compute_dtype(x.dtype) == np.float32:
-        return _result(K.erf_f32(x), x.dtype)
+        y = K.erf_f32(x) if x.size >= SERIAL_BELOW else one_thread(K.erf_f32, x)
+        return _result(y, x.dtype)
     return _result(_erf64(x.astype(np.float64)), x.dtype)
 
 
@@ -482,7 +483,7 @@ def tanh(x, *, consumed_inputs=None, ctx=None):
     (``kernels.activations.tanh_f32``, bit for bit with onnxruntime, within 4 ULP of tanh);
     otherwise NumPy's tanh."""
     if x.dtype == np.float32 and (ctx is None or ctx.numerics != "spec"):
-        return K.tanh_f32(x)
+        return K.tanh_f32(x) if x.size >= SERIAL_BELOW else one_thread(K.tanh_f32, x)
     return _unary(np.tanh, x)
 
 
@@ -602,7 +603,7 @@ def sigmoid(x, *, consumed_inputs=None, ctx=None):
     X clamped to [-18, 18], a rational polynomial; bit for bit with onnxruntime, so 0 for
     X < -18 where the exact value is about 1.5e-8); otherwise computed from e^-X."""
     if x.dtype == np.float32 and (ctx is None or ctx.numerics != "spec"):
-        return K.logistic_f32(x)
+        return K.logistic_f32(x) if x.size >= SERIAL_BELOW else one_thread(K.logistic_f32, x)
     return _unary(_sigmoid, x)
 
 
