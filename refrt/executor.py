@@ -65,10 +65,17 @@ def run_plan(plan, env: dict, hooks: tuple = NO_HOOKS) -> list:
 def _run(plan, env: dict, hooks: tuple) -> list:
     before, after = hooks
     guard = RUN_GUARD.get()
-    for name in plan.free_at_start:
+    # hooks see every node; without them, constant nodes were run at plan time (their values
+    # are in plan.folded) and fused chains run as one step (same results)
+    if before or after:
+        steps, dead = plan.steps, plan.free_at_start
+    else:
+        steps, dead = plan.fused_steps, plan.fused_free_at_start
+        if plan.folded:
+            env.update(plan.folded)
+    for name in dead:
         env.pop(name, None)
-    # hooks see every node; without them, fused chains run as one step (same results)
-    for step in (plan.steps if before or after else plan.fused_steps):
+    for step in steps:
         if guard is not None:
             guard.check(step)
         fn, inputs, kwargs, outs, free = step.fast

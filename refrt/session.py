@@ -239,10 +239,15 @@ class InferenceSession:
                            options=self._options)
         if not model.graph.output:
             raise ModelError("the graph declares no outputs: there is nothing to compute")
+        # constant nodes are run while planning: with the kernels the runs will use
+        twins = TWINS.set(True) if self._twins else None
         try:
             self._plan = build_plan(model.graph, pctx, blobs=blobs)
         except RecursionError:
             raise ModelError("the model is nested too deeply to plan (subgraphs within subgraphs)") from None
+        finally:
+            if twins is not None:
+                TWINS.reset(twins)
         inits = self._plan.initializers
         self._inputs = [vi for vi in model.graph.input if vi.name not in inits]
         self._overridable = [vi for vi in model.graph.input if vi.name in inits]
