@@ -61,14 +61,31 @@ def _result(y, dtype) -> np.ndarray:
 # The helpers below run inside the executor, which switches NumPy's floating-point warnings
 # off for the whole run (overflow to inf, 0/0 to NaN are results here, not accidents).
 
+# dtypes that are their own compute dtype (compute_dtype(d) == d): no conversion on the way in
+_NATIVE = frozenset(np.dtype(t) for t in (np.float32, np.float64, np.int8, np.int16, np.int32,
+                                          np.int64, np.uint8, np.uint16, np.uint32, np.uint64,
+                                          np.bool_))
+
+
 def _unary(fn, x: np.ndarray) -> np.ndarray:
     """Y = fn(X) evaluated in X's compute dtype, rounded back to X's type."""
+    if x.dtype in _NATIVE:     # the common case, without the no-op conversions
+        y = fn(x)
+        if type(y) is np.ndarray and y.dtype == x.dtype:
+            return y
+        return _result(y, x.dtype)
     return _result(fn(x.astype(compute_dtype(x.dtype), copy=False)), x.dtype)
 
 
 def _binary(fn, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """C = fn(A, B) with NumPy broadcasting, evaluated in A's compute dtype, result in A's type."""
-    dt = compute_dtype(a.dtype)
+    dt = a.dtype
+    if dt in _NATIVE and b.dtype == dt:     # the common case, without the no-op conversions
+        y = fn(a, b)
+        if type(y) is np.ndarray and y.dtype == dt:
+            return y
+        return _result(y, dt)
+    dt = compute_dtype(dt)
     return _result(fn(a.astype(dt, copy=False), b.astype(dt, copy=False)), a.dtype)
 
 
