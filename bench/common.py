@@ -35,6 +35,7 @@ SECTIONS = [
     ("quantize", "3. Quantize / Dequantize / DynamicQuantizeLinear"),
     ("end_to_end", "4. End to end"),
     ("dispatch", "5. Per-node dispatch overhead"),
+    ("small_models", "5b. Small models with many nodes (speech RNN, Constant nodes)"),
     ("startup", "6. Start-up"),
 ]
 

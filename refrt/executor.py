@@ -62,13 +62,63 @@ def run_plan(plan, env: dict, hooks: tuple = NO_HOOKS) -> list:
         return _run(plan, env, hooks)
 
 
+def _run_unhooked(plan, env: dict) -> list:
+    """The run with no hooks: constant nodes were run at plan time (their values are in
+    plan.folded) and fused chains run as one step (the same results); the loop of ``_run`` with
+    nothing for hooks."""
+    guard = RUN_GUARD.get()
+    if plan.folded:
+        env.update(plan.folded)
+    for name in plan.fused_free_at_start:
+        env.pop(name, None)
+    for step in plan.fused_steps:
+        if guard is not None:
+            guard.check(step)
+        fn, inputs, kwargs, outs, free = step.fast
+        args = [env[n] if n else None for n in inputs]
+        if step.subgraphs:
+            kwargs = dict(kwargs)
+            for k in step.subgraphs:
+                kwargs[k] = kwargs[k].bind(env, NO_HOOKS)
+        try:
+            result = fn(*args, **kwargs)
+        except (NodeError, RunAborted):
+            raise
+        except Exception as e:
+            raise node_error(step.label, step.node.op_type, e) from e
+        if type(result) is np.ndarray and len(outs) == 1:   # the common case
+            if outs[0]:
+                env[outs[0]] = result
+        else:
+            _store(step, outs, result, env)
+        for name in free:
+            env.pop(name, None)
+    return [env[o.name] for o in plan.outputs]
+
+
+def _store(step, outs, result, env: dict) -> None:
+    """Outputs other than one array: a tuple (or one sequence, map or None) by name."""
+    if not isinstance(result, tuple):
+        result = (result,)
+    if len(result) < len(outs) and any(outs[len(result):]):
+        raise NodeError(step.label, step.node.op_type,
+                        f"produced {len(result)} outputs, the node wants {len(outs)}")
+    for name, value in zip(outs, result):
+        if name:
+            if isinstance(value, np.generic):
+                value = np.asarray(value)
+            env[name] = value
+
+
 def _run(plan, env: dict, hooks: tuple) -> list:
     before, after = hooks
+    if not (before or after):
+        return _run_unhooked(plan, env)
+    # hooks see every node, as the graph has them (no folding, no fused chains)
     guard = RUN_GUARD.get()
     for name in plan.free_at_start:
         env.pop(name, None)
-    # hooks see every node; without them, fused chains run as one step (same results)
-    for step in (plan.steps if before or after else plan.fused_steps):
+    for step in plan.steps:
         if guard is not None:
             guard.check(step)
         fn, inputs, kwargs, outs, free = step.fast
@@ -90,16 +140,7 @@ def _run(plan, env: dict, hooks: tuple) -> list:
             if outs[0]:
                 env[outs[0]] = result
         else:
-            if not isinstance(result, tuple):
-                result = (result,)
-            if len(result) < len(outs) and any(outs[len(result):]):
-                raise NodeError(step.label, step.node.op_type,
-                                f"produced {len(result)} outputs, the node wants {len(outs)}")
-            for name, value in zip(outs, result):
-                if name:
-                    if isinstance(value, np.generic):
-                        value = np.asarray(value)
-                    env[name] = value
+            _store(step, outs, result, env)
         if after:
             produced = [env.get(n) if n else None for n in outs]
             for h in after:

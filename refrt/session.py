@@ -24,8 +24,10 @@ KERNELS_CONFIG = "refrt.kernels"        # SessionOptions.add_session_config_entr
 
 class GraphOptimizationLevel:
     """onnxruntime's levels. refrt never changes what a graph computes: above ORT_DISABLE_ALL it
-    runs some chains of nodes as one step with bit-identical results when no hooks are attached
-    (see refrt/fusion.py); ORT_DISABLE_ALL runs every node on its own."""
+    runs Constant nodes and nodes of constants once, when the session is built (see
+    refrt/graph/fold.py), and some chains of nodes as one step (see refrt/fusion.py), both with
+    bit-identical results and only when no hooks are attached (hooks see every node run);
+    ORT_DISABLE_ALL runs every node on its own on every run."""
     ORT_DISABLE_ALL = 0
     ORT_ENABLE_BASIC = 1
     ORT_ENABLE_EXTENDED = 2
@@ -241,10 +243,15 @@ class InferenceSession:
                            options=self._options)
         if not model.graph.output:
             raise ModelError("the graph declares no outputs: there is nothing to compute")
+        # constant nodes are run while planning: with the kernels the runs will use
+        twins = TWINS.set(True) if self._twins else None
         try:
             self._plan = build_plan(model.graph, pctx, blobs=blobs)
         except RecursionError:
             raise ModelError("the model is nested too deeply to plan (subgraphs within subgraphs)") from None
+        finally:
+            if twins is not None:
+                TWINS.reset(twins)
         inits = self._plan.initializers
         self._inputs = [vi for vi in model.graph.input if vi.name not in inits]
         self._overridable = [vi for vi in model.graph.input if vi.name in inits]

@@ -3,7 +3,7 @@
 A :class:`Plan` is everything about a graph that does not change between runs: the nodes in a
 topological order (the file's order is not trusted), each node's resolved implementation with its
 attributes parsed once, and for every step the values that die there (so the executor can free
-them). Subgraphs (If/Loop/Scan bodies) and calls of functions (:mod:`refrt.graph.functions`)
+them). Nodes whose inputs are all constant are run once here (:mod:`refrt.graph.fold`). Subgraphs (If/Loop/Scan bodies) and calls of functions (:mod:`refrt.graph.functions`)
 become plans of their own; names a subgraph takes from the enclosing scopes are found here, at
 plan time. Chains of nodes that run faster as one step are found by :mod:`refrt.fusion`.
 """
@@ -23,7 +23,7 @@ from ..errors import ModelError, UnsupportedOpError, node_label
 from ..executor import NO_HOOKS, run_plan
 from ..registry import NodeContext, canonical_domain, tensor_to_array
 from ..types import type_proto_of
-from . import functions
+from . import fold, functions
 
 
 @dataclass
@@ -51,11 +51,18 @@ class Plan:
     steps: list[Step]
     outer: frozenset = frozenset()   # names taken from enclosing scopes
     free_at_start: tuple = ()        # initializers/inputs nobody reads
-    fused_steps: list = None         # steps with fused chains (fusion.py); run when no hooks
+    # Run when no hooks are attached: the steps left once constants are folded (fold.py), with
+    # chains fused (fusion.py); the folded values they read (and folded graph outputs); the
+    # initializers and inputs none of them reads.
+    fused_steps: list = None
+    folded: dict = field(default_factory=dict)
+    fused_free_at_start: tuple = None
 
     def __post_init__(self):
         if self.fused_steps is None:
             self.fused_steps = self.steps
+        if self.fused_free_at_start is None:
+            self.fused_free_at_start = self.free_at_start
 
     @property
     def output_names(self) -> list[str]:
@@ -203,16 +210,24 @@ def build_plan(graph, pctx: PlanContext, outer_scope: frozenset = frozenset(),
     constants = frozenset(n for n in inits if n not in input_names)
     steps = [_make_step(nodes[idx], pctx, scope, free_lists[pos], constants, producer_nodes)
              for pos, idx in enumerate(order)]
-    fused = steps
+    fused, folded, fused_free_at_start = steps, {}, free_at_start
     level = getattr(pctx.options, "graph_optimization_level", None)
     if level is None or int(level) > 0:   # ORT_DISABLE_ALL (0) keeps every node a step
-        fused, fused_reads = fusion.fuse_steps(steps, step_reads, keep, Step)
+        folded, fold_idx = fold.fold_constants(steps, {n: inits[n] for n in constants})
+        gone = set(fold_idx)
+        live = [s for i, s in enumerate(steps) if i not in gone]
+        live_reads = [r for i, r in enumerate(step_reads) if i not in gone]
+        fused, fused_reads = fusion.fuse_steps(live, live_reads, keep, Step)
         if fused is not steps:
-            fused_free, _ = _liveness(fused_reads, [s.outputs for s in fused], keep)
+            fused_free, read = _liveness(fused_reads, [s.outputs for s in fused], keep)
             fused = [replace(s, free=f) for s, f in zip(fused, fused_free)]
+            folded = {n: v for n, v in folded.items() if n in read or n in keep}
+            fused_free_at_start = tuple(n for n in list(inits) + input_names
+                                        if n not in read and n not in keep)
     outer = frozenset(n for n in free_names(graph) if n in outer_scope)
     return Plan(inputs=list(graph.input), outputs=list(graph.output), initializers=inits, steps=steps,
-                outer=outer, free_at_start=free_at_start, fused_steps=fused)
+                outer=outer, free_at_start=free_at_start, fused_steps=fused, folded=folded,
+                fused_free_at_start=fused_free_at_start)
 
 
 def _liveness(step_reads: list, step_outputs: list, keep: set) -> tuple[list[tuple], set]:

@@ -131,3 +131,46 @@ class _Door:
 
 
 K = _Door()
+
+
+# Below this many elements a parallel element-wise kernel runs on the calling thread alone.
+# Waking Numba's thread pool costs about 50 µs where idle workers sleep (refrt.tune_process),
+# more than logistic, tanh, quantize or dequantize take on one thread for 2^18 float32
+# elements (measured on a 2-core AMD EPYC, znver4): for small tensors the pool only adds
+# latency. The arithmetic is the same either way (each element is computed alone).
+SERIAL_BELOW = 1 << 18
+
+_threads: list = []     # (get, set) of Numba's per-thread count, found on first use
+
+
+def _thread_count_functions() -> tuple:
+    """Numba's get/set_num_threads. Each public call takes a lock and re-checks that the pool
+    is up (about 3 µs); once it is up, the thread-layer's own two C functions do the same job,
+    so those are used where this Numba exposes them."""
+    import numba
+    from numba.np.ufunc import parallel
+
+    numba.set_num_threads(numba.get_num_threads())     # launches the pool if need be
+    get, set_ = getattr(parallel, "_get_num_threads", None), getattr(parallel, "_set_num_threads", None)
+    if callable(get) and callable(set_) and get() == numba.get_num_threads():
+        return get, set_
+    return numba.get_num_threads, numba.set_num_threads
+
+
+def one_thread(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` with Numba's parallel regions confined to the calling thread
+    (Numba's thread count is per thread, so other threads are not affected). Twins (NumPy)
+    are called as they are."""
+    if TWINS.get():
+        return fn(*args, **kwargs)
+    if not _threads:
+        _threads.extend(_thread_count_functions())
+    get, set_ = _threads
+    n = get()
+    if n == 1:
+        return fn(*args, **kwargs)
+    set_(1)
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        set_(n)

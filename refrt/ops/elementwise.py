@@ -22,7 +22,7 @@ from onnx import TensorProto
 
 from ..registry import op
 from ._common import compute_dtype, f32, is_f32_scalar, normalize_axis, np_dtype, onnx_elem_type
-from ._kernels import K
+from ._kernels import SERIAL_BELOW, K, one_thread
 
 _erf_impl = None
 
@@ -61,14 +61,31 @@ def _result(y, dtype) -> np.ndarray:
 # The helpers below run inside the executor, which switches NumPy's floating-point warnings
 # off for the whole run (overflow to inf, 0/0 to NaN are results here, not accidents).
 
+# dtypes that are their own compute dtype (compute_dtype(d) == d): no conversion on the way in
+_NATIVE = frozenset(np.dtype(t) for t in (np.float32, np.float64, np.int8, np.int16, np.int32,
+                                          np.int64, np.uint8, np.uint16, np.uint32, np.uint64,
+                                          np.bool_))
+
+
 def _unary(fn, x: np.ndarray) -> np.ndarray:
     """Y = fn(X) evaluated in X's compute dtype, rounded back to X's type."""
+    if x.dtype in _NATIVE:     # the common case, without the no-op conversions
+        y = fn(x)
+        if type(y) is np.ndarray and y.dtype == x.dtype:
+            return y
+        return _result(y, x.dtype)
     return _result(fn(x.astype(compute_dtype(x.dtype), copy=False)), x.dtype)
 
 
 def _binary(fn, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """C = fn(A, B) with NumPy broadcasting, evaluated in A's compute dtype, result in A's type."""
-    dt = compute_dtype(a.dtype)
+    dt = a.dtype
+    if dt in _NATIVE and b.dtype == dt:     # the common case, without the no-op conversions
+        y = fn(a, b)
+        if type(y) is np.ndarray and y.dtype == dt:
+            return y
+        return _result(y, dt)
+    dt = compute_dtype(dt)
     return _result(fn(a.astype(dt, copy=False), b.astype(dt, copy=False)), a.dtype)
 
 
@@ -408,7 +425,8 @@ def erf(x, *, ctx):
     by a Numba kernel (``kernels/mathf.py``).  Otherwise (and for float64) computed in float64
     and rounded once."""
     if ctx.numerics == "ort" and compute_dtype(x.dtype) == np.float32:
-        return _result(K.erf_f32(x), x.dtype)
+        y = K.erf_f32(x) if x.size >= SERIAL_BELOW else one_thread(K.erf_f32, x)
+        return _result(y, x.dtype)
     return _result(_erf64(x.astype(np.float64)), x.dtype)
 
 
@@ -482,7 +500,7 @@ def tanh(x, *, consumed_inputs=None, ctx=None):
     (``kernels.activations.tanh_f32``, bit for bit with onnxruntime, within 4 ULP of tanh);
     otherwise NumPy's tanh."""
     if x.dtype == np.float32 and (ctx is None or ctx.numerics != "spec"):
-        return K.tanh_f32(x)
+        return K.tanh_f32(x) if x.size >= SERIAL_BELOW else one_thread(K.tanh_f32, x)
     return _unary(np.tanh, x)
 
 
@@ -602,7 +620,7 @@ def sigmoid(x, *, consumed_inputs=None, ctx=None):
     X clamped to [-18, 18], a rational polynomial; bit for bit with onnxruntime, so 0 for
     X < -18 where the exact value is about 1.5e-8); otherwise computed from e^-X."""
     if x.dtype == np.float32 and (ctx is None or ctx.numerics != "spec"):
-        return K.logistic_f32(x)
+        return K.logistic_f32(x) if x.size >= SERIAL_BELOW else one_thread(K.logistic_f32, x)
     return _unary(_sigmoid, x)
 
 
