@@ -4,7 +4,8 @@ session is built, instead of on every run.
 A step is folded when
 
 * it runs a registered op (not a model-local function, a schema's function body or Gradient),
-  has no subgraph, and its op is deterministic (not in ``NONDETERMINISTIC``);
+  has no subgraph, its op is deterministic (not in ``NONDETERMINISTIC``) and not one of
+  ``KEPT``;
 * every input it names is an initializer that no feed can override (a graph input of the same
   name can), or the output of a step folded before it; a Constant node has no inputs at all;
 * it succeeds, and every output it names is a tensor (a NumPy array: no sequence, map or
@@ -32,6 +33,11 @@ from .. import registry
 NONDETERMINISTIC = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike",
                               "RandomUniformLike", "Multinomial", "Bernoulli", "Dropout"})
 
+# Ops kept in the plan although their inputs are constant: a weight's DequantizeLinear (QDQ
+# models) would leave a float copy of int8 weights in memory for the session's life (4x their
+# size), and onnxruntime keeps these nodes too (they form its QDQ node units).
+KEPT = frozenset({"DequantizeLinear"})
+
 # A folded value stays in memory for the session's life, where a run frees it after its last
 # reader: values above this size are computed on every run instead.
 MAX_FOLDED_BYTES = 16 << 20
@@ -40,7 +46,7 @@ MAX_FOLDED_BYTES = 16 << 20
 def foldable(step) -> bool:
     """The step's op may be run once at plan time (see the module docstring)."""
     node = step.node
-    if node.op_type in NONDETERMINISTIC or step.subgraphs:
+    if node.op_type in NONDETERMINISTIC or node.op_type in KEPT or step.subgraphs:
         return False
     return registry.registered_as(step.fn, node.op_type, node.domain) is not None
 
