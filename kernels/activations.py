@@ -13,13 +13,16 @@ and Tanh on float32 (on AVX-512 and AVX2 CPUs); refrt's "ort" numerics use them 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit, prange
 
 from . import vec as V
 from .fma import fma32
+from .mathf import bits_of, float_of, fma, wrap_int32
 
-__all__ = ["mlas_logistic", "mlas_tanh", "logistic_f32", "tanh_f32"]
+__all__ = ["mlas_logistic", "mlas_tanh", "logistic_f32", "tanh_f32", "exp_f32"]
 
 _F32 = np.float32
 
@@ -126,3 +129,75 @@ def logistic_f32(x) -> np.ndarray:
 def tanh_f32(x) -> np.ndarray:
     """onnxruntime's float32 Tanh, element-wise, as a new float32 array of x's shape."""
     return _run(1, x)
+
+
+# --------------------------------------------------------------------------- exp
+
+_EXP_LOWER = np.float32(-103.9720840454)
+_EXP_UPPER = np.float32(88.7762626647950)
+_EXP_CAP = np.float32(89.7)              # beyond it every kernel's result is +inf
+_ROUND = np.float32(12582912.0)          # 1.5 * 2^23
+_LOG2E = np.float32(1.44269504088896341)
+_LN2_HI = np.float32(-6.93145752e-1)
+_LN2_LO = np.float32(-1.42860677e-6)
+_EXP_POLY = (np.float32(float.fromhex("0x1.694000p-10")), np.float32(float.fromhex("0x1.125edcp-7")),
+             np.float32(float.fromhex("0x1.555b5ap-5")), np.float32(float.fromhex("0x1.555450p-3")),
+             np.float32(float.fromhex("0x1.fffff6p-2")), np.float32(1.0))
+_MAX_EXPONENT = np.int32(0x3F800000)      # the bits of 1.0: 127 << 23
+_MIN_EXPONENT = np.int32(-0x3F000000)     # -126 << 23 (0xC1000000)
+
+
+@njit(inline="always")
+def _exp_one(x, wide):
+    """MLAS's float32 e^x (``MlasComputeExp``), one value:
+
+        v = clamp(x, -103.97, 88.78)        (wide: the lower bound only)
+        m = round(v / ln 2)                 fma(v, log2 e, 1.5 * 2^23) - 1.5 * 2^23
+        r = v + m * LN2_HI + m * LN2_LO     two fmas
+        p = Horner in fmas over POLY (degree 5), then one more step:
+    * ``wide`` (its AVX-512F kernel): p = fma(p, r, 1), scaled exactly by 2^m (vscalefps);
+    * else (its AVX2/FMA3 kernel): 2^m split into a normal factor 2^clamp(m, -126, 127) and an
+      overflow factor 2^(m - that): p = fma(p, r * overflow, overflow) * normal."""
+    v = x
+    if _EXP_LOWER > v:
+        v = _EXP_LOWER
+    if wide:
+        if v > _EXP_CAP:
+            v = _EXP_CAP
+    elif v > _EXP_UPPER:
+        v = _EXP_UPPER
+    biased = fma(v, _LOG2E, _ROUND)
+    m = biased - _ROUND
+    r = fma(m, _LN2_HI, v)
+    r = fma(m, _LN2_LO, r)
+    p = _EXP_POLY[0]
+    p = fma(p, r, _EXP_POLY[1])
+    p = fma(p, r, _EXP_POLY[2])
+    p = fma(p, r, _EXP_POLY[3])
+    p = fma(p, r, _EXP_POLY[4])
+    p = fma(p, r, _EXP_POLY[5])
+    if wide:
+        return np.float32(math.ldexp(np.float64(fma(p, r, _EXP_POLY[5])), int(m)))
+    shifted = wrap_int32(np.int64(bits_of(biased)) << 23)           # 32-bit lanes
+    normal = min(max(shifted, _MIN_EXPONENT), _MAX_EXPONENT)
+    overflow = float_of(shifted - normal + _MAX_EXPONENT)
+    return fma(p, r * overflow, overflow) * float_of(normal + _MAX_EXPONENT)
+
+
+@njit(cache=True, parallel=True)
+def _exp_kernel(x, out, wide):
+    n = x.shape[0]
+    for b in prange((n + _BLOCK - 1) // _BLOCK):
+        for i in range(b * _BLOCK, min(n, b * _BLOCK + _BLOCK)):
+            out[i] = _exp_one(x[i], wide)
+
+
+def exp_f32(x, wide: bool = False) -> np.ndarray:
+    """onnxruntime's float32 Exp (MLAS's exp; ``wide``: its AVX-512F kernel, else its AVX2/FMA3
+    kernel), element-wise, as a new float32 array of x's shape."""
+    x = np.asarray(x, dtype=np.float32)
+    flat = np.ascontiguousarray(x).reshape(-1)
+    out = np.empty_like(flat)
+    if flat.size:
+        _exp_kernel(flat, out, bool(wide))
+    return out.reshape(x.shape)

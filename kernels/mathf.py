@@ -91,6 +91,43 @@ def pow2_from_rounded(typingctx, biased):
     return types.float32(types.float32), codegen
 
 
+@intrinsic
+def bits_of(typingctx, x):
+    """The int32 whose bits are float32 ``x``'s."""
+    if x != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+
+    return types.int32(types.float32), codegen
+
+
+@intrinsic
+def float_of(typingctx, i):
+    """The float32 whose bits are the low 32 bits of integer ``i``."""
+    if not isinstance(i, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        low = builder.trunc(args[0], ir.IntType(32)) if i.bitwidth > 32 else args[0]
+        return builder.bitcast(low, ir.FloatType())
+
+    return types.float32(i), codegen
+
+
+@intrinsic
+def wrap_int32(typingctx, i):
+    """The low 32 bits of integer ``i`` as an int32 (two's complement wrap-around)."""
+    if not isinstance(i, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.trunc(args[0], ir.IntType(32)) if i.bitwidth > 32 else args[0]
+
+    return types.int32(i), codegen
+
+
 _SMALL, _BIG, _EXP = ERF.SMALL, ERF.BIG, ERF.EXP   # polynomial coefficients, highest power first
 _UPPER, _SPLIT, _LOWER, _LOG2E = ERF.UPPER, ERF.SPLIT, ERF.EXP_LOWER, ERF.LOG2E
 _LN2_HI, _LN2_LO, _ROUND = ERF.LN2_HI, ERF.LN2_LO, ERF.ROUND

@@ -569,3 +569,43 @@ def m1_groups_twin(w, cols, stride_k):
 
 
 __all__ += ["sgemm_twin", "conv_gemm_twin", "m1_groups_twin"]
+
+
+def exp_f32_twin(x, wide=False):
+    """``activations.exp_f32``: MLAS's float32 exp, one NumPy operation per step."""
+    from .activations import (
+        _EXP_CAP,
+        _EXP_LOWER,
+        _EXP_POLY,
+        _EXP_UPPER,
+        _LN2_HI,
+        _LN2_LO,
+        _LOG2E,
+        _MAX_EXPONENT,
+        _MIN_EXPONENT,
+        _ROUND,
+    )
+
+    f32 = np.float32
+    x = np.asarray(x, f32)
+    v = np.where(_EXP_LOWER > x, _EXP_LOWER, x).astype(f32)                   # NaN stays
+    upper = _EXP_CAP if wide else _EXP_UPPER
+    v = np.where(v > upper, upper, v).astype(f32)
+    biased = fma32(v, _LOG2E, _ROUND)
+    m = biased - _ROUND
+    r = fma32(m, _LN2_LO, fma32(m, _LN2_HI, v))
+    p = np.full(x.shape, _EXP_POLY[0], f32)
+    for c in _EXP_POLY[1:]:
+        p = fma32(p, r, c)
+    with np.errstate(all="ignore"):
+        if wide:
+            e = np.ldexp(fma32(p, r, _EXP_POLY[5]).astype(np.float64),
+                         np.nan_to_num(m).astype(np.int64)).astype(f32)
+            return np.where(np.isnan(m), f32(np.nan), e)
+        shifted = (biased.view(np.int32).astype(np.int64) << 23).astype(np.int32)
+        normal = np.clip(shifted, _MIN_EXPONENT, _MAX_EXPONENT)
+        overflow = (shifted.astype(np.int64) - normal + _MAX_EXPONENT).astype(np.int32).view(f32)
+        return fma32(p, r * overflow, overflow) * (normal + _MAX_EXPONENT).astype(np.int32).view(f32)
+
+
+__all__ += ["exp_f32_twin"]

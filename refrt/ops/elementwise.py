@@ -21,7 +21,15 @@ import numpy as np
 from onnx import TensorProto
 
 from ..registry import op
-from ._common import compute_dtype, f32, is_f32_scalar, normalize_axis, np_dtype, onnx_elem_type
+from ._common import (
+    compute_dtype,
+    f32,
+    is_f32_scalar,
+    mlas_wide_kernels,
+    normalize_axis,
+    np_dtype,
+    onnx_elem_type,
+)
 from ._kernels import SERIAL_BELOW, K, one_thread
 
 _erf_impl = None
@@ -405,8 +413,14 @@ def sqrt(x, *, consumed_inputs=None):
 
 
 @op("Exp", since=(1, 6, 13))
-def exp(x, *, consumed_inputs=None):
-    """Y = e^X"""
+def exp(x, *, consumed_inputs=None, ctx=None):
+    """Y = e^X
+
+    float32 in "ort" numerics: onnxruntime's MLAS exp (``kernels.activations.exp_f32``, its
+    AVX-512F or AVX2/FMA3 kernel as this CPU makes onnxruntime pick); otherwise NumPy's exp."""
+    if x.dtype == np.float32 and (ctx is None or ctx.numerics != "spec"):
+        wide = mlas_wide_kernels()
+        return K.exp_f32(x, wide) if x.size >= SERIAL_BELOW else one_thread(K.exp_f32, x, wide)
     return _unary(np.exp, x)
 
 

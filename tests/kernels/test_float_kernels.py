@@ -599,3 +599,30 @@ def test_sigmoid_and_tanh_ops_are_onnxruntimes_bits_in_ort_numerics(op):
     spec = InferenceSession(model, numerics="spec").run(None, {"x": x})[0]
     if op == "Sigmoid":     # MLAS clamps x to [-18, 18]: 0 where the exact value is ~1.1e-8
         assert ours[-8] == 0.0 and 1e-8 < spec[-8] < 1.2e-8
+
+
+# --------------------------------------------------------------------------- float32 exp (MLAS)
+
+@MLAS_ONLY
+def test_exp_op_is_onnxruntime_bit_for_bit_and_the_twin_agrees():
+    from refrt import InferenceSession
+    from refrt.ops._common import mlas_wide_kernels
+
+    from ort_helpers import ort_session
+
+    rng = np.random.default_rng(12)
+    x = np.concatenate([rng.standard_normal(100_000) * 20, rng.uniform(-110, 95, 10_000),
+                        [np.nan, np.inf, -np.inf, 0.0, -0.0, 88.72, 88.73, -87.34, -103.9, -104.0]]
+                       ).astype(np.float32)
+    model = _one_node_model("Exp", [x.shape], 13)
+    expected = ort_session(model).run(None, {"i0": x})[0]
+    got = InferenceSession(model).run(None, {"i0": x})[0]
+    assert same_float_bits(got, expected)
+    A = importlib.import_module(K.__name__ + ".activations")
+    for wide in (False, True):
+        assert same_float_bits(A.exp_f32(x, wide), T.exp_f32_twin(x, wide))
+    assert mlas_wide_kernels() in (False, True)
+    # "spec" numerics: NumPy's exp, within a few ULP of MLAS's
+    spec = InferenceSession(model, numerics="spec").run(None, {"i0": x})[0]
+    finite = np.isfinite(spec) & (np.abs(spec) > 1e-37)
+    np.testing.assert_allclose(spec[finite], got[finite], rtol=4e-7)

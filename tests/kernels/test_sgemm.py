@@ -199,8 +199,15 @@ def test_float_kernels_match_onnxruntime_on_an_emulated_haswell(tmp_path):
     ]
     softmax = [model([helper.make_node(op, ["x"], ["y"], axis=-1)], {"x": (xl * 3).astype(F)})
                for op in ("Softmax", "LogSoftmax")]
-    outs = run_models_avx2(cases + softmax, tmp_path, ["qemu-x86_64", "-cpu", "Haswell"], timeout=600)
+    wide_x = np.concatenate([xl.reshape(-1) * 20, [np.nan, np.inf, -np.inf, 88.73, -104]]).astype(F)
+    exp = model([helper.make_node("Exp", ["x"], ["y"])], {"x": wide_x})
+    outs = run_models_avx2(cases + softmax + [exp], tmp_path, ["qemu-x86_64", "-cpu", "Haswell"],
+                           timeout=600)
+    activations = importlib.import_module(K.__name__ + ".activations")
+    got = activations.exp_f32(wide_x, False)
+    assert np.array_equal(np.isnan(got), np.isnan(outs[-1][0]))
+    assert _same(np.nan_to_num(got), np.nan_to_num(outs[-1][0]))
     for (m, feeds), got in zip(cases, outs[:len(cases)]):
         assert _same(refrt.InferenceSession(m).run(None, feeds)[0], got[0]), m.graph.node[0].op_type
-    for (m, feeds), got, log in zip(softmax, outs[len(cases):], (False, True)):
+    for (m, feeds), got, log in zip(softmax, outs[len(cases):len(cases) + 2], (False, True)):
         assert _same(rows.softmax_rows(feeds["x"], False, log), got[0])
