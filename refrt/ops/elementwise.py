@@ -645,8 +645,13 @@ def hard_sigmoid(x, *, alpha=f32(0.2), beta=0.5, consumed_inputs=None):
 
 
 @op("HardSwish", since=(14, 22))
-def hard_swish(x):
-    """Y = X * max(0, min(1, X / 6 + 1 / 2))"""
+def hard_swish(x, *, ctx=None):
+    """Y = X * max(0, min(1, X / 6 + 1 / 2))
+
+    float32 in "ort" numerics: X * clip(X * float32(1/6) + 0.5, 0, 1), as onnxruntime computes
+    it (a multiplication by the rounded 1/6, not a division by 6)."""
+    if x.dtype == np.float32 and (ctx is None or ctx.numerics != "spec"):
+        return x * np.clip(x * np.float32(1 / 6) + np.float32(0.5), np.float32(0), np.float32(1))
     return _unary(lambda v: v * np.clip(v / 6 + 0.5, 0, 1), x)
 
 
@@ -691,15 +696,29 @@ def swiglu(a, b, *, alpha=1.0):
 
 
 @op("Gelu", since=20)
-def gelu(x, *, approximate="none"):
+def gelu(x, *, approximate="none", ctx=None):
     """approximate="none": Y = X/2 * (1 + erf(X / sqrt(2)));
-    approximate="tanh": Y = X/2 * (1 + tanh(sqrt(2/pi) * (X + 0.044715 X^3)))"""
+    approximate="tanh": Y = X/2 * (1 + tanh(sqrt(2/pi) * (X + 0.044715 X^3)))
+
+    float32 in "ort" numerics: onnxruntime's arithmetic, bit for bit: MLAS's erf of
+    X * float32(1/sqrt(2)), or MLAS's tanh of X * (sqrt(2/pi) + (sqrt(2/pi) * 0.044715) * X * X)
+    (float32 constants, each step rounded), then 0.5 * X * (1 + that). Otherwise float64 erf /
+    NumPy's tanh."""
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
+    if x.dtype == np.float32 and (ctx is None or ctx.numerics != "spec"):
+        f = np.float32
+        if approximate == "none":
+            inner, fn = x * f(1 / math.sqrt(2)), K.erf_f32
+        else:
+            k0 = f(math.sqrt(2 / math.pi))
+            inner, fn = x * (k0 + (k0 * f(0.044715)) * x * x), K.tanh_f32
+        t = fn(inner) if x.size >= SERIAL_BELOW else one_thread(fn, inner)
+        return f(0.5) * x * (f(1) + t)
     if approximate == "none":
         return _unary(lambda v: 0.5 * v * (1 + _erf64(v / math.sqrt(2)).astype(v.dtype)), x)
-    if approximate == "tanh":
-        c = math.sqrt(2 / math.pi)
-        return _unary(lambda v: 0.5 * v * (1 + np.tanh(c * (v + 0.044715 * v ** 3))), x)
-    raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
+    c = math.sqrt(2 / math.pi)
+    return _unary(lambda v: 0.5 * v * (1 + np.tanh(c * (v + 0.044715 * v ** 3))), x)
 
 
 @op("Shrink", since=9)

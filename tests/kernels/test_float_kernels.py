@@ -626,3 +626,30 @@ def test_exp_op_is_onnxruntime_bit_for_bit_and_the_twin_agrees():
     spec = InferenceSession(model, numerics="spec").run(None, {"i0": x})[0]
     finite = np.isfinite(spec) & (np.abs(spec) > 1e-37)
     np.testing.assert_allclose(spec[finite], got[finite], rtol=4e-7)
+
+
+@MLAS_ONLY
+@pytest.mark.parametrize("op,attrs", [("Gelu", {}), ("Gelu", {"approximate": "tanh"}), ("HardSwish", {})])
+def test_gelu_and_hard_swish_are_onnxruntime_bit_for_bit(op, attrs):
+    from onnx import TensorProto, helper
+
+    from refrt import InferenceSession
+
+    from ort_helpers import ort_session
+
+    x = np.concatenate([np.random.default_rng(13).standard_normal(50_000) * 4,
+                        [0.0, -0.0, -3.0, 3.0, 30.0, -30.0, np.inf, -np.inf, np.nan]]).astype(np.float32)
+    node = helper.make_node(op, ["x"], ["y"], **attrs)
+    model = helper.make_model(helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]),
+        opset_imports=[helper.make_opsetid("", 20)])
+    model.ir_version = 9
+    expected = ort_session(model).run(None, {"x": x})[0]
+    got = InferenceSession(model).run(None, {"x": x})[0]
+    assert same_float_bits(got, expected)
+    # "spec" numerics: float64 erf / NumPy's tanh, the spec's formula (1 + erf cancels for very
+    # negative X, so compare near zero absolutely)
+    spec = InferenceSession(model, numerics="spec").run(None, {"x": x})[0]
+    ok = np.isfinite(spec)
+    np.testing.assert_allclose(spec[ok], got[ok], rtol=1e-5, atol=2e-6)
