@@ -61,7 +61,7 @@ from .vec import (
 )
 
 __all__ = ["layer_norm_rows", "add_layer_norm_rows", "softmax_rows", "scale_add_softmax_rows",
-           "row_view", "LANES", "MLAS_EXP"]
+           "global_average_rows", "eigen_row_sums", "row_view", "LANES", "MLAS_EXP"]
 
 _F = np.float32
 _ONE = _F(1.0)
@@ -96,15 +96,14 @@ def _layer_norm_row(xr, yr, scale, bias, has_bias, eps, n):
         total += np.float64(xr[j])
     m = _F(total / n)
 
-    acc = np.zeros(8, np.float32)
+    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = _F(0.0)
     full = n - n % 8
     for i in range(0, full, 8):
-        for k in range(8):
-            d = xr[i + k] - m
-            acc[k] = fma1(d, d, acc[k])
-    for k in range(4):
-        acc[k] += acc[k + 4]
-    sq = (acc[0] + acc[2]) + (acc[1] + acc[3])
+        d0, d1, d2, d3 = xr[i] - m, xr[i + 1] - m, xr[i + 2] - m, xr[i + 3] - m
+        d4, d5, d6, d7 = xr[i + 4] - m, xr[i + 5] - m, xr[i + 6] - m, xr[i + 7] - m
+        a0, a1, a2, a3 = fma1(d0, d0, a0), fma1(d1, d1, a1), fma1(d2, d2, a2), fma1(d3, d3, a3)
+        a4, a5, a6, a7 = fma1(d4, d4, a4), fma1(d5, d5, a5), fma1(d6, d6, a6), fma1(d7, d7, a7)
+    sq = ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7))
     for j in range(full, n):
         d = xr[j] - m
         sq = fma1(d, d, sq)
@@ -423,3 +422,88 @@ def _vector_instructions(names=("vaddps", "vmulps", "vfmadd213ps", "vmaxps", "vm
             name: {reg: len(re.findall(rf"\b{name}\b[^\n]*%{reg}", asm)) for reg in ("zmm", "ymm")}
             for name in names}
     return counts
+
+
+# --------------------------------------------------------------------------- pooling and reduction sums
+
+@njit(cache=True, parallel=True)
+def _global_average_kernel(x, out):
+    rows, n = x.shape
+    full = n - n % 4
+    for r in prange(rows):
+        a0 = a1 = a2 = a3 = _F(0.0)
+        for i in range(0, full, 4):
+            a0 += x[r, i]
+            a1 += x[r, i + 1]
+            a2 += x[r, i + 2]
+            a3 += x[r, i + 3]
+        total = (a0 + a2) + (a1 + a3)
+        for i in range(full, n):
+            total += x[r, i]
+        out[r] = total / _F(n)
+
+
+def global_average_rows(x) -> np.ndarray:
+    """The mean of each row of float32 x [rows, n] as MLAS's global average pooling computes it:
+    4 lanes (lane k adds values k, k + 4, ...), combined (0 + 2) + (1 + 3), then the last n mod 4
+    values one by one, divided by n."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    out = np.empty(x.shape[0], np.float32)
+    if x.shape[0]:
+        _global_average_kernel(x, out)
+    return out
+
+
+@njit(cache=True, parallel=True)
+def _eigen_sums_kernel(x, offsets, out):
+    rows, n = x.shape
+    for r in prange(rows):
+        start = min((-offsets[r]) % 4, n)
+        blocks = (n - start) // 4
+        if blocks == 0:
+            total = x[r, 0]
+            for i in range(1, n):
+                total += x[r, i]
+            out[r] = total
+            continue
+        end = start + 4 * blocks
+        b0, b1, b2, b3 = x[r, start], x[r, start + 1], x[r, start + 2], x[r, start + 3]
+        if blocks > 1:
+            c0, c1, c2, c3 = x[r, start + 4], x[r, start + 5], x[r, start + 6], x[r, start + 7]
+            pairs_end = start + 8 * (blocks // 2)
+            for i in range(start + 8, pairs_end, 8):
+                b0 += x[r, i]
+                b1 += x[r, i + 1]
+                b2 += x[r, i + 2]
+                b3 += x[r, i + 3]
+                c0 += x[r, i + 4]
+                c1 += x[r, i + 5]
+                c2 += x[r, i + 6]
+                c3 += x[r, i + 7]
+            b0, b1, b2, b3 = b0 + c0, b1 + c1, b2 + c2, b3 + c3
+            if end > pairs_end:
+                b0 += x[r, pairs_end]
+                b1 += x[r, pairs_end + 1]
+                b2 += x[r, pairs_end + 2]
+                b3 += x[r, pairs_end + 3]
+        total = (b0 + b2) + (b1 + b3)
+        for i in range(start):
+            total += x[r, i]
+        for i in range(end, n):
+            total += x[r, i]
+        out[r] = total
+
+
+def eigen_row_sums(x, offsets) -> np.ndarray:
+    """The sum of each row of float32 x [rows, n] as Eigen's vectorized sum (SSE) adds it, row r
+    starting ``offsets[r]`` values past a 16-byte boundary: from the first aligned value, two
+    4-lane accumulators over 8 values at a time, one more block of 4 if left, the two combined,
+    the lanes as (0 + 2) + (1 + 3), then the values before the aligned start and after the last
+    block, one by one."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    out = np.empty(x.shape[0], np.float32)
+    if x.shape[0] and x.shape[1]:
+        _eigen_sums_kernel(x, np.ascontiguousarray(offsets, dtype=np.int64), out)
+    elif x.shape[0]:
+        out[:] = 0
+    return out

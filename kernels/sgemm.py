@@ -32,7 +32,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["sgemm", "conv_gemm", "conv_segments", "m1_groups", "k_stride", "column_segments",
+__all__ = ["sgemm", "conv_gemm", "conv_segments", "m1_groups", "depthwise_m1_2d", "im2col_rows_2d",
+           "k_stride",
+           "column_segments",
            "STRIDE_K", "PACKED_STRIDE_K"]
 
 STRIDE_N = 128             # MLAS_SGEMM_STRIDEN
@@ -354,3 +356,89 @@ def element_value(a_row, b_col, plan: tuple, init=None, fma=None):
         v = f32(f32(f32(l0 + l1) + f32(l2 + l3)) + f32(f32(l4 + l5) + f32(l6 + l7)))
     parts.extend(lanes)
     return (v if init is None else f32(v + f32(init))), parts
+
+
+def depthwise_m1_2d(x, w, kernel, strides, dilations, out_shape, stride_k: int) -> np.ndarray:
+    """``m1_groups`` for a 2-D depthwise convolution, read straight from the zero-padded input
+    (no im2col): x [G, H, W] padded, w [G, KH * KW] -> [G, OH, OW], each output the M = 1
+    kernel's sum over its taps in order (kh, kw), in slices of ``stride_k`` taps."""
+    x = np.ascontiguousarray(x, _F)
+    w = np.ascontiguousarray(w, _F)
+    out = np.empty((x.shape[0],) + tuple(out_shape), _F)
+    if out.size:
+        _depthwise_kernel(x, w, out, kernel[0], kernel[1], strides[0], strides[1], dilations[0],
+                          dilations[1], max(1, stride_k))
+    return out
+
+
+@njit(cache=True, parallel=True)
+def _depthwise_kernel(x, w, out, kh, kw, sh, sw, dh, dw, stride_k):
+    g, oh, ow = out.shape
+    k = kh * kw
+    rows = np.empty(k, np.int64)
+    cols = np.empty(k, np.int64)
+    for i in range(k):
+        rows[i], cols[i] = (i // kw) * dh, (i % kw) * dw
+    for j in prange(g):
+        for a in range(oh):
+            y = out[j, a]
+            y[:] = 0
+            for k0 in range(0, k, stride_k):
+                k1 = min(k, k0 + stride_k)
+                i = k0
+                while i < k1:
+                    w0, r0 = w[j, i], x[j, a * sh + rows[i]]
+                    if k1 - i >= 4:
+                        w1, r1 = w[j, i + 1], x[j, a * sh + rows[i + 1]]
+                        w2, r2 = w[j, i + 2], x[j, a * sh + rows[i + 2]]
+                        w3, r3 = w[j, i + 3], x[j, a * sh + rows[i + 3]]
+                        c0, c1, c2, c3 = cols[i], cols[i + 1], cols[i + 2], cols[i + 3]
+                        for b in range(ow):
+                            t = (((w0 * r0[b * sw + c0] + w1 * r1[b * sw + c1]) + w2 * r2[b * sw + c2])
+                                 + w3 * r3[b * sw + c3])
+                            y[b] = t + y[b]
+                        i += 4
+                    elif k1 - i >= 2:
+                        w1, r1 = w[j, i + 1], x[j, a * sh + rows[i + 1]]
+                        c0, c1 = cols[i], cols[i + 1]
+                        for b in range(ow):
+                            y[b] = (w0 * r0[b * sw + c0] + w1 * r1[b * sw + c1]) + y[b]
+                        i += 2
+                    else:
+                        c0 = cols[i]
+                        for b in range(ow):
+                            y[b] = w0 * r0[b * sw + c0] + y[b]
+                        i += 1
+
+
+def im2col_rows_2d(x, group: int, kernel, strides, dilations, pads_begin, out_shape) -> np.ndarray:
+    """im2col rows of a 2-D convolution of x [C, H, W] (zero padding ``pads_begin`` before each
+    spatial axis, as much as the windows need after): [group, OH * OW, C / group * KH * KW], each
+    row one output position, its values in the order (c, kh, kw)."""
+    x = np.ascontiguousarray(x, _F)
+    c = x.shape[0]
+    kh, kw = kernel
+    rows = np.empty((group, out_shape[0] * out_shape[1], (c // group) * kh * kw), _F)
+    if rows.size:
+        _im2col_rows_kernel(x, rows, group, kh, kw, strides[0], strides[1], dilations[0],
+                            dilations[1], pads_begin[0], pads_begin[1], out_shape[0], out_shape[1])
+    return rows
+
+
+@njit(cache=True, parallel=True)
+def _im2col_rows_kernel(x, rows, group, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow):
+    cg = x.shape[0] // group
+    h, w = x.shape[1], x.shape[2]
+    for a in prange(oh):
+        for g in range(group):
+            for b in range(ow):
+                r = rows[g, a * ow + b]
+                q = 0
+                for ci in range(cg):
+                    plane = x[g * cg + ci]
+                    for i in range(kh):
+                        y = a * sh - ph + i * dh
+                        for j in range(kw):
+                            xx = b * sw - pw + j * dw
+                            r[q] = plane[y, xx] if 0 <= y < h and 0 <= xx < w else _F(0.0)
+                            q += 1

@@ -568,7 +568,39 @@ def m1_groups_twin(w, cols, stride_k):
         if len(w) else np.zeros((0, np.shape(cols)[2]), np.float32)
 
 
-__all__ += ["sgemm_twin", "conv_gemm_twin", "m1_groups_twin"]
+def depthwise_m1_2d_twin(x, w, kernel, strides, dilations, out_shape, stride_k):
+    """``sgemm.depthwise_m1_2d``: the taps gathered (im2col) and ``m1_groups_twin``."""
+    x = np.asarray(x, np.float32)
+    g = x.shape[0]
+    (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, strides, dilations, out_shape
+    cols = np.empty((g, kh * kw, oh * ow), np.float32)
+    for r in range(kh):
+        for s in range(kw):
+            taps = x[:, r * dh:r * dh + (oh - 1) * sh + 1:sh, s * dw:s * dw + (ow - 1) * sw + 1:sw]
+            cols[:, r * kw + s] = taps.reshape(g, -1)
+    return m1_groups_twin(w, cols, stride_k).reshape(g, oh, ow)
+
+
+def im2col_rows_2d_twin(x, group, kernel, strides, dilations, pads_begin, out_shape):
+    """``sgemm.im2col_rows_2d`` by slicing a zero-padded copy: row (position) p, column (c, kh,
+    kw)."""
+    x = np.asarray(x, np.float32)
+    c = x.shape[0]
+    (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, strides, dilations, out_shape
+    need_h, need_w = (oh - 1) * sh + (kh - 1) * dh + 1, (ow - 1) * sw + (kw - 1) * dw + 1
+    xp = np.zeros((c, max(need_h, pads_begin[0] + x.shape[1]), max(need_w, pads_begin[1] + x.shape[2])),
+                  np.float32)
+    xp[:, pads_begin[0]:pads_begin[0] + x.shape[1], pads_begin[1]:pads_begin[1] + x.shape[2]] = x
+    taps = np.empty((c, kh, kw, oh, ow), np.float32)
+    for r in range(kh):
+        for s in range(kw):
+            taps[:, r, s] = xp[:, r * dh:r * dh + (oh - 1) * sh + 1:sh, s * dw:s * dw + (ow - 1) * sw + 1:sw]
+    cg = c // group
+    return np.ascontiguousarray(taps.reshape(group, cg * kh * kw, oh * ow).transpose(0, 2, 1))
+
+
+__all__ += ["sgemm_twin", "conv_gemm_twin", "m1_groups_twin", "depthwise_m1_2d_twin",
+            "im2col_rows_2d_twin"]
 
 
 def exp_f32_twin(x, wide=False):
@@ -609,3 +641,59 @@ def exp_f32_twin(x, wide=False):
 
 
 __all__ += ["exp_f32_twin"]
+
+
+def global_average_rows_twin(x):
+    """``rows.global_average_rows``: 4 lanes left to right (cumulative sums), (0 + 2) + (1 + 3),
+    the rest one by one, / n."""
+    x = np.asarray(x, np.float32)
+    rows, n = x.shape
+    full = n - n % 4
+    if full:
+        lanes = np.cumsum(x[:, :full].reshape(rows, -1, 4), axis=1, dtype=np.float32)[:, -1]
+        total = (lanes[:, 0] + lanes[:, 2]) + (lanes[:, 1] + lanes[:, 3])
+    else:
+        total = np.zeros(rows, np.float32)
+    for i in range(full, n):
+        total = total + x[:, i]
+    return total / np.float32(n)
+
+
+def eigen_row_sums_twin(x, offsets):
+    """``rows.eigen_row_sums``, with NumPy operations over the rows of one alignment at a time."""
+    x = np.asarray(x, np.float32)
+    offsets = np.asarray(offsets, np.int64)
+    n = x.shape[1]
+    out = np.empty(len(x), np.float32)
+    for shift in range(4):
+        pick = np.flatnonzero(offsets % 4 == shift)
+        if not pick.size:
+            continue
+        v = x[pick]
+        start = min((-shift) % 4, n)
+        blocks = (n - start) // 4 if n else 0
+        if blocks == 0:
+            total = v[:, 0].copy() if n else np.zeros(len(pick), np.float32)
+            for i in range(1, n):
+                total = total + v[:, i]
+            out[pick] = total
+            continue
+        end = start + 4 * blocks
+        acc0 = v[:, start:start + 4].copy()
+        if blocks > 1:
+            acc1 = v[:, start + 4:start + 8].copy()
+            pairs_end = start + 8 * (blocks // 2)
+            for i in range(start + 8, pairs_end, 8):
+                acc0 = acc0 + v[:, i:i + 4]
+                acc1 = acc1 + v[:, i + 4:i + 8]
+            acc0 = acc0 + acc1
+            if end > pairs_end:
+                acc0 = acc0 + v[:, pairs_end:end]
+        total = (acc0[:, 0] + acc0[:, 2]) + (acc0[:, 1] + acc0[:, 3])
+        for i in list(range(start)) + list(range(end, n)):
+            total = total + v[:, i]
+        out[pick] = total
+    return out
+
+
+__all__ += ["global_average_rows_twin", "eigen_row_sums_twin"]

@@ -20,7 +20,7 @@ from numba.extending import intrinsic, models, register_model
 __all__ = ["LANES", "VEC", "splat", "load", "load_first", "store", "store_first", "add", "sub",
            "mul", "div", "maximum", "minimum", "keep_nan", "fma", "lanes_sum", "lanes_max",
            "lanes_min", "horner", "pow2_of_rounded", "pow2_of_integer", "zero_where_below",
-           "add_halves"]
+           "add_halves", "exp_scales"]
 
 LANES = 16
 
@@ -301,3 +301,28 @@ def add_halves(typingctx, acc, v):
         return builder.fadd(builder.fadd(args[0], lo), hi)
 
     return VEC(acc, v), codegen
+
+
+@intrinsic
+def exp_scales(typingctx, biased, which):
+    """MLAS's AVX2 exp splits 2^m into two factors, from t = 1.5 * 2^23 + m (lane bits b):
+    shifted = b << 23, normal = clamp(shifted, -126 << 23, 127 << 23); ``which`` 0 gives the
+    normal factor (normal + bits(1.0)), 1 the overflow factor (shifted - normal + bits(1.0)),
+    per lane, in 32-bit integer arithmetic."""
+    if not (biased == VEC and isinstance(which, types.IntegerLiteral)):
+        return None
+    want = which.literal_value
+
+    def codegen(context, builder, sig, args):
+        vec_i = lambda v: _broadcast(builder, ir.Constant(_LL_I32, v), _LL_IVEC)   # noqa: E731
+        shifted = builder.shl(builder.bitcast(args[0], _LL_IVEC), vec_i(23))
+        lo, hi, one = vec_i(-0x3F000000), vec_i(0x3F800000), vec_i(0x3F800000)
+        normal = builder.select(builder.icmp_signed("<", shifted, lo), lo, shifted)
+        normal = builder.select(builder.icmp_signed(">", normal, hi), hi, normal)
+        if want == 0:
+            bits = builder.add(normal, one)
+        else:
+            bits = builder.add(builder.sub(shifted, normal), one)
+        return builder.bitcast(bits, _LL_VEC)
+
+    return VEC(biased, which), codegen

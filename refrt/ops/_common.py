@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from onnx import TensorProto, helper
 
@@ -280,6 +282,7 @@ def ort_threads(ctx) -> int:
     return n if n > 0 else physical_cores()
 
 
+@functools.cache
 def physical_cores() -> int:
     """Physical CPU cores (hyperthreads of one core counted once), from Linux's sysfs; the
     logical CPU count where sysfs does not say."""

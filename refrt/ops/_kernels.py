@@ -68,6 +68,8 @@ KERNELS = {
     "conv_gemm": ("sgemm.conv_gemm", "conv_gemm_twin"),
     "conv_segments": ("sgemm.conv_segments", None),
     "m1_groups": ("sgemm.m1_groups", "m1_groups_twin"),
+    "depthwise_m1_2d": ("sgemm.depthwise_m1_2d", "depthwise_m1_2d_twin"),
+    "im2col_rows_2d": ("sgemm.im2col_rows_2d", "im2col_rows_2d_twin"),
     "float_packed_available": ("fgemm.packed_available", None),
     "pack_b_f32": ("fgemm.pack_b_f32", "pack_b_f32_twin"),
     "matmul_packed_f32": ("fgemm.matmul_packed_f32", "matmul_packed_f32_twin"),
@@ -75,6 +77,8 @@ KERNELS = {
     "layer_norm_rows": ("rows.layer_norm_rows", "layer_norm_rows_twin"),
     "add_layer_norm_rows": ("rows.add_layer_norm_rows", "add_layer_norm_rows_twin"),
     "softmax_rows": ("rows.softmax_rows", "softmax_rows_twin"),
+    "global_average_rows": ("rows.global_average_rows", "global_average_rows_twin"),
+    "eigen_row_sums": ("rows.eigen_row_sums", "eigen_row_sums_twin"),
     "scale_add_softmax_rows": ("rows.scale_add_softmax_rows", "scale_add_softmax_rows_twin"),
 }
 

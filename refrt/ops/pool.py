@@ -15,6 +15,7 @@ import numpy as np
 
 from ..registry import op
 from ._common import compute_dtype, pool_window, window_taps
+from ._kernels import K
 
 
 def _lowest(dtype):
@@ -145,17 +146,7 @@ def global_average_pool(x, *, ctx=None):
     axes = _global(x, "GlobalAveragePool")
     if x.dtype == np.float32 and (ctx is None or ctx.numerics != "spec") and x.size:
         planes = x.reshape(x.shape[0] * x.shape[1], -1)
-        size = planes.shape[1]
-        full = size - size % 4
-        if full:
-            lanes = np.cumsum(planes[:, :full].reshape(len(planes), -1, 4), axis=1,
-                              dtype=np.float32)[:, -1]
-            total = (lanes[:, 0] + lanes[:, 2]) + (lanes[:, 1] + lanes[:, 3])
-        else:
-            total = np.zeros(len(planes), np.float32)
-        for i in range(full, size):
-            total = total + planes[:, i]
-        return (total / np.float32(size)).reshape(x.shape[:2] + (1,) * len(axes))
+        return K.global_average_rows(planes).reshape(x.shape[:2] + (1,) * len(axes))
     return x.mean(axis=axes, keepdims=True, dtype=compute_dtype(x.dtype)).astype(x.dtype)
 
 

@@ -134,42 +134,6 @@ def _merged_runs(shape, axes):
     return "".join(kinds), sizes
 
 
-def _eigen_row_sums(rows, offsets):
-    """Eigen's vectorized float32 sum of each row of ``rows`` [R, n], row r starting ``offsets[r]``
-    values past a 16-byte boundary."""
-    n = rows.shape[1]
-    out = np.empty(len(rows), np.float32)
-    for shift in range(4):
-        pick = np.flatnonzero(offsets % 4 == shift)
-        if not pick.size:
-            continue
-        v = rows[pick]
-        start = min((-shift) % 4, n)
-        blocks = (n - start) // 4
-        if blocks == 0:
-            total = v[:, 0].copy()
-            for i in range(1, n):
-                total += v[:, i]
-            out[pick] = total
-            continue
-        end = start + 4 * blocks
-        acc0 = v[:, start:start + 4].copy()
-        if blocks > 1:
-            acc1 = v[:, start + 4:start + 8].copy()
-            pairs_end = start + 8 * (blocks // 2)
-            for i in range(start + 8, pairs_end, 8):
-                acc0 += v[:, i:i + 4]
-                acc1 += v[:, i + 4:i + 8]
-            acc0 += acc1
-            if end > pairs_end:
-                acc0 += v[:, pairs_end:end]
-        total = (acc0[:, 0] + acc0[:, 2]) + (acc0[:, 1] + acc0[:, 3])
-        for i in list(range(start)) + list(range(end, n)):
-            total += v[:, i]
-        out[pick] = total
-    return out
-
-
 def ort_float_sum(x, axes):
     """sum(x) over ``axes`` (reduced axes kept as size 1) in onnxruntime's order, for float32 x;
     None for a shape whose order is not reproduced."""
@@ -182,7 +146,7 @@ def ort_float_sum(x, axes):
     if kinds in ("R", "KR"):
         rows = np.ascontiguousarray(x).reshape(-1, sizes[-1])
         offsets = np.arange(len(rows), dtype=np.int64) * sizes[-1]
-        return _eigen_row_sums(rows, offsets).reshape(out_shape)
+        return K.eigen_row_sums(rows, offsets).reshape(out_shape)
     if kinds == "RK":
         rows = np.ascontiguousarray(x).reshape(sizes[0], -1)
         total = rows[0].copy()

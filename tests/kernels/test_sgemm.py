@@ -211,3 +211,25 @@ def test_float_kernels_match_onnxruntime_on_an_emulated_haswell(tmp_path):
         assert _same(refrt.InferenceSession(m).run(None, feeds)[0], got[0]), m.graph.node[0].op_type
     for (m, feeds), got, log in zip(softmax, outs[len(cases):len(cases) + 2], (False, True)):
         assert _same(rows.softmax_rows(feeds["x"], False, log), got[0])
+
+
+def test_depthwise_kernel_matches_its_twin_and_m1_groups():
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((5, 13, 11)).astype(F)
+    w = rng.standard_normal((5, 9)).astype(F)
+    for strides, dilations in (((1, 1), (1, 1)), ((2, 2), (1, 1)), ((1, 2), (2, 1))):
+        oh = (13 - (3 - 1) * dilations[0] - 1) // strides[0] + 1
+        ow = (11 - (3 - 1) * dilations[1] - 1) // strides[1] + 1
+        for stride_k in (128, 4, 3):
+            got = SG.depthwise_m1_2d(x, w, (3, 3), strides, dilations, (oh, ow), stride_k)
+            assert _same(got, T.depthwise_m1_2d_twin(x, w, (3, 3), strides, dilations, (oh, ow), stride_k))
+
+
+@pytest.mark.parametrize("group,kernel,strides,dilations,pads", [
+    (1, (3, 3), (1, 1), (1, 1), (1, 1)), (2, (3, 2), (2, 1), (1, 2), (0, 1)), (4, (1, 1), (1, 1), (1, 1), (0, 0))])
+def test_im2col_rows_match_their_twin(group, kernel, strides, dilations, pads):
+    x = np.random.default_rng(7).standard_normal((8, 9, 10)).astype(F)
+    out = tuple((size + 2 * p - (k - 1) * d - 1) // s + 1
+                for size, p, k, d, s in zip(x.shape[1:], pads, kernel, dilations, strides))
+    got = SG.im2col_rows_2d(x, group, kernel, strides, dilations, pads, out)
+    assert _same(got, T.im2col_rows_2d_twin(x, group, kernel, strides, dilations, pads, out))
