@@ -113,6 +113,9 @@ def mlas_dot(ctx: Context, a, b, plan: tuple, init=None, where: str = ""):
     value, parts = element_value(a, b, plan, init=init, fma=fma32)
     arg = plan[1] if len(plan) > 1 else ""
     how = _PLAN_TEXT[plan[0]].format({"four": 4, "two": 2, "one": 1}.get(arg, arg))
+    if plan[0] == "blocks" and plan[1] >= len(a):
+        how = (f"MLAS's SGEMM blocks K by {plan[1]} here, so all K = {len(a)} values are one "
+               f"block: one chain of fused multiply-adds from 0, k in order")
     label = {"blocks": "block sums", "m1": "group sums", "m1_tb": "lanes"}[plan[0]]
     lines = [f"{label} = {fmt_list(parts)}"]
     if init is not None:
