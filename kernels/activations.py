@@ -22,7 +22,7 @@ from . import vec as V
 from .fma import fma32
 from .mathf import bits_of, float_of, fma, wrap_int32
 
-__all__ = ["mlas_logistic", "mlas_tanh", "logistic_f32", "tanh_f32", "exp_f32"]
+__all__ = ["mlas_logistic", "mlas_tanh", "logistic_f32", "tanh_f32", "exp_f32", "log_f32"]
 
 _F32 = np.float32
 
@@ -226,4 +226,73 @@ def exp_f32(x, wide: bool = False) -> np.ndarray:
     out = np.empty_like(flat)
     if flat.size:
         _exp_kernel(flat, out, bool(wide))
+    return out.reshape(x.shape)
+
+
+# --------------------------------------------------------------------------- log
+
+class LOG:
+    """The constants of onnxruntime's float32 Log (Eigen's plog_float: a rational (3, 3)
+    approximation of log(1 + x) on [sqrt(1/2) - 1, sqrt(2) - 1])."""
+
+    SQRT_HALF = np.float32(0.707106781186547524)
+    P = (np.float32(1.0000000190281136), np.float32(1.0000000190281063), np.float32(0.18256296349849254))
+    Q = (np.float32(1.4999999999999927), np.float32(0.59923249590823520), np.float32(0.049616247954120038))
+    LN2 = np.float32(0.693147180559945309417)
+
+
+_LOG_SQRT_HALF, _LOG_LN2 = LOG.SQRT_HALF, LOG.LN2
+_LOG_P1, _LOG_P2, _LOG_P3 = LOG.P
+_LOG_Q1, _LOG_Q2, _LOG_Q3 = LOG.Q
+
+
+@njit(inline="always")
+def _log_one(x):
+    """onnxruntime's float32 ln(x): x = m 2^e with m in [0.5, 1) (moved to [sqrt(1/2), sqrt(2))
+    and shifted by -1), r = m p(m) / q(m), ln x = e ln 2 + r; each multiply and add rounded on
+    its own (no fused multiply-adds: onnxruntime's build does not use FMA there). Written
+    without branches (selects) so that the loop vectorizes; 0 gives -inf, +inf itself, a
+    negative x or NaN gives NaN."""
+    sub = x < np.float32(1.1754944e-38)                          # subnormal (or 0, or negative)
+    xs = x * np.float32(8388608.0) if sub else x                 # 2^23: exact
+    b = bits_of(xs)
+    e = np.float32(wrap_int32(((b >> np.int32(23)) & np.int32(0xFF)) - np.int32(126))) \
+        - (np.float32(23.0) if sub else np.float32(0.0))
+    m = float_of((b & np.int32(-0x7F800001)) | np.int32(0x3F000000))   # x = m 2^e, m in [0.5, 1)
+    low = m < _LOG_SQRT_HALF
+    e = e - _ONE if low else e
+    m = (m - _ONE) + m if low else m - _ONE
+    p = m * _LOG_P3 + _LOG_P2
+    p = m * p + _LOG_P1
+    p = m * p
+    q = m * _LOG_Q3 + _LOG_Q2
+    q = m * q + _LOG_Q1
+    q = m * q + _ONE
+    y = e * _LOG_LN2 + p / q
+    y = x if x == np.float32(np.inf) else y
+    y = np.float32(-np.inf) if x == _ZERO else y
+    return np.float32(np.nan) if not (x >= _ZERO) else y
+
+
+@njit(cache=True, parallel=True)
+def _log_kernel(x, out):
+    n = x.shape[0]
+    full = n - n % 4
+    for b in prange((full + _BLOCK - 1) // _BLOCK):
+        for i in range(b * _BLOCK, min(full, b * _BLOCK + _BLOCK)):
+            out[i] = _log_one(x[i])
+    for i in range(full, n):          # past the last packet of 4: the C library's logf
+        out[i] = np.log(x[i])
+
+
+def log_f32(x) -> np.ndarray:
+    """onnxruntime's float32 Log, element-wise, as a new float32 array of x's shape: Eigen's
+    packets of 4 (``_log_one``), and the C library's logf for the last n mod 4 values, as
+    Eigen's loop leaves them. (onnxruntime splits large tensors between threads; at the edges of
+    its chunks a few more values take the logf path, which this does not reproduce.)"""
+    x = np.asarray(x, dtype=np.float32)
+    flat = np.ascontiguousarray(x).reshape(-1)
+    out = np.empty_like(flat)
+    if flat.size:
+        _log_kernel(flat, out)
     return out.reshape(x.shape)

@@ -697,3 +697,36 @@ def eigen_row_sums_twin(x, offsets):
 
 
 __all__ += ["global_average_rows_twin", "eigen_row_sums_twin"]
+
+
+def log_f32_twin(x):
+    """``activations.log_f32``: onnxruntime's (Eigen's) float32 log with NumPy's frexp, each
+    multiply and add rounded on its own."""
+    from .activations import LOG
+
+    f32 = np.float32
+    x = np.asarray(x, f32)
+    with np.errstate(all="ignore"):
+        m, e = np.frexp(x)
+        m, e = m.astype(f32), e.astype(f32)
+        low = m < LOG.SQRT_HALF
+        e = np.where(low, e - f32(1), e).astype(f32)
+        m = np.where(low, (m - f32(1)) + m, m - f32(1)).astype(f32)
+        p = m * LOG.P[2] + LOG.P[1]
+        p = m * p + LOG.P[0]
+        p = m * p
+        q = m * LOG.Q[2] + LOG.Q[1]
+        q = m * q + LOG.Q[0]
+        q = m * q + f32(1)
+        y = (e * LOG.LN2 + p / q).astype(f32)
+    y = np.where(x == np.inf, x, y)
+    y = np.where(x == 0, f32(-np.inf), y)
+    y = np.where(x >= 0, y, f32(np.nan)).astype(f32)
+    tail = x.size - x.size % 4                # the last n mod 4 values: the C library's logf
+    if tail < x.size:
+        flat = y.reshape(-1)
+        flat[tail:] = _logf(x.reshape(-1)[tail:])
+    return y
+
+
+__all__ += ["log_f32_twin"]

@@ -59,6 +59,7 @@ KERNELS = {
     "logistic_f32": ("activations.logistic_f32", "logistic_f32_twin"),
     "tanh_f32": ("activations.tanh_f32", "tanh_f32_twin"),
     "exp_f32": ("activations.exp_f32", "exp_f32_twin"),
+    "log_f32": ("activations.log_f32", "log_f32_twin"),
     # float32 matrix products (kernels/fgemm.py); packed_available asks the CPU, not arithmetic
     "batched_matmul_f32": ("fgemm.batched_matmul_f32", "batched_matmul_f32_twin"),
     "sgemm": ("sgemm.sgemm", "sgemm_twin"),

@@ -425,8 +425,13 @@ def exp(x, *, consumed_inputs=None, ctx=None):
 
 
 @op("Log", since=(1, 6, 13))
-def log(x, *, consumed_inputs=None):
-    """Y = ln(X)"""
+def log(x, *, consumed_inputs=None, ctx=None):
+    """Y = ln(X)
+
+    float32 in "ort" numerics: onnxruntime's log (``kernels.activations.log_f32``: Eigen's
+    rational approximation, without fused multiply-adds), bit for bit; otherwise NumPy's log."""
+    if x.dtype == np.float32 and (ctx is None or ctx.numerics != "spec"):
+        return K.log_f32(x) if x.size >= SERIAL_BELOW else one_thread(K.log_f32, x)
     return _unary(np.log, x)
 
 
