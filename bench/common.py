@@ -37,6 +37,7 @@ SECTIONS = [
     ("dispatch", "5. Per-node dispatch overhead"),
     ("small_models", "5b. Small models with many nodes (speech RNN, Constant nodes)"),
     ("startup", "6. Start-up"),
+    ("restricted", "6b. Restricted sessions (reduced-operator config)"),
 ]
 
 INT8_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni",

@@ -2,13 +2,15 @@
 
     refrt run MODEL [--input NAME=FILE.npy ...] [--random-inputs] [--dim NAME=SIZE ...]
                     [--range [NAME=]LO:HI ...] [--numerics ort|spec] [--emulate-avx2-u8s8]
-                    [--trace] [--profile [PREFIX]] [--compare-ort] [--json]
+                    [--trace] [--profile [PREFIX]] [--compare-ort] [--required-operators CONFIG]
+                    [--json]
     refrt quantize IN OUT --mode dynamic|static [...]   (refrt quantize --help)
     refrt demo [--json]     the bundled digits CNN: refrt vs onnxruntime
     refrt compare MODEL --against REF [...]   every tensor vs a reference (refrt compare --help)
     refrt reduce MODEL --against REF --out SMALL.onnx   the smallest subgraph that still differs
     refrt host [--json]     this CPU, the kernels refrt picks, onnxruntime's int8 GEMM here
     refrt explain MODEL --node NAME [--at I,J,...]   one output element, step by step
+    refrt ops-config MODEL... [--types]   onnxruntime's required_operators.config for the models
 
 Every command prints refrt's errors as one line and exits with 1 (2 for a usage error).
 """
@@ -170,7 +172,10 @@ def compare(a, b) -> dict:
 # ---------------------------------------------------------------- refrt run
 
 def _session_options(args) -> dict:
-    return {"numerics": args.numerics, "emulate_avx2_u8s8": args.emulate_avx2_u8s8}
+    options = {"numerics": args.numerics, "emulate_avx2_u8s8": args.emulate_avx2_u8s8}
+    if getattr(args, "required_operators", None):
+        options["required_operators"] = args.required_operators
+    return options
 
 
 def cmd_run(args) -> int:
@@ -391,6 +396,20 @@ def _quantize_main(argv) -> int:
     return quantize_main(list(argv))
 
 
+# ---------------------------------------------------------------- refrt ops-config
+
+def cmd_ops_config(args) -> int:
+    from .optimize.ops_config import required_operators_config
+
+    text = required_operators_config(args.models, types=args.types)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 # ---------------------------------------------------------------- entry point
 
 def build_parser() -> argparse.ArgumentParser:
@@ -421,8 +440,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "PREFIX_<date>_<time>.json (default prefix: onnxruntime_profile_)")
     r.add_argument("--compare-ort", action="store_true",
                    help="run onnxruntime on the same feeds and report the error per output")
+    r.add_argument("--required-operators", metavar="CONFIG",
+                   help="refuse ops (and, if it has types, element types) this reduced-operator "
+                        "config does not list; import only the op families the model needs")
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=cmd_run)
+    oc = sub.add_parser("ops-config", help="onnxruntime's reduced-build config "
+                        "(required_operators.config) for models")
+    oc.add_argument("models", nargs="+", metavar="MODEL")
+    oc.add_argument("--types", action="store_true",
+                    help="add the element types per op (onnxruntime's --enable_type_reduction)")
+    oc.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+    oc.set_defaults(func=cmd_ops_config)
     q = sub.add_parser("quantize", help="quantize a float model (dynamic or static)",
                        add_help=False)
     q.add_argument("args", nargs=argparse.REMAINDER)

@@ -3,7 +3,9 @@
     RefrtError
     ├── ModelError          the model itself is malformed (bad bytes, cycles, duplicate names,
     │   │                   missing initializer, unknown attribute, unsafe external data path)
-    │   └── UnsupportedOpError   no implementation for (domain, op_type, opset)
+    │   ├── UnsupportedOpError   no implementation for (domain, op_type, opset)
+    │   └── OperatorNotInConfigError   a restricted session's config does not list the op
+    │       └── TypeNotInConfigError   ... or the element type at one of its inputs/outputs
     ├── InputError          the caller's feeds: missing/unknown name, wrong dtype, rank or dim
     ├── RunAborted          RunOptions.terminate was set, or the run's time limit passed
     ├── NodeError           an op failed while running; wraps the cause, names node and op
@@ -36,6 +38,40 @@ class UnsupportedOpError(ModelError, NotImplementedError):
         super().__init__(
             f"unsupported operator {dom}.{op_type}{where} at model opset {opset} for domain "
             f"{dom!r}: {have}")
+
+
+class OperatorNotInConfigError(ModelError):
+    """A session restricted to a reduced-operator config (``required_operators=``) met a node
+    whose op the config does not list: names the node, op, domain, the model's opset for the
+    domain and the op's since-version there (the version a config line names)."""
+
+    def __init__(self, node: str, op_type: str, domain: str, opset: int, since: int,
+                 listed: list | None = None, config: str = "", message: str | None = None):
+        self.node, self.op_type, self.domain, self.opset, self.since = node, op_type, domain, opset, since
+        self.config = config
+        if message is None:
+            where = f" ({config})" if config else ""
+            also = (f"; it lists {op_type} at version(s) {', '.join(map(str, listed))}" if listed
+                    else "")
+            message = (f"node {node!r}: operator {domain}.{op_type} (opset {opset} of {domain!r}, "
+                       f"since-version {since}) is not in the required operators config{where}; "
+                       f"the config needs the line '{domain};{since};{op_type}'{also}")
+        super().__init__(message)
+
+
+class TypeNotInConfigError(OperatorNotInConfigError):
+    """A restricted session's config lists the op with its types, but not the element type the
+    node has at one of its inputs or outputs."""
+
+    def __init__(self, node: str, op_type: str, domain: str, opset: int, since: int, where: str,
+                 type_name: str, allowed: list, config: str = ""):
+        self.where, self.type_name, self.allowed = where, type_name, allowed
+        src = f" ({config})" if config else ""
+        super().__init__(
+            node, op_type, domain, opset, since, config=config,
+            message=(f"node {node!r}: operator {domain}.{op_type} (opset {opset} of {domain!r}, "
+                     f"since-version {since}) has type {type_name} at {where}, which the required "
+                     f"operators config{src} does not list (it lists {', '.join(allowed) or 'none'})"))
 
 
 class InputError(RefrtError, ValueError):

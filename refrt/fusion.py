@@ -57,7 +57,6 @@ from onnx import TensorProto
 
 from . import registry
 from .errors import NodeError, node_error
-from .ops import elementwise, nn, norm, quant, reduce
 
 
 def _op(step, *op_types: str):
@@ -133,6 +132,8 @@ def _match_matmul_integer(steps, i, sole_reader, producer):
     inputs = tuple(mm.inputs) + (scale,) + ((bias,) if bias is not None else ())
     chain = [steps[m] for m in members]
 
+    from .ops import quant  # imported once a chain matches
+
     def fused(*args):
         s = args[n_mm]
         b = args[n_mm + 1] if bias is not None else None
@@ -204,6 +205,8 @@ def _gelu_step(steps, members, form, divide, x, c, one, half):
     chain = [steps[m] for m in members]
     inputs = (x, c, one, half)
 
+    from .ops import elementwise  # imported once a chain matches
+
     def fused(xv, cv, onev, halfv):
         y = elementwise.gelu_erf(xv, cv, onev, halfv, divide=divide, form=form, ctx=ctx)
         if y is not None:
@@ -226,6 +229,8 @@ def _match_add_layer_norm(steps, i, sole_reader, producer):
     ln = steps[j]
     inputs = tuple(add.inputs) + tuple(ln.inputs[1:])
     chain = [add, ln]
+
+    from .ops import norm  # imported once a chain matches
 
     def fused(a, b, scale, bias=None):
         y = norm.add_layer_normalization(a, b, scale, bias, **ln.kwargs)
@@ -256,6 +261,8 @@ def _match_scale_mask_softmax(steps, i, sole_reader, producer):
     inputs = tuple(pre.inputs) + (mask,)
     chain = [pre, steps[j], sm]
 
+    from .ops import reduce  # imported once a chain matches
+
     def fused(a, b, m):
         y = reduce.scale_add_softmax(a, b, m, divide=divide, axis=axis, ctx=sm.kwargs.get("ctx"))
         if y is not None:
@@ -280,6 +287,8 @@ def _match_matmul_add(steps, i, sole_reader, producer):
     add = steps[j]
     bias_first = add.inputs[0] == bias
     inputs = tuple(mm.inputs) + (bias,)
+
+    from .ops import nn  # imported once a chain matches
 
     def fused(a, b, c):
         if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):

@@ -149,6 +149,8 @@ class OpImpl:
 
 
 _REGISTRY: dict[tuple[str, str], dict[int, OpImpl]] = {}
+# (domain, op_type) -> the op family modules whose code registered a version of it
+_ORIGIN: dict[tuple[str, str], set[str]] = {}
 
 
 def op(op_type: str, since: int | tuple[int, ...] = 1, domain: str = DEFAULT_DOMAIN):
@@ -159,6 +161,7 @@ def op(op_type: str, since: int | tuple[int, ...] = 1, domain: str = DEFAULT_DOM
     def decorate(fn):
         impl_args = _describe(fn)
         table = _REGISTRY.setdefault((domain, op_type), {})
+        _ORIGIN.setdefault((domain, op_type), set()).add(sys._getframe(1).f_globals["__name__"])
         for v in versions:
             if v in table and table[v].fn is not fn:
                 raise RuntimeError(f"{domain}.{op_type}-{v} registered twice "
@@ -205,7 +208,7 @@ def registered_as(fn: Callable, op_type: str, domain: str = DEFAULT_DOMAIN) -> O
     """The registered implementation of ``domain.op_type`` (any version) whose function is
     ``fn``, or None: how the planner tells a registered op from anything else that runs a node of
     that type (a model-local function, a schema's function body)."""
-    _load_ops()
+    _load_ops((canonical_domain(domain), op_type))
     for impl in _REGISTRY.get((canonical_domain(domain), op_type), {}).values():
         if impl.fn is fn:
             return impl
@@ -221,7 +224,7 @@ def _schema_since(op_type: str, domain: str, opset: int) -> int | None:
 
 def lookup(op_type: str, domain: str, opset: int) -> OpImpl | None:
     """The implementation to run at ``opset``, or None when refrt has none that fits."""
-    _load_ops()
+    _load_ops((canonical_domain(domain), op_type))
     table = _REGISTRY.get((canonical_domain(domain), op_type))
     if not table:
         return None
@@ -419,10 +422,43 @@ def sparse_to_dense(sp) -> np.ndarray:
 # ---------------------------------------------------------------- loading op families
 
 _loaded = False
+_partial: set[tuple[str, str]] = set()   # ops whose families load_families() has imported
 
 
-def _load_ops():
+def _load_ops(key: tuple[str, str] | None = None):
+    """Import every op family, unless ``key`` (domain, op_type) is an op whose families are
+    imported already (:func:`load_families`)."""
     global _loaded
-    if not _loaded:
+    if not _loaded and (key is None or key not in _partial):
         _loaded = True
-        from . import ops  # noqa: F401  (importing the package registers every family)
+        from . import ops
+
+        ops.load_all()
+
+
+def family_index() -> dict[tuple[str, str], tuple[str, ...]]:
+    """(domain, op_type) -> the op family modules that register it, as loaded: every family is
+    imported to build it (``python -m refrt.ops._index`` writes it to refrt/ops/_index.py)."""
+    _load_ops()
+    return {k: tuple(sorted(v)) for k, v in sorted(_ORIGIN.items())}
+
+
+def load_families(keys) -> set[str]:
+    """Import only the op families that register the ops ``keys`` ((domain, op_type) pairs),
+    as refrt/ops/_index.py lists them; an op missing from that index makes every family load.
+    Returns the modules imported for them."""
+    import importlib
+
+    from .ops._index import FAMILIES
+
+    keys = {(canonical_domain(d), t) for d, t in keys}
+    modules: set[str] = set()
+    for key in keys:
+        if key not in FAMILIES:
+            _load_ops()
+            return modules
+        modules.update(FAMILIES[key])
+    for name in sorted(modules):
+        importlib.import_module(name)
+    _partial.update(keys)
+    return modules

@@ -205,7 +205,12 @@ class InferenceSession:
     """Load a model (path, bytes or ModelProto), plan it once, run it many times."""
 
     def __init__(self, path_or_bytes, sess_options=None, providers=None, provider_options=None,
-                 **options):
+                 required_operators=None, **options):
+        """``required_operators``: a reduced-operator config (path; see
+        ``refrt.optimize.ops_config``): the session refuses a model with an op (or, when the
+        config has types, an element type) it does not list, with an OperatorNotInConfigError
+        naming the node, and imports only the op families the model needs."""
+        self._required = required_operators
         self._options = _merge_options(sess_options, options)
         self._twins = kernel_path(self._options) == "twins"
         self._profiler = None
@@ -231,6 +236,11 @@ class InferenceSession:
                        else "model_loading_array", started)
             started = prof.now()
         _check_versions(model)
+        if self._required is not None:
+            from .graph import required_ops
+
+            config = required_ops.as_config(self._required)
+            registry.load_families(required_ops.check_model(model, config))
         self._model = model
         self._blobs = blobs     # weights read apart from the proto; see the model property
         self._hooks: list = []
