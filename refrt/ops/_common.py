@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from onnx import TensorProto, helper
 
@@ -280,9 +282,10 @@ def ort_threads(ctx) -> int:
     return n if n > 0 else physical_cores()
 
 
+@functools.lru_cache(maxsize=None)
 def physical_cores() -> int:
     """Physical CPU cores (hyperthreads of one core counted once), from Linux's sysfs; the
-    logical CPU count where sysfs does not say."""
+    logical CPU count where sysfs does not say. Read once per process (ops ask on every run)."""
     import os
 
     count = os.cpu_count() or 1
