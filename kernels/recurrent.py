@@ -44,8 +44,10 @@ import numpy as np
 from numba import njit
 
 from .activations import _LOGISTIC, _LOGISTIC_Q, _TANH, _TANH_Q
+from . import vec as V
 from .mathf import fma
 from .sgemm import PACKED_STRIDE_K, column_segments, k_stride
+from .vec import LANES
 
 __all__ = ["gemm_plan", "lstm_layer", "gru_layer", "rnn_layer", "GRU_TANH", "GRU_TANH_Q",
            "SIGMOID", "TANH", "RELU"]
@@ -81,22 +83,26 @@ def gemm_plan(row_chunks, n: int, k: int, packed: bool) -> np.ndarray:
 # ---------------------------------------------------------------- the product pieces
 
 @njit(cache=True)
-def _gemm(a, b_kn, b_nk, c, plan, accumulate):
-    """c[r, n] (+)= a[r, :] . b[:, n] over ``plan``'s pieces; ``accumulate``: C holds the first
-    addend (beta = 1), else the first K block is stored."""
-    kdim = a.shape[1]
-    acc = np.empty(c.shape[1], _F)
+def _gemm(a, a_off, lda, b_kn, ldb, b_nk, c, c_off, ldc, plan, accumulate):
+    """c[r, n] (+)= a[r, :] . b[:, n] over ``plan``'s pieces, on flat float32 arrays (row r of A at
+    a_off + r * lda, of C at c_off + r * ldc; b_kn is B [K, N] flat with row length ldb, b_nk
+    B^T [N, K]); ``accumulate``: C holds the first addend (beta = 1), else the first K block is
+    stored. Each output's K block is a chain of fused multiply-adds, 16 columns per vector."""
+    kdim = b_nk.shape[1]
     lanes = np.empty(8, _F)
+    zero = V.splat(_F(0.0))
     for p in range(plan.shape[0]):
         r0, r1, n0, n1, stride = plan[p, 0], plan[p, 1], plan[p, 2], plan[p, 3], plan[p, 4]
         if stride == 0:          # SgemmKernelM1TransposeB: one row, 8 lanes per output
             count = n1 - n0
             full4 = count - count % 4
+            ar = a_off + r0 * lda
+            cr = c_off + r0 * ldc
             for n in range(n0, n1):
                 for j in range(8):
                     lanes[j] = _F(0.0)
                 for kk in range(kdim):
-                    lanes[kk % 8] = lanes[kk % 8] + a[r0, kk] * b_nk[n, kk]
+                    lanes[kk % 8] = lanes[kk % 8] + a[ar + kk] * b_nk[n, kk]
                 l0, l1, l2, l3 = lanes[0], lanes[1], lanes[2], lanes[3]
                 l4, l5, l6, l7 = lanes[4], lanes[5], lanes[6], lanes[7]
                 q = n - n0
@@ -106,25 +112,49 @@ def _gemm(a, b_kn, b_nk, c, plan, accumulate):
                     v = ((l0 + l2) + (l4 + l6)) + ((l1 + l3) + (l5 + l7))
                 else:
                     v = ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7))
-                c[r0, n] = v + c[r0, n] if accumulate else v
+                c[cr + n] = v + c[cr + n] if accumulate else v
             continue
         for r in range(r0, r1):
+            ar = a_off + r * lda
+            cr = c_off + r * ldc
             first = True
             for k0 in range(0, kdim, stride):
                 k1 = min(kdim, k0 + stride)
-                for n in range(n0, n1):
-                    acc[n] = _F(0.0)
-                for kk in range(k0, k1):
-                    av = a[r, kk]
-                    for n in range(n0, n1):
-                        acc[n] = fma(av, b_kn[kk, n], acc[n])
-                if first and not accumulate:
-                    for n in range(n0, n1):
-                        c[r, n] = acc[n]
-                else:
-                    for n in range(n0, n1):
-                        c[r, n] = c[r, n] + acc[n]
+                store_only = first and not accumulate
+                n = n0
+                while n + 4 * LANES <= n1:
+                    s0, s1, s2, s3 = zero, zero, zero, zero
+                    for kk in range(k0, k1):
+                        av = V.splat(a[ar + kk])
+                        bo = kk * ldb + n
+                        s0 = V.fma(av, V.load(b_kn, bo), s0)
+                        s1 = V.fma(av, V.load(b_kn, bo + LANES), s1)
+                        s2 = V.fma(av, V.load(b_kn, bo + 2 * LANES), s2)
+                        s3 = V.fma(av, V.load(b_kn, bo + 3 * LANES), s3)
+                    _put(c, cr + n, LANES, s0, store_only)
+                    _put(c, cr + n + LANES, LANES, s1, store_only)
+                    _put(c, cr + n + 2 * LANES, LANES, s2, store_only)
+                    _put(c, cr + n + 3 * LANES, LANES, s3, store_only)
+                    n += 4 * LANES
+                while n < n1:
+                    width = min(LANES, n1 - n)
+                    s0 = zero
+                    for kk in range(k0, k1):
+                        s0 = V.fma(V.splat(a[ar + kk]), V.load_first(b_kn, kk * ldb + n, width, _F(0.0)), s0)
+                    _put(c, cr + n, width, s0, store_only)
+                    n += width
                 first = False
+
+
+@njit(inline="always")
+def _put(c, at, width, v, store_only):
+    """c[at : at + width] = v, or += v (one float32 addition per lane)."""
+    if not store_only:
+        v = V.add(V.load_first(c, at, width, _F(0.0)), v)
+    if width == LANES:
+        V.store(c, at, v)
+    else:
+        V.store_first(c, at, width, v)
 
 
 # ---------------------------------------------------------------- activations (scalars)
@@ -234,13 +264,18 @@ def _rnn_act(code, x):
 def _lstm(x2, w_kn, w_nk, plan_x, r_kn, r_nk, plan_r, bias, has_bias, peep, has_peep, h0, c0,
           lens, steps, f_code, g_code, h_code, clip, input_forget, y, h_out, c_out):
     batch, hidden = h0.shape
-    xw = np.empty((steps * batch, 4 * hidden), _F)
-    _gemm(x2, w_kn, w_nk, xw, plan_x, False)
+    n_in = x2.shape[1]
+    xwf = np.empty(steps * batch * 4 * hidden, _F)
+    _gemm(x2.reshape(-1), 0, n_in, w_kn.reshape(-1), 4 * hidden, w_nk, xwf, 0, 4 * hidden, plan_x,
+          False)
+    xw = xwf.reshape(steps * batch, 4 * hidden)
     h = h0.copy()
+    hf = h.reshape(-1)
     c = c0.copy()
     for t in range(steps):
+        _gemm(hf, 0, hidden, r_kn.reshape(-1), 4 * hidden, r_nk, xwf, t * batch * 4 * hidden,
+              4 * hidden, plan_r, True)
         gates = xw[t * batch:(t + 1) * batch]
-        _gemm(h, r_kn, r_nk, gates, plan_r, True)
         for b in range(batch):
             if t >= lens[b]:
                 continue
@@ -301,19 +336,25 @@ def lstm_layer(x, w_kn, w_nk, plan_x, r_kn, r_nk, plan_r, bias, peep, h0, c0, le
 def _gru(x2, w_kn, w_nk, plan_x, rzr_kn, rzr_nk, plan_zr, rh_kn, rh_nk, plan_h, bias_zr,
          bias_h, rbh, has_bias, lbr, h0, lens, steps, f_code, g_code, clip, y, h_out):
     batch, hidden = h0.shape
-    xw = np.empty((steps * batch, 3 * hidden), _F)
-    _gemm(x2, w_kn, w_nk, xw, plan_x, False)
+    n_in = x2.shape[1]
+    g3 = 3 * hidden
+    xwf = np.empty(steps * batch * g3, _F)
+    _gemm(x2.reshape(-1), 0, n_in, w_kn.reshape(-1), g3, w_nk, xwf, 0, g3, plan_x, False)
+    xw = xwf.reshape(steps * batch, g3)
     h = h0.copy()
+    hf = h.reshape(-1)
     lin = np.empty((batch, hidden), _F)
     cur = np.empty((batch, hidden), _F)
+    rzr = rzr_kn.reshape(-1)
+    rh = rh_kn.reshape(-1)
     for t in range(steps):
         rows = xw[t * batch:(t + 1) * batch]
-        _gemm(h, rzr_kn, rzr_nk, rows[:, :2 * hidden], plan_zr, True)
+        _gemm(hf, 0, hidden, rzr, 2 * hidden, rzr_nk, xwf, t * batch * g3, g3, plan_zr, True)
         if lbr:
             for b in range(batch):
                 for j in range(hidden):
                     lin[b, j] = rbh[j]
-            _gemm(h, rh_kn, rh_nk, lin, plan_h, has_bias)
+            _gemm(hf, 0, hidden, rh, hidden, rh_nk, lin.reshape(-1), 0, hidden, plan_h, has_bias)
         for b in range(batch):
             for j in range(hidden):
                 r = _clip_bias(rows[b, hidden + j], bias_zr[hidden + j], has_bias, clip)
@@ -327,7 +368,8 @@ def _gru(x2, w_kn, w_nk, plan_x, rzr_kn, rzr_nk, plan_zr, rh_kn, rh_nk, plan_h, 
                 for j in range(hidden):
                     rows[b, 2 * hidden + j] = rows[b, 2 * hidden + j] + cur[b, j]
         else:
-            _gemm(cur, rh_kn, rh_nk, rows[:, 2 * hidden:], plan_h, True)
+            _gemm(cur.reshape(-1), 0, hidden, rh, hidden, rh_nk, xwf, t * batch * g3 + 2 * hidden,
+                  g3, plan_h, True)
         for b in range(batch):
             if t >= lens[b]:
                 continue
@@ -383,9 +425,12 @@ def _rnn(x2, w_kn, w_nk, plan_x, r_kn, r_nk, plan_r, bias, h0, has_h0, lens, rev
     for i in range(seq * batch):
         for j in range(hidden):
             xw[i, j] = bias[j]
-    _gemm(x2, w_kn, w_nk, xw, plan_x, True)
+    _gemm(x2.reshape(-1), 0, x2.shape[1], w_kn.reshape(-1), hidden, w_nk, xw.reshape(-1), 0,
+          hidden, plan_x, True)
     h = h0.copy()
+    hf = h.reshape(-1)
     frame = np.empty((batch, hidden), _F)
+    rk = r_kn.reshape(-1)
     for s in range(seq):
         t = seq - 1 - s if reverse else s
         if s == 0 and not has_h0:
@@ -393,7 +438,7 @@ def _rnn(x2, w_kn, w_nk, plan_x, r_kn, r_nk, plan_r, bias, h0, has_h0, lens, rev
                 for j in range(hidden):
                     frame[b, j] = _F(0.0)
         else:
-            _gemm(h, r_kn, r_nk, frame, plan_r, False)
+            _gemm(hf, 0, hidden, rk, hidden, r_nk, frame.reshape(-1), 0, hidden, plan_r, False)
         for b in range(batch):
             if t >= lens[b]:
                 continue            # the state passes through; Y is 0 there
