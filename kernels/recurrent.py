@@ -43,8 +43,8 @@ import math
 import numpy as np
 from numba import njit
 
-from .activations import _LOGISTIC, _LOGISTIC_Q, _TANH, _TANH_Q
 from . import vec as V
+from .activations import _LOGISTIC, _LOGISTIC_Q, _TANH, _TANH_Q
 from .mathf import fma
 from .sgemm import PACKED_STRIDE_K, column_segments, k_stride
 from .vec import LANES
