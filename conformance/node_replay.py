@@ -43,8 +43,6 @@ EXPECTED: dict = {
     ("ReduceMean", "*"): "not reproduced: onnxruntime's order for a reduction over middle axes "
                          "(KRK), which matched none of the orders tried (sequential, Eigen's "
                          "packets, lanes of 2-16, float64); within float32 rounding",
-    ("LSTM", "*"): "not reproduced yet: MLAS's sigmoid/tanh and SGEMM order in the cell",
-    ("GRU", "*"): "not reproduced yet: MLAS's sigmoid/tanh and SGEMM order in the cell",
 }
 
 

@@ -730,3 +730,213 @@ def log_f32_twin(x):
 
 
 __all__ += ["log_f32_twin"]
+
+
+__all__ += ["sgemm_twin", "conv_gemm_twin", "m1_groups_twin"]
+
+
+# ---------------------------------------------------------------- recurrent layers (recurrent.py)
+
+def _rnn_gemm_twin(a, b_kn, b_nk, c, plan, accumulate):
+    """``recurrent._gemm``: c (+)= a @ B over the plan's pieces (rows, columns, K block; K block
+    0: the M = 1 transposed-B kernel ``sgemm._m1_transposed_b``), in place."""
+    from .sgemm import _m1_transposed_b
+
+    kdim = a.shape[1]
+    for r0, r1, n0, n1, stride in np.asarray(plan).tolist():
+        init = c[r0:r1, n0:n1].copy() if accumulate else None
+        if stride == 0:
+            c[r0, n0:n1] = _m1_transposed_b(a[r0], b_nk[n0:n1], None if init is None else init[0])
+            continue
+        out = init
+        for k0 in range(0, kdim, stride):
+            block = batched_matmul_f32_twin(a[r0:r1, k0:k0 + stride], b_kn[k0:k0 + stride, n0:n1])
+            out = block if out is None else out + block
+        c[r0:r1, n0:n1] = out
+
+
+def _clip_bias_twin(x, bias, clip):
+    """onnxruntime's clip_add_bias (x + b, min(clip, .), max(-clip, .): NaN becomes clip) or,
+    without a bias, clip_ignore_bias (x bounded, NaN kept)."""
+    f = np.float32
+    if bias is not None:
+        x = (x + bias).astype(f)
+        x = np.where(x < clip, x, clip).astype(f)
+        return np.where(-clip < x, x, -clip).astype(f)
+    return np.where(x > clip, clip, np.where(x < -clip, -clip, x)).astype(f)
+
+
+def _mlas_act_twin(code, x):
+    from .activations import mlas_logistic, mlas_tanh
+
+    return mlas_logistic(x) if code == 0 else mlas_tanh(x)
+
+
+def _poly_tanh_twin(x):
+    """onnxruntime's rnn_helpers tanh polynomial: MLAS's tanh coefficients, separate multiplies
+    and adds (each rounded), no bound."""
+    from .recurrent import GRU_TANH, GRU_TANH_Q
+
+    f = np.float32
+    x = np.asarray(x, f)
+    x2 = x * x
+    p = x2 * GRU_TANH[0] + GRU_TANH[1]
+    for c in GRU_TANH[2:]:
+        p = x2 * p + c
+    q = x2 * GRU_TANH_Q[0] + GRU_TANH_Q[1]
+    for c in GRU_TANH_Q[2:]:
+        q = x2 * q + c
+    return ((x * p) / q).astype(f)
+
+
+def _bound_twin(x, b):
+    return np.where(x < -b, -b, np.where(x > b, b, x)).astype(np.float32)
+
+
+def lstm_layer_twin(x, w_kn, w_nk, plan_x, r_kn, r_nk, plan_r, bias, peep, h0, c0, lens, acts,
+                    clip, input_forget):
+    """``recurrent.lstm_layer`` step by step in NumPy (each gate's value as onnxruntime forms it:
+    (X W^T + H R^T) + P (.) C, + (Wb + Rb), clipped, MLAS's logistic/tanh)."""
+    f = np.float32
+    seq, batch, _ = x.shape
+    hidden = h0.shape[1]
+    steps = int(lens.max()) if lens.size else 0
+    clip = f(clip)
+    xw = np.zeros((steps * batch, 4 * hidden), f)
+    _rnn_gemm_twin(np.asarray(x[:steps], f).reshape(steps * batch, -1), w_kn, w_nk, xw, plan_x, False)
+    y = np.zeros((seq, batch, hidden), f)
+    h, c = np.array(h0, f), np.array(c0, f)
+    part = [slice(k * hidden, (k + 1) * hidden) for k in range(4)]      # i, o, f, c
+    bias_of = (lambda k: None) if bias is None else (lambda k: bias[part[k]])
+    for t in range(steps):
+        gates = xw[t * batch:(t + 1) * batch]
+        _rnn_gemm_twin(h, r_kn, r_nk, gates, plan_r, True)
+        live = t < lens
+        gi, go, gf, gc = (gates[:, p] for p in part)
+        if peep is not None:
+            gi = gi + c * peep[:hidden]
+        i = _mlas_act_twin(acts[0], _clip_bias_twin(gi, bias_of(0), clip))
+        if input_forget:
+            fg = (f(1) - i).astype(f)
+        else:
+            if peep is not None:
+                gf = gf + c * peep[2 * hidden:]
+            fg = _mlas_act_twin(acts[0], _clip_bias_twin(gf, bias_of(2), clip))
+        g = _mlas_act_twin(acts[1], _clip_bias_twin(gc, bias_of(3), clip))
+        cn = (c * fg + i * g).astype(f)
+        if peep is not None:
+            go = go + cn * peep[hidden:2 * hidden]
+        o = _mlas_act_twin(acts[0], _clip_bias_twin(go, bias_of(1), clip))
+        hn = (_mlas_act_twin(acts[2], cn) * o).astype(f)
+        c = np.where(live[:, None], cn, c)
+        h = np.where(live[:, None], hn, h)
+        y[t] = np.where(live[:, None], hn, 0)
+    done = (lens > 0)[:, None]
+    return y, np.where(done, h, 0).astype(f), np.where(done, c, 0).astype(f)
+
+
+def gru_layer_twin(x, w_kn, w_nk, plan_x, r_kn, r_nk, plan_zr, plan_h, b, h0, lens, acts, clip,
+                   linear_before_reset):
+    """``recurrent.gru_layer`` step by step in NumPy."""
+    f = np.float32
+    seq, batch, _ = x.shape
+    hh = h0.shape[1]
+    steps = int(lens.max()) if lens.size else 0
+    clip = f(clip)
+    xw = np.zeros((steps * batch, 3 * hh), f)
+    _rnn_gemm_twin(np.asarray(x[:steps], f).reshape(steps * batch, -1), w_kn, w_nk, xw, plan_x, False)
+    rzr_kn, rzr_nk = r_kn[:, :2 * hh], r_nk[:2 * hh]
+    rh_kn, rh_nk = r_kn[:, 2 * hh:], r_nk[2 * hh:]
+    if b is None:
+        bz = br = bh = rbh = None
+    else:
+        bz = (b[:hh] + b[3 * hh:4 * hh]).astype(f)
+        br = (b[hh:2 * hh] + b[4 * hh:5 * hh]).astype(f)
+        rbh = b[5 * hh:]
+        bh = b[2 * hh:3 * hh] if linear_before_reset else (b[2 * hh:3 * hh] + rbh).astype(f)
+    y = np.zeros((seq, batch, hh), f)
+    h = np.array(h0, f)
+    for t in range(steps):
+        rows = xw[t * batch:(t + 1) * batch]
+        zr = rows[:, :2 * hh].copy()
+        _rnn_gemm_twin(h, rzr_kn, rzr_nk, zr, plan_zr, True)
+        if linear_before_reset:
+            lin = np.zeros((batch, hh), f) if rbh is None else np.array(np.broadcast_to(rbh, (batch, hh)), f)
+            _rnn_gemm_twin(h, rh_kn, rh_nk, lin, plan_h, rbh is not None)
+        r = _clip_bias_twin(zr[:, hh:], br, clip)
+        if acts[0] == 0:     # sigmoid(x) = 0.5 (1 + tanh(x / 2)), x bounded to [-20, 20]
+            r = (f(0.5) * (f(1) + _poly_tanh_twin(f(0.5) * _bound_twin(r, f(20))))).astype(f)
+        else:
+            r = _poly_tanh_twin(_bound_twin(r, f(10)))
+        cand = rows[:, 2 * hh:].copy()
+        if linear_before_reset:
+            cand = (cand + lin * r).astype(f)
+        else:
+            _rnn_gemm_twin((h * r).astype(f), rh_kn, rh_nk, cand, plan_h, True)
+        z = _mlas_act_twin(acts[0], _clip_bias_twin(zr[:, :hh], bz, clip))
+        v = _clip_bias_twin(cand, bh, clip)
+        if acts[1] == 0:
+            s = _poly_tanh_twin(f(0.5) * _bound_twin(v, f(20)))
+            hn = (((f(1) - z) * f(0.5)).astype(f) * (f(1) + s) + z * h).astype(f)
+        else:
+            hn = ((f(1) - z) * _poly_tanh_twin(_bound_twin(v, f(10))) + z * h).astype(f)
+        live = (t < lens)[:, None]
+        h = np.where(live, hn, h)
+        y[t] = np.where(live, hn, 0)
+    return y, np.where((lens > 0)[:, None], h, 0).astype(f)
+
+
+def _expf_twin(x):
+    """The C library's float32 exp, element by element (what onnxruntime's RNN functors and
+    Numba's ``math.exp`` on float32 call)."""
+    import ctypes
+    import ctypes.util
+
+    lib = ctypes.CDLL(ctypes.util.find_library("m") or "libm.so.6")
+    lib.expf.restype, lib.expf.argtypes = ctypes.c_float, [ctypes.c_float]
+    x = np.asarray(x, np.float32)
+    return np.array([lib.expf(float(v)) for v in x.reshape(-1)], np.float32).reshape(x.shape)
+
+
+def _rnn_act_twin(code, x):
+    f = np.float32
+
+    def sigmoid(v):
+        e_neg, e_pos = _expf_twin(-v), _expf_twin(v)
+        with np.errstate(over="ignore", invalid="ignore"):
+            return np.where(v >= 0, f(1) / (f(1) + e_neg), e_pos / (f(1) + e_pos)).astype(f)
+
+    if code == 1:
+        return (f(2) * sigmoid((f(2) * x).astype(f)) - f(1)).astype(f)
+    if code == 0:
+        return sigmoid(x)
+    return np.where(f(0) < x, x, f(0)).astype(f)
+
+
+def rnn_layer_twin(x, w_kn, w_nk, plan_x, r_kn, r_nk, plan_r, bias, h0, lens, reverse, act, clip):
+    """``recurrent.rnn_layer`` step by step in NumPy."""
+    f = np.float32
+    seq, batch, _ = x.shape
+    hidden = r_nk.shape[1]
+    clip = f(clip)
+    xw = np.zeros((seq * batch, hidden), f) + (f(0) if bias is None else bias)
+    _rnn_gemm_twin(np.asarray(x, f).reshape(seq * batch, -1), w_kn, w_nk, xw, plan_x, True)
+    y = np.zeros((seq, batch, hidden), f)
+    h = np.zeros((batch, hidden), f) if h0 is None else np.array(h0, f)
+    for s in range(seq):
+        t = seq - 1 - s if reverse else s
+        frame = np.zeros((batch, hidden), f)
+        if s > 0 or h0 is not None:
+            _rnn_gemm_twin(h, r_kn, r_nk, frame, plan_r, False)
+        v = (frame + xw[t * batch:(t + 1) * batch]).astype(f)
+        if clip >= 0:
+            v = np.where(clip < v, clip, v)
+            v = np.where(v < -clip, -clip, v).astype(f)
+        live = (t < lens)[:, None]
+        hn = _rnn_act_twin(act, v)
+        h = np.where(live, hn, h)
+        y[t] = np.where(live, hn, 0)
+    return y, np.where((lens > 0)[:, None], h, 0).astype(f)
+
+
+__all__ += ["lstm_layer_twin", "gru_layer_twin", "rnn_layer_twin"]

@@ -285,7 +285,7 @@ def ort_threads(ctx) -> int:
 @functools.cache
 def physical_cores() -> int:
     """Physical CPU cores (hyperthreads of one core counted once), from Linux's sysfs; the
-    logical CPU count where sysfs does not say."""
+    logical CPU count where sysfs does not say. Read once per process (ops ask on every run)."""
     import os
 
     count = os.cpu_count() or 1

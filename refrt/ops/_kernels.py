@@ -74,6 +74,11 @@ KERNELS = {
     "float_packed_available": ("fgemm.packed_available", None),
     "pack_b_f32": ("fgemm.pack_b_f32", "pack_b_f32_twin"),
     "matmul_packed_f32": ("fgemm.matmul_packed_f32", "matmul_packed_f32_twin"),
+    # recurrent layers in onnxruntime's order (kernels/recurrent.py)
+    "rnn_gemm_plan": ("recurrent.gemm_plan", None),
+    "lstm_layer": ("recurrent.lstm_layer", "lstm_layer_twin"),
+    "gru_layer": ("recurrent.gru_layer", "gru_layer_twin"),
+    "rnn_layer": ("recurrent.rnn_layer", "rnn_layer_twin"),
     # float32 rows (kernels/rows.py)
     "layer_norm_rows": ("rows.layer_norm_rows", "layer_norm_rows_twin"),
     "add_layer_norm_rows": ("rows.add_layer_norm_rows", "add_layer_norm_rows_twin"),

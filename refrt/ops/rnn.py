@@ -16,6 +16,13 @@ Conventions shared by all three (onnxruntime's CPU kernels behave the same way):
   such a parameter (e.g. ``[Sigmoid, LeakyRelu, Tanh]`` with ``activation_alpha=[0.1]`` gives
   LeakyRelu alpha 0.1); a missing value takes the default of the ONNX operator of that name.
 * Float16 and bfloat16 compute in float32, and the outputs are rounded back to X's type.
+
+In the default "ort" numerics a float32 layer whose activations onnxruntime computes with its own
+kernels (LSTM and GRU: Sigmoid, Tanh; RNN: Tanh, Sigmoid, Relu) runs as onnxruntime's DeepCPU
+kernels do, bit for bit (``kernels/recurrent.py``: MLAS's products with its packing and thread
+split, the biases pre-summed, MLAS's logistic/tanh, GRU's own polynomial, RNN's expf-based
+functors), one compiled call per direction. Other activations, other types and "spec" numerics
+use the NumPy steps below (exact sigmoid/tanh, NumPy's matmul).
 """
 
 from __future__ import annotations
@@ -23,7 +30,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..registry import op
-from ._common import compute_dtype
+from ._common import compute_dtype, once_per_session, ort_threads
+from ._kernels import K
 from .elementwise import (
     elu,
     hard_sigmoid,
@@ -181,9 +189,14 @@ def _clip(v, clip):
 @op("RNN", since=(1, 7, 14, 22))
 def rnn(X, W, R, B=None, sequence_lens=None, initial_h=None, *, activation_alpha=None,
         activation_beta=None, activations=("Tanh", "Tanh"), clip=None, direction="forward",
-        hidden_size=None, layout=0, output_sequence=0):
+        hidden_size=None, layout=0, output_sequence=0, ctx=None):
     """Ht = f(Xt*(Wi^T) + Ht-1*(Ri^T) + Wbi + Rbi); outputs (Y, Y_h).
     ``output_sequence`` (opset 1) only said whether Y is wanted: Y is always computed."""
+    fast = _ort_layers("RNN", X, W, R, B, sequence_lens, [initial_h], ctx, activations=activations,
+                       clip=clip, direction=direction, layout=layout, hidden_size=hidden_size)
+    if fast is not None:
+        return fast
+
     def step(d, xw, states, r, rb, acts, clip):
         (h,) = states
         return (acts[0](_clip(xw + h @ r.T + rb, clip)),)
@@ -197,10 +210,16 @@ def rnn(X, W, R, B=None, sequence_lens=None, initial_h=None, *, activation_alpha
 @op("GRU", since=(3, 7, 14, 22))
 def gru(X, W, R, B=None, sequence_lens=None, initial_h=None, *, activation_alpha=None,
         activation_beta=None, activations=None, clip=None, direction="forward", hidden_size=None,
-        layout=0, linear_before_reset=0, output_sequence=0):
+        layout=0, linear_before_reset=0, output_sequence=0, ctx=None):
     """zt = f(Xt*Wz^T + Ht-1*Rz^T + Wbz + Rbz), rt = f(... r ...),
     ht = g(Xt*Wh^T + (rt (.) Ht-1)*Rh^T + Rbh + Wbh)  (linear_before_reset: rt (.) (Ht-1*Rh^T + Rbh)),
     Ht = (1 - zt) (.) ht + zt (.) Ht-1; gates in W, R, B are ordered z, r, h; outputs (Y, Y_h)."""
+    fast = _ort_layers("GRU", X, W, R, B, sequence_lens, [initial_h], ctx, activations=activations,
+                       clip=clip, direction=direction, layout=layout, hidden_size=hidden_size,
+                       linear_before_reset=linear_before_reset)
+    if fast is not None:
+        return fast
+
     def step(d, xw, states, r, rb, acts, clip):
         (h,) = states
         f, g = acts
@@ -224,19 +243,20 @@ def gru(X, W, R, B=None, sequence_lens=None, initial_h=None, *, activation_alpha
 @op("GRU", since=1)
 def gru_1(X, W, R, B=None, sequence_lens=None, initial_h=None, *, activation_alpha=None,
           activation_beta=None, activations=None, clip=None, direction="foward", hidden_size=None,
-          output_sequence=0):
+          output_sequence=0, ctx=None):
     """GRU-1: GRU-3 without linear_before_reset. The schema's default direction is spelled
     "foward"; refrt reads that spelling as "forward"."""
     return gru(X, W, R, B, sequence_lens, initial_h, activation_alpha=activation_alpha,
                activation_beta=activation_beta, activations=activations, clip=clip,
                direction="forward" if direction == "foward" else direction,
-               hidden_size=hidden_size)
+               hidden_size=hidden_size, ctx=ctx)
 
 
 @op("LSTM", since=(1, 7, 14, 22))
 def lstm(X, W, R, B=None, sequence_lens=None, initial_h=None, initial_c=None, P=None, *,
          activation_alpha=None, activation_beta=None, activations=None, clip=None,
-         direction="forward", hidden_size=None, input_forget=0, layout=0, output_sequence=0):
+         direction="forward", hidden_size=None, input_forget=0, layout=0, output_sequence=0,
+         ctx=None):
     """it = f(Xt*Wi^T + Ht-1*Ri^T + Pi (.) Ct-1 + Wbi + Rbi), ft likewise with Pf (ft = 1 - it with
     input_forget), ct = g(Xt*Wc^T + Ht-1*Rc^T + Wbc + Rbc), Ct = ft (.) Ct-1 + it (.) ct,
     ot = f(Xt*Wo^T + Ht-1*Ro^T + Po (.) Ct + Wbo + Rbo), Ht = ot (.) h(Ct);
@@ -244,6 +264,11 @@ def lstm(X, W, R, B=None, sequence_lens=None, initial_h=None, initial_c=None, P=
     H = R.shape[-1]
     num_dir = 2 if direction == "bidirectional" else 1
     _check_shape("P", P, (num_dir, 3 * H))
+    fast = _ort_layers("LSTM", X, W, R, B, sequence_lens, [initial_h, initial_c], ctx,
+                       activations=activations, clip=clip, direction=direction, layout=layout,
+                       hidden_size=hidden_size, input_forget=input_forget, P=P)
+    if fast is not None:
+        return fast
     peep = None if P is None else np.split(P.astype(compute_dtype(X.dtype)), 3, axis=-1)
 
     def step(d, xw, states, r, rb, acts, clip):
@@ -261,3 +286,130 @@ def lstm(X, W, R, B=None, sequence_lens=None, initial_h=None, initial_c=None, P=
                       [initial_h, initial_c], hidden_size=hidden_size, direction=direction,
                       layout=layout, activations=activations, activation_alpha=activation_alpha,
                       activation_beta=activation_beta, clip=clip)
+
+
+# ---------------------------------------------------------------- onnxruntime's kernels ("ort")
+
+# activation name -> kernel code (kernels/recurrent.py: 0 sigmoid, 1 tanh, 2 relu) for the
+# activations onnxruntime computes with kernels of its own that refrt reproduces
+_ORT_CODES = {"LSTM": {"sigmoid": 0, "tanh": 1}, "GRU": {"sigmoid": 0, "tanh": 1},
+              "RNN": {"sigmoid": 0, "tanh": 1, "relu": 2}}
+_DEFAULTS = {"LSTM": ("Sigmoid", "Tanh", "Tanh"), "GRU": ("Sigmoid", "Tanh"), "RNN": ("Tanh",)}
+_GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
+
+
+def _ort_codes(kind, activations, num_dir):
+    """Per direction, the kernel codes of the activations, or None where one is not covered."""
+    n = len(_DEFAULTS[kind])
+    names = list(activations) if activations is not None else list(_DEFAULTS[kind]) * num_dir
+    codes = [_ORT_CODES[kind].get(str(a).lower()) for a in names]
+    if any(c is None for c in codes):
+        return None
+    if len(codes) == n * num_dir or (num_dir == 1 and len(codes) == 2 * n):
+        return [codes[d * n:(d + 1) * n] for d in range(num_dir)]
+    if len(codes) == n:
+        return [codes] * num_dir
+    return None
+
+
+def _ort_layers(kind, x, w, r, b, sequence_lens, initial_states, ctx, *, activations, clip,
+                direction, layout, hidden_size, linear_before_reset=0, input_forget=0, P=None):
+    """The layer as onnxruntime's CPU kernels compute it, or None where refrt does not reproduce
+    them (see the module docstring): then the caller's NumPy steps run."""
+    if ctx is None or ctx.numerics != "ort" or x.dtype != np.float32 or x.ndim != 3:
+        return None
+    if direction not in ("forward", "reverse", "bidirectional") or layout not in (0, 1):
+        return None
+    if any(a is not None and a.dtype != np.float32 for a in (w, r, b, P, *initial_states)):
+        return None
+    num_dir = 2 if direction == "bidirectional" else 1
+    codes = _ort_codes(kind, activations, num_dir)
+    if codes is None:
+        return None
+    G = _GATES[kind]
+    if layout == 1:
+        x = x.swapaxes(0, 1)
+        initial_states = [None if s is None else s.swapaxes(0, 1) for s in initial_states]
+    seq, batch, input_size = x.shape
+    H = r.shape[-1]
+    if seq == 0 or batch == 0 or input_size == 0 or H == 0:
+        return None
+    if hidden_size is not None and hidden_size != H:
+        raise ValueError(f"hidden_size={hidden_size} does not match R's last dimension {H}")
+    _check_shape("W", w, (num_dir, G * H, input_size))
+    _check_shape("R", r, (num_dir, G * H, H))
+    _check_shape("B", b, (num_dir, 2 * G * H))
+    _check_shape("P", P, (num_dir, 3 * H))
+    for i, s in enumerate(initial_states):
+        _check_shape("initial_c" if i else "initial_h", s, (num_dir, batch, H))
+    if sequence_lens is None:
+        lens = np.full(batch, seq, dtype=np.int64)
+    else:
+        lens = np.asarray(sequence_lens).astype(np.int64).reshape(-1)
+        _check_shape("sequence_lens", lens, (batch,))
+        if ((lens < 0) | (lens > seq)).any():
+            raise ValueError(f"sequence_lens {lens.tolist()} must lie in [0, {seq}]")
+
+    threads = ort_threads(ctx)
+    rnn = kind == "RNN"
+    packed_w = not rnn and ctx.is_constant(1)      # onnxruntime packs constant LSTM/GRU weights
+    packed_r = not rnn and ctx.is_constant(2)
+
+    def layouts(arr, index):
+        return once_per_session(ctx, ("rnn-weights", index), [index], lambda: [
+            (np.ascontiguousarray(arr[d]), np.ascontiguousarray(arr[d].T)) for d in range(num_dir)],
+            signature=arr.shape)
+
+    w_l, r_l = layouts(w, 1), layouts(r, 2)
+    steps = seq if rnn else int(lens.max())
+    plan_x = K.rnn_gemm_plan([(0, steps * batch, threads)], G * H, input_size, packed_w)
+    if kind == "LSTM" and (batch > 4 or (batch >= 2 and H <= 256)):
+        chunk = -(-batch // max(1, threads))       # onnxruntime's rows per thread
+        rows = [(r0, min(batch, r0 + chunk), 1) for r0 in range(0, batch, chunk)]
+    else:
+        rows = [(0, batch, threads)]
+    if kind == "GRU":
+        plan_zr = K.rnn_gemm_plan(rows, 2 * H, H, packed_r)
+        plan_h = K.rnn_gemm_plan(rows, H, H, packed_r)
+    else:
+        plan_r = K.rnn_gemm_plan(rows, G * H, H, packed_r)
+
+    fmax = np.finfo(np.float32).max
+    t = np.arange(seq)[:, None]
+    reverse_index = np.where(t < lens, lens - 1 - t, t)
+    cols = np.arange(batch)[None, :]
+    ys, finals = [], []
+    for d in range(num_dir):
+        backwards = direction == "reverse" or d == 1
+        (w_nk, w_kn), (r_nk, r_kn) = w_l[d], r_l[d]
+        init = [None if s is None else np.ascontiguousarray(s[d]) for s in initial_states]
+        zeros = np.zeros((batch, H), np.float32)
+        if rnn:
+            bias = None if b is None else (b[d, :H] + b[d, H:]).astype(np.float32)
+            y, h = K.rnn_layer(x, w_kn, w_nk, plan_x, r_kn, r_nk, plan_r, bias, init[0], lens,
+                               backwards, codes[d][0], -1.0 if clip is None else clip)
+            ys.append(y)
+            finals.append([h])
+            continue
+        xs = np.ascontiguousarray(x[reverse_index, cols] if backwards else x)
+        h0 = zeros if init[0] is None else init[0]
+        clip_v = fmax if clip is None else clip
+        if kind == "LSTM":
+            bias = None if b is None else (b[d, :4 * H] + b[d, 4 * H:]).astype(np.float32)
+            peep = None if P is None else np.ascontiguousarray(P[d])
+            c0 = zeros if init[1] is None else init[1]
+            out = K.lstm_layer(xs, w_kn, w_nk, plan_x, r_kn, r_nk, plan_r, bias, peep, h0, c0,
+                               lens, codes[d], clip_v, input_forget)
+        else:
+            out = K.gru_layer(xs, w_kn, w_nk, plan_x, r_kn, r_nk, plan_zr, plan_h,
+                              None if b is None else np.ascontiguousarray(b[d]), h0, lens,
+                              codes[d], clip_v, linear_before_reset)
+        y = out[0]
+        ys.append(y[reverse_index, cols] if backwards else y)
+        finals.append(list(out[1:]))
+    y = np.stack(ys, axis=1)
+    final = [np.stack([f[k] for f in finals]) for k in range(len(initial_states))]
+    if layout == 1:
+        y = y.transpose(2, 0, 1, 3)
+        final = [s.swapaxes(0, 1) for s in final]
+    return (y, *final)
