@@ -48,9 +48,12 @@ from .vec import (
     div,
     fma,
     horner,
+    keep_first,
+    lanes_max,
     load,
     load_first,
     maximum,
+    mlas_fold,
     mul,
     pow2_of_integer,
     pow2_of_rounded,
@@ -262,66 +265,59 @@ def _mlas_exp_shifted_vec(x, negmax, wide):
 
 
 @njit(inline="always")
-def _mlas_softmax_row(xr, yr, n, wide, log, acc):
-    """yr = softmax(xr) (``log``: log-softmax) as onnxruntime's MLAS kernels compute a row
-    (``acc``: 16 float32 of scratch):
+def _mlas_softmax_row(xr, yr, n, wide, log):
+    """yr = softmax(xr) (``log``: log-softmax) as onnxruntime's MLAS kernels compute a row:
 
-    * max over the row; negmax = -max;
+    * max over the row; negmax = -max (a NaN in the row makes it NaN whatever the max is);
     * e_i = ``_mlas_exp_shifted(x_i, negmax)``; the sum in lanes: lane k adds e_k, e_(k + L),
       ... left to right, L = 16 (``wide``, AVX-512F) or 8 (AVX2/FMA3); the 16 lanes are first
       folded to 8 (lane k + lane k + 8); then ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7));
     * softmax: y_i = e_i * (1 / sum); log-softmax: y_i = (x_i + negmax) - log(sum) with the C
       library's logf, as onnxruntime's std::log."""
-    top = xr[0]
-    for i in range(1, n):
-        if xr[i] > top or xr[i] != xr[i]:
-            top = xr[i]
-            if top != top:
-                break
-    negmax = -top
-    nv = splat(negmax)
     full = n - n % LANES
+    tail = n - full
+    neg_inf = _F(-np.inf)
+    top = splat(neg_inf)
+    for i in range(0, full, LANES):
+        top = maximum(top, load(xr, i))
+    if tail:
+        top = maximum(top, load_first(xr, full, tail, neg_inf))
+    negmax = -lanes_max(top)
+    nv = splat(negmax)
     accv = splat(_F(0.0))
     for i in range(0, full, LANES):
         e = _mlas_exp_shifted_vec(load(xr, i), nv, wide)
         if not log:
             store(yr, i, e)
         accv = add(accv, e) if wide else add_halves(accv, e)
-    store(acc, 0, accv)
-    lanes = 16 if wide else 8
-    for j in range(full, n):
-        e = _mlas_exp_shifted(xr[j], negmax, wide)
+    if tail:
+        e = keep_first(_mlas_exp_shifted_vec(load_first(xr, full, tail, _F(0.0)), nv, wide), tail)
         if not log:
-            yr[j] = e
-        acc[(j - full) % lanes] += e
-    if wide:
-        for k in range(8):
-            acc[k] = acc[k + 8] + acc[k]
-    total = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+            store_first(yr, full, tail, e)
+        accv = add(accv, e) if wide else add_halves(accv, e)
+    total = mlas_fold(accv, True) if wide else mlas_fold(accv, False)
     if log:
         lg = np.log(total)
         for i in range(n):
             yr[i] = (xr[i] + negmax) - lg
     else:
-        scale = _ONE / total
-        sv = splat(scale)
+        sv = splat(_ONE / total)
         for i in range(0, full, LANES):
             store(yr, i, mul(load(yr, i), sv))
-        for i in range(full, n):
-            yr[i] = yr[i] * scale
+        if tail:
+            store_first(yr, full, tail, mul(load_first(yr, full, tail, _F(0.0)), sv))
 
 
 @njit(inline="always")
-def _softmax_row(xr, yr, n, wide, acc):
-    _mlas_softmax_row(xr, yr, n, wide, False, acc)
+def _softmax_row(xr, yr, n, wide):
+    _mlas_softmax_row(xr, yr, n, wide, False)
 
 
 @njit(cache=True, parallel=True)
 def _softmax_kernel(x, y, wide, log):
     rows, n = x.shape
     for r in prange(rows):
-        acc = np.empty(LANES, np.float32)
-        _mlas_softmax_row(x[r], y[r], n, wide, log, acc)
+        _mlas_softmax_row(x[r], y[r], n, wide, log)
 
 
 @njit(cache=True, parallel=True)
@@ -345,7 +341,7 @@ def _scale_add_softmax_kernel(x, c, divide, mask, mask_offs, mask_ld, per_matrix
             v = load_first(xr, full, tail, _F(0.0))
             t = add(div(v, cv) if divide else mul(v, cv), load_first(mr, full, tail, _F(0.0)))
             store_first(yr, full, tail, t)
-        _softmax_row(yr, yr, n, wide, np.empty(LANES, np.float32))
+        _softmax_row(yr, yr, n, wide)
 
 
 def row_view(x, batch: tuple):

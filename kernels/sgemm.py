@@ -32,8 +32,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["sgemm", "conv_gemm", "conv_segments", "m1_groups", "depthwise_m1_2d", "im2col_rows_2d",
-           "k_stride",
+__all__ = ["sgemm", "conv_gemm", "conv_segments", "m1_groups", "depthwise_m1_2d", "k_stride",
            "column_segments",
            "STRIDE_K", "PACKED_STRIDE_K"]
 
@@ -409,36 +408,3 @@ def _depthwise_kernel(x, w, out, kh, kw, sh, sw, dh, dw, stride_k):
                         for b in range(ow):
                             y[b] = w0 * r0[b * sw + c0] + y[b]
                         i += 1
-
-
-def im2col_rows_2d(x, group: int, kernel, strides, dilations, pads_begin, out_shape) -> np.ndarray:
-    """im2col rows of a 2-D convolution of x [C, H, W] (zero padding ``pads_begin`` before each
-    spatial axis, as much as the windows need after): [group, OH * OW, C / group * KH * KW], each
-    row one output position, its values in the order (c, kh, kw)."""
-    x = np.ascontiguousarray(x, _F)
-    c = x.shape[0]
-    kh, kw = kernel
-    rows = np.empty((group, out_shape[0] * out_shape[1], (c // group) * kh * kw), _F)
-    if rows.size:
-        _im2col_rows_kernel(x, rows, group, kh, kw, strides[0], strides[1], dilations[0],
-                            dilations[1], pads_begin[0], pads_begin[1], out_shape[0], out_shape[1])
-    return rows
-
-
-@njit(cache=True, parallel=True)
-def _im2col_rows_kernel(x, rows, group, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow):
-    cg = x.shape[0] // group
-    h, w = x.shape[1], x.shape[2]
-    for a in prange(oh):
-        for g in range(group):
-            for b in range(ow):
-                r = rows[g, a * ow + b]
-                q = 0
-                for ci in range(cg):
-                    plane = x[g * cg + ci]
-                    for i in range(kh):
-                        y = a * sh - ph + i * dh
-                        for j in range(kw):
-                            xx = b * sw - pw + j * dw
-                            r[q] = plane[y, xx] if 0 <= y < h and 0 <= xx < w else _F(0.0)
-                            q += 1

@@ -581,26 +581,7 @@ def depthwise_m1_2d_twin(x, w, kernel, strides, dilations, out_shape, stride_k):
     return m1_groups_twin(w, cols, stride_k).reshape(g, oh, ow)
 
 
-def im2col_rows_2d_twin(x, group, kernel, strides, dilations, pads_begin, out_shape):
-    """``sgemm.im2col_rows_2d`` by slicing a zero-padded copy: row (position) p, column (c, kh,
-    kw)."""
-    x = np.asarray(x, np.float32)
-    c = x.shape[0]
-    (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, strides, dilations, out_shape
-    need_h, need_w = (oh - 1) * sh + (kh - 1) * dh + 1, (ow - 1) * sw + (kw - 1) * dw + 1
-    xp = np.zeros((c, max(need_h, pads_begin[0] + x.shape[1]), max(need_w, pads_begin[1] + x.shape[2])),
-                  np.float32)
-    xp[:, pads_begin[0]:pads_begin[0] + x.shape[1], pads_begin[1]:pads_begin[1] + x.shape[2]] = x
-    taps = np.empty((c, kh, kw, oh, ow), np.float32)
-    for r in range(kh):
-        for s in range(kw):
-            taps[:, r, s] = xp[:, r * dh:r * dh + (oh - 1) * sh + 1:sh, s * dw:s * dw + (ow - 1) * sw + 1:sw]
-    cg = c // group
-    return np.ascontiguousarray(taps.reshape(group, cg * kh * kw, oh * ow).transpose(0, 2, 1))
-
-
-__all__ += ["sgemm_twin", "conv_gemm_twin", "m1_groups_twin", "depthwise_m1_2d_twin",
-            "im2col_rows_2d_twin"]
+__all__ += ["sgemm_twin", "conv_gemm_twin", "m1_groups_twin", "depthwise_m1_2d_twin"]
 
 
 def exp_f32_twin(x, wide=False):

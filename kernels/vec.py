@@ -20,7 +20,7 @@ from numba.extending import intrinsic, models, register_model
 __all__ = ["LANES", "VEC", "splat", "load", "load_first", "store", "store_first", "add", "sub",
            "mul", "div", "maximum", "minimum", "keep_nan", "fma", "lanes_sum", "lanes_max",
            "lanes_min", "horner", "pow2_of_rounded", "pow2_of_integer", "zero_where_below",
-           "add_halves", "exp_scales"]
+           "add_halves", "exp_scales", "keep_first", "mlas_fold"]
 
 LANES = 16
 
@@ -326,3 +326,34 @@ def exp_scales(typingctx, biased, which):
         return builder.bitcast(bits, _LL_VEC)
 
     return VEC(biased, which), codegen
+
+
+@intrinsic
+def keep_first(typingctx, v, count):
+    """v with lanes count.. set to 0."""
+    if not (v == VEC and isinstance(count, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        mask = _first_lanes(builder, args[1], sig.args[1], context)
+        return builder.select(mask, args[0], ir.Constant(_LL_VEC, [0.0] * LANES))
+
+    return VEC(v, count), codegen
+
+
+@intrinsic
+def mlas_fold(typingctx, acc, wide):
+    """The sum of MLAS's softmax accumulator: with ``wide`` (16 lanes) s_k = acc[k + 8] + acc[k],
+    else s_k = acc[k] (8 lanes); then ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))."""
+    if not (acc == VEC and isinstance(wide, types.BooleanLiteral)):
+        return None
+    fold = wide.literal_value
+
+    def codegen(context, builder, sig, args):
+        lane = lambda i: builder.extract_element(args[0], ir.Constant(_LL_I32, i))   # noqa: E731
+        s = [builder.fadd(lane(k + 8), lane(k)) if fold else lane(k) for k in range(8)]
+        left = builder.fadd(builder.fadd(s[0], s[1]), builder.fadd(s[2], s[3]))
+        right = builder.fadd(builder.fadd(s[4], s[5]), builder.fadd(s[6], s[7]))
+        return builder.fadd(left, right)
+
+    return types.float32(acc, wide), codegen

@@ -70,7 +70,6 @@ KERNELS = {
     "conv_segments": ("sgemm.conv_segments", None),
     "m1_groups": ("sgemm.m1_groups", "m1_groups_twin"),
     "depthwise_m1_2d": ("sgemm.depthwise_m1_2d", "depthwise_m1_2d_twin"),
-    "im2col_rows_2d": ("sgemm.im2col_rows_2d", "im2col_rows_2d_twin"),
     "float_packed_available": ("fgemm.packed_available", None),
     "pack_b_f32": ("fgemm.pack_b_f32", "pack_b_f32_twin"),
     "matmul_packed_f32": ("fgemm.matmul_packed_f32", "matmul_packed_f32_twin"),

@@ -16,7 +16,6 @@ from ._common import (
     Window,
     add_windows,
     compute_dtype,
-    once_per_session,
     ort_threads,
     sliding_windows,
     window_geometry,
@@ -40,19 +39,6 @@ def _kernel_shape(w, kernel_shape, name):
     return w.shape[2:]
 
 
-def _conv_rows(x, win, group):
-    """X (N, C, *in) -> im2col rows (N, group, prod(out), C/group * prod(kernel)): the transpose
-    of ``_conv_columns``, laid out for ``rows @ W^T``."""
-    n, c = x.shape[:2]
-    windows = sliding_windows(x, win, 0)                       # (N, C, *out, *kernel)
-    n_sp = len(win.kernel)
-    grouped = windows.reshape((n, group, c // group) + windows.shape[2:])
-    # (N, G, Cg, *out, *kernel) -> (N, G, *out, Cg, *kernel): each row one output position
-    order = (0, 1) + tuple(range(3, 3 + n_sp)) + (2,) + tuple(range(3 + n_sp, 3 + 2 * n_sp))
-    k_size, p_size = int(np.prod(win.kernel)), int(np.prod(win.out))
-    return grouped.transpose(order).reshape(n, group, p_size, (c // group) * k_size)
-
-
 def _conv_columns(x, win, group):
     """X (N, C, *in) -> columns (N, group, C/group * prod(kernel), prod(out)) for ``W @ cols``."""
     n, c = x.shape[:2]
@@ -64,16 +50,15 @@ def _conv_columns(x, win, group):
     return windows.transpose(order).reshape(n, group, (c // group) * k_size, p_size)
 
 
-def _mlas_conv(x, wg, win, group, threads, ctx):
+def _mlas_conv(x, wg, win, group, threads):
     """The products W_g @ columns in onnxruntime's order (MLAS's convolution) -> (N, G, Mg, P):
 
     * a 1 x 1 kernel with unit strides and no padding, or more filters than outputs: one SGEMM
       per (image, group) (``sgemm``);
     * otherwise the outputs are shared between threads (for a single image and group) and K is
       multiplied in slices whose size follows SGEMM's rule for the thread's outputs; each output
-      a chain of fused multiply-adds per slice, the slices added in turn. It runs as
-      im2col rows @ W^T on the weights packed once per session (the same sums, the operands of
-      each product swapped); a single filter per group (depthwise) runs MLAS's M = 1 kernel."""
+      a chain of fused multiply-adds per slice, the slices added in turn (``conv_gemm``); a
+      single filter per group (depthwise) runs MLAS's M = 1 kernel."""
     n = x.shape[0]
     g, mg, k = wg.shape
     p = int(np.prod(win.out))
@@ -88,30 +73,19 @@ def _mlas_conv(x, wg, win, group, threads, ctx):
             out[i, :, 0] = K.depthwise_m1_2d(xp, wg[:, 0], win.kernel, win.strides, win.dilations,
                                              win.out, K.sgemm_k_stride(p, k)).reshape(g, p)
         return out
-    if direct or mg > p or mg == 1:
-        cols = _conv_columns(x, win, group)                                  # (N, G, K, P)
-        for i in range(n):
-            if mg == 1 and not direct and mg <= p:
-                out[i, :, 0] = K.m1_groups(wg[:, 0], cols[i], K.sgemm_k_stride(p, k))
-                continue
-            for j in range(g):
-                out[i, j] = K.sgemm(wg[j], cols[i, j], threads=threads)
-        return out
-    packed = once_per_session(ctx, ("mlas_conv_weights",), [1],
-                              lambda: [K.pack_b_f32(np.ascontiguousarray(wg[j].T)) for j in range(g)],
-                              (wg.shape, wg.dtype.str))
+    cols = _conv_columns(x, win, group)                                      # (N, G, K, P)
     for i in range(n):
-        if len(win.kernel) == 2:                                             # (G, P, K)
-            rows = K.im2col_rows_2d(x[i], group, win.kernel, win.strides, win.dilations,
-                                    win.pads_begin, win.out)
-        else:
-            rows = _conv_rows(x[i:i + 1], win, group)[0]
+        if mg == 1 and not direct and mg <= p:
+            out[i, :, 0] = K.m1_groups(wg[:, 0], cols[i], K.sgemm_k_stride(p, k))
+            continue
         for j in range(g):
+            if direct or mg > p:
+                out[i, j] = K.sgemm(wg[j], cols[i, j], threads=threads)
+                continue
             segments = K.conv_segments(mg, p, k, threads) if n * g == 1 else [(0, p)]
             for p0, p1 in segments:
-                y_t = K.matmul_packed_f32(rows[j, p0:p1], packed[j],
-                                          k_block=K.sgemm_k_stride(p1 - p0, k))
-                out[i, j, :, p0:p1] = y_t.T
+                out[i, j, :, p0:p1] = K.conv_gemm(wg[j], cols[i, j, :, p0:p1],
+                                                  K.sgemm_k_stride(p1 - p0, k))
     return out
 
 
@@ -133,7 +107,7 @@ def conv(x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1, kernel_sha
     ct = compute_dtype(x.dtype)
     wg = w.astype(ct, copy=False).reshape(group, m // group, -1)     # (G, Mg, Cg*K)
     if x.dtype == np.float32 and w.dtype == np.float32 and (ctx is None or ctx.numerics != "spec"):
-        y = _mlas_conv(x, wg, win, group, ort_threads(ctx), ctx).reshape((n, m) + win.out)
+        y = _mlas_conv(x, wg, win, group, ort_threads(ctx)).reshape((n, m) + win.out)
     else:
         cols = _conv_columns(x.astype(ct, copy=False), win, group)   # (N, G, Cg*K, P)
         y = np.matmul(wg, cols).reshape((n, m) + win.out)

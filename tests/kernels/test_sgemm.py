@@ -223,13 +223,3 @@ def test_depthwise_kernel_matches_its_twin_and_m1_groups():
         for stride_k in (128, 4, 3):
             got = SG.depthwise_m1_2d(x, w, (3, 3), strides, dilations, (oh, ow), stride_k)
             assert _same(got, T.depthwise_m1_2d_twin(x, w, (3, 3), strides, dilations, (oh, ow), stride_k))
-
-
-@pytest.mark.parametrize("group,kernel,strides,dilations,pads", [
-    (1, (3, 3), (1, 1), (1, 1), (1, 1)), (2, (3, 2), (2, 1), (1, 2), (0, 1)), (4, (1, 1), (1, 1), (1, 1), (0, 0))])
-def test_im2col_rows_match_their_twin(group, kernel, strides, dilations, pads):
-    x = np.random.default_rng(7).standard_normal((8, 9, 10)).astype(F)
-    out = tuple((size + 2 * p - (k - 1) * d - 1) // s + 1
-                for size, p, k, d, s in zip(x.shape[1:], pads, kernel, dilations, strides))
-    got = SG.im2col_rows_2d(x, group, kernel, strides, dilations, pads, out)
-    assert _same(got, T.im2col_rows_2d_twin(x, group, kernel, strides, dilations, pads, out))
