@@ -32,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["sgemm", "conv_gemm", "conv_segments", "m1_groups", "depthwise_m1_2d", "k_stride",
+__all__ = ["sgemm", "sgemm_stack", "conv_gemm", "conv_segments", "m1_groups", "depthwise_m1_2d", "k_stride",
            "column_segments",
            "STRIDE_K", "PACKED_STRIDE_K"]
 
@@ -107,10 +107,11 @@ def _k_blocked(a, b, stride, init, block_product):
 
 
 def _m1(a, b, init):
-    """SgemmKernelM1: a [K] @ b [K, N] in groups of 4, 2 and 1 values of k (rounded products added
-    in order within a group, each group's sum then added to C)."""
+    """SgemmKernelM1: a [K] @ b [K, ...] (b's first axis is K; its other axes are independent
+    outputs, e.g. [K, N] or a stack [K, S, N]) in groups of 4, 2 and 1 values of k (rounded
+    products added in order within a group, each group's sum then added to C)."""
     k = a.shape[0]
-    c = np.zeros(b.shape[1], _F) if init is None else np.array(init, dtype=_F, copy=True)
+    c = np.zeros(b.shape[1:], _F) if init is None else np.array(init, dtype=_F, copy=True)
     i = 0
     while i + 4 <= k:
         p = a[i] * b[i]
@@ -128,29 +129,31 @@ def _m1(a, b, init):
 
 
 def _m1_transposed_b(a, bt, init):
-    """SgemmKernelM1TransposeB: c[n] = a [K] . bt[n, :]; 8 lanes of rounded products per output,
-    combined by the output's place in MLAS's blocks of 4, 2 and 1 outputs."""
+    """SgemmKernelM1TransposeB: c[n] = a [K] . bt[n, :] (``a`` may be a stack [S, K]: then c is
+    [S, N]); 8 lanes of rounded products per output, combined by the output's place in MLAS's
+    blocks of 4, 2 and 1 outputs."""
     n, k = bt.shape
+    a = np.asarray(a, _F)
+    lead = a.shape[:-1]
     full = k - k % 8
-    lanes = np.zeros((n, 8), _F)
+    lanes = np.zeros(lead + (n, 8), _F)
     for i in range(0, full, 8):
-        lanes = lanes + a[i:i + 8] * bt[:, i:i + 8]
+        lanes = lanes + a[..., None, i:i + 8] * bt[:, i:i + 8]
     if full < k:
-        tail = np.zeros((n, 8), _F)
-        tail[:, :k - full] = a[full:] * bt[:, full:]
+        tail = np.zeros(lead + (n, 8), _F)
+        tail[..., :k - full] = a[..., None, full:] * bt[:, full:]
         lanes = lanes + tail
-    l0, l1, l2, l3, l4, l5, l6, l7 = (lanes[:, j] for j in range(8))
+    l0, l1, l2, l3, l4, l5, l6, l7 = (lanes[..., j] for j in range(8))
     four = (((l0 + l1) + l2) + l3) + (((l4 + l5) + l6) + l7)
     two = ((l0 + l2) + (l4 + l6)) + ((l1 + l3) + (l5 + l7))
     one = ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7))
-    blocks4 = n - n % 4
     out = four.copy()
-    rest = blocks4
+    rest = n - n % 4
     if n % 4 >= 2:
-        out[rest:rest + 2] = two[rest:rest + 2]
+        out[..., rest:rest + 2] = two[..., rest:rest + 2]
         rest += 2
     if n % 2:
-        out[rest] = one[rest]
+        out[..., rest] = one[..., rest]
     if init is not None:
         out = out + np.asarray(init, _F)
     return out
@@ -222,20 +225,53 @@ def conv_segments(filters: int, outputs: int, k: int, threads: int = 1) -> list:
 def conv_gemm(w, cols, stride_k: int, block_product=None) -> np.ndarray:
     """One (image, group) of MLAS's segmented convolution: w [F, K] @ cols [K, P] in slices of
     ``stride_k`` values of K, each slice's product added to the output in turn (a single filter,
-    F = 1, runs the M = 1 kernel, which keeps adding its groups of products into the output)."""
+    F = 1, runs the M = 1 kernel, which keeps adding its groups of products into the output).
+    ``cols`` may be a stack [S, K, P] of images sharing the filters: then [S, F, P]."""
     if block_product is None:
         from .fgemm import batched_matmul_f32 as block_product
     w = np.asarray(w, _F)
     cols = np.asarray(cols, _F)
+    stack = cols.ndim == 3
+    c3 = cols if stack else cols[None]
     f, k = w.shape
     c = None
     for k0 in range(0, k, stride_k):
         if f == 1:
-            c = _m1(w[0, k0:k0 + stride_k], cols[k0:k0 + stride_k], None if c is None else c[0])[None]
+            step = _m1(w[0, k0:k0 + stride_k], np.moveaxis(c3[:, k0:k0 + stride_k], 1, 0),
+                       None if c is None else c[:, 0])
+            c = step[:, None]
         else:
-            block = block_product(w[None, :, k0:k0 + stride_k], cols[None, k0:k0 + stride_k])[0]
+            block = block_product(w[None, :, k0:k0 + stride_k], c3[:, k0:k0 + stride_k])
             c = block if c is None else c + block
-    return np.zeros((f, cols.shape[1]), _F) if c is None else c
+    if c is None:
+        c = np.zeros((c3.shape[0], f, cols.shape[-1]), _F)
+    return c if stack else c[0]
+
+
+def sgemm_stack(a, b, *, threads: int = 1, block_product=None) -> np.ndarray:
+    """``sgemm(a, b_s)`` for each matrix b_s of a stack b [S, K, N] sharing A [M, K] (one product
+    per image of a convolution), computed together: -> [S, M, N], the same bits."""
+    if block_product is None:
+        from .fgemm import batched_matmul_f32 as block_product
+    a = np.asarray(a, _F)
+    b = np.asarray(b, _F)
+    m, k = a.shape
+    s_, _, n = b.shape
+    if s_ == 0 or m == 0 or n == 0 or k == 0:
+        return np.zeros((s_, m, n), _F)
+    if m == 1:
+        return _m1(a[0], np.moveaxis(b, 1, 0), None)[:, None, :]
+    if n == 1:
+        return _m1_transposed_b(b[:, :, 0], a, None)[:, :, None]
+    out = np.empty((s_, m, n), _F)
+    for n0, n1 in column_segments(m, n, k, threads):
+        stride = k_stride(n1 - n0, k)
+        c = None
+        for k0 in range(0, k, stride):
+            block = block_product(a[None, :, k0:k0 + stride], b[:, k0:k0 + stride, n0:n1])
+            c = block if c is None else c + block
+        out[:, :, n0:n1] = c
+    return out
 
 
 def m1_groups(w, cols, stride_k: int) -> np.ndarray:

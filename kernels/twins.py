@@ -581,7 +581,16 @@ def depthwise_m1_2d_twin(x, w, kernel, strides, dilations, out_shape, stride_k):
     return m1_groups_twin(w, cols, stride_k).reshape(g, oh, ow)
 
 
-__all__ += ["sgemm_twin", "conv_gemm_twin", "m1_groups_twin", "depthwise_m1_2d_twin"]
+def sgemm_stack_twin(a, b, threads=1):
+    """``sgemm.sgemm_stack`` with each K block's chain of fused multiply-adds computed by
+    ``batched_matmul_f32_twin``."""
+    from .sgemm import sgemm_stack
+
+    return sgemm_stack(a, b, threads=threads, block_product=batched_matmul_f32_twin)
+
+
+__all__ += ["sgemm_twin", "conv_gemm_twin", "m1_groups_twin", "depthwise_m1_2d_twin",
+            "sgemm_stack_twin"]
 
 
 def exp_f32_twin(x, wide=False):

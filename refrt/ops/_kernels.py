@@ -67,6 +67,7 @@ KERNELS = {
     "SGEMM_PACKED_STRIDE_K": ("sgemm.PACKED_STRIDE_K", None),
     "sgemm_column_segments": ("sgemm.column_segments", None),
     "conv_gemm": ("sgemm.conv_gemm", "conv_gemm_twin"),
+    "sgemm_stack": ("sgemm.sgemm_stack", "sgemm_stack_twin"),
     "conv_segments": ("sgemm.conv_segments", None),
     "m1_groups": ("sgemm.m1_groups", "m1_groups_twin"),
     "depthwise_m1_2d": ("sgemm.depthwise_m1_2d", "depthwise_m1_2d_twin"),

@@ -65,26 +65,31 @@ def _mlas_conv(x, wg, win, group, threads):
     direct = (all(s == 1 for s in win.strides) and not any(win.pads_begin) and not any(win.pads_end)
               and int(np.prod(win.kernel)) == 1)
     out = np.empty((n, g, mg, p), np.float32)
-    if mg == 1 and not direct and len(win.kernel) == 2 and k == int(np.prod(win.kernel)):
-        # depthwise 2-D: MLAS's M = 1 kernel on the taps, read from the padded input
-        pad = [(0, 0)] + [(b, e) for b, e in zip(win.pads_begin, win.pads_end)]
-        for i in range(n):
-            xp = np.pad(x[i], pad)
-            out[i, :, 0] = K.depthwise_m1_2d(xp, wg[:, 0], win.kernel, win.strides, win.dilations,
-                                             win.out, K.sgemm_k_stride(p, k)).reshape(g, p)
+    if out.size == 0 or k == 0:
+        out[...] = 0
         return out
+    if mg == 1 and not direct and len(win.kernel) == 2 and k == int(np.prod(win.kernel)):
+        # depthwise 2-D: MLAS's M = 1 kernel on the taps, read from the padded input, every
+        # (image, channel) plane in one call
+        pad = [(0, 0)] + [(b, e) for b, e in zip(win.pads_begin, win.pads_end)]
+        planes = np.pad(x.reshape((n * g,) + x.shape[2:]), pad)
+        y = K.depthwise_m1_2d(planes, np.tile(wg[:, 0], (n, 1)), win.kernel, win.strides,
+                              win.dilations, win.out, K.sgemm_k_stride(p, k))
+        return y.reshape(n, g, 1, p)
     cols = _conv_columns(x, win, group)                                      # (N, G, K, P)
-    for i in range(n):
-        if mg == 1 and not direct and mg <= p:
-            out[i, :, 0] = K.m1_groups(wg[:, 0], cols[i], K.sgemm_k_stride(p, k))
-            continue
-        for j in range(g):
-            if direct or mg > p:
-                out[i, j] = K.sgemm(wg[j], cols[i, j], threads=threads)
-                continue
-            segments = K.conv_segments(mg, p, k, threads) if n * g == 1 else [(0, p)]
-            for p0, p1 in segments:
-                out[i, j, :, p0:p1] = K.conv_gemm(wg[j], cols[i, j, :, p0:p1],
+    if mg == 1 and not direct:
+        y = K.m1_groups(np.tile(wg[:, 0], (n, 1)), cols.reshape(n * g, k, p), K.sgemm_k_stride(p, k))
+        return y.reshape(n, g, 1, p)
+    for j in range(g):
+        if direct or mg > p:
+            # one SGEMM per image (MlasGemm), the images' products computed together
+            out[:, j] = K.sgemm_stack(wg[j], cols[:, j], threads=threads)
+        elif n * g > 1:
+            # several images or groups: each image's segment is all of its outputs
+            out[:, j] = K.conv_gemm(wg[j], cols[:, j], K.sgemm_k_stride(p, k))
+        else:
+            for p0, p1 in K.conv_segments(mg, p, k, threads):
+                out[0, j, :, p0:p1] = K.conv_gemm(wg[j], cols[0, j, :, p0:p1],
                                                   K.sgemm_k_stride(p1 - p0, k))
     return out
 
