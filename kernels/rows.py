@@ -49,6 +49,7 @@ from .vec import (
     fma,
     horner,
     keep_first,
+    lane,
     lanes_max,
     load,
     load_first,
@@ -58,6 +59,7 @@ from .vec import (
     pow2_of_integer,
     pow2_of_rounded,
     splat,
+    square_halves,
     store,
     store_first,
     sub,
@@ -99,22 +101,31 @@ def _layer_norm_row(xr, yr, scale, bias, has_bias, eps, n):
         total += np.float64(xr[j])
     m = _F(total / n)
 
-    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = _F(0.0)
+    full16 = n - n % LANES
+    mv = splat(m)
+    acc = splat(_F(0.0))                     # lanes 0..7: MLAS's 8 lanes
+    for i in range(0, full16, LANES):
+        acc = square_halves(acc, sub(load(xr, i), mv))
     full = n - n % 8
-    for i in range(0, full, 8):
-        d0, d1, d2, d3 = xr[i] - m, xr[i + 1] - m, xr[i + 2] - m, xr[i + 3] - m
-        d4, d5, d6, d7 = xr[i + 4] - m, xr[i + 5] - m, xr[i + 6] - m, xr[i + 7] - m
-        a0, a1, a2, a3 = fma1(d0, d0, a0), fma1(d1, d1, a1), fma1(d2, d2, a2), fma1(d3, d3, a3)
-        a4, a5, a6, a7 = fma1(d4, d4, a4), fma1(d5, d5, a5), fma1(d6, d6, a6), fma1(d7, d7, a7)
-    sq = ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7))
+    if full > full16:                        # one more block of 8: the low half only
+        acc = square_halves(acc, keep_first(sub(load_first(xr, full16, 8, m), mv), 8))
+    sq = ((lane(acc, 0) + lane(acc, 4)) + (lane(acc, 2) + lane(acc, 6))) + \
+        ((lane(acc, 1) + lane(acc, 5)) + (lane(acc, 3) + lane(acc, 7)))
     for j in range(full, n):
         d = xr[j] - m
         sq = fma1(d, d, sq)
     inv = _ONE / np.sqrt(sq / _F(n) + eps)
 
-    for h in range(n):
-        t = (xr[h] - m) * inv
-        yr[h] = fma1(t, scale[h], bias[h]) if has_bias else t * scale[h]
+    iv = splat(inv)
+    tail = n - full16
+    for i in range(0, full16, LANES):
+        t = mul(sub(load(xr, i), mv), iv)
+        store(yr, i, fma(t, load(scale, i), load(bias, i)) if has_bias else mul(t, load(scale, i)))
+    if tail:
+        t = mul(sub(load_first(xr, full16, tail, m), mv), iv)
+        s_ = load_first(scale, full16, tail, _F(0.0))
+        y = fma(t, s_, load_first(bias, full16, tail, _F(0.0))) if has_bias else mul(t, s_)
+        store_first(yr, full16, tail, y)
     return m, inv
 
 

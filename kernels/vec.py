@@ -20,7 +20,7 @@ from numba.extending import intrinsic, models, register_model
 __all__ = ["LANES", "VEC", "splat", "load", "load_first", "store", "store_first", "add", "sub",
            "mul", "div", "maximum", "minimum", "keep_nan", "fma", "lanes_sum", "lanes_max",
            "lanes_min", "horner", "pow2_of_rounded", "pow2_of_integer", "zero_where_below",
-           "add_halves", "exp_scales", "keep_first", "mlas_fold"]
+           "add_halves", "exp_scales", "keep_first", "mlas_fold", "square_halves", "lane"]
 
 LANES = 16
 
@@ -357,3 +357,37 @@ def mlas_fold(typingctx, acc, wide):
         return builder.fadd(left, right)
 
     return types.float32(acc, wide), codegen
+
+
+@intrinsic
+def square_halves(typingctx, acc, d):
+    """8-lane sum of squares in a VEC: lanes k < 8 become fma(d[k + 8], d[k + 8], fma(d[k], d[k],
+    acc[k])) (the low half first, as an 8-lane SIMD loop meets them); lanes 8..15 stay 0."""
+    if not (acc == VEC and d == VEC):
+        return None
+
+    def codegen(context, builder, sig, args):
+        zero = ir.Constant(_LL_VEC, [0.0] * LANES)
+        half = LANES // 2
+        lo = builder.shuffle_vector(args[1], zero, ir.Constant(
+            _LL_IVEC, list(range(half)) + [LANES] * half))
+        hi = builder.shuffle_vector(args[1], zero, ir.Constant(
+            _LL_IVEC, list(range(half, LANES)) + [LANES] * half))
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(_LL_VEC, [_LL_VEC] * 3), f"llvm.fma.v{LANES}f32")
+        return builder.call(fn, [hi, hi, builder.call(fn, [lo, lo, args[0]])])
+
+    return VEC(acc, d), codegen
+
+
+@intrinsic
+def lane(typingctx, v, k):
+    """Lane ``k`` of v (a float32)."""
+    if not (v == VEC and isinstance(k, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.extract_element(args[0], builder.trunc(args[1], _LL_I32)
+                                       if sig.args[1].bitwidth > 32 else args[1])
+
+    return types.float32(v, k), codegen
