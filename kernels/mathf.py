@@ -75,23 +75,6 @@ def fma(typingctx, a, b, c):
 
 
 @intrinsic
-def pow2_from_rounded(typingctx, biased):
-    """For ``biased`` = t + 1.5 * 2^23 (t an integer the float32 sum rounded to): the float32 whose
-    bits are (bits(biased) << 23) + bits(1.0), i.e. 2^t for t in [-126, 127] (0 for t = -127),
-    as MLAS's AVX2 exp kernels build their scale factor."""
-    if biased != types.float32:
-        return None
-
-    def codegen(context, builder, signature, args):
-        i32 = ir.IntType(32)
-        bits = builder.shl(builder.bitcast(args[0], i32), ir.Constant(i32, 23))
-        bits = builder.add(bits, ir.Constant(i32, 0x3F800000))
-        return builder.bitcast(bits, ir.FloatType())
-
-    return types.float32(types.float32), codegen
-
-
-@intrinsic
 def bits_of(typingctx, x):
     """The int32 whose bits are float32 ``x``'s."""
     if x != types.float32:

@@ -34,13 +34,10 @@ makes the whole row NaN.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from numba import njit, prange, types
 
 from .mathf import fma as fma1
-from .mathf import pow2_from_rounded
 from .vec import (
     LANES,
     add,
@@ -225,9 +222,12 @@ _M_LOG2E, _M_LN2_HI, _M_LN2_LO = MLAS_EXP.LOG2E, MLAS_EXP.LN2_HI, MLAS_EXP.LN2_L
 _M_P0, _M_P1, _M_P2, _M_P3, _M_P4, _M_P5, _M_P6 = MLAS_EXP.POLY
 
 
+_M_POLY = (_M_P0, _M_P1, _M_P2, _M_P3, _M_P4, _M_P5, _M_P6)
+
+
 @njit(inline="always")
-def _mlas_exp_shifted(x, negmax, wide):
-    """e^(x + negmax) as MLAS's softmax kernels compute it (x + negmax <= 0):
+def _mlas_exp_shifted_vec(x, negmax, wide):
+    """e^(x + negmax) on 16 lanes, as MLAS's softmax kernels compute it (x + negmax <= 0):
 
         v = max(LOWER, x + negmax);  m = round(v / ln 2) by adding 1.5 * 2^23 in an fma
         r = v + m * LN2_HI + m * LN2_LO                  (two fmas)
@@ -237,31 +237,6 @@ def _mlas_exp_shifted(x, negmax, wide):
     ``wide`` (the AVX-512F kernel): LOWER = -103.97 and 2^m an exact scaling (vscalefps, so results
     reach the subnormals); otherwise (the AVX2/FMA3 kernel) LOWER = -88.38 and 2^m is built in
     the exponent bits ((biased << 23) + bits of 1.0), which gives 0 for m = -127."""
-    v = x + negmax
-    lower = _M_LOWER_WIDE if wide else _M_LOWER
-    if v < lower:
-        v = lower
-    biased = fma1(v, _M_LOG2E, _M_ROUND)
-    m = biased - _M_ROUND
-    v = fma1(m, _M_LN2_HI, v)
-    v = fma1(m, _M_LN2_LO, v)
-    p = fma1(_M_P0, v, _M_P1)
-    p = fma1(p, v, _M_P2)
-    p = fma1(p, v, _M_P3)
-    p = fma1(p, v, _M_P4)
-    p = fma1(p, v, _M_P5)
-    p = fma1(p, v, _M_P6)
-    if wide:
-        return _F(math.ldexp(np.float64(p), int(m)))     # exact in float64, rounded once
-    return p * pow2_from_rounded(biased)
-
-
-_M_POLY = (_M_P0, _M_P1, _M_P2, _M_P3, _M_P4, _M_P5, _M_P6)
-
-
-@njit(inline="always")
-def _mlas_exp_shifted_vec(x, negmax, wide):
-    """``_mlas_exp_shifted`` on 16 lanes (the same operations, lane by lane)."""
     v = add(x, negmax)
     v = maximum(splat(_M_LOWER_WIDE if wide else _M_LOWER), v)
     biased = fma(v, splat(_M_LOG2E), splat(_M_ROUND))
@@ -280,7 +255,7 @@ def _mlas_softmax_row(xr, yr, n, wide, log):
     """yr = softmax(xr) (``log``: log-softmax) as onnxruntime's MLAS kernels compute a row:
 
     * max over the row; negmax = -max (a NaN in the row makes it NaN whatever the max is);
-    * e_i = ``_mlas_exp_shifted(x_i, negmax)``; the sum in lanes: lane k adds e_k, e_(k + L),
+    * e_i = ``_mlas_exp_shifted_vec(x_i, negmax)``; the sum in lanes: lane k adds e_k, e_(k + L),
       ... left to right, L = 16 (``wide``, AVX-512F) or 8 (AVX2/FMA3); the 16 lanes are first
       folded to 8 (lane k + lane k + 8); then ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7));
     * softmax: y_i = e_i * (1 / sum); log-softmax: y_i = (x_i + negmax) - log(sum) with the C

@@ -284,6 +284,16 @@ def pow2_of_integer(typingctx, m):
     return VEC(m), codegen
 
 
+def _split_halves(builder, v):
+    """(lanes 0..7 of v, lanes 8..15 of v), each moved to lanes 0..7 of a VEC whose lanes 8..15
+    are 0."""
+    zero = ir.Constant(_LL_VEC, [0.0] * LANES)
+    half = LANES // 2
+    lo = builder.shuffle_vector(v, zero, ir.Constant(_LL_IVEC, list(range(half)) + [LANES] * half))
+    hi = builder.shuffle_vector(v, zero, ir.Constant(_LL_IVEC, list(range(half, LANES)) + [LANES] * half))
+    return lo, hi
+
+
 @intrinsic
 def add_halves(typingctx, acc, v):
     """8-lane accumulation in a VEC: lanes k < 8 become (acc[k] + v[k]) + v[k + 8] (the low half
@@ -292,12 +302,7 @@ def add_halves(typingctx, acc, v):
         return None
 
     def codegen(context, builder, sig, args):
-        zero = ir.Constant(_LL_VEC, [0.0] * LANES)
-        half = LANES // 2
-        lo = builder.shuffle_vector(args[1], zero, ir.Constant(
-            _LL_IVEC, list(range(half)) + [LANES] * half))
-        hi = builder.shuffle_vector(args[1], zero, ir.Constant(
-            _LL_IVEC, list(range(half, LANES)) + [LANES] * half))
+        lo, hi = _split_halves(builder, args[1])
         return builder.fadd(builder.fadd(args[0], lo), hi)
 
     return VEC(acc, v), codegen
@@ -367,12 +372,7 @@ def square_halves(typingctx, acc, d):
         return None
 
     def codegen(context, builder, sig, args):
-        zero = ir.Constant(_LL_VEC, [0.0] * LANES)
-        half = LANES // 2
-        lo = builder.shuffle_vector(args[1], zero, ir.Constant(
-            _LL_IVEC, list(range(half)) + [LANES] * half))
-        hi = builder.shuffle_vector(args[1], zero, ir.Constant(
-            _LL_IVEC, list(range(half, LANES)) + [LANES] * half))
+        lo, hi = _split_halves(builder, args[1])
         fn = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(_LL_VEC, [_LL_VEC] * 3), f"llvm.fma.v{LANES}f32")
         return builder.call(fn, [hi, hi, builder.call(fn, [lo, lo, args[0]])])
