@@ -185,3 +185,11 @@ def one_thread(fn, *args, **kwargs):
         return fn(*args, **kwargs)
     finally:
         set_(n)
+
+
+def sized_threads(size, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)``, on the calling thread alone below ``SERIAL_BELOW`` elements
+    (the same bits either way; see ``one_thread``)."""
+    if size >= SERIAL_BELOW:
+        return fn(*args, **kwargs)
+    return one_thread(fn, *args, **kwargs)

@@ -30,7 +30,7 @@ from ._common import (
     np_dtype,
     onnx_elem_type,
 )
-from ._kernels import SERIAL_BELOW, K, one_thread
+from ._kernels import K, sized_threads
 
 _erf_impl = None
 
@@ -420,7 +420,7 @@ def exp(x, *, consumed_inputs=None, ctx=None):
     AVX-512F or AVX2/FMA3 kernel as this CPU makes onnxruntime pick); otherwise NumPy's exp."""
     if x.dtype == np.float32 and (ctx is None or ctx.numerics != "spec"):
         wide = mlas_wide_kernels()
-        return K.exp_f32(x, wide) if x.size >= SERIAL_BELOW else one_thread(K.exp_f32, x, wide)
+        return sized_threads(x.size, K.exp_f32, x, wide)
     return _unary(np.exp, x)
 
 
@@ -431,7 +431,7 @@ def log(x, *, consumed_inputs=None, ctx=None):
     float32 in "ort" numerics: onnxruntime's log (``kernels.activations.log_f32``: Eigen's
     rational approximation, without fused multiply-adds), bit for bit; otherwise NumPy's log."""
     if x.dtype == np.float32 and (ctx is None or ctx.numerics != "spec"):
-        return K.log_f32(x) if x.size >= SERIAL_BELOW else one_thread(K.log_f32, x)
+        return sized_threads(x.size, K.log_f32, x)
     return _unary(np.log, x)
 
 
@@ -444,7 +444,7 @@ def erf(x, *, ctx):
     by a Numba kernel (``kernels/mathf.py``).  Otherwise (and for float64) computed in float64
     and rounded once."""
     if ctx.numerics == "ort" and compute_dtype(x.dtype) == np.float32:
-        y = K.erf_f32(x) if x.size >= SERIAL_BELOW else one_thread(K.erf_f32, x)
+        y = sized_threads(x.size, K.erf_f32, x)
         return _result(y, x.dtype)
     return _result(_erf64(x.astype(np.float64)), x.dtype)
 
@@ -519,7 +519,7 @@ def tanh(x, *, consumed_inputs=None, ctx=None):
     (``kernels.activations.tanh_f32``, bit for bit with onnxruntime, within 4 ULP of tanh);
     otherwise NumPy's tanh."""
     if x.dtype == np.float32 and (ctx is None or ctx.numerics != "spec"):
-        return K.tanh_f32(x) if x.size >= SERIAL_BELOW else one_thread(K.tanh_f32, x)
+        return sized_threads(x.size, K.tanh_f32, x)
     return _unary(np.tanh, x)
 
 
@@ -639,7 +639,7 @@ def sigmoid(x, *, consumed_inputs=None, ctx=None):
     X clamped to [-18, 18], a rational polynomial; bit for bit with onnxruntime, so 0 for
     X < -18 where the exact value is about 1.5e-8); otherwise computed from e^-X."""
     if x.dtype == np.float32 and (ctx is None or ctx.numerics != "spec"):
-        return K.logistic_f32(x) if x.size >= SERIAL_BELOW else one_thread(K.logistic_f32, x)
+        return sized_threads(x.size, K.logistic_f32, x)
     return _unary(_sigmoid, x)
 
 
@@ -718,7 +718,7 @@ def gelu(x, *, approximate="none", ctx=None):
         else:
             k0 = f(math.sqrt(2 / math.pi))
             inner, fn = x * (k0 + (k0 * f(0.044715)) * x * x), K.tanh_f32
-        t = fn(inner) if x.size >= SERIAL_BELOW else one_thread(fn, inner)
+        t = sized_threads(x.size, fn, inner)
         return f(0.5) * x * (f(1) + t)
     if approximate == "none":
         return _unary(lambda v: 0.5 * v * (1 + _erf64(v / math.sqrt(2)).astype(v.dtype)), x)

@@ -29,7 +29,7 @@ from onnx import TensorProto
 
 from ..registry import op
 from ._common import normalize_axis, np_dtype, once_per_session, onnx_elem_type, window_geometry
-from ._kernels import SERIAL_BELOW, K, one_thread
+from ._kernels import K, sized_threads
 from .elementwise import cast_array
 
 # ---------------------------------------------------------------- quantized types
@@ -125,14 +125,6 @@ def _round_saturate(q, zp, qmin, qmax, container):
     return y.astype(container)
 
 
-def _small_on_one_thread(size, kernel, *args, **kwargs):
-    """``kernel(*args, **kwargs)``, on the calling thread alone below ``SERIAL_BELOW`` elements
-    (the same bits; see ``refrt.ops._kernels.one_thread``)."""
-    if size >= SERIAL_BELOW:
-        return kernel(*args, **kwargs)
-    return one_thread(kernel, *args, **kwargs)
-
-
 # ---------------------------------------------------------------- QuantizeLinear
 
 def quantize(x, scale, zp=None, *, axis=1, block_size=0, out_dtype=None, saturate=1,
@@ -171,9 +163,9 @@ def quantize(x, scale, zp=None, *, axis=1, block_size=0, out_dtype=None, saturat
         qmin, qmax, container = _INT_TYPES[out_dtype]
         zc = None if zp is None else zp.astype(container)
         if prec == _F32:
-            y = _small_on_one_thread(x.size, K.quantize_linear, x, scale.astype(np.float32), zc,
-                                     axis=1 if axis is None else axis, qmin=qmin, qmax=qmax,
-                                     out_dtype=container, block_size=block_size)
+            y = sized_threads(x.size, K.quantize_linear, x, scale.astype(np.float32), zc,
+                              axis=1 if axis is None else axis, qmin=qmin, qmax=qmax,
+                              out_dtype=container, block_size=block_size)
         else:
             q = _divide(x, scale, axis, block_size, prec)
             ze = None if zc is None else _expand(zc, x.shape, axis, block_size)
@@ -271,10 +263,10 @@ def dequantize(x, scale, zp=None, *, axis=1, block_size=0, out_dtype=None,
     narrow = round_operands and out_dtype != _F32
     if is_int and not narrow:
         container = np.dtype(np.int32) if x.dtype == np.dtype(np.int32) else _INT_TYPES[x.dtype][2]
-        y = _small_on_one_thread(x.size, K.dequantize_linear, x.astype(container, copy=False),
-                                 scale.astype(np.float32),
-                                 None if zp is None else zp.astype(container),
-                                 axis=1 if axis is None else axis, block_size=block_size)
+        y = sized_threads(x.size, K.dequantize_linear, x.astype(container, copy=False),
+                          scale.astype(np.float32),
+                          None if zp is None else zp.astype(container),
+                          axis=1 if axis is None else axis, block_size=block_size)
         with np.errstate(over="ignore"):
             return y.astype(out_dtype, copy=False)
     s = _expand(scale, x.shape, axis, block_size).astype(np.float32)
