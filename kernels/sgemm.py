@@ -93,16 +93,16 @@ def column_segments(m: int, n: int, k: int, threads: int = 1, batch: int = 1) ->
 
 
 def _k_blocked(a, b, stride, init, block_product):
-    """a [M, K] @ b [K, N]: K blocks of ``stride``, each a fresh chain of fused multiply-adds
-    from 0 (``block_product``, a stack product such as ``fgemm.batched_matmul_f32``), added in
-    turn to ``init`` (or stored, for the first block without one)."""
-    m, k = a.shape
-    c = None if init is None else np.array(init, dtype=_F, copy=True)
-    for k0 in range(0, k, stride):
-        block = block_product(a[None, :, k0:k0 + stride], b[None, k0:k0 + stride, :])[0]
+    """a [M, K] @ each matrix of a stack b [S, K, N] -> [S, M, N]: K blocks of ``stride``, each a
+    fresh chain of fused multiply-adds from 0 (``block_product``, a stack product such as
+    ``fgemm.batched_matmul_f32``), added in turn to ``init`` [M, N] (or stored, for the first
+    block without one)."""
+    c = init
+    for k0 in range(0, a.shape[1], stride):
+        block = block_product(a[None, :, k0:k0 + stride], b[:, k0:k0 + stride])
         c = block if c is None else c + block
     if c is None:
-        c = np.zeros((m, b.shape[1]), _F)
+        c = np.zeros((b.shape[0], a.shape[0], b.shape[2]), _F)
     return c
 
 
@@ -196,8 +196,8 @@ def sgemm(a, b, init=None, *, trans_a: bool = False, trans_b: bool = False, pack
     out = np.empty((m, n), _F)
     for n0, n1 in column_segments(m, n, k, threads, batch):
         stride = k_stride(n1 - n0, k, trans_a, packed)
-        out[:, n0:n1] = _k_blocked(a_mk, b_kn[:, n0:n1], stride,
-                                   None if init is None else init[:, n0:n1], block_product)
+        out[:, n0:n1] = _k_blocked(a_mk, b_kn[None, :, n0:n1], stride,
+                                   None if init is None else init[:, n0:n1], block_product)[0]
     return out
 
 
@@ -234,17 +234,14 @@ def conv_gemm(w, cols, stride_k: int, block_product=None) -> np.ndarray:
     stack = cols.ndim == 3
     c3 = cols if stack else cols[None]
     f, k = w.shape
-    c = None
-    for k0 in range(0, k, stride_k):
-        if f == 1:
-            step = _m1(w[0, k0:k0 + stride_k], np.moveaxis(c3[:, k0:k0 + stride_k], 1, 0),
-                       None if c is None else c[:, 0])
-            c = step[:, None]
-        else:
-            block = block_product(w[None, :, k0:k0 + stride_k], c3[:, k0:k0 + stride_k])
-            c = block if c is None else c + block
-    if c is None:
-        c = np.zeros((c3.shape[0], f, cols.shape[-1]), _F)
+    if f == 1:
+        c = None
+        for k0 in range(0, k, stride_k):
+            c = _m1(w[0, k0:k0 + stride_k], np.moveaxis(c3[:, k0:k0 + stride_k], 1, 0), c)
+        c = np.zeros((c3.shape[0], cols.shape[-1]), _F) if c is None else c
+        c = c[:, None]
+    else:
+        c = _k_blocked(w, c3, stride_k, None, block_product)
     return c if stack else c[0]
 
 
@@ -265,12 +262,7 @@ def sgemm_stack(a, b, *, threads: int = 1, block_product=None) -> np.ndarray:
         return _m1_transposed_b(b[:, :, 0], a, None)[:, :, None]
     out = np.empty((s_, m, n), _F)
     for n0, n1 in column_segments(m, n, k, threads):
-        stride = k_stride(n1 - n0, k)
-        c = None
-        for k0 in range(0, k, stride):
-            block = block_product(a[None, :, k0:k0 + stride], b[:, k0:k0 + stride, n0:n1])
-            c = block if c is None else c + block
-        out[:, :, n0:n1] = c
+        out[:, :, n0:n1] = _k_blocked(a, b[:, :, n0:n1], k_stride(n1 - n0, k), None, block_product)
     return out
 
 
