@@ -73,24 +73,20 @@ def explain_qlinear_add(ctx: Context):
                                          f"rB = B_scale / C_scale = {fmt_exact(rb)}"])
     from ..ops.contrib_quant import _a_is_span_scalar  # loads Numba: only when needed
     swapped = _a_is_span_scalar(a.shape, b.shape, ctx.out.shape)
-    if not swapped:
-        t = round_f32(exact(rb) * zb)
-        fixed = round_f32(zc - exact(fma32(ra, F32(za), t)))
-        inner = fma32(F32(bv), rb, fixed)
-        v = fma32(F32(av), ra, inner)
-        lines = [f"rB * B_zp = {fmt(t)};  F = C_zp - fma(rA, A_zp, that) = {zc} - "
-                 f"{fmt(fma32(ra, F32(za), t))} = {fmt(fixed)}",
-                 f"fma(B, rB, F) = {bv} * {fmt(rb)} + {fmt(fixed)} = {fmt(inner)}",
-                 f"fma(A, rA, that) = {av} * {fmt(ra)} + {fmt(inner)} = {fmt_exact(v)}"]
-    else:
-        t = round_f32(exact(ra) * za)
-        fixed = round_f32(zc - exact(fma32(rb, F32(zb), t)))
-        inner = fma32(F32(av), ra, fixed)
-        v = fma32(F32(bv), rb, inner)
-        lines = [f"rA * A_zp = {fmt(t)};  F = C_zp - fma(rB, B_zp, that) = {zc} - "
-                 f"{fmt(fma32(rb, F32(zb), t))} = {fmt(fixed)}",
-                 f"fma(A, rA, F) = {av} * {fmt(ra)} + {fmt(fixed)} = {fmt(inner)}",
-                 f"fma(B, rB, that) = {bv} * {fmt(rb)} + {fmt(inner)} = {fmt_exact(v)}"]
+    # onnxruntime folds the second operand's zero point into the constant and adds the
+    # second operand first; with `swapped`, B is the first operand and A the second
+    first, second = ("A", av, ra, za), ("B", bv, rb, zb)
+    if swapped:
+        first, second = second, first
+    (n1, x1, r1, z1), (n2, x2, r2, z2) = first, second
+    t = round_f32(exact(r2) * z2)
+    fixed = round_f32(zc - exact(fma32(r1, F32(z1), t)))
+    inner = fma32(F32(x2), r2, fixed)
+    v = fma32(F32(x1), r1, inner)
+    lines = [f"r{n2} * {n2}_zp = {fmt(t)};  F = C_zp - fma(r{n1}, {n1}_zp, that) = {zc} - "
+             f"{fmt(fma32(r1, F32(z1), t))} = {fmt(fixed)}",
+             f"fma({n2}, r{n2}, F) = {x2} * {fmt(r2)} + {fmt(fixed)} = {fmt(inner)}",
+             f"fma({n1}, r{n1}, that) = {x1} * {fmt(r1)} + {fmt(inner)} = {fmt_exact(v)}"]
     ctx.step("onnxruntime's float32 formula with fused multiply-adds", lines, value=v,
              note=("A is a scalar per span of the broadcast: onnxruntime swaps the operands"
                    if swapped else "each fma rounds once (MLAS's AVX2 kernel)"))

@@ -46,6 +46,16 @@ def param_at(param, x_shape, axis, block_size, at) -> tuple:
 
 # ---------------------------------------------------------------- QuantizeLinear
 
+def _element_and_params(ctx: Context) -> tuple:
+    """x, its element at ``ctx.at`` and the (value, where) of the scale and of the zero point
+    that apply to it (QuantizeLinear's and DequantizeLinear's inputs 0, 1, 2)."""
+    x = ctx.input(0)
+    axis = 1 if ctx.attrs.get("axis") is None else ctx.attrs["axis"]
+    block = ctx.attrs.get("block_size", 0) or 0
+    return (x, x[ctx.at], param_at(ctx.input(1), x.shape, axis, block, ctx.at),
+            param_at(ctx.input(2), x.shape, axis, block, ctx.at))
+
+
 def _division_dtype(ctx: Context, scale) -> tuple[np.dtype, str]:
     """The dtype refrt divides in, and why (the "ort"/"spec" rule of QuantizeLinear)."""
     if ctx.node.domain == "com.microsoft":
@@ -67,13 +77,8 @@ def _division_dtype(ctx: Context, scale) -> tuple[np.dtype, str]:
 @explains("QuantizeLinear")
 @explains("QuantizeLinear", domain="com.microsoft")
 def explain_quantize_linear(ctx: Context):
-    x, scale, zp = ctx.input(0), ctx.input(1), ctx.input(2)
-    axis = ctx.attrs.get("axis") if ctx.attrs.get("axis") is not None else 1
-    block = ctx.attrs.get("block_size", 0) or 0
+    x, xv, (s, s_where), (z, z_where) = _element_and_params(ctx)
     out_dtype = ctx.out.dtype
-    xv = x[ctx.at]
-    s, s_where = param_at(scale, x.shape, axis, block, ctx.at)
-    z, z_where = param_at(zp, x.shape, axis, block, ctx.at)
     zi = 0 if z is None else int(z) if np.asarray(z).dtype.kind in "iu" else z
     ctx.step("the element and its quantization parameters", [
         f"x{list(ctx.at)} = {fmt_exact(xv)}  ({x.dtype.name})",
@@ -81,7 +86,7 @@ def explain_quantize_linear(ctx: Context):
         f"zero point = {fmt(zi) if z is not None else '0 (absent)'}  "
         f"({out_dtype.name}{'' if z is None else ', ' + z_where})"], value=xv)
 
-    div_dtype, why = _division_dtype(ctx, scale)
+    div_dtype, why = _division_dtype(ctx, ctx.input(1))
     qr = qrange(out_dtype)
     if div_dtype == np.float32:
         xf, sf = F32(xv), F32(s)
@@ -162,13 +167,8 @@ def _quantize_float(ctx: Context, q, z, out_dtype):
 @explains("DequantizeLinear")
 @explains("DequantizeLinear", domain="com.microsoft")
 def explain_dequantize_linear(ctx: Context):
-    x, scale, zp = ctx.input(0), ctx.input(1), ctx.input(2)
-    axis = ctx.attrs.get("axis") if ctx.attrs.get("axis") is not None else 1
-    block = ctx.attrs.get("block_size", 0) or 0
+    x, xv, (s, s_where), (z, z_where) = _element_and_params(ctx)
     out_dtype = ctx.out.dtype
-    xv = x[ctx.at]
-    s, s_where = param_at(scale, x.shape, axis, block, ctx.at)
-    z, z_where = param_at(zp, x.shape, axis, block, ctx.at)
     ctx.step("the element and its quantization parameters", [
         f"x{list(ctx.at)} = {fmt(xv)}  ({x.dtype.name})",
         f"scale = {fmt_exact(s)}  ({np.asarray(s).dtype.name}, {s_where})",

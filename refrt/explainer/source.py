@@ -57,19 +57,16 @@ def locate_name(role: str, dotted: str, detail: str = "") -> CodeRef | None:
 
 # op (domain, type) -> [(role, "module:function", detail)], in the order the work happens
 _K = "refrt.kernels"
+_QUANTIZE = [("kernel", f"{_K}.quantize:_quantize_kernel", "float32 division, clamp, rint, + zp"),
+             ("twin", f"{_K}.twins:quantize_linear_twin", "")]
+_DEQUANTIZE = [("kernel", f"{_K}.quantize:_dequantize_kernel", "float32(x - zp) * scale"),
+               ("twin", f"{_K}.twins:dequantize_linear_twin", "")]
+
 KERNELS = {
-    ("ai.onnx", "QuantizeLinear"): [
-        ("kernel", f"{_K}.quantize:_quantize_kernel", "float32 division, clamp, rint, + zp"),
-        ("twin", f"{_K}.twins:quantize_linear_twin", "")],
-    ("com.microsoft", "QuantizeLinear"): [
-        ("kernel", f"{_K}.quantize:_quantize_kernel", "float32 division, clamp, rint, + zp"),
-        ("twin", f"{_K}.twins:quantize_linear_twin", "")],
-    ("ai.onnx", "DequantizeLinear"): [
-        ("kernel", f"{_K}.quantize:_dequantize_kernel", "float32(x - zp) * scale"),
-        ("twin", f"{_K}.twins:dequantize_linear_twin", "")],
-    ("com.microsoft", "DequantizeLinear"): [
-        ("kernel", f"{_K}.quantize:_dequantize_kernel", "float32(x - zp) * scale"),
-        ("twin", f"{_K}.twins:dequantize_linear_twin", "")],
+    ("ai.onnx", "QuantizeLinear"): _QUANTIZE,
+    ("com.microsoft", "QuantizeLinear"): _QUANTIZE,
+    ("ai.onnx", "DequantizeLinear"): _DEQUANTIZE,
+    ("com.microsoft", "DequantizeLinear"): _DEQUANTIZE,
     ("ai.onnx", "DynamicQuantizeLinear"): [
         ("kernel", f"{_K}.quantize:_range_kernel", "min and max of x"),
         ("kernel", f"{_K}.quantize:_dynamic_params", "scale and zero point"),
