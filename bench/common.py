@@ -453,6 +453,30 @@ def measure(fns: dict, repeats: int = 7, warmup: int = 2, min_sample: float = 0.
 # --------------------------------------------------------------------------- formatting
 
 
+def profile_runs(sess, feed, runs: int, category) -> tuple[dict, list]:
+    """``runs`` calls of ``sess.run(None, feed)`` under cProfile: ({category: own seconds},
+    [(own s, cumulative s, calls, "file:line function")] largest own time first), where
+    ``category(filename, function)`` names a function's group and files are shown relative to
+    the repository or to site-packages."""
+    import cProfile
+    import pstats
+
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(runs):
+        sess.run(None, feed)
+    prof.disable()
+    by_cat, entries = {}, []
+    root = str(ROOT) + "/"
+    for (filename, line, func), (_, nc, tt, ct, _) in pstats.Stats(prof).stats.items():
+        cat = category(filename, func)
+        by_cat[cat] = by_cat.get(cat, 0.0) + tt
+        where = filename.replace(root, "").split("site-packages/")[-1] if filename != "~" else ""
+        entries.append((tt, ct, nc, f"{where}:{line} {func}" if where else func))
+    entries.sort(reverse=True)
+    return by_cat, entries
+
+
 def fmt_time(seconds: float) -> str:
     if seconds >= 1:
         return f"{seconds:.2f} s"

@@ -11,8 +11,6 @@ nodes). Then refrt's run is profiled with cProfile and the top entries are repor
 
 from __future__ import annotations
 
-import cProfile
-import pstats
 import sys
 from pathlib import Path
 
@@ -65,26 +63,10 @@ def _category(filename: str, func: str) -> str:
 
 
 def profile_refrt(sess, feed, runs: int):
-    prof = cProfile.Profile()
-    prof.enable()
-    for _ in range(runs):
-        sess.run(None, feed)
-    prof.disable()
-    stats = pstats.Stats(prof)
+    by_cat, entries = C.profile_runs(sess, feed, runs, _category)
     total_nodes = runs * N_NODES
-    rows, by_cat = [], {}
-    entries = []
-    for (filename, line, func), (cc, nc, tt, ct, _) in stats.stats.items():
-        entries.append((tt, ct, nc, filename, line, func))
-        cat = _category(filename, func)
-        by_cat[cat] = by_cat.get(cat, 0.0) + tt
-    entries.sort(reverse=True)
-    root = str(C.ROOT) + "/"
-    for tt, ct, nc, filename, line, func in entries[:14]:
-        where = filename.replace(root, "") if filename != "~" else ""
-        name = f"{where}:{line} {func}" if where else func
-        rows.append([f"`{name}`", f"{nc / total_nodes:.2f}", f"{tt / total_nodes * 1e6:.2f}",
-                     f"{ct / total_nodes * 1e6:.2f}"])
+    rows = [[f"`{name}`", f"{nc / total_nodes:.2f}", f"{tt / total_nodes * 1e6:.2f}",
+             f"{ct / total_nodes * 1e6:.2f}"] for tt, ct, nc, name in entries[:14]]
     total = sum(by_cat.values())
     cats = [[c, f"{t / total_nodes * 1e6:.2f}", f"{100 * t / total:.0f} %"]
             for c, t in sorted(by_cat.items(), key=lambda kv: -kv[1])]

@@ -23,10 +23,8 @@ split by where it goes.
 from __future__ import annotations
 
 import argparse
-import cProfile
 import json
 import os
-import pstats
 import subprocess
 import sys
 from pathlib import Path
@@ -121,27 +119,12 @@ def _category(filename: str, func: str) -> str:
 
 
 def profile(sess, feed, runs: int) -> tuple[list, list, float]:
-    prof = cProfile.Profile()
-    prof.enable()
-    for _ in range(runs):
-        sess.run(None, feed)
-    prof.disable()
-    stats = pstats.Stats(prof)
-    by_cat, entries = {}, []
-    for (filename, line, func), (cc, nc, tt, ct, _) in stats.stats.items():
-        entries.append((tt, ct, nc, filename, line, func))
-        cat = _category(filename, func)
-        by_cat[cat] = by_cat.get(cat, 0.0) + tt
-    entries.sort(reverse=True)
+    by_cat, entries = C.profile_runs(sess, feed, runs, _category)
     total = sum(by_cat.values())
     cats = [[c, f"{t / runs * 1e3:.3f}", f"{100 * t / total:.0f} %"]
             for c, t in sorted(by_cat.items(), key=lambda kv: -kv[1])]
-    root = str(C.ROOT) + "/"
-    top = []
-    for tt, ct, nc, filename, line, func in entries[:12]:
-        where = filename.replace(root, "").split("site-packages/")[-1] if filename != "~" else ""
-        name = f"{where}:{line} {func}" if where else func
-        top.append([f"`{name}`", f"{nc / runs:.0f}", f"{tt / runs * 1e3:.3f}", f"{ct / runs * 1e3:.3f}"])
+    top = [[f"`{name}`", f"{nc / runs:.0f}", f"{tt / runs * 1e3:.3f}", f"{ct / runs * 1e3:.3f}"]
+           for tt, ct, nc, name in entries[:12]]
     return cats, top, total / runs
 
 
