@@ -59,6 +59,18 @@ def _out_size(size, k, pad_begin, pad_end, stride, dilation):
     return (size + pad_begin + pad_end - dilation * (k - 1) - 1) // stride + 1
 
 
+def _conv_geometry(x, w, group, pads, strides, dilations):
+    """(pads, strides, dilations with their defaults, output spatial sizes, channels per group,
+    filters per group) of a convolution of x [N, C, *spatial] with w [M, C / group, *kernel]."""
+    nd = x.ndim - 2
+    pads = list(pads) if pads is not None else [0] * (2 * nd)
+    strides = list(strides) if strides is not None else [1] * nd
+    dilations = list(dilations) if dilations is not None else [1] * nd
+    out = [_out_size(x.shape[2 + d], w.shape[2 + d], pads[d], pads[d + nd], strides[d], dilations[d])
+           for d in range(nd)]
+    return pads, strides, dilations, out, x.shape[1] // group, w.shape[0] // group
+
+
 def im2col_int8_twin(x, kernel_shape, pads, strides, dilations, x_zp=0):
     """Pad x [C, *spatial] with x_zp, then take one strided slice per kernel offset.
 
@@ -80,15 +92,10 @@ def conv_int8_twin(x, w, x_zp=0, w_zp=0, group=1, pads=None, strides=None, dilat
     """Direct convolution in int64: for every kernel offset, add w[:, :, offset] times the
     matching strided window of the zero-point-shifted, zero-padded input.  Wrapped to int32."""
     nd = x.ndim - 2
-    pads = pads or [0] * (2 * nd)
-    strides = strides or [1] * nd
-    dilations = dilations or [1] * nd
+    pads, strides, dilations, out_shape, cg, mg = _conv_geometry(x, w, group, pads, strides, dilations)
     xs = np.pad(x.astype(np.int64) - int(x_zp), [(0, 0), (0, 0)] + [(pads[d], pads[d + nd]) for d in range(nd)])
     ws = w.astype(np.int64) - _column(w_zp, w.shape[0]).reshape((-1,) + (1,) * (nd + 1))
     n, m = x.shape[0], w.shape[0]
-    cg, mg = x.shape[1] // group, m // group
-    out_shape = [_out_size(x.shape[2 + d], w.shape[2 + d], pads[d], pads[d + nd], strides[d], dilations[d])
-                 for d in range(nd)]
     y = np.zeros([n, m] + out_shape, dtype=np.int64)
     for g in range(group):
         for offset in np.ndindex(*w.shape[2:]):
@@ -175,17 +182,12 @@ def conv_u8s8_avx2_saturating_twin(x, w, x_zp=0, w_zp=0, group=1, pads=None, str
     tap-major (k = r * Cg + c), raw products summed in pairs saturated to int16, zero points
     folded in exactly afterwards; depthwise groups exact when the weight zero point is one value."""
     nd = x.ndim - 2
-    pads = list(pads) if pads is not None else [0] * (2 * nd)
-    strides = list(strides) if strides is not None else [1] * nd
-    dilations = list(dilations) if dilations is not None else [1] * nd
+    pads, strides, dilations, out, cg, mg = _conv_geometry(x, w, group, pads, strides, dilations)
     n, c = x.shape[:2]
     m = w.shape[0]
-    cg, mg = c // group, m // group
     wz = np.broadcast_to(np.asarray(0 if w_zp is None else w_zp, np.int64).reshape(-1), (m,))
     xp = np.pad(x.astype(np.int64), [(0, 0), (0, 0)] + [(pads[d], pads[d + nd]) for d in range(nd)],
                 constant_values=int(x_zp))
-    out = [(x.shape[2 + d] + pads[d] + pads[d + nd] - dilations[d] * (w.shape[2 + d] - 1) - 1) // strides[d] + 1
-           for d in range(nd)]
     taps = []
     for offset in np.ndindex(*w.shape[2:]):
         index = tuple(slice(offset[d] * dilations[d], offset[d] * dilations[d] + (out[d] - 1) * strides[d] + 1,
@@ -313,16 +315,9 @@ def conv_integer_s8u8_avx2_saturating_twin(x, w, x_zp=0, w_zp=0, group=1, pads=N
     A = the weights [Mg, Cg * KK] (k = c * KK + r), B = im2col of x [Cg * KK, L] (padding read as
     x_zp), C = A @ B with each pair of raw byte products saturated to int16
     (``gemm_u8s8_avx2_saturating_twin``: the weights' zero points per row, x's for every column)."""
-    nd = x.ndim - 2
-    pads = list(pads) if pads is not None else [0] * (2 * nd)
-    strides = list(strides) if strides is not None else [1] * nd
-    dilations = list(dilations) if dilations is not None else [1] * nd
-    n, c = x.shape[:2]
-    m = w.shape[0]
-    cg, mg = c // group, m // group
+    pads, strides, dilations, out, cg, mg = _conv_geometry(x, w, group, pads, strides, dilations)
+    n, m = x.shape[0], w.shape[0]
     wz = _column(0 if w_zp is None else w_zp, m)
-    out = [_out_size(x.shape[2 + d], w.shape[2 + d], pads[d], pads[d + nd], strides[d], dilations[d])
-           for d in range(nd)]
     w_rows = w.reshape(group, mg, -1)
     y = np.empty((n, m) + tuple(out), dtype=np.int32)
     for i in range(n):
