@@ -107,6 +107,27 @@ def _check_shape(name, arr, expected):
         raise ValueError(f"{name} has shape {tuple(arr.shape)}, expected {tuple(expected)}")
 
 
+def _checked_lengths(x, w, r, b, sequence_lens, initial_states, n_gates, num_dir, hidden_size):
+    """Check a layer's operands against X [seq, batch, input] (time-major) and R's hidden size
+    H; returns the sequence lengths [batch] as int64 (all ``seq`` without ``sequence_lens``)."""
+    seq_len, batch, input_size = x.shape
+    H = r.shape[-1]
+    if hidden_size is not None and hidden_size != H:
+        raise ValueError(f"hidden_size={hidden_size} does not match R's last dimension {H}")
+    _check_shape("W", w, (num_dir, n_gates * H, input_size))
+    _check_shape("R", r, (num_dir, n_gates * H, H))
+    _check_shape("B", b, (num_dir, 2 * n_gates * H))
+    for i, s in enumerate(initial_states):
+        _check_shape("initial_c" if i else "initial_h", s, (num_dir, batch, H))
+    if sequence_lens is None:
+        return np.full(batch, seq_len, dtype=np.int64)
+    lens = np.asarray(sequence_lens).astype(np.int64).reshape(-1)
+    _check_shape("sequence_lens", lens, (batch,))
+    if ((lens < 0) | (lens > seq_len)).any():
+        raise ValueError(f"sequence_lens {lens.tolist()} must lie in [0, {seq_len}]")
+    return lens
+
+
 def _recurrent(step, n_gates, default_activations, x, w, r, b, sequence_lens, initial_states, *,
                hidden_size, direction, layout, activations, activation_alpha, activation_beta,
                clip):
@@ -127,21 +148,7 @@ def _recurrent(step, n_gates, default_activations, x, w, r, b, sequence_lens, in
         initial_states = [None if s is None else s.swapaxes(0, 1) for s in initial_states]
     seq_len, batch, input_size = x.shape
     H = r.shape[-1]
-    if hidden_size is not None and hidden_size != H:
-        raise ValueError(f"hidden_size={hidden_size} does not match R's last dimension {H}")
-    _check_shape("W", w, (num_dir, n_gates * H, input_size))
-    _check_shape("R", r, (num_dir, n_gates * H, H))
-    _check_shape("B", b, (num_dir, 2 * n_gates * H))
-    for i, s in enumerate(initial_states):
-        _check_shape("initial_c" if i else "initial_h", s, (num_dir, batch, H))
-
-    if sequence_lens is None:
-        lens = np.full(batch, seq_len, dtype=np.int64)
-    else:
-        lens = np.asarray(sequence_lens).astype(np.int64).reshape(-1)
-        _check_shape("sequence_lens", lens, (batch,))
-        if ((lens < 0) | (lens > seq_len)).any():
-            raise ValueError(f"sequence_lens {lens.tolist()} must lie in [0, {seq_len}]")
+    lens = _checked_lengths(x, w, r, b, sequence_lens, initial_states, n_gates, num_dir, hidden_size)
 
     out_dtype, ct = x.dtype, compute_dtype(x.dtype)
     x, w, r = (a.astype(ct, copy=False) for a in (x, w, r))
@@ -334,21 +341,8 @@ def _ort_layers(kind, x, w, r, b, sequence_lens, initial_states, ctx, *, activat
     H = r.shape[-1]
     if seq == 0 or batch == 0 or input_size == 0 or H == 0:
         return None
-    if hidden_size is not None and hidden_size != H:
-        raise ValueError(f"hidden_size={hidden_size} does not match R's last dimension {H}")
-    _check_shape("W", w, (num_dir, G * H, input_size))
-    _check_shape("R", r, (num_dir, G * H, H))
-    _check_shape("B", b, (num_dir, 2 * G * H))
     _check_shape("P", P, (num_dir, 3 * H))
-    for i, s in enumerate(initial_states):
-        _check_shape("initial_c" if i else "initial_h", s, (num_dir, batch, H))
-    if sequence_lens is None:
-        lens = np.full(batch, seq, dtype=np.int64)
-    else:
-        lens = np.asarray(sequence_lens).astype(np.int64).reshape(-1)
-        _check_shape("sequence_lens", lens, (batch,))
-        if ((lens < 0) | (lens > seq)).any():
-            raise ValueError(f"sequence_lens {lens.tolist()} must lie in [0, {seq}]")
+    lens = _checked_lengths(x, w, r, b, sequence_lens, initial_states, G, num_dir, hidden_size)
 
     threads = ort_threads(ctx)
     rnn = kind == "RNN"
