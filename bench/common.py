@@ -38,6 +38,7 @@ SECTIONS = [
     ("small_models", "5b. Small models with many nodes (speech RNN, Constant nodes)"),
     ("startup", "6. Start-up"),
     ("restricted", "6b. Restricted sessions (reduced-operator config)"),
+    ("float_ops", "7. Float ops in onnxruntime's order (\"ort\" numerics)"),
 ]
 
 INT8_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni",
@@ -586,6 +587,46 @@ def write_section(key: str, body: str, targets: list | None = None, info: dict |
         if k in sections:
             parts.append(f"<!-- section:{k} -->\n{sections[k]}<!-- /section:{k} -->\n")
     RESULTS.write_text("\n".join(parts))
+
+
+# --------------------------------------------------------------------------- baselines
+
+
+def add_baseline_options(p: argparse.ArgumentParser) -> None:
+    """--baseline DIR (time the refrt checked out in DIR beside this one) and the hidden --child
+    (the child process that does it; see ``baseline_times`` and ``print_child_times``)."""
+    p.add_argument("--baseline", help="a checkout of an earlier refrt to time beside this one")
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+
+
+def print_child_times(times) -> None:
+    """In --child mode: check that the refrt imported is the baseline's (BENCH_BASELINE), then
+    print ``times()`` (a dict of its timings) as one JSON line for the parent."""
+    import refrt
+
+    assert Path(refrt.__file__).resolve().is_relative_to(os.environ["BENCH_BASELINE"])
+    print(json.dumps(times()))
+
+
+def baseline_times(script: str, directory: str, repeats: int) -> dict:
+    """Run ``script --child`` in a child process with the refrt checked out in ``directory``
+    first on the path (env BENCH_BASELINE); return the JSON its last line prints, plus the commit
+    the checkout is at ("commit"). The script's --child mode times that refrt and prints JSON."""
+    import subprocess
+
+    env = dict(os.environ, BENCH_BASELINE=str(Path(directory).resolve()))
+    out = subprocess.run([sys.executable, str(Path(script).resolve()), "--child",
+                          "--repeats", str(repeats)], env=env, capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(f"the baseline run failed:\n{out.stderr[-3000:]}")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    try:
+        commit = subprocess.run(["git", "-C", directory, "log", "-1", "--format=%h %s"],
+                                capture_output=True, text=True).stdout.strip()
+    except OSError:
+        commit = directory
+    result["commit"] = commit[:90]
+    return result
 
 
 # --------------------------------------------------------------------------- command line

@@ -22,10 +22,7 @@ split by where it goes.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -148,41 +145,20 @@ def _refrt_times(repeats: int) -> dict:
     return out
 
 
-def baseline_times(directory: str, repeats: int) -> dict:
-    """Times of the refrt checked out in ``directory`` (a child process with it first on the
-    path), and the commit it is at."""
-    env = dict(os.environ, BENCH_BASELINE=str(Path(directory).resolve()))
-    out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child",
-                          "--repeats", str(repeats)], env=env, capture_output=True, text=True)
-    if out.returncode:
-        raise RuntimeError(f"the baseline run failed:\n{out.stderr[-3000:]}")
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    try:
-        commit = subprocess.run(["git", "-C", directory, "log", "-1", "--format=%h %s"],
-                                capture_output=True, text=True).stdout.strip()
-    except OSError:
-        commit = directory
-    result["commit"] = commit[:90]
-    return result
-
-
 def main(argv=None):
     p = C.arg_parser(__doc__.splitlines()[0])
-    p.add_argument("--baseline", help="a checkout of an earlier refrt to time beside this one")
-    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    C.add_baseline_options(p)
     args = p.parse_args(argv)
     repeats = 3 if args.quick else args.repeats
     if args.child:   # time the refrt found first on the path (BENCH_BASELINE), print JSON
-        import refrt
-        assert Path(refrt.__file__).resolve().is_relative_to(os.environ["BENCH_BASELINE"])
-        print(json.dumps(_refrt_times(repeats)))
+        C.print_child_times(lambda: _refrt_times(repeats))
         return None
     import refrt
     from refrt import host
 
     C.set_threads(C.max_threads())
     load0 = C.settle(args)
-    base = baseline_times(args.baseline, repeats) if args.baseline else None
+    base = C.baseline_times(__file__, args.baseline, repeats) if args.baseline else None
     feed = feeds()
     threads = C.max_threads()
     fns, sessions, agree, sizes = {}, {}, {}, {}
