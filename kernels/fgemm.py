@@ -41,7 +41,7 @@ from .irgen import add_tile, element_pointers, store_tile
 from .mathf import fma
 from .rows import row_view
 
-__all__ = ["batched_matmul_f32", "SMALL", "PackedF32", "pack_b_f32", "matmul_packed_f32",
+__all__ = ["batched_matmul_f32", "SMALL", "PackedF32", "pack_b_f32", "matmul_packed_f32", "im2col_panels",
            "packed_available"]
 
 SMALL = 1 << 21  # M * N * K of one matrix product up to which the stack runs here
@@ -265,6 +265,68 @@ def _pack_kernel(b, panels):
                 panels[dst + j] = b[kk, j0 + j]
             for j in range(w, 32):
                 panels[dst + j] = 0
+
+
+def im2col_panels(x: np.ndarray, c0: int, cg: int, kernel, strides, dilations, out_hw,
+                  q0: int, q1: int) -> PackedF32:
+    """The im2col matrix of a 2-D convolution, built straight into ``pack_b_f32``'s panels:
+    B [K, Q] with K = cg * kh * kw rows (channel c0 + c, tap (u, v), in that order) and one
+    column per output position q0 <= q < q1, counted over (image, oh, ow) of x [N, C, Hp, Wp]
+    (already zero-padded). One pass over the output instead of an im2col copy and a packing
+    copy; each panel is one parallel task."""
+    x = np.ascontiguousarray(x, np.float32)
+    kh, kw = kernel
+    k = cg * kh * kw
+    panels = np.empty(((q1 - q0 + 31) // 32) * k * 32, dtype=np.float32)
+    if panels.size:
+        _im2col_panels_kernel(x.reshape(-1), x.shape[1], x.shape[2], x.shape[3], c0, cg, kh, kw,
+                              strides[0], strides[1], dilations[0], dilations[1], out_hw[0],
+                              out_hw[1], q0, q1, panels)
+    return PackedF32(panels, k, q1 - q0)
+
+
+@njit(cache=True, parallel=True)
+def _im2col_panels_kernel(xf, c, hp, wp, c0, cg, kh, kw, sh, sw, dh, dw, oh, ow, q0, q1, panels):
+    k = cg * kh * kw
+    nq = q1 - q0
+    hw = hp * wp
+    per_img = oh * ow
+    for p in prange((nq + 31) // 32):
+        # the panel's columns as runs along one output row: (first column, past the last,
+        # offset of the first one's tap (0, 0) in xf); a run reads xf at a stride of sw
+        starts = np.empty(33, np.int64)
+        offs = np.empty(32, np.int64)
+        valid = min(32, nq - p * 32)
+        runs = 0
+        j = 0
+        while j < valid:
+            q = q0 + p * 32 + j
+            img = q // per_img
+            r = q - img * per_img
+            a = r // ow
+            b = r - a * ow
+            starts[runs] = j
+            offs[runs] = (img * c + c0) * hw + a * sh * wp + b * sw
+            runs += 1
+            j += min(ow - b, valid - j)
+        starts[runs] = valid
+        o = p * k * 32
+        for ci in range(cg):
+            for u in range(kh):
+                for v in range(kw):
+                    d = ci * hw + u * dh * wp + v * dw
+                    for t in range(runs):
+                        src = offs[t] + d
+                        j0, j1 = starts[t], starts[t + 1]
+                        if sw == 1:
+                            for jj in range(j1 - j0):
+                                panels[o + j0 + jj] = xf[src + jj]
+                        else:
+                            for jj in range(j1 - j0):
+                                panels[o + j0 + jj] = xf[src + jj * sw]
+                    for jj in range(valid, 32):
+                        panels[o + jj] = 0.0
+                    o += 32
 
 
 @njit(cache=True, parallel=True)

@@ -407,6 +407,19 @@ def pack_b_f32_twin(b):
     return PlainF32(b)
 
 
+def im2col_panels_twin(x, c0, cg, kernel, strides, dilations, out_hw, q0, q1):
+    """The im2col matrix B [cg * kh * kw, q1 - q0] of x [N, C, Hp, Wp] (zero-padded): row
+    (c, u, v), column q = (image, oh, ow) holds x[image, c0 + c, oh * sh + u * dh,
+    ow * sw + v * dw] (``PlainF32``: no packing)."""
+    (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, strides, dilations, out_hw
+    xs = np.asarray(x, np.float32)[:, c0:c0 + cg]
+    taps = [xs[:, :, u * dh:u * dh + (oh - 1) * sh + 1:sh, v * dw:v * dw + (ow - 1) * sw + 1:sw]
+            for u in range(kh) for v in range(kw)]                       # each [N, cg, oh, ow]
+    cols = np.stack(taps, axis=2)                                         # [N, cg, kh*kw, oh, ow]
+    cols = cols.transpose(1, 2, 0, 3, 4).reshape(cg * kh * kw, -1)        # [K, N*oh*ow]
+    return PlainF32(np.ascontiguousarray(cols[:, q0:q1]))
+
+
 def matmul_packed_f32_twin(a, packed, bias=None, k_block=0, init=None):
     """a [..., K] @ B [K, N] as fused multiply-adds over k from 0 (``batched_matmul_f32_twin``),
     over blocks of ``k_block`` values of k (0: one block) whose sums are added in turn to

@@ -74,6 +74,7 @@ KERNELS = {
     "float_packed_available": ("fgemm.packed_available", None),
     "pack_b_f32": ("fgemm.pack_b_f32", "pack_b_f32_twin"),
     "matmul_packed_f32": ("fgemm.matmul_packed_f32", "matmul_packed_f32_twin"),
+    "im2col_panels": ("fgemm.im2col_panels", "im2col_panels_twin"),
     # recurrent layers in onnxruntime's order (kernels/recurrent.py)
     "rnn_gemm_plan": ("recurrent.gemm_plan", None),
     "lstm_layer": ("recurrent.lstm_layer", "lstm_layer_twin"),
@@ -144,7 +145,8 @@ class _Door:
 K = _Door()
 
 
-# Below this many elements a parallel element-wise kernel runs on the calling thread alone.
+# Below this many elements a parallel element-wise or row kernel (softmax, layer norm, row sums,
+# global average) runs on the calling thread alone.
 # Waking Numba's thread pool costs about 50 µs where idle workers sleep (refrt.tune_process),
 # more than logistic, tanh, quantize or dequantize take on one thread for 2^18 float32
 # elements (measured on a 2-core AMD EPYC, znver4): for small tensors the pool only adds

@@ -54,7 +54,9 @@ def _mlas_conv(x, wg, win, group, threads):
     """The products W_g @ columns in onnxruntime's order (MLAS's convolution) -> (N, G, Mg, P):
 
     * a 1 x 1 kernel with unit strides and no padding, or more filters than outputs: one SGEMM
-      per (image, group) (``sgemm``);
+      per (image, group) (``sgemm``), its columns shared between threads -- except for a 1 x 1
+      kernel over several images or groups, where each (image, group) is one thread's whole
+      SGEMM;
     * otherwise the outputs are shared between threads (for a single image and group) and K is
       multiplied in slices whose size follows SGEMM's rule for the thread's outputs; each output
       a chain of fused multiply-adds per slice, the slices added in turn (``conv_gemm``); a
@@ -76,14 +78,18 @@ def _mlas_conv(x, wg, win, group, threads):
         y = K.depthwise_m1_2d(planes, np.tile(wg[:, 0], (n, 1)), win.kernel, win.strides,
                               win.dilations, win.out, K.sgemm_k_stride(p, k))
         return y.reshape(n, g, 1, p)
+    if mg > 1 and p > 1 and len(win.kernel) <= 2 and K.float_packed_available():
+        return _packed_conv(x, wg, win, _segments(n, g, mg, p, k, direct, threads))
     cols = _conv_columns(x, win, group)                                      # (N, G, K, P)
     if mg == 1 and not direct:
         y = K.m1_groups(np.tile(wg[:, 0], (n, 1)), cols.reshape(n * g, k, p), K.sgemm_k_stride(p, k))
         return y.reshape(n, g, 1, p)
     for j in range(g):
         if direct or mg > p:
-            # one SGEMM per image (MlasGemm), the images' products computed together
-            out[:, j] = K.sgemm_stack(wg[j], cols[:, j], threads=threads)
+            # one SGEMM per image (MlasGemm), the images' products computed together; a
+            # pointwise convolution of several images or groups gives each (image, group)
+            # to one thread, its SGEMM unsplit
+            out[:, j] = K.sgemm_stack(wg[j], cols[:, j], threads=1 if direct and n * g > 1 else threads)
         elif n * g > 1:
             # several images or groups: each image's segment is all of its outputs
             out[:, j] = K.conv_gemm(wg[j], cols[:, j], K.sgemm_k_stride(p, k))
@@ -91,6 +97,54 @@ def _mlas_conv(x, wg, win, group, threads):
             for p0, p1 in K.conv_segments(mg, p, k, threads):
                 out[0, j, :, p0:p1] = K.conv_gemm(wg[j], cols[0, j, :, p0:p1],
                                                   K.sgemm_k_stride(p1 - p0, k))
+    return out
+
+
+def _segments(n, g, mg, p, k, direct, threads):
+    """The output ranges of one (image, group) product that MLAS's threads compute and the K
+    block size each of them uses, [(p0, p1, stride_k)] (the rule ``_mlas_conv`` follows)."""
+    if direct and n * g > 1:
+        ranges = [(0, p)]         # one (image, group) per thread, each a whole single-thread SGEMM
+    elif direct or mg > p:
+        ranges = K.sgemm_column_segments(mg, p, k, threads)
+    elif n * g > 1:
+        ranges = [(0, p)]
+    else:
+        ranges = K.conv_segments(mg, p, k, threads)
+    return [(p0, p1, K.sgemm_k_stride(p1 - p0, k)) for p0, p1 in ranges]
+
+
+def _packed_conv(x, wg, win, segments):
+    """``_mlas_conv`` with the products on the packed AVX-512 tiles (``matmul_packed_f32``):
+    per group, W_g [Mg, K] @ the im2col columns of every image side by side, built straight into
+    panels (``im2col_panels``), each column's K blocks as its segment says (one product for all
+    columns when every segment blocks K alike) -> (N, G, Mg, P), the same bits."""
+    n = x.shape[0]
+    g, mg, k = wg.shape
+    cg = x.shape[1] // g
+    if len(win.kernel) == 1:        # a 1-D convolution is a 2-D one of height 1
+        x = x[:, :, None]
+        win = Window((1,) + win.kernel, (1,) + win.strides, (1,) + win.dilations,
+                     (0,) + win.pads_begin, (0,) + win.pads_end, (1,) + win.out)
+    xp = x
+    if any(win.pads_begin) or any(win.pads_end):
+        xp = np.pad(x, [(0, 0), (0, 0)] + list(zip(win.pads_begin, win.pads_end)))
+    p = win.out[0] * win.out[1]
+    if len({s for _, _, s in segments}) == 1:
+        ranges = [(0, n * p, segments[0][2])]
+    else:
+        ranges = [(i * p + p0, i * p + p1, s) for i in range(n) for p0, p1, s in segments]
+    out = None if n == g == 1 else np.empty((n, g, mg, p), np.float32)
+    for j in range(g):
+        w = np.ascontiguousarray(wg[j])
+        parts = [K.matmul_packed_f32(w, K.im2col_panels(xp, j * cg, cg, win.kernel, win.strides,
+                                                        win.dilations, win.out, q0, q1),
+                                     k_block=stride)
+                 for q0, q1, stride in ranges]                        # each [Mg, q1 - q0]
+        y = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+        if out is None:
+            return y.reshape(1, 1, mg, p)
+        out[:, j] = y.reshape(mg, n, p).transpose(1, 0, 2)
     return out
 
 

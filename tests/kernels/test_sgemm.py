@@ -137,6 +137,10 @@ CONVS = [  # x shape, w shape, attributes
     ((1, 40, 50), (20, 40, 5), {"pads": [2, 2]}),                               # 1-D
     ((1, 4, 6, 6, 6), (8, 4, 3, 3, 3), {"pads": [1, 1, 1, 1, 1, 1]}),           # 3-D
     ((1, 300, 10, 10), (16, 300, 1, 1), {}),                                    # K > 256, pointwise
+    ((2, 300, 10, 10), (16, 300, 1, 1), {}),                                    # the same, batch 2
+    ((1, 64, 19, 6), (16, 64, 3, 3), {}),             # 2 segments of 48 and 20 outputs: K blocks 256, 512
+    ((3, 64, 19, 6), (16, 32, 3, 3), {"group": 2}),                             # the same, 3 images
+    ((1, 64, 10, 10), (32, 32, 1, 1), {"group": 2}),                            # pointwise, 2 groups
 ]
 
 
@@ -223,3 +227,45 @@ def test_depthwise_kernel_matches_its_twin_and_m1_groups():
         for stride_k in (128, 4, 3):
             got = SG.depthwise_m1_2d(x, w, (3, 3), strides, dilations, (oh, ow), stride_k)
             assert _same(got, T.depthwise_m1_2d_twin(x, w, (3, 3), strides, dilations, (oh, ow), stride_k))
+
+
+@pytest.mark.parametrize("n,c,h,w,kernel,strides,dilations", [
+    (1, 8, 9, 9, (3, 3), (1, 1), (1, 1)),
+    (3, 6, 11, 7, (3, 2), (2, 1), (1, 2)),
+    (2, 5, 1, 40, (1, 5), (1, 3), (1, 1)),
+])
+def test_im2col_panels_match_the_twin_and_feed_the_packed_product(n, c, h, w, kernel, strides, dilations):
+    """The panels hold the im2col matrix (unpacked through the packed product with an identity
+    A), for a column range starting mid-panel; the packed product equals its twin's."""
+    FG = importlib.import_module(K.__name__ + ".fgemm")
+    x = np.random.default_rng(3).standard_normal((n, c, h, w)).astype(F)
+    oh = (h - (kernel[0] - 1) * dilations[0] - 1) // strides[0] + 1
+    ow = (w - (kernel[1] - 1) * dilations[1] - 1) // strides[1] + 1
+    g0, cg = 1, c - 2
+    q0, q1 = 5, n * oh * ow
+    panels = FG.im2col_panels(x, g0, cg, kernel, strides, dilations, (oh, ow), q0, q1)
+    plain = T.im2col_panels_twin(x, g0, cg, kernel, strides, dilations, (oh, ow), q0, q1).b
+    kk = cg * kernel[0] * kernel[1]
+    assert plain.shape == (kk, q1 - q0) and (panels.k, panels.n) == plain.shape
+    img, rest = divmod(q0 + 3, oh * ow)     # one element by its definition
+    a, b = divmod(rest, ow)
+    u, v = kernel[0] - 1, kernel[1] - 1     # the last tap of channel g0
+    assert plain[u * kernel[1] + v, 3] == x[img, g0, a * strides[0] + u * dilations[0],
+                                            b * strides[1] + v * dilations[1]]
+    assert _same(FG.matmul_packed_f32(np.eye(kk, dtype=F), panels), plain)
+    wts = np.random.default_rng(4).standard_normal((7, kk)).astype(F)
+    assert _same(FG.matmul_packed_f32(wts, panels, k_block=4), T.matmul_packed_f32_twin(wts, T.PlainF32(plain), k_block=4))
+
+
+@pytest.mark.parametrize("x_shape,w_shape,attrs", [CONVS[0], CONVS[1], CONVS[8], CONVS[12]])
+def test_conv_op_twins_give_the_kernels_bits(x_shape, w_shape, attrs):
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal(x_shape).astype(F)
+    w = (rng.standard_normal(w_shape) / np.sqrt(np.prod(w_shape[1:]))).astype(F)
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], **attrs)], "g",
+                              [_vi("x", list(x_shape))], [_vi("y", None)],
+                              [numpy_helper.from_array(w, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    fast = refrt.InferenceSession(model).run(None, {"x": x})[0]
+    twin = refrt.InferenceSession(model, kernels="twins").run(None, {"x": x})[0]
+    assert _same(fast, twin)
