@@ -408,21 +408,35 @@ def _vector_instructions(names=("vaddps", "vmulps", "vfmadd213ps", "vmaxps", "vm
 
 # --------------------------------------------------------------------------- pooling and reduction sums
 
+@njit(inline="always")
+def _lane_sums4(x, r0, nr, full, acc):
+    """acc[4 q + l] = x[r0 + q, l] + x[r0 + q, l + 4] + ... (left to right, up to ``full``) for
+    the ``nr`` rows from r0: with nr = 4 (a constant), 16 independent chains of additions, where
+    one row's 4 would wait on each other's latency."""
+    acc[:] = 0
+    for i in range(0, full, 4):
+        for q in range(nr):
+            for j in range(4):
+                acc[q * 4 + j] += x[r0 + q, i + j]
+
+
 @njit(cache=True, parallel=True)
 def _global_average_kernel(x, out):
     rows, n = x.shape
     full = n - n % 4
-    for r in prange(rows):
-        a0 = a1 = a2 = a3 = _F(0.0)
-        for i in range(0, full, 4):
-            a0 += x[r, i]
-            a1 += x[r, i + 1]
-            a2 += x[r, i + 2]
-            a3 += x[r, i + 3]
-        total = (a0 + a2) + (a1 + a3)
-        for i in range(full, n):
-            total += x[r, i]
-        out[r] = total / _F(n)
+    for g in prange((rows + 3) // 4):
+        r0 = g * 4
+        nr = min(4, rows - r0)
+        acc = np.empty(16, np.float32)
+        if nr == 4:
+            _lane_sums4(x, r0, 4, full, acc)
+        else:
+            _lane_sums4(x, r0, nr, full, acc)
+        for q in range(nr):
+            total = (acc[q * 4] + acc[q * 4 + 2]) + (acc[q * 4 + 1] + acc[q * 4 + 3])
+            for i in range(full, n):
+                total += x[r0 + q, i]
+            out[r0 + q] = total / _F(n)
 
 
 def global_average_rows(x) -> np.ndarray:
@@ -436,44 +450,82 @@ def global_average_rows(x) -> np.ndarray:
     return out
 
 
+@njit(inline="always")
+def _eigen_finish(x, r, start, blocks, p0, p1, p2, p3, q0, q1, q2, q3):
+    """Row r's sum from Eigen's two 4-lane packets (p, q) as they stand after its blocks of 8
+    values (see eigen_row_sums)."""
+    n = x.shape[1]
+    end = start + 4 * blocks
+    pairs_end = start + 8 * (blocks // 2)
+    if blocks > 1:
+        p0, p1, p2, p3 = p0 + q0, p1 + q1, p2 + q2, p3 + q3
+        if end > pairs_end:
+            p0 += x[r, pairs_end]
+            p1 += x[r, pairs_end + 1]
+            p2 += x[r, pairs_end + 2]
+            p3 += x[r, pairs_end + 3]
+    total = (p0 + p2) + (p1 + p3)
+    for i in range(start):
+        total += x[r, i]
+    for i in range(end, n):
+        total += x[r, i]
+    return total
+
+
+@njit(inline="always")
+def _eigen_rows(x, r, s, start, out):
+    """out[r] and out[s] (s may be r) for rows that start alike relative to the 16-byte boundary
+    (``start`` values before the first aligned one). Two rows' 16 lane sums are 16 independent
+    chains of additions, where one row's 8 would wait on each other's latency; each lane adds
+    in the same order either way."""
+    n = x.shape[1]
+    blocks = (n - start) // 4
+    if blocks == 0:
+        for t in (r, s):
+            total = x[t, 0]
+            for i in range(1, n):
+                total += x[t, i]
+            out[t] = total
+        return
+    p0, p1, p2, p3 = x[r, start], x[r, start + 1], x[r, start + 2], x[r, start + 3]
+    u0, u1, u2, u3 = x[s, start], x[s, start + 1], x[s, start + 2], x[s, start + 3]
+    q0 = q1 = q2 = q3 = v0 = v1 = v2 = v3 = _F(0.0)
+    if blocks > 1:
+        q0, q1, q2, q3 = x[r, start + 4], x[r, start + 5], x[r, start + 6], x[r, start + 7]
+        v0, v1, v2, v3 = x[s, start + 4], x[s, start + 5], x[s, start + 6], x[s, start + 7]
+    for i in range(start + 8, start + 8 * (blocks // 2), 8):
+        p0 += x[r, i]
+        p1 += x[r, i + 1]
+        p2 += x[r, i + 2]
+        p3 += x[r, i + 3]
+        q0 += x[r, i + 4]
+        q1 += x[r, i + 5]
+        q2 += x[r, i + 6]
+        q3 += x[r, i + 7]
+        u0 += x[s, i]
+        u1 += x[s, i + 1]
+        u2 += x[s, i + 2]
+        u3 += x[s, i + 3]
+        v0 += x[s, i + 4]
+        v1 += x[s, i + 5]
+        v2 += x[s, i + 6]
+        v3 += x[s, i + 7]
+    out[r] = _eigen_finish(x, r, start, blocks, p0, p1, p2, p3, q0, q1, q2, q3)
+    out[s] = _eigen_finish(x, s, start, blocks, u0, u1, u2, u3, v0, v1, v2, v3)
+
+
 @njit(cache=True, parallel=True)
 def _eigen_sums_kernel(x, offsets, out):
     rows, n = x.shape
-    for r in prange(rows):
-        start = min((-offsets[r]) % 4, n)
-        blocks = (n - start) // 4
-        if blocks == 0:
-            total = x[r, 0]
-            for i in range(1, n):
-                total += x[r, i]
-            out[r] = total
-            continue
-        end = start + 4 * blocks
-        b0, b1, b2, b3 = x[r, start], x[r, start + 1], x[r, start + 2], x[r, start + 3]
-        if blocks > 1:
-            c0, c1, c2, c3 = x[r, start + 4], x[r, start + 5], x[r, start + 6], x[r, start + 7]
-            pairs_end = start + 8 * (blocks // 2)
-            for i in range(start + 8, pairs_end, 8):
-                b0 += x[r, i]
-                b1 += x[r, i + 1]
-                b2 += x[r, i + 2]
-                b3 += x[r, i + 3]
-                c0 += x[r, i + 4]
-                c1 += x[r, i + 5]
-                c2 += x[r, i + 6]
-                c3 += x[r, i + 7]
-            b0, b1, b2, b3 = b0 + c0, b1 + c1, b2 + c2, b3 + c3
-            if end > pairs_end:
-                b0 += x[r, pairs_end]
-                b1 += x[r, pairs_end + 1]
-                b2 += x[r, pairs_end + 2]
-                b3 += x[r, pairs_end + 3]
-        total = (b0 + b2) + (b1 + b3)
-        for i in range(start):
-            total += x[r, i]
-        for i in range(end, n):
-            total += x[r, i]
-        out[r] = total
+    for g in prange((rows + 1) // 2):
+        r = 2 * g
+        s = min(r + 1, rows - 1)
+        start_r, start_s = min((-offsets[r]) % 4, n), min((-offsets[s]) % 4, n)
+        if start_r == start_s:
+            _eigen_rows(x, r, s, start_r, out)
+        else:                   # aligned differently: each with itself
+            _eigen_rows(x, r, r, start_r, out)
+            _eigen_rows(x, s, s, start_s, out)
 
 
 def eigen_row_sums(x, offsets) -> np.ndarray:

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..registry import op
 from ._common import compute_dtype, f32, normalize_axis, np_dtype
-from ._kernels import K
+from ._kernels import K, sized_threads
 
 
 def _moments(x, axes):
@@ -147,7 +147,7 @@ def layer_normalization(x, scale, b=None, *, axis=-1, epsilon=f32(1e-5), stash_t
     st = stash_dtype(x, stash_type)
     if _fits_row_kernel(x, scale, b, axis, st, ctx):
         n = int(np.prod(x.shape[axis:]))
-        y, mean, inv_std = K.layer_norm_rows(x.reshape(-1, n), scale, b, epsilon)
+        y, mean, inv_std = sized_threads(x.size, K.layer_norm_rows, x.reshape(-1, n), scale, b, epsilon)
         stats_shape = x.shape[:axis] + (1,) * (x.ndim - axis)
         return y.reshape(x.shape), mean.reshape(stats_shape), inv_std.reshape(stats_shape)
     xc = x.astype(st, copy=False)
@@ -176,8 +176,8 @@ def add_layer_normalization(a, b, scale, bias=None, *, axis=-1, epsilon=f32(1e-5
     if not _fits_row_kernel(a, scale, bias, axis, stash_dtype(a, stash_type), ctx):
         return None
     n = int(np.prod(a.shape[axis:]))
-    y, mean, inv_std = K.add_layer_norm_rows(a.reshape(-1, n), b.reshape(-1, n), scale, bias,
-                                                epsilon)
+    y, mean, inv_std = sized_threads(a.size, K.add_layer_norm_rows, a.reshape(-1, n),
+                                     b.reshape(-1, n), scale, bias, epsilon)
     stats_shape = a.shape[:axis] + (1,) * (a.ndim - axis)
     return y.reshape(a.shape), mean.reshape(stats_shape), inv_std.reshape(stats_shape)
 

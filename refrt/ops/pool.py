@@ -15,7 +15,7 @@ import numpy as np
 
 from ..registry import op
 from ._common import compute_dtype, pool_window, window_taps
-from ._kernels import K
+from ._kernels import K, sized_threads
 
 
 def _lowest(dtype):
@@ -146,7 +146,7 @@ def global_average_pool(x, *, ctx=None):
     axes = _global(x, "GlobalAveragePool")
     if x.dtype == np.float32 and (ctx is None or ctx.numerics != "spec") and x.size:
         planes = x.reshape(x.shape[0] * x.shape[1], -1)
-        return K.global_average_rows(planes).reshape(x.shape[:2] + (1,) * len(axes))
+        return sized_threads(x.size, K.global_average_rows, planes).reshape(x.shape[:2] + (1,) * len(axes))
     return x.mean(axis=axes, keepdims=True, dtype=compute_dtype(x.dtype)).astype(x.dtype)
 
 

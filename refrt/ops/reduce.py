@@ -21,7 +21,7 @@ from ._common import (
     normalize_axes,
     normalize_axis,
 )
-from ._kernels import K
+from ._kernels import K, sized_threads
 
 
 def _result(y, dtype) -> np.ndarray:
@@ -146,7 +146,7 @@ def ort_float_sum(x, axes):
     if kinds in ("R", "KR"):
         rows = np.ascontiguousarray(x).reshape(-1, sizes[-1])
         offsets = np.arange(len(rows), dtype=np.int64) * sizes[-1]
-        return K.eigen_row_sums(rows, offsets).reshape(out_shape)
+        return sized_threads(x.size, K.eigen_row_sums, rows, offsets).reshape(out_shape)
     if kinds == "RK":
         rows = np.ascontiguousarray(x).reshape(sizes[0], -1)
         total = rows[0].copy()
@@ -305,8 +305,8 @@ def _softmax_op(name: str, mlas: str | None = None):
                 return np.empty(x.shape, x.dtype)     # nothing to normalize (onnxruntime, the spec)
             if mlas is not None and x.dtype == np.float32 and (ctx is None or ctx.numerics != "spec"):
                 moved = np.moveaxis(x, axis, -1)
-                y = K.softmax_rows(moved.reshape(-1, moved.shape[-1]), mlas_wide_kernels(),
-                                   mlas == "log_softmax")
+                y = sized_threads(x.size, K.softmax_rows, moved.reshape(-1, moved.shape[-1]),
+                                  mlas_wide_kernels(), mlas == "log_softmax")
                 return np.moveaxis(y.reshape(moved.shape), -1, axis)
             # onnxruntime computes float16 in float32 and rounds once; numerics="spec" computes
             # in float16 itself, as the spec's reference code (and its test data) do.
@@ -359,7 +359,8 @@ def scale_add_softmax(a, b, mask, *, divide, axis, ctx=None):
             and x.size >= ROW_KERNEL_MIN_SIZE and (ctx is None or ctx.numerics != "spec")
             and normalize_axis(axis, x.ndim) == x.ndim - 1):
         return None
-    return K.scale_add_softmax_rows(x, c.reshape(()), divide, mask, mlas_wide_kernels())
+    return sized_threads(x.size, K.scale_add_softmax_rows, x, c.reshape(()), divide, mask,
+                         mlas_wide_kernels())
 
 
 @_softmax_op("LogSoftmax", mlas="log_softmax")

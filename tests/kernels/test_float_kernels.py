@@ -190,6 +190,10 @@ def test_row_kernels_match_their_numpy_twins_bit_for_bit(case):
         for wide in (False, True):
             for log in (False, True):
                 assert same_float_bits(ROWS.softmax_rows(x, wide, log), T.softmax_rows_twin(x, wide, log))
+        assert same_float_bits(ROWS.global_average_rows(x), T.global_average_rows_twin(x))
+        # rows starting at any place relative to the 16-byte boundary, neighbours alike or not
+        for offsets in (np.arange(len(x)) * x.shape[1], rng.integers(0, 9, len(x))):
+            assert same_float_bits(ROWS.eigen_row_sums(x, offsets), T.eigen_row_sums_twin(x, offsets))
         # the residual form: a + b summed in float32 first, then the same layer norm
         other = rng.standard_normal(x.shape).astype(np.float32)
         for got, want in zip(ROWS.add_layer_norm_rows(x, other, scale, bias, case["eps"]),
