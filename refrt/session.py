@@ -403,21 +403,35 @@ def _detach(value, fed: set, given: set):
     if isinstance(value, (str, np.str_)) or (isinstance(value, np.ndarray) and value.dtype.kind in "US"):
         value = np.array(value, dtype=object)      # string tensors are object arrays, as in onnxruntime
     if isinstance(value, np.ndarray):
-        if value.base is not None or not value.flags.writeable or id(value) in fed or id(value) in given:
+        # a view is returned as it is only when the array whose memory it views is one an op
+        # made for this run: writable, owning its data, neither fed nor given out already
+        root = _root(value)
+        if (not value.flags.writeable or not root.flags.writeable or not root.flags.owndata
+                or id(root) in fed or id(root) in given):
             value = value.copy()
-        given.add(id(value))
+            root = value
+        given.add(id(root))
         return value
     if isinstance(value, list):
         return [_detach(v, fed, given) for v in value]
     return value
 
 
+def _root(a: np.ndarray) -> np.ndarray:
+    """The array whose memory ``a`` views (``a`` itself when it owns its data)."""
+    while isinstance(a.base, np.ndarray):
+        a = a.base
+    return a
+
+
 def _fed_ids(feeds: dict) -> set:
+    """ids of the fed arrays (sequence elements included) and of the arrays they view."""
     ids = set()
     for v in feeds.values():
-        ids.add(id(v))
-        if isinstance(v, (list, tuple)):
-            ids.update(id(x) for x in v)
+        for x in (v if isinstance(v, (list, tuple)) else [v]):
+            ids.add(id(x))
+            if isinstance(x, np.ndarray):
+                ids.add(id(_root(x)))
     return ids
 
 

@@ -100,6 +100,36 @@ def test_two_outputs_of_one_value_are_two_arrays():
     assert (b == 1).all()
 
 
+def test_views_given_out_never_reach_the_callers_memory_or_each_other():
+    """Reshape returns a view of its input: a view of a fed view (the caller's base array), of a
+    weight, or of another output is copied; a view of an array an op made for this run is
+    returned as it is (no copy of every reshaped output)."""
+    w = numpy_helper.from_array(np.arange(6, dtype=np.float32), "w")
+    shape = numpy_helper.from_array(np.array([2, 3], np.int64), "shape")
+    m = mk([helper.make_node("Reshape", ["x", "shape"], ["from_feed"]),
+            helper.make_node("Reshape", ["w", "shape"], ["from_weight"]),
+            helper.make_node("Exp", ["x"], ["e"]),
+            helper.make_node("Reshape", ["e", "shape"], ["e2"]),
+            helper.make_node("Reshape", ["e", "shape"], ["e3"])],
+           [vi("x", T.FLOAT, [6])],
+           [vi(n, T.FLOAT, None) for n in ("from_feed", "from_weight", "e", "e2", "e3")], [w, shape])
+    sess = refrt.InferenceSession(m)
+    base = np.zeros(12, np.float32)
+    x = base[::2]                                   # the feed is itself a view of the caller's array
+    from_feed, from_weight, e, e2, e3 = sess.run(None, {"x": x})
+    outs = [from_feed, from_weight, e, e2, e3]
+    assert not np.shares_memory(from_feed, base)
+    assert all(not np.shares_memory(a, b) for i, a in enumerate(outs) for b in outs[i + 1:])
+    for o in outs:
+        o[...] = 42                                 # every output is writable and the caller's own
+    assert not base.any() and (sess.run(None, {"x": x})[1].ravel() == np.arange(6)).all()
+    # a reshaped fresh result (Exp's output seen through Reshape) is not copied again
+    m2 = mk([helper.make_node("Exp", ["x"], ["e"]), helper.make_node("Reshape", ["e", "shape"], ["y"])],
+            [vi("x", T.FLOAT, [6])], [vi("y", T.FLOAT, None)], [shape])
+    (y,) = refrt.InferenceSession(m2).run(None, {"x": x})
+    assert y.base is not None and y.flags.writeable
+
+
 @pytest.mark.parametrize("kind", ["sparse_value", "value"])
 def test_constant_outputs_cannot_change_the_session(kind):
     if kind == "sparse_value":
