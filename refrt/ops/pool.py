@@ -73,10 +73,12 @@ def _sum_in_order(terms):
 
 def _mlas_window_order(x, win, count_include_pad, ceil_mode, ctx) -> bool:
     """Whether onnxruntime averages these windows with MLAS's vectorized pooling kernel (else its
-    generic loops): float32, 2 or 3 spatial axes, no dilation, a last stride of 1 or 2, kernels
-    of at most 32, a padded row that fits MLAS's 2048-value buffer, and not ceil_mode together
-    with count_include_pad (onnxruntime takes its generic path there)."""
-    return (x.dtype == np.float32 and (ctx is None or ctx.numerics != "spec")
+    generic loops): AveragePool before version 19 (onnxruntime runs versions 19 and 22, which
+    added dilations, in its generic loops), float32, 2 or 3 spatial axes, no dilation, a last
+    stride of 1 or 2, kernels of at most 32, a padded row that fits MLAS's 2048-value buffer,
+    and not ceil_mode together with count_include_pad (onnxruntime takes its generic path
+    there)."""
+    return (x.dtype == np.float32 and (ctx is None or (ctx.numerics != "spec" and ctx.opset < 19))
             and len(win.kernel) >= 2 and all(d == 1 for d in win.dilations)
             and win.strides[-1] <= 2 and max(win.kernel) <= 32
             and x.shape[-1] + win.pads_begin[-1] + win.pads_end[-1] <= 2048 - 3
@@ -90,9 +92,9 @@ def average_pool(x, *, auto_pad="NOTSET", ceil_mode=0, count_include_pad=0, dila
     X (plus the pads with count_include_pad; a ceil_mode overhang never counts, as onnxruntime).
 
     The sum's order is onnxruntime's: where it runs MLAS's vectorized kernel (float32, 2-D and
-    3-D windows, see ``_mlas_window_order``) each window column is summed down the kernel's rows
-    first, then the column sums left to right; otherwise the window is added row by row, left to
-    right."""
+    3-D windows, versions before 19, see ``_mlas_window_order``) each window column is summed
+    down the kernel's rows first, then the column sums left to right; otherwise the window is
+    added row by row, left to right."""
     win = pool_window(x, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode)
     ct = compute_dtype(x.dtype)
     taps = window_taps(x.astype(ct, copy=False), win, 0)          # (K, N, C, *out), row major

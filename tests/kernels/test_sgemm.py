@@ -269,3 +269,20 @@ def test_conv_op_twins_give_the_kernels_bits(x_shape, w_shape, attrs):
     fast = refrt.InferenceSession(model).run(None, {"x": x})[0]
     twin = refrt.InferenceSession(model, kernels="twins").run(None, {"x": x})[0]
     assert _same(fast, twin)
+
+
+@MLAS_ONLY
+@pytest.mark.parametrize("opset", [11, 17, 19, 22])
+@pytest.mark.parametrize("attrs", [
+    {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]},
+    {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "count_include_pad": 1},
+    {"kernel_shape": [3, 3], "strides": [2, 2], "ceil_mode": 1},
+    {"kernel_shape": [2, 3], "strides": [2, 1]},
+])
+def test_average_pool_sums_in_the_order_of_onnxruntimes_kernel_for_the_version(opset, attrs):
+    """onnxruntime runs AveragePool up to version 11 with MLAS's vector kernel (window columns
+    first) and versions 19 and 22 with its generic loops (row by row): other bits."""
+    x = np.random.default_rng(opset).standard_normal((2, 8, 20, 30)).astype(F)
+    expected, got = _run_both([helper.make_node("AveragePool", ["x"], ["y"], **attrs)], {"x": x}, {},
+                              opset=opset)
+    assert _same(got, expected)
