@@ -292,40 +292,39 @@ def _im2col_panels_kernel(xf, c, hp, wp, c0, cg, kh, kw, sh, sw, dh, dw, oh, ow,
     hw = hp * wp
     per_img = oh * ow
     for p in prange((nq + 31) // 32):
-        # the panel's columns as runs along one output row: (first column, past the last,
-        # offset of the first one's tap (0, 0) in xf); a run reads xf at a stride of sw
+        # where each column's tap (0, 0) of channel c0 is in xf, and the columns as runs along
+        # one output row (first column, past the last): a run of a row with sw = 1 is a
+        # contiguous copy; panels cut into many short runs (small images) gather instead
+        col = np.empty(32, np.int64)
         starts = np.empty(33, np.int64)
-        offs = np.empty(32, np.int64)
         valid = min(32, nq - p * 32)
         runs = 0
-        j = 0
-        while j < valid:
+        for j in range(valid):
             q = q0 + p * 32 + j
             img = q // per_img
             r = q - img * per_img
             a = r // ow
             b = r - a * ow
-            starts[runs] = j
-            offs[runs] = (img * c + c0) * hw + a * sh * wp + b * sw
-            runs += 1
-            j += min(ow - b, valid - j)
+            col[j] = (img * c + c0) * hw + a * sh * wp + b * sw
+            if j == 0 or b == 0:
+                starts[runs] = j
+                runs += 1
         starts[runs] = valid
         o = p * k * 32
         for ci in range(cg):
             for u in range(kh):
                 for v in range(kw):
                     d = ci * hw + u * dh * wp + v * dw
-                    for t in range(runs):
-                        src = offs[t] + d
-                        j0, j1 = starts[t], starts[t + 1]
-                        if sw == 1:
-                            for jj in range(j1 - j0):
-                                panels[o + j0 + jj] = xf[src + jj]
-                        else:
-                            for jj in range(j1 - j0):
-                                panels[o + j0 + jj] = xf[src + jj * sw]
-                    for jj in range(valid, 32):
-                        panels[o + jj] = 0.0
+                    if runs <= 2 and sw == 1:
+                        for t in range(runs):
+                            src = col[starts[t]] + d
+                            for jj in range(starts[t + 1] - starts[t]):
+                                panels[o + starts[t] + jj] = xf[src + jj]
+                    else:
+                        for j in range(valid):
+                            panels[o + j] = xf[col[j] + d]
+                    for j in range(valid, 32):
+                        panels[o + j] = 0.0
                     o += 32
 
 

@@ -79,7 +79,17 @@ def _mlas_conv(x, wg, win, group, threads):
                               win.dilations, win.out, K.sgemm_k_stride(p, k))
         return y.reshape(n, g, 1, p)
     if mg > 1 and p > 1 and len(win.kernel) <= 2 and K.float_packed_available():
-        return _packed_conv(x, wg, win, _segments(n, g, mg, p, k, direct, threads))
+        segments = _segments(n, g, mg, p, k, direct, threads)
+        if direct and all(s >= k for _, _, s in segments):
+            # a pointwise convolution whose products are one chain of fused multiply-adds each:
+            # the images are the B matrices of one stack product, read in place
+            xs = x.reshape(n, g, k, p)
+            if g == 1:
+                return K.batched_matmul_f32(wg[0][None], xs[:, 0])[:, None]
+            for j in range(g):
+                out[:, j] = K.batched_matmul_f32(wg[j][None], xs[:, j])
+            return out
+        return _packed_conv(x, wg, win, segments)
     cols = _conv_columns(x, win, group)                                      # (N, G, K, P)
     if mg == 1 and not direct:
         y = K.m1_groups(np.tile(wg[:, 0], (n, 1)), cols.reshape(n * g, k, p), K.sgemm_k_stride(p, k))
