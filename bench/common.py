@@ -592,26 +592,12 @@ def write_section(key: str, body: str, targets: list | None = None, info: dict |
 # --------------------------------------------------------------------------- baselines
 
 
-def add_baseline_options(p: argparse.ArgumentParser) -> None:
-    """--baseline DIR (time the refrt checked out in DIR beside this one) and the hidden --child
-    (the child process that does it; see ``baseline_times`` and ``print_child_times``)."""
-    p.add_argument("--baseline", help="a checkout of an earlier refrt to time beside this one")
-    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-
-
-def print_child_times(times) -> None:
-    """In --child mode: check that the refrt imported is the baseline's (BENCH_BASELINE), then
-    print ``times()`` (a dict of its timings) as one JSON line for the parent."""
-    import refrt
-
-    assert Path(refrt.__file__).resolve().is_relative_to(os.environ["BENCH_BASELINE"])
-    print(json.dumps(times()))
-
-
 def baseline_times(script: str, directory: str, repeats: int) -> dict:
     """Run ``script --child`` in a child process with the refrt checked out in ``directory``
     first on the path (env BENCH_BASELINE); return the JSON its last line prints, plus the commit
-    the checkout is at ("commit"). The script's --child mode times that refrt and prints JSON."""
+    the checkout is at ("commit"). The script's --child mode times that refrt and prints JSON.
+    The child imports the checkout's ``bench`` package too (it comes first on the path), so its
+    --child code uses only what that checkout's bench/common.py has (``measure``)."""
     import subprocess
 
     env = dict(os.environ, BENCH_BASELINE=str(Path(directory).resolve()))
