@@ -450,6 +450,44 @@ def global_average_rows(x) -> np.ndarray:
     return out
 
 
+@njit(cache=True, parallel=True)
+def _window_sums_kernel(x, out, kh, kw, sh, sw, dh, dw, pt, pl):
+    planes, h, w = x.shape
+    _, oh, ow = out.shape
+    for t in prange(planes * oh):
+        p, a = t // oh, t % oh
+        acc = out[p, a]
+        acc[:] = 0
+        # tap by tap (row u, then column v), each added to the whole output row at once: every
+        # output still adds its window's cells in row-major order
+        for u in range(kh):
+            i = a * sh - pt + u * dh
+            if i < 0 or i >= h:
+                continue
+            for v in range(kw):
+                j0 = v * dw - pl                           # column read by output b: b * sw + j0
+                b0 = max(0, (-j0 + sw - 1) // sw)
+                b1 = min(ow, (w - j0 + sw - 1) // sw)
+                if b1 <= b0:
+                    continue
+                src = x[p, i, b0 * sw + j0:(b1 - 1) * sw + j0 + 1:sw]
+                dst = acc[b0:b1]
+                for b in range(dst.shape[0]):
+                    dst[b] += src[b]
+
+
+def window_sums_2d(x, kernel, strides, dilations, pads_begin, out_shape) -> np.ndarray:
+    """Per output position of a 2-D pooling window over float32 x [planes, H, W], the sum of the
+    window's cells inside x, from 0, added row by row and left to right (onnxruntime's generic
+    pooling loops; the padding is skipped, not added) -> [planes, OH, OW]."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    out = np.empty((x.shape[0],) + tuple(out_shape), np.float32)
+    if out.size:
+        _window_sums_kernel(x, out, kernel[0], kernel[1], strides[0], strides[1], dilations[0],
+                            dilations[1], pads_begin[0], pads_begin[1])
+    return out
+
+
 @njit(inline="always")
 def _eigen_finish(x, r, start, blocks, p0, p1, p2, p3, q0, q1, q2, q3):
     """Row r's sum from Eigen's two 4-lane packets (p, q) as they stand after its blocks of 8

@@ -657,6 +657,21 @@ def global_average_rows_twin(x):
     return total / np.float32(n)
 
 
+def window_sums_2d_twin(x, kernel, strides, dilations, pads_begin, out_shape):
+    """``rows.window_sums_2d``: the input zero-padded, the window's taps added to 0 one after the
+    other, row by row (an added pad is +0, which changes no partial sum that starts from 0)."""
+    x = np.asarray(x, np.float32)
+    (kh, kw), (sh, sw), (dh, dw), (pt, pl), (oh, ow) = kernel, strides, dilations, pads_begin, out_shape
+    pb = max(0, (oh - 1) * sh + (kh - 1) * dh + 1 - pt - x.shape[1])
+    pr = max(0, (ow - 1) * sw + (kw - 1) * dw + 1 - pl - x.shape[2])
+    xp = np.pad(x, [(0, 0), (pt, pb), (pl, pr)])
+    total = np.zeros((x.shape[0], oh, ow), np.float32)
+    for u in range(kh):
+        for v in range(kw):
+            total = total + xp[:, u * dh:u * dh + (oh - 1) * sh + 1:sh, v * dw:v * dw + (ow - 1) * sw + 1:sw]
+    return total
+
+
 def eigen_row_sums_twin(x, offsets):
     """``rows.eigen_row_sums``, with NumPy operations over the rows of one alignment at a time."""
     x = np.asarray(x, np.float32)

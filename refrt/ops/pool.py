@@ -97,6 +97,15 @@ def average_pool(x, *, auto_pad="NOTSET", ceil_mode=0, count_include_pad=0, dila
     added row by row, left to right."""
     win = pool_window(x, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode)
     ct = compute_dtype(x.dtype)
+    counts = _window_counts(x.shape[2:], win, count_include_pad)
+    if (x.dtype == np.float32 and len(win.kernel) == 2 and ctx is not None and ctx.numerics != "spec"
+            and not _mlas_window_order(x, win, count_include_pad, ceil_mode, ctx)):
+        # onnxruntime's generic loops: each window row by row, the padding skipped
+        n, c = x.shape[:2]
+        total = K.window_sums_2d(x.reshape((n * c,) + x.shape[2:]), win.kernel, win.strides,
+                                 win.dilations, win.pads_begin, win.out)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return total.reshape((n, c) + win.out) / counts.astype(np.float32)
     taps = window_taps(x.astype(ct, copy=False), win, 0)          # (K, N, C, *out), row major
     if _mlas_window_order(x, win, count_include_pad, ceil_mode, ctx):
         width = win.kernel[-1]
@@ -104,7 +113,6 @@ def average_pool(x, *, auto_pad="NOTSET", ceil_mode=0, count_include_pad=0, dila
         total = _sum_in_order(columns)                                        # then across
     else:
         total = _sum_in_order(taps)
-    counts = _window_counts(x.shape[2:], win, count_include_pad)
     with np.errstate(invalid="ignore", divide="ignore"):
         y = total / counts.astype(ct)
     return y.astype(x.dtype, copy=False)
