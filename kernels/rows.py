@@ -50,6 +50,7 @@ from .vec import (
     lanes_max,
     load,
     load_first,
+    load_halves,
     maximum,
     mlas_fold,
     mul,
@@ -513,9 +514,9 @@ def _eigen_finish(x, r, start, blocks, p0, p1, p2, p3, q0, q1, q2, q3):
 @njit(inline="always")
 def _eigen_rows(x, r, s, start, out):
     """out[r] and out[s] (s may be r) for rows that start alike relative to the 16-byte boundary
-    (``start`` values before the first aligned one). Two rows' 16 lane sums are 16 independent
-    chains of additions, where one row's 8 would wait on each other's latency; each lane adds
-    in the same order either way."""
+    (``start`` values before the first aligned one). Row r's 8 accumulators (Eigen's two 4-lane
+    packets) are lanes 0-7 of one 16-lane vector, row s's lanes 8-15: one vector addition per 8
+    values of each row, each lane adding in Eigen's order."""
     n = x.shape[1]
     blocks = (n - start) // 4
     if blocks == 0:
@@ -525,31 +526,19 @@ def _eigen_rows(x, r, s, start, out):
                 total += x[t, i]
             out[t] = total
         return
-    p0, p1, p2, p3 = x[r, start], x[r, start + 1], x[r, start + 2], x[r, start + 3]
-    u0, u1, u2, u3 = x[s, start], x[s, start + 1], x[s, start + 2], x[s, start + 3]
-    q0 = q1 = q2 = q3 = v0 = v1 = v2 = v3 = _F(0.0)
-    if blocks > 1:
-        q0, q1, q2, q3 = x[r, start + 4], x[r, start + 5], x[r, start + 6], x[r, start + 7]
-        v0, v1, v2, v3 = x[s, start + 4], x[s, start + 5], x[s, start + 6], x[s, start + 7]
+    if blocks == 1:
+        for t in (r, s):
+            out[t] = _eigen_finish(x, t, start, 1, x[t, start], x[t, start + 1], x[t, start + 2],
+                                   x[t, start + 3], _F(0.0), _F(0.0), _F(0.0), _F(0.0))
+        return
+    xr, xs = x[r], x[s]
+    acc = load_halves(xr, start, xs, start)
     for i in range(start + 8, start + 8 * (blocks // 2), 8):
-        p0 += x[r, i]
-        p1 += x[r, i + 1]
-        p2 += x[r, i + 2]
-        p3 += x[r, i + 3]
-        q0 += x[r, i + 4]
-        q1 += x[r, i + 5]
-        q2 += x[r, i + 6]
-        q3 += x[r, i + 7]
-        u0 += x[s, i]
-        u1 += x[s, i + 1]
-        u2 += x[s, i + 2]
-        u3 += x[s, i + 3]
-        v0 += x[s, i + 4]
-        v1 += x[s, i + 5]
-        v2 += x[s, i + 6]
-        v3 += x[s, i + 7]
-    out[r] = _eigen_finish(x, r, start, blocks, p0, p1, p2, p3, q0, q1, q2, q3)
-    out[s] = _eigen_finish(x, s, start, blocks, u0, u1, u2, u3, v0, v1, v2, v3)
+        acc = add(acc, load_halves(xr, i, xs, i))
+    out[r] = _eigen_finish(x, r, start, blocks, lane(acc, 0), lane(acc, 1), lane(acc, 2),
+                           lane(acc, 3), lane(acc, 4), lane(acc, 5), lane(acc, 6), lane(acc, 7))
+    out[s] = _eigen_finish(x, s, start, blocks, lane(acc, 8), lane(acc, 9), lane(acc, 10),
+                           lane(acc, 11), lane(acc, 12), lane(acc, 13), lane(acc, 14), lane(acc, 15))
 
 
 @njit(cache=True, parallel=True)

@@ -17,7 +17,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
-__all__ = ["LANES", "VEC", "splat", "load", "load_first", "store", "store_first", "add", "sub",
+__all__ = ["LANES", "VEC", "splat", "load", "load_halves", "load_first", "store", "store_first", "add", "sub",
            "mul", "div", "maximum", "minimum", "keep_nan", "fma", "lanes_sum", "lanes_max",
            "lanes_min", "horner", "pow2_of_rounded", "pow2_of_integer", "zero_where_below",
            "add_halves", "exp_scales", "keep_first", "mlas_fold", "square_halves", "lane"]
@@ -96,6 +96,26 @@ def load(typingctx, row, i):
         return builder.load(ptr, align=4)
 
     return VEC(row, i), codegen
+
+
+@intrinsic
+def load_halves(typingctx, row_a, i, row_b, j):
+    """row_a[i : i + 8] in lanes 0-7 and row_b[j : j + 8] in lanes 8-15 (the caller guarantees
+    both are inside their rows)."""
+    if not (_is_row(row_a) and _is_row(row_b) and isinstance(i, types.Integer)
+            and isinstance(j, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        half = ir.VectorType(_LL_F32, LANES // 2)
+        parts = []
+        for a, at, idx, it in ((args[0], sig.args[0], args[1], sig.args[1]),
+                               (args[2], sig.args[2], args[3], sig.args[3])):
+            ptr = _address(context, builder, at, a, idx, it)
+            parts.append(builder.load(builder.bitcast(ptr, half.as_pointer()), align=4))
+        return builder.shuffle_vector(parts[0], parts[1], ir.Constant(_LL_IVEC, list(range(LANES))))
+
+    return VEC(row_a, i, row_b, j), codegen
 
 
 @intrinsic
