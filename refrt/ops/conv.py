@@ -20,7 +20,7 @@ from ._common import (
     sliding_windows,
     window_geometry,
 )
-from ._kernels import K
+from ._kernels import K, sized_threads
 
 
 def _check_conv_inputs(x, w, group, name):
@@ -83,11 +83,15 @@ def _mlas_conv(x, wg, win, group, threads):
         if direct and all(s >= k for _, _, s in segments):
             # a pointwise convolution whose products are one chain of fused multiply-adds each:
             # the images are the B matrices of one stack product, read in place
+            # (on the calling thread alone below about 8M multiply-adds: 2^18 "elements" of
+            # sized_threads at 32 multiply-adds each, where waking the pool costs more than
+            # it saves)
             xs = x.reshape(n, g, k, p)
+            work = n * mg * p * k // 32
             if g == 1:
-                return K.batched_matmul_f32(wg[0][None], xs[:, 0])[:, None]
+                return sized_threads(work, K.batched_matmul_f32, wg[0][None], xs[:, 0])[:, None]
             for j in range(g):
-                out[:, j] = K.batched_matmul_f32(wg[j][None], xs[:, j])
+                out[:, j] = sized_threads(work // g, K.batched_matmul_f32, wg[j][None], xs[:, j])
             return out
         return _packed_conv(x, wg, win, segments)
     cols = _conv_columns(x, win, group)                                      # (N, G, K, P)
