@@ -148,6 +148,16 @@ def _bmm_kernel(a, a_offs, lda, b, b_offs, ldb, c, nb, m, n, k):
     block, 32-column block), then the row and column tails, one task per matrix."""
     mt, nt = m // 8, n // 32
     full = nt * 32
+    if m <= 32 and nt >= 8:
+        # few rows, many columns: one task per (matrix, 32-column block) takes all the rows, so
+        # the block of B is read once (from cache for every row tile after the first)
+        for task in prange(nb * nt):
+            t = task // nt
+            j = (task - t * nt) * 32
+            _rows32(a, a_offs[t], lda, b, b_offs[t] + j, ldb, k, c, t * m * n + j, n, 0, m)
+        for t in prange(nb):
+            _column_tail(a, a_offs[t], lda, b, b_offs[t], ldb, c, t * m * n, n, n, k, full, 0, m)
+        return
     for task in prange(nb * mt * nt):
         t = task // (mt * nt)
         rest = task - t * mt * nt

@@ -476,7 +476,8 @@ def _heads_view(x):
 
 
 @SETTINGS
-@given(nb=st.integers(1, 4), m=st.integers(1, 40), k=st.integers(0, 70), n=st.integers(1, 90),
+@given(nb=st.integers(1, 4), m=st.integers(1, 40), k=st.integers(0, 70),
+       n=st.one_of(st.integers(1, 90), st.integers(250, 300)),    # (8+ column blocks: all rows per task)
        broadcast=st.booleans(), b_transposed=st.booleans(), strided=st.booleans(),
        seed=st.integers(0, 2**31))
 def test_batched_matmul_f32_is_sequential_fma(nb, m, k, n, broadcast, b_transposed, strided, seed):
