@@ -305,26 +305,32 @@ def _im2col_panels_kernel(xf, c, hp, wp, c0, cg, kh, kw, sh, sw, dh, dw, oh, ow,
         # where each column's tap (0, 0) of channel c0 is in xf, and the columns as runs along
         # one output row (first column, past the last): a run of a row with sw = 1 is a
         # contiguous copy; panels cut into many short runs (small images) gather instead
-        col = np.empty(32, np.int64)
+        col = np.empty(32, np.uint64)     # unsigned: no negative-index test per read
         starts = np.empty(33, np.int64)
         valid = min(32, nq - p * 32)
         runs = 0
+        q = q0 + p * 32                   # divide once per panel, then count along
+        img = q // per_img
+        a = (q - img * per_img) // ow
+        b = q - img * per_img - a * ow
         for j in range(valid):
-            q = q0 + p * 32 + j
-            img = q // per_img
-            r = q - img * per_img
-            a = r // ow
-            b = r - a * ow
             col[j] = (img * c + c0) * hw + a * sh * wp + b * sw
             if j == 0 or b == 0:
                 starts[runs] = j
                 runs += 1
+            b += 1
+            if b == ow:
+                b = 0
+                a += 1
+                if a == oh:
+                    a = 0
+                    img += 1
         starts[runs] = valid
         o = p * k * 32
         for ci in range(cg):
             for u in range(kh):
                 for v in range(kw):
-                    d = ci * hw + u * dh * wp + v * dw
+                    d = np.uint64(ci * hw + u * dh * wp + v * dw)
                     if runs <= 2 and sw == 1:
                         for t in range(runs):
                             src = col[starts[t]] + d
@@ -358,7 +364,20 @@ def _packed_kernel(a, bp, c, bias, m, n, k, chunks, kblock, accumulate):
             bo = p * k * 32 + k0 * 32
             add = accumulate or k0 > 0
             if w < 32:
-                _column_tail(a, k0, k, bp, bo, 32, c, j0, n, w, kk, 0, i0, i1, add)
+                # the last, zero-padded panel: the full 32-column tiles into a scratch block
+                # (rows i0..i1, 32 wide), of which the first w columns are kept; each kept
+                # output is the same chain of fused multiply-adds
+                tmp = np.zeros((i1 - i0) * 32, np.float32)
+                if add:
+                    for i in range(i0, i1):
+                        for jj in range(w):
+                            tmp[(i - i0) * 32 + jj] = c[i * n + j0 + jj]
+                    _rows32_add(a, k0, k, bp, bo, 32, kk, tmp, -i0 * 32, 32, i0, i1)
+                else:
+                    _rows32(a, k0, k, bp, bo, 32, kk, tmp, -i0 * 32, 32, i0, i1)
+                for i in range(i0, i1):
+                    for jj in range(w):
+                        c[i * n + j0 + jj] = tmp[(i - i0) * 32 + jj]
             elif add:
                 _rows32_add(a, k0, k, bp, bo, 32, kk, c, j0, n, i0, i1)
             else:

@@ -511,16 +511,27 @@ def test_batched_matmul_f32_attention_shapes_match_numpy():
 
 @SETTINGS
 @given(lead=st.sampled_from([(), (1,), (2, 3)]), m=st.integers(1, 40), k=st.integers(0, 70),
-       n=st.integers(1, 90), with_bias=st.booleans(), seed=st.integers(0, 2**31))
-def test_matmul_packed_f32_is_sequential_fma_then_bias(lead, m, k, n, with_bias, seed):
+       n=st.integers(1, 90), with_bias=st.booleans(), k_block=st.sampled_from([0, 5, 32]),
+       with_init=st.booleans(), seed=st.integers(0, 2**31))
+def test_matmul_packed_f32_is_sequential_fma_then_bias(lead, m, k, n, with_bias, k_block, with_init, seed):
+    """Each output: per block of k_block values of k (0: one block) a chain of fused
+    multiply-adds from 0, the blocks added in turn to ``init`` (or the first stored), then the
+    bias; full and narrow (zero-padded) column panels alike."""
     rng = np.random.default_rng(seed)
     a = rng.standard_normal(lead + (m, k)).astype(np.float32)
     b = rng.standard_normal((k, n)).astype(np.float32)
     bias = rng.standard_normal(n).astype(np.float32) if with_bias else None
+    init = rng.standard_normal(lead + (m, n)).astype(np.float32) if with_init else None
     a_before, b_before = a.copy(), b.copy()
     packed = FG.pack_b_f32(b)
-    got = FG.matmul_packed_f32(a, packed, bias)
-    want = _sequential_fma_matmul(a, b)
+    got = FG.matmul_packed_f32(a, packed, bias, k_block=k_block, init=init)
+    step = k if k_block <= 0 else k_block
+    want = None if init is None else init.copy()
+    for k0 in range(0, k, max(step, 1)):
+        block = _sequential_fma_matmul(a[..., k0:k0 + step], b[k0:k0 + step])
+        want = block if want is None else want + block
+    if want is None:
+        want = np.zeros(lead + (m, n), np.float32)
     if with_bias:
         want = want + bias     # one float32 addition, as an Add node
     assert got.shape == lead + (m, n) and got.dtype == np.float32
