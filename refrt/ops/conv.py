@@ -20,7 +20,7 @@ from ._common import (
     sliding_windows,
     window_geometry,
 )
-from ._kernels import K, sized_threads
+from ._kernels import K, sized_product, sized_threads
 
 
 def _check_conv_inputs(x, w, group, name):
@@ -83,15 +83,12 @@ def _mlas_conv(x, wg, win, group, threads):
         if direct and all(s >= k for _, _, s in segments):
             # a pointwise convolution whose products are one chain of fused multiply-adds each:
             # the images are the B matrices of one stack product, read in place
-            # (on the calling thread alone below about 8M multiply-adds: 2^18 "elements" of
-            # sized_threads at 32 multiply-adds each, where waking the pool costs more than
-            # it saves)
             xs = x.reshape(n, g, k, p)
-            work = n * mg * p * k // 32
+            macs = n * mg * p * k
             if g == 1:
-                return sized_threads(work, K.batched_matmul_f32, wg[0][None], xs[:, 0])[:, None]
+                return sized_product(macs, K.batched_matmul_f32, wg[0][None], xs[:, 0])[:, None]
             for j in range(g):
-                out[:, j] = sized_threads(work // g, K.batched_matmul_f32, wg[j][None], xs[:, j])
+                out[:, j] = sized_product(macs, K.batched_matmul_f32, wg[j][None], xs[:, j])
             return out
         return _packed_conv(x, wg, win, segments)
     cols = _conv_columns(x, win, group)                                      # (N, G, K, P)
@@ -151,10 +148,13 @@ def _packed_conv(x, wg, win, segments):
     out = None if n == g == 1 else np.empty((n, g, mg, p), np.float32)
     for j in range(g):
         w = np.ascontiguousarray(wg[j])
-        parts = [K.matmul_packed_f32(w, K.im2col_panels(xp, j * cg, cg, win.kernel, win.strides,
-                                                        win.dilations, win.out, q0, q1),
-                                     k_block=stride)
-                 for q0, q1, stride in ranges]                        # each [Mg, q1 - q0]
+        parts = []                                                    # each [Mg, q1 - q0]
+        for q0, q1, stride in ranges:
+            # small steps on the calling thread (the panels by the values written)
+            panels = sized_threads(k * (q1 - q0), K.im2col_panels, xp, j * cg, cg, win.kernel,
+                                   win.strides, win.dilations, win.out, q0, q1)
+            parts.append(sized_product(mg * k * (q1 - q0), K.matmul_packed_f32, w, panels,
+                                       k_block=stride))
         y = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
         if out is None:
             return y.reshape(1, 1, mg, p)

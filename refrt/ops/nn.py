@@ -12,7 +12,7 @@ import numpy as np
 
 from ..registry import op
 from ._common import compute_dtype, np_dtype, once_per_session, ort_threads
-from ._kernels import K
+from ._kernels import K, sized_product
 from .elementwise import swish as _swish
 
 
@@ -52,8 +52,9 @@ def gemm(a, b, c=None, *, alpha=1.0, beta=1.0, broadcast=0, transA=0, transB=0, 
     if _mlas_float(a, b, ctx) and alpha == 1.0:
         init = None if c_ is None else (c_ if beta == 1.0 else c_ * ct.type(beta))
         if ctx is not None and ctx.is_constant(1):   # packed once, as onnxruntime packs it
-            return K.matmul_packed_f32(np.ascontiguousarray(a_), _mlas_packed(ctx, b, bool(transB)),
-                                       k_block=K.SGEMM_PACKED_STRIDE_K, init=init)
+            return sized_product(a_.shape[0] * a_.shape[1] * b_.shape[1], K.matmul_packed_f32,
+                                 np.ascontiguousarray(a_), _mlas_packed(ctx, b, bool(transB)),
+                                 k_block=K.SGEMM_PACKED_STRIDE_K, init=init)
         return K.sgemm(a, b, init, trans_a=bool(transA), trans_b=bool(transB),
                        threads=ort_threads(ctx))
     y = np.matmul(a_, b_)
@@ -95,7 +96,8 @@ def _mlas_matmul(a, b, ctx):
         rows = a2.reshape(int(np.prod(a2.shape[:-1])), k)
         if ctx is not None and b.ndim == 2 and ctx.is_constant(1):
             # onnxruntime packs a constant B once: K in blocks of 256, whatever the shapes
-            y = K.matmul_packed_f32(rows, _mlas_packed(ctx, b, False), k_block=K.SGEMM_PACKED_STRIDE_K)
+            y = sized_product(rows.size * n, K.matmul_packed_f32, rows, _mlas_packed(ctx, b, False),
+                              k_block=K.SGEMM_PACKED_STRIDE_K)
         else:
             y = K.sgemm(rows, b2, threads=threads)
         y = y.reshape(a2.shape[:-1] + (n,))
@@ -142,7 +144,7 @@ def matmul(a, b, *, ctx=None):
             return K.batched_matmul_f32(a, b)
     packed = _packed_weights(a, b, ctx)
     if packed is not None:
-        return K.matmul_packed_f32(a, packed)
+        return sized_product(a.size * packed.n, K.matmul_packed_f32, a, packed)
     _, (a_, b_) = _as_compute(a, b)
     return np.asarray(np.matmul(a_, b_)).astype(a.dtype, copy=False)
 
@@ -158,7 +160,7 @@ def matmul_add(a, b, *, bias, ctx=None):
     if (packed is None or not isinstance(bias, np.ndarray) or bias.dtype != np.float32
             or bias.shape != (packed.n,)):
         return None
-    return K.matmul_packed_f32(a, packed, bias)
+    return sized_product(a.size * packed.n, K.matmul_packed_f32, a, packed, bias)
 
 
 # a stack of float32 products this small (M * N * K each) runs in kernels/fgemm.py's register
