@@ -537,37 +537,59 @@ def target(name: str, goal: str, measured: str, ratio: str, met: bool | None, no
 
 # --------------------------------------------------------------------------- RESULTS.md
 
-_SECTION_RE = re.compile(r"<!-- section:(\w+) -->\n(.*?)<!-- /section:\1 -->", re.S)
-_TARGETS_RE = re.compile(r"<!-- targets:(\w+) (.*?) -->")
+_SECTION_RE = re.compile(r"<!-- section:([\w@-]+) -->\n(.*?)<!-- /section:\1 -->", re.S)
+_TARGETS_RE = re.compile(r"<!-- targets:([\w@-]+) (.*?) -->")
+_CLASS_RE = re.compile(r"_Measured on CPU class ([^:]+):")
+# CPU classes (refrt.host.cpu_class) from the least to the most capable: the order of the
+# tables of one section
+CLASS_ORDER = ["AVX2", "AVX-512", "AVX-VNNI", "AVX512-VNNI", "AMX"]
 
 
 def _read_sections() -> dict:
+    """{(section key, CPU class): text} of bench/RESULTS.md: each section keeps one table per
+    CPU class it was measured on (a section written before classes were kept apart counts as
+    the class its first line names)."""
     if not RESULTS.exists():
         return {}
-    return {m.group(1): m.group(2) for m in _SECTION_RE.finditer(RESULTS.read_text())}
+    out = {}
+    for m in _SECTION_RE.finditer(RESULTS.read_text()):
+        key, _, cls = m.group(1).partition("@")
+        if not cls:
+            found = _CLASS_RE.search(m.group(2))
+            cls = found.group(1) if found else "unknown"
+        out[(key, cls)] = m.group(2)
+    return out
+
+
+def _class_rank(cls: str) -> tuple:
+    return (CLASS_ORDER.index(cls) if cls in CLASS_ORDER else len(CLASS_ORDER), cls)
 
 
 def write_section(key: str, body: str, targets: list | None = None, info: dict | None = None) -> None:
-    """Replace (or add) section ``key`` of bench/RESULTS.md and rebuild the header: targets from
-    every section present, machine from this run."""
+    """Replace (or add) section ``key`` of bench/RESULTS.md for this machine's CPU class (the
+    tables of other classes stay) and rebuild the header: targets from every section and class
+    present, machine from this run."""
     sections = _read_sections()
     title = dict(SECTIONS)[key]
     info = info or machine_info()
-    text = (f"## {title}\n\n_Measured on CPU class {info['cpu_class']}: {info['host_summary']}; "
+    cls = info["cpu_class"]
+    text = (f"## {title} — {cls}\n\n_Measured on CPU class {cls}: {info['host_summary']}; "
             f"{info['date']}._\n\n{body.strip()}\n\n")
-    text += f"<!-- targets:{key} {json.dumps(targets or [])} -->\n"
-    sections[key] = text
+    text += f"<!-- targets:{key}@{cls} {json.dumps(targets or [])} -->\n"
+    sections[(key, cls)] = text
+    order = [(k, c) for k, _ in SECTIONS
+             for c in sorted({c for kk, c in sections if kk == k}, key=_class_rank)]
 
     all_targets = []
-    for k, _ in SECTIONS:
-        if k in sections:
-            m = _TARGETS_RE.search(sections[k])
-            if m:
-                all_targets.extend(json.loads(m.group(2)))
+    for k, c in order:
+        m = _TARGETS_RE.search(sections[(k, c)])
+        if m:
+            all_targets.extend(dict(t, cpu_class=c) for t in json.loads(m.group(2)))
     rows = []
     for t in all_targets:
         met = {True: "**met**", False: "**not met**", None: "n/a"}[t["met"]]
-        rows.append([t["target"], t["goal"], t["measured"], t["ratio"], met, t.get("note", "")])
+        rows.append([t["target"], t["cpu_class"], t["goal"], t["measured"], t["ratio"], met,
+                     t.get("note", "")])
 
     parts = [
         "# refrt benchmark results\n",
@@ -576,16 +598,21 @@ def write_section(key: str, body: str, targets: list | None = None, info: dict |
         "of rounds. Ratios compare runtimes measured in the same run. The machine is shared and "
         "noisy: read differences under ~10 % as noise.\n",
         "## Targets\n",
-        md_table(["target", "goal", "measured", "ratio", "status", "note"], rows) if rows
+        md_table(["target", "CPU class", "goal", "measured", "ratio", "status", "note"], rows) if rows
         else "(no section with targets measured yet)",
         "",
-        "## Machine\n",
+        "## Machine of the section written last\n",
+        "Each section keeps one table per CPU class it was measured on (named in its title and "
+        "first line); running a script replaces only its table for the class of the machine it "
+        "runs on.\n",
         machine_markdown(info),
         "",
     ]
-    for k, _ in SECTIONS:
-        if k in sections:
-            parts.append(f"<!-- section:{k} -->\n{sections[k]}<!-- /section:{k} -->\n")
+    for k, c in order:
+        title = dict(SECTIONS)[k]
+        text = re.sub(r"^## .*", lambda _: f"## {title} — {c}", sections[(k, c)], count=1)
+        text = re.sub(r"<!-- targets:[\w@-]+ ", f"<!-- targets:{k}@{c} ", text, count=1)
+        parts.append(f"<!-- section:{k}@{c} -->\n{text}<!-- /section:{k}@{c} -->\n")
     RESULTS.write_text("\n".join(parts))
 
 
