@@ -319,6 +319,38 @@ def _ort_codes(kind, activations, num_dir):
     return None
 
 
+def _cached(ctx, key, build):
+    """``build()``, kept in the node's cache under ``key`` (which names everything it depends
+    on)."""
+    hit = ctx.cache.get(key)
+    if hit is None:
+        hit = ctx.cache[key] = (build(),)
+    return hit[0]
+
+
+def _plans(kind, seq, batch, input_size, H, G, steps, threads, packed_w, packed_r, lens):
+    """(plan of the input projection, of the recurrent product (LSTM, RNN) or its two parts
+    (GRU: z and r, then h), the order a reversed direction reads the steps in, or None when
+    every sequence is full)."""
+    plan_x = K.rnn_gemm_plan([(0, steps * batch, threads)], G * H, input_size, packed_w)
+    if kind == "LSTM" and (batch > 4 or (batch >= 2 and H <= 256)):
+        chunk = -(-batch // max(1, threads))       # onnxruntime's rows per thread
+        rows = [(r0, min(batch, r0 + chunk), 1) for r0 in range(0, batch, chunk)]
+    else:
+        rows = [(0, batch, threads)]
+    plan_r = plan_zr = plan_h = None
+    if kind == "GRU":
+        plan_zr = K.rnn_gemm_plan(rows, 2 * H, H, packed_r)
+        plan_h = K.rnn_gemm_plan(rows, H, H, packed_r)
+    else:
+        plan_r = K.rnn_gemm_plan(rows, G * H, H, packed_r)
+    reverse_index = None
+    if lens is not None:
+        t = np.arange(seq)[:, None]
+        reverse_index = np.where(t < lens, lens - 1 - t, t)
+    return plan_x, plan_r, plan_zr, plan_h, reverse_index
+
+
 def _ort_layers(kind, x, w, r, b, sequence_lens, initial_states, ctx, *, activations, clip,
                 direction, layout, hidden_size, linear_before_reset=0, input_forget=0, P=None):
     """The layer as onnxruntime's CPU kernels compute it, or None where refrt does not reproduce
@@ -330,7 +362,7 @@ def _ort_layers(kind, x, w, r, b, sequence_lens, initial_states, ctx, *, activat
     if any(a is not None and a.dtype != np.float32 for a in (w, r, b, P, *initial_states)):
         return None
     num_dir = 2 if direction == "bidirectional" else 1
-    codes = _ort_codes(kind, activations, num_dir)
+    codes = _cached(ctx, ("rnn-codes", direction), lambda: _ort_codes(kind, activations, num_dir))
     if codes is None:
         return None
     G = _GATES[kind]
@@ -355,24 +387,18 @@ def _ort_layers(kind, x, w, r, b, sequence_lens, initial_states, ctx, *, activat
             signature=arr.shape)
 
     w_l, r_l = layouts(w, 1), layouts(r, 2)
-    steps = seq if rnn else int(lens.max())
-    plan_x = K.rnn_gemm_plan([(0, steps * batch, threads)], G * H, input_size, packed_w)
-    if kind == "LSTM" and (batch > 4 or (batch >= 2 and H <= 256)):
-        chunk = -(-batch // max(1, threads))       # onnxruntime's rows per thread
-        rows = [(r0, min(batch, r0 + chunk), 1) for r0 in range(0, batch, chunk)]
-    else:
-        rows = [(0, batch, threads)]
-    if kind == "GRU":
-        plan_zr = K.rnn_gemm_plan(rows, 2 * H, H, packed_r)
-        plan_h = K.rnn_gemm_plan(rows, H, H, packed_r)
-    else:
-        plan_r = K.rnn_gemm_plan(rows, G * H, H, packed_r)
-
-    fmax = np.finfo(np.float32).max
-    t = np.arange(seq)[:, None]
-    reverse_index = np.where(t < lens, lens - 1 - t, t)
+    full = bool((lens == seq).all())
+    steps = seq if rnn or full else int(lens.max())
+    # the products' plans and the reversed reading order depend on the shapes, the thread count
+    # and the lengths only: made once per such combination (a session runs one, usually)
+    plan_x, plan_r, plan_zr, plan_h, reverse_index = _cached(
+        ctx, ("rnn-plans", x.shape, H, threads, packed_w, packed_r, None if full else lens.tobytes()),
+        lambda: _plans(kind, seq, batch, input_size, H, G, steps, threads, packed_w, packed_r,
+                       None if full else lens))
     cols = np.arange(batch)[None, :]
-    ys, finals = [], []
+    fmax = np.finfo(np.float32).max
+    y_all = np.empty((seq, num_dir, batch, H), np.float32)
+    finals = [np.empty((num_dir, batch, H), np.float32) for _ in initial_states]
     for d in range(num_dir):
         backwards = direction == "reverse" or d == 1
         (w_nk, w_kn), (r_nk, r_kn) = w_l[d], r_l[d]
@@ -382,10 +408,16 @@ def _ort_layers(kind, x, w, r, b, sequence_lens, initial_states, ctx, *, activat
             bias = None if b is None else (b[d, :H] + b[d, H:]).astype(np.float32)
             y, h = K.rnn_layer(x, w_kn, w_nk, plan_x, r_kn, r_nk, plan_r, bias, init[0], lens,
                                backwards, codes[d][0], -1.0 if clip is None else clip)
-            ys.append(y)
-            finals.append([h])
+            y_all[:, d] = y
+            finals[0][d] = h
             continue
-        xs = np.ascontiguousarray(x[reverse_index, cols] if backwards else x)
+        if not backwards:
+            xs = x
+        elif reverse_index is None:        # every sequence full: read from the end
+            xs = x[::-1]
+        else:
+            xs = x[reverse_index, cols]
+        xs = np.ascontiguousarray(xs)
         h0 = zeros if init[0] is None else init[0]
         clip_v = fmax if clip is None else clip
         if kind == "LSTM":
@@ -399,10 +431,15 @@ def _ort_layers(kind, x, w, r, b, sequence_lens, initial_states, ctx, *, activat
                               None if b is None else np.ascontiguousarray(b[d]), h0, lens,
                               codes[d], clip_v, linear_before_reset)
         y = out[0]
-        ys.append(y[reverse_index, cols] if backwards else y)
-        finals.append(list(out[1:]))
-    y = np.stack(ys, axis=1)
-    final = [np.stack([f[k] for f in finals]) for k in range(len(initial_states))]
+        if not backwards:
+            y_all[:, d] = y
+        elif reverse_index is None:
+            y_all[:, d] = y[::-1]
+        else:
+            y_all[:, d] = y[reverse_index, cols]
+        for k, f in enumerate(finals):
+            f[d] = out[1 + k]
+    y, final = y_all, finals
     if layout == 1:
         y = y.transpose(2, 0, 1, 3)
         final = [s.swapaxes(0, 1) for s in final]
