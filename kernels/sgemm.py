@@ -385,17 +385,51 @@ def element_value(a_row, b_col, plan: tuple, init=None, fma=None):
     return (v if init is None else f32(v + f32(init))), parts
 
 
-def depthwise_m1_2d(x, w, kernel, strides, dilations, out_shape, stride_k: int) -> np.ndarray:
-    """``m1_groups`` for a 2-D depthwise convolution, read straight from the zero-padded input
-    (no im2col): x [G, H, W] padded, w [G, KH * KW] -> [G, OH, OW], each output the M = 1
-    kernel's sum over its taps in order (kh, kw), in slices of ``stride_k`` taps."""
+def depthwise_m1_2d(x, w, kernel, strides, dilations, out_shape, stride_k: int,
+                    pads=(0, 0, 0, 0)) -> np.ndarray:
+    """``m1_groups`` for a 2-D depthwise convolution, read straight from the input (no im2col):
+    x [G, H, W], zero-padded by ``pads`` (top, left, bottom, right), w [G, KH * KW] ->
+    [G, OH, OW], each output the M = 1 kernel's sum over its taps in order (kh, kw), in slices
+    of ``stride_k`` taps."""
     x = np.ascontiguousarray(x, _F)
     w = np.ascontiguousarray(w, _F)
+    if any(pads):
+        padded = np.empty((x.shape[0], x.shape[1] + pads[0] + pads[2], x.shape[2] + pads[1] + pads[3]), _F)
+        _pad_planes(x, padded, pads[0], pads[1])
+        x = padded
     out = np.empty((x.shape[0],) + tuple(out_shape), _F)
     if out.size:
         _depthwise_kernel(x, w, out, kernel[0], kernel[1], strides[0], strides[1], dilations[0],
                           dilations[1], max(1, stride_k))
     return out
+
+
+@njit(cache=True, parallel=True)
+def _pad_planes(x, out, top, left):
+    """out [G, H + top + bottom, W + left + right] = x [G, H, W] with zeros around it."""
+    g, h, w = x.shape
+    for j in prange(g):
+        out[j] = 0
+        for i in range(h):
+            row, src = out[j, top + i, left:left + w], x[j, i]
+            for q in range(w):
+                row[q] = src[q]
+
+
+@njit(inline="always")
+def _taps_into(y, s0, s1, s2, s3, w0, w1, w2, w3, count):
+    """y[b] = (rounded products of the first ``count`` (4, 2 or 1) taps, added in order) + y[b]
+    for the row views s0..s3 (the taps' input values, one per output); views indexed from 0 so
+    the loop vectorizes."""
+    if count == 4:
+        for b in range(y.shape[0]):
+            y[b] = (((w0 * s0[b] + w1 * s1[b]) + w2 * s2[b]) + w3 * s3[b]) + y[b]
+    elif count == 2:
+        for b in range(y.shape[0]):
+            y[b] = (w0 * s0[b] + w1 * s1[b]) + y[b]
+    else:
+        for b in range(y.shape[0]):
+            y[b] = w0 * s0[b] + y[b]
 
 
 @njit(cache=True, parallel=True)
@@ -406,33 +440,27 @@ def _depthwise_kernel(x, w, out, kh, kw, sh, sw, dh, dw, stride_k):
     cols = np.empty(k, np.int64)
     for i in range(k):
         rows[i], cols[i] = (i // kw) * dh, (i % kw) * dw
-    for j in prange(g):
-        for a in range(oh):
-            y = out[j, a]
-            y[:] = 0
-            for k0 in range(0, k, stride_k):
-                k1 = min(k, k0 + stride_k)
-                i = k0
-                while i < k1:
-                    w0, r0 = w[j, i], x[j, a * sh + rows[i]]
-                    if k1 - i >= 4:
-                        w1, r1 = w[j, i + 1], x[j, a * sh + rows[i + 1]]
-                        w2, r2 = w[j, i + 2], x[j, a * sh + rows[i + 2]]
-                        w3, r3 = w[j, i + 3], x[j, a * sh + rows[i + 3]]
-                        c0, c1, c2, c3 = cols[i], cols[i + 1], cols[i + 2], cols[i + 3]
-                        for b in range(ow):
-                            t = (((w0 * r0[b * sw + c0] + w1 * r1[b * sw + c1]) + w2 * r2[b * sw + c2])
-                                 + w3 * r3[b * sw + c3])
-                            y[b] = t + y[b]
-                        i += 4
-                    elif k1 - i >= 2:
-                        w1, r1 = w[j, i + 1], x[j, a * sh + rows[i + 1]]
-                        c0, c1 = cols[i], cols[i + 1]
-                        for b in range(ow):
-                            y[b] = (w0 * r0[b * sw + c0] + w1 * r1[b * sw + c1]) + y[b]
-                        i += 2
-                    else:
-                        c0 = cols[i]
-                        for b in range(ow):
-                            y[b] = w0 * r0[b * sw + c0] + y[b]
-                        i += 1
+    span = (ow - 1) * sw + 1
+    for task in prange(g * oh):
+        j, a = task // oh, task % oh
+        y = out[j, a]
+        y[:] = 0
+        for k0 in range(0, k, stride_k):
+            k1 = min(k, k0 + stride_k)
+            i = k0
+            while i < k1:
+                count = 4 if k1 - i >= 4 else (2 if k1 - i >= 2 else 1)
+                # each tap's inputs for the whole output row as a view of x (contiguous for a
+                # unit stride, so the loop over the row vectorizes); unused taps repeat tap i
+                t1, t2, t3 = i + min(1, count - 1), i + min(2, count - 1), i + min(3, count - 1)
+                w0, w1, w2, w3 = w[j, i], w[j, t1], w[j, t2], w[j, t3]
+                r0, r1 = x[j, a * sh + rows[i]], x[j, a * sh + rows[t1]]
+                r2, r3 = x[j, a * sh + rows[t2]], x[j, a * sh + rows[t3]]
+                c0, c1, c2, c3 = cols[i], cols[t1], cols[t2], cols[t3]
+                if sw == 1:
+                    _taps_into(y, r0[c0:c0 + ow], r1[c1:c1 + ow], r2[c2:c2 + ow], r3[c3:c3 + ow],
+                               w0, w1, w2, w3, count)
+                else:
+                    _taps_into(y, r0[c0:c0 + span:sw], r1[c1:c1 + span:sw],
+                               r2[c2:c2 + span:sw], r3[c3:c3 + span:sw], w0, w1, w2, w3, count)
+                i += count

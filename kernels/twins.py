@@ -576,9 +576,10 @@ def m1_groups_twin(w, cols, stride_k):
         if len(w) else np.zeros((0, np.shape(cols)[2]), np.float32)
 
 
-def depthwise_m1_2d_twin(x, w, kernel, strides, dilations, out_shape, stride_k):
-    """``sgemm.depthwise_m1_2d``: the taps gathered (im2col) and ``m1_groups_twin``."""
-    x = np.asarray(x, np.float32)
+def depthwise_m1_2d_twin(x, w, kernel, strides, dilations, out_shape, stride_k, pads=(0, 0, 0, 0)):
+    """``sgemm.depthwise_m1_2d``: the input zero-padded, the taps gathered (im2col) and
+    ``m1_groups_twin``."""
+    x = np.pad(np.asarray(x, np.float32), [(0, 0), (pads[0], pads[2]), (pads[1], pads[3])])
     g = x.shape[0]
     (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, strides, dilations, out_shape
     cols = np.empty((g, kh * kw, oh * ow), np.float32)

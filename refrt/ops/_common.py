@@ -175,6 +175,16 @@ def window_geometry(in_shape, kernel, strides=None, dilations=None, pads=None,
     return Window(kernel, strides, dilations, tuple(begin), tuple(end), tuple(out))
 
 
+def pad_constant(x: np.ndarray, pad_width, fill=0) -> np.ndarray:
+    """``numpy.pad(x, pad_width, constant_values=fill)`` for non-negative pads: one new array
+    filled with ``fill``, x copied into its middle (NumPy's pad runs several Python-level steps
+    per axis: 0.5 ms for a 96 x 56 x 56 float32 image)."""
+    shape = tuple(d + b + e for d, (b, e) in zip(x.shape, pad_width))
+    out = np.full(shape, fill, dtype=x.dtype)
+    out[tuple(slice(b, b + d) for d, (b, _) in zip(x.shape, pad_width))] = x
+    return out
+
+
 def sliding_windows(x: np.ndarray, win: Window, fill=0) -> np.ndarray:
     """Read-only view of ``x`` (N, C, *spatial) as (N, C, *win.out, *win.kernel):
     ``[n, c, o.., k..] = x[n, c, o * s - pb + k * d]``, reading ``fill`` outside the input."""
@@ -187,7 +197,7 @@ def sliding_windows(x: np.ndarray, win: Window, fill=0) -> np.ndarray:
         pad_width.append((max(win.pads_begin[i], 0), max(need_end, 0)))
         start.append(max(-win.pads_begin[i], 0))
     if any(p != (0, 0) for p in pad_width):
-        x = np.pad(x, pad_width, constant_values=fill)
+        x = pad_constant(x, pad_width, fill)
     view = np.lib.stride_tricks.sliding_window_view(x, win.extent, axis=tuple(range(2, 2 + n_sp)))
     index = ((slice(None), slice(None))
              + tuple(slice(b, b + (o - 1) * s + 1, s)

@@ -17,6 +17,7 @@ from ._common import (
     add_windows,
     compute_dtype,
     ort_threads,
+    pad_constant,
     sliding_windows,
     window_geometry,
 )
@@ -71,12 +72,12 @@ def _mlas_conv(x, wg, win, group, threads):
         out[...] = 0
         return out
     if mg == 1 and not direct and len(win.kernel) == 2 and k == int(np.prod(win.kernel)):
-        # depthwise 2-D: MLAS's M = 1 kernel on the taps, read from the padded input, every
-        # (image, channel) plane in one call
-        pad = [(0, 0)] + [(b, e) for b, e in zip(win.pads_begin, win.pads_end)]
-        planes = np.pad(x.reshape((n * g,) + x.shape[2:]), pad)
-        y = K.depthwise_m1_2d(planes, np.tile(wg[:, 0], (n, 1)), win.kernel, win.strides,
-                              win.dilations, win.out, K.sgemm_k_stride(p, k))
+        # depthwise 2-D: MLAS's M = 1 kernel on the taps, read from the input (the padding as
+        # zeros), every (image, channel) plane in one call
+        (pt, pl), (pb, pr) = win.pads_begin, win.pads_end
+        y = K.depthwise_m1_2d(x.reshape((n * g,) + x.shape[2:]), np.tile(wg[:, 0], (n, 1)),
+                              win.kernel, win.strides, win.dilations, win.out,
+                              K.sgemm_k_stride(p, k), (pt, pl, pb, pr))
         return y.reshape(n, g, 1, p)
     if mg > 1 and p > 1 and len(win.kernel) <= 2 and K.float_packed_available():
         segments = _segments(n, g, mg, p, k, direct, threads)
@@ -139,7 +140,7 @@ def _packed_conv(x, wg, win, segments):
                      (0,) + win.pads_begin, (0,) + win.pads_end, (1,) + win.out)
     xp = x
     if any(win.pads_begin) or any(win.pads_end):
-        xp = np.pad(x, [(0, 0), (0, 0)] + list(zip(win.pads_begin, win.pads_end)))
+        xp = pad_constant(x, [(0, 0), (0, 0)] + list(zip(win.pads_begin, win.pads_end)))
     p = win.out[0] * win.out[1]
     if len({s for _, _, s in segments}) == 1:
         ranges = [(0, n * p, segments[0][2])]

@@ -222,12 +222,15 @@ def test_depthwise_kernel_matches_its_twin_and_m1_groups():
     rng = np.random.default_rng(6)
     x = rng.standard_normal((5, 13, 11)).astype(F)
     w = rng.standard_normal((5, 9)).astype(F)
-    for strides, dilations in (((1, 1), (1, 1)), ((2, 2), (1, 1)), ((1, 2), (2, 1))):
-        oh = (13 - (3 - 1) * dilations[0] - 1) // strides[0] + 1
-        ow = (11 - (3 - 1) * dilations[1] - 1) // strides[1] + 1
+    x[1, :, :2] = -0.0                      # zeros meeting the padding's zeros: signs kept
+    for strides, dilations, pads in (((1, 1), (1, 1), (0, 0, 0, 0)), ((2, 2), (1, 1), (1, 1, 1, 1)),
+                                     ((1, 2), (2, 1), (0, 2, 3, 1)), ((1, 1), (1, 1), (2, 2, 2, 2))):
+        oh = (13 + pads[0] + pads[2] - (3 - 1) * dilations[0] - 1) // strides[0] + 1
+        ow = (11 + pads[1] + pads[3] - (3 - 1) * dilations[1] - 1) // strides[1] + 1
         for stride_k in (128, 4, 3):
-            got = SG.depthwise_m1_2d(x, w, (3, 3), strides, dilations, (oh, ow), stride_k)
-            assert _same(got, T.depthwise_m1_2d_twin(x, w, (3, 3), strides, dilations, (oh, ow), stride_k))
+            got = SG.depthwise_m1_2d(x, w, (3, 3), strides, dilations, (oh, ow), stride_k, pads)
+            assert _same(got, T.depthwise_m1_2d_twin(x, w, (3, 3), strides, dilations, (oh, ow),
+                                                     stride_k, pads))
 
 
 @pytest.mark.parametrize("n,c,h,w,kernel,strides,dilations", [
