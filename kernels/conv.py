@@ -26,6 +26,8 @@ kernel.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from numba import njit, prange
 
@@ -125,9 +127,23 @@ def _im2row_kernel(xt, i0, index, x_zp, c0, cg, out):
                     dst[c] = x_zp
 
 
+def _padded(x, spatial_pads, fill):
+    """x [N, C, *spatial] with ``spatial_pads`` [(begin, end), ...] cells of ``fill`` around each
+    spatial axis (one fill and one copy; numpy.pad takes several Python-level steps per axis)."""
+    if not any(b or e for b, e in spatial_pads):
+        return x
+    shape = x.shape[:2] + tuple(d + b + e for d, (b, e) in zip(x.shape[2:], spatial_pads))
+    out = np.full(shape, fill, dtype=x.dtype)
+    out[(slice(None), slice(None)) + tuple(slice(b, b + d) for d, (b, _) in
+                                           zip(x.shape[2:], spatial_pads))] = x
+    return out
+
+
+@functools.lru_cache(maxsize=64)
 def _window_offsets(padded_spatial, kernel_shape, strides, dilations, out_spatial):
     """Flat positions in a padded input: window origin of each output position (int64 [L]) and
-    offset of each kernel tap (int64 [KK]); output l reads tap r at origin[l] + tap[r]."""
+    offset of each kernel tap (int64 [KK]); output l reads tap r at origin[l] + tap[r]. (Kept
+    per geometry, read-only: a session's convolutions ask for the same ones on every run.)"""
     strides_in = np.cumprod((1,) + tuple(padded_spatial[:0:-1]))[::-1].astype(np.int64)
     origin = np.zeros(tuple(out_spatial), dtype=np.int64)
     tap = np.zeros(tuple(kernel_shape), dtype=np.int64)
@@ -136,7 +152,10 @@ def _window_offsets(padded_spatial, kernel_shape, strides, dilations, out_spatia
         shape[d] = -1
         origin += (np.arange(out_spatial[d]) * strides[d] * strides_in[d]).reshape(shape)
         tap += (np.arange(kernel_shape[d]) * dilations[d] * strides_in[d]).reshape(shape)
-    return origin.reshape(-1), tap.reshape(-1)
+    origin, tap = origin.reshape(-1), tap.reshape(-1)
+    origin.setflags(write=False)
+    tap.setflags(write=False)
+    return origin, tap
 
 
 @njit(cache=True, parallel=True)
@@ -256,17 +275,18 @@ def conv_int8(x, w, x_zp=0, w_zp=0, group=1, pads=None, strides=None, dilations=
     y = np.empty((n, m) + tuple(out_spatial), dtype=np.int32)
     x3 = x.reshape(n, c, int(np.prod(x.shape[2:])))       # explicit: n may be 0
     w2 = w.reshape(m, kg)
-    if packed is not None and (len(packed) != group or any(p.shape != (kg, mg) for p in packed)):
-        raise ValueError(f"packed weights do not match w {w.shape} with group {group}")
     if group > 1 and kg <= _DIRECT_MAX_K:
         nd = x.ndim - 2
-        padded = np.pad(x, [(0, 0), (0, 0)] + [(pads[d], pads[d + nd]) for d in range(nd)], constant_values=xz)
-        origin, tap = _window_offsets(padded.shape[2:], kernel_shape, strides, dilations, out_spatial)
+        padded = _padded(x, [(pads[d], pads[d + nd]) for d in range(nd)], xz)
+        origin, tap = _window_offsets(padded.shape[2:], tuple(kernel_shape), tuple(strides),
+                                      tuple(dilations), tuple(out_spatial))
         xp = padded.reshape(n, c, int(np.prod(padded.shape[2:])))
         for i in range(n):
             _grouped_direct_kernel(xp[i], origin, tap, np.int64(xz), w2, wz, group, y[i].reshape(m, n_l))
         return y
 
+    if packed is not None and (len(packed) != group or any(p.shape != (kg, mg) for p in packed)):
+        raise ValueError(f"packed weights do not match w {w.shape} with group {group}")
     index = _gather_index(x.shape[2:], kernel_shape, pads, strides, dilations, out_spatial)
     if packed is None:
         packed = pack_weights(w, group)
