@@ -1,10 +1,13 @@
 """Convolutions: Conv, ConvTranspose, DeformConv, Col2Im.
 
-Every convolution here is im2col + one batched BLAS matmul over the groups: the input is viewed as
-windows (``sliding_windows``), the windows are laid out as columns, and ``W @ columns`` gives the
-output. ConvTranspose runs the same picture backwards: ``W^T @ X`` gives columns, which
-``add_windows`` (col2im) sums into the image. float16 / bfloat16 compute in float32 and are cast
-back, as onnxruntime does; float32 accumulates in float32.
+Every convolution here is im2col + a matrix product per group: the input is viewed as windows
+(``sliding_windows``), the windows are laid out as columns, and ``W @ columns`` gives the output.
+In the default numerics a float32 Conv multiplies in onnxruntime's order (``_mlas_conv``: MLAS's
+algorithm choice, K blocks and thread segments; on AVX-512 CPUs the columns are built straight
+into the packed tiles' panels, ``_packed_conv``); "spec" numerics use one batched BLAS matmul.
+ConvTranspose runs the same picture backwards: ``W^T @ X`` gives columns, which ``add_windows``
+(col2im) sums into the image. float16 / bfloat16 compute in float32 and are cast back, as
+onnxruntime does; float32 accumulates in float32.
 """
 
 from __future__ import annotations
@@ -89,7 +92,7 @@ def _mlas_conv(x, wg, win, group, threads):
             if g == 1:
                 return sized_product(macs, K.batched_matmul_f32, wg[0][None], xs[:, 0])[:, None]
             for j in range(g):
-                out[:, j] = sized_product(macs, K.batched_matmul_f32, wg[j][None], xs[:, j])
+                out[:, j] = sized_product(macs // g, K.batched_matmul_f32, wg[j][None], xs[:, j])
             return out
         return _packed_conv(x, wg, win, segments)
     cols = _conv_columns(x, win, group)                                      # (N, G, K, P)
