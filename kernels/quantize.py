@@ -53,19 +53,17 @@ _QUANT_TYPES = tuple(np.dtype(t) for t in (np.uint8, np.int8, np.uint16, np.int1
 @njit(inline="always")
 def _quantize_value(q, lo, hi, zp, qmin):
     """q: float32 quotient; lo/hi: float32 (qmin - zp), (qmax - zp) -> int64 quantized value."""
-    if q != q:  # NaN
-        return qmin
-    if q < lo:
-        q = lo
-    elif q > hi:
-        q = hi
-    return np.int64(np.rint(q)) + zp
+    # selects, not branches: the loops calling this vectorize
+    c = lo if q < lo else q
+    c = hi if c > hi else c
+    v = np.int64(np.rint(c)) + zp
+    return qmin if q != q else v        # NaN -> qmin
 
 
 # --------------------------------------------------------------------------- quantize
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def _quantize_kernel(x3, scale3, zp3, block, qmin, qmax, out3):
     """out3[o, c, i] = clamp(rint(x3[o,c,i] / s), qmin - z, qmax - z) + z, NaN -> qmin,
     with s, z = scale3/zp3[o or 0, c // block, i or 0] (float32 division)."""
@@ -81,8 +79,9 @@ def _quantize_kernel(x3, scale3, zp3, block, qmin, qmax, out3):
             z = np.int64(zp3[so, cb, 0])
             lo = np.float32(qmin - z)
             hi = np.float32(qmax - z)
+            xr, yr = x3[o, c], out3[o, c]      # rows indexed from 0: the loop vectorizes
             for i in range(n_inner):
-                out3[o, c, i] = _quantize_value(x3[o, c, i] / s, lo, hi, z, qmin)
+                yr[i] = _quantize_value(xr[i] / s, lo, hi, z, qmin)
         else:
             for i in range(n_inner):
                 s = scale3[so, cb, i]
@@ -105,8 +104,9 @@ def _dequantize_kernel(x3, scale3, zp3, block, out3):
         if s_inner == 1:
             s = scale3[so, cb, 0]
             z = np.int64(zp3[so, cb, 0])
+            xr, yr = x3[o, c], out3[o, c]      # rows indexed from 0: the loop vectorizes
             for i in range(n_inner):
-                out3[o, c, i] = np.float32(np.int64(x3[o, c, i]) - z) * s
+                yr[i] = np.float32(np.int64(xr[i]) - z) * s
         else:
             for i in range(n_inner):
                 s = scale3[so, cb, i]
