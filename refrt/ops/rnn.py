@@ -319,15 +319,6 @@ def _ort_codes(kind, activations, num_dir):
     return None
 
 
-def _cached(ctx, key, build):
-    """``build()``, kept in the node's cache under ``key`` (which names everything it depends
-    on)."""
-    hit = ctx.cache.get(key)
-    if hit is None:
-        hit = ctx.cache[key] = (build(),)
-    return hit[0]
-
-
 def _plans(kind, seq, batch, input_size, H, G, steps, threads, packed_w, packed_r, lens):
     """(plan of the input projection, of the recurrent product (LSTM, RNN) or its two parts
     (GRU: z and r, then h), the order a reversed direction reads the steps in, or None when
@@ -362,7 +353,8 @@ def _ort_layers(kind, x, w, r, b, sequence_lens, initial_states, ctx, *, activat
     if any(a is not None and a.dtype != np.float32 for a in (w, r, b, P, *initial_states)):
         return None
     num_dir = 2 if direction == "bidirectional" else 1
-    codes = _cached(ctx, ("rnn-codes", direction), lambda: _ort_codes(kind, activations, num_dir))
+    codes = once_per_session(ctx, ("rnn-codes",), [], lambda: _ort_codes(kind, activations, num_dir),
+                             signature=direction)
     if codes is None:
         return None
     G = _GATES[kind]
@@ -390,11 +382,12 @@ def _ort_layers(kind, x, w, r, b, sequence_lens, initial_states, ctx, *, activat
     full = bool((lens == seq).all())
     steps = seq if rnn or full else int(lens.max())
     # the products' plans and the reversed reading order depend on the shapes, the thread count
-    # and the lengths only: made once per such combination (a session runs one, usually)
-    plan_x, plan_r, plan_zr, plan_h, reverse_index = _cached(
-        ctx, ("rnn-plans", x.shape, H, threads, packed_w, packed_r, None if full else lens.tobytes()),
+    # and the lengths only: kept while those stay the same (as they do from run to run, usually)
+    plan_x, plan_r, plan_zr, plan_h, reverse_index = once_per_session(
+        ctx, ("rnn-plans",), [],
         lambda: _plans(kind, seq, batch, input_size, H, G, steps, threads, packed_w, packed_r,
-                       None if full else lens))
+                       None if full else lens),
+        signature=(x.shape, H, threads, packed_w, packed_r, None if full else lens.tobytes()))
     cols = np.arange(batch)[None, :]
     fmax = np.finfo(np.float32).max
     y_all = np.empty((seq, num_dir, batch, H), np.float32)
