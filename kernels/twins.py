@@ -407,13 +407,20 @@ def pack_b_f32_twin(b):
     return PlainF32(b)
 
 
+def _tap(x, u, v, strides, dilations, out_hw):
+    """The values tap (u, v) of a 2-D window reads for every output position: a strided view
+    of x's last two axes, [..., OH, OW]."""
+    (sh, sw), (dh, dw), (oh, ow) = strides, dilations, out_hw
+    return x[..., u * dh:u * dh + (oh - 1) * sh + 1:sh, v * dw:v * dw + (ow - 1) * sw + 1:sw]
+
+
 def im2col_panels_twin(x, c0, cg, kernel, strides, dilations, out_hw, q0, q1):
     """The im2col matrix B [cg * kh * kw, q1 - q0] of x [N, C, Hp, Wp] (zero-padded): row
     (c, u, v), column q = (image, oh, ow) holds x[image, c0 + c, oh * sh + u * dh,
     ow * sw + v * dw] (``PlainF32``: no packing)."""
-    (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, strides, dilations, out_hw
+    kh, kw = kernel
     xs = np.asarray(x, np.float32)[:, c0:c0 + cg]
-    taps = [xs[:, :, u * dh:u * dh + (oh - 1) * sh + 1:sh, v * dw:v * dw + (ow - 1) * sw + 1:sw]
+    taps = [_tap(xs, u, v, strides, dilations, out_hw)
             for u in range(kh) for v in range(kw)]                       # each [N, cg, oh, ow]
     cols = np.stack(taps, axis=2)                                         # [N, cg, kh*kw, oh, ow]
     cols = cols.transpose(1, 2, 0, 3, 4).reshape(cg * kh * kw, -1)        # [K, N*oh*ow]
@@ -581,12 +588,11 @@ def depthwise_m1_2d_twin(x, w, kernel, strides, dilations, out_shape, stride_k, 
     ``m1_groups_twin``."""
     x = np.pad(np.asarray(x, np.float32), [(0, 0), (pads[0], pads[2]), (pads[1], pads[3])])
     g = x.shape[0]
-    (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, strides, dilations, out_shape
+    (kh, kw), (oh, ow) = kernel, out_shape
     cols = np.empty((g, kh * kw, oh * ow), np.float32)
     for r in range(kh):
         for s in range(kw):
-            taps = x[:, r * dh:r * dh + (oh - 1) * sh + 1:sh, s * dw:s * dw + (ow - 1) * sw + 1:sw]
-            cols[:, r * kw + s] = taps.reshape(g, -1)
+            cols[:, r * kw + s] = _tap(x, r, s, strides, dilations, out_shape).reshape(g, -1)
     return m1_groups_twin(w, cols, stride_k).reshape(g, oh, ow)
 
 
@@ -669,7 +675,7 @@ def window_sums_2d_twin(x, kernel, strides, dilations, pads_begin, out_shape):
     total = np.zeros((x.shape[0], oh, ow), np.float32)
     for u in range(kh):
         for v in range(kw):
-            total = total + xp[:, u * dh:u * dh + (oh - 1) * sh + 1:sh, v * dw:v * dw + (ow - 1) * sw + 1:sw]
+            total = total + _tap(xp, u, v, strides, dilations, out_shape)
     return total
 
 
