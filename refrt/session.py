@@ -23,11 +23,19 @@ KERNELS_CONFIG = "refrt.kernels"        # SessionOptions.add_session_config_entr
 
 
 class GraphOptimizationLevel:
-    """onnxruntime's levels. refrt never changes what a graph computes: above ORT_DISABLE_ALL it
-    runs Constant nodes and nodes of constants once, when the session is built (see
-    refrt/graph/fold.py), and some chains of nodes as one step (see refrt/fusion.py), both with
-    bit-identical results and only when no hooks are attached (hooks see every node run);
-    ORT_DISABLE_ALL runs every node on its own on every run."""
+    """onnxruntime's levels (refrt's values are onnxruntime's; its own enum is accepted too).
+
+    * ORT_DISABLE_ALL runs every node on its own on every run.
+    * Above it refrt runs Constant nodes and nodes of constants once, when the session is built
+      (see refrt/graph/fold.py), and some chains of nodes as one step (see refrt/fusion.py), both
+      with bit-identical results and only when no hooks are attached (hooks see every node run).
+    * ORT_ENABLE_EXTENDED and above also do what onnxruntime does to QDQ models there: each
+      DequantizeLinear -> op -> QuantizeLinear unit becomes onnxruntime's quantized op
+      (QLinearConv, QLinearMatMul, QLinearAdd, ...; see refrt/optimize/qdq.py). That changes
+      results, by up to one quantization step, exactly as it does in onnxruntime: refrt then
+      matches onnxruntime's default results bit for bit, and ORT_ENABLE_BASIC or
+      ORT_DISABLE_ALL match onnxruntime at those levels. ``InferenceSession.optimized_model``
+      is the graph run."""
     ORT_DISABLE_ALL = 0
     ORT_ENABLE_BASIC = 1
     ORT_ENABLE_EXTENDED = 2
@@ -52,7 +60,9 @@ class SessionOptions:
       ``refrt.kernels``, else the environment variable ``REFRT_KERNELS`` (read when the session
       is created), else ``"numba"``. See :func:`kernel_path`.
 
-    refrt uses ``graph_optimization_level`` (``ORT_DISABLE_ALL`` runs every node on its own),
+    refrt uses ``graph_optimization_level`` (``ORT_DISABLE_ALL`` runs every node on its own;
+    ``ORT_ENABLE_EXTENDED`` and above apply onnxruntime's QDQ fusions, see
+    :class:`GraphOptimizationLevel`), ``optimized_model_filepath`` (the graph run is saved there),
     ``intra_op_num_threads`` (0, the default, means onnxruntime's default: the number of physical
     cores; onnxruntime's float GEMMs and DynamicQuantizeLSTM results depend on it, and refrt's
     "ort" numerics follow it),
@@ -67,11 +77,11 @@ class SessionOptions:
     # onnxruntime's attributes refrt accepts but does not act on, with their defaults
     IGNORED = {"enable_cpu_mem_arena": True, "enable_mem_pattern": True, "enable_mem_reuse": True,
                "execution_mode": 0, "execution_order": 0,
-               "log_verbosity_level": 0, "logid": "", "optimized_model_filepath": "",
+               "log_verbosity_level": 0, "logid": "",
                "use_deterministic_compute": False}
     _USED = ("graph_optimization_level", "intra_op_num_threads", "inter_op_num_threads",
              "log_severity_level", "numerics", "emulate_avx2_u8s8", "max_tensor_bytes", "kernels",
-             "enable_profiling", "profile_file_prefix")
+             "enable_profiling", "profile_file_prefix", "optimized_model_filepath")
 
     def __init__(self, **options):
         self.graph_optimization_level = GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -84,6 +94,7 @@ class SessionOptions:
         self.kernels = None              # "numba" or "twins"; None: config entry, env, "numba"
         self.enable_profiling = False
         self.profile_file_prefix = "onnxruntime_profile_"
+        self.optimized_model_filepath = ""   # where to save the graph refrt runs (optimized_model)
         self.config_entries: dict[str, str] = {}
         for k, v in self.IGNORED.items():
             setattr(self, k, v)
@@ -243,6 +254,13 @@ class InferenceSession:
             registry.load_families(required_ops.check_model(model, config))
         self._model = model
         self._blobs = blobs     # weights read apart from the proto; see the model property
+        self._qdq = None        # onnxruntime's QDQ fusions applied (level >= EXTENDED); see optimized_model
+        if int(self._options.graph_optimization_level) >= GraphOptimizationLevel.ORT_ENABLE_EXTENDED:
+            from .optimize import qdq
+
+            if qdq.has_qdq(model):
+                self._qdq = qdq.fuse_qdq(model, blobs, weights_to_u8=self._weights_to_u8())
+                model = self._qdq.model
         self._hooks: list = []
         self._split = executor.NO_HOOKS
         if not model.opset_import:
@@ -267,6 +285,8 @@ class InferenceSession:
         self._overridable = [vi for vi in model.graph.input if vi.name in inits]
         self._declared = {vi.name: vi.type for vi in model.graph.input}
         self._providers = _providers(providers)
+        if self._options.optimized_model_filepath:
+            _save(self.optimized_model, self._options.optimized_model_filepath)
         if prof:
             prof.index_nodes(model.graph)
             prof.parameters = frozenset(inits)
@@ -297,18 +317,32 @@ class InferenceSession:
     def get_session_options(self) -> SessionOptions:
         return self._options
 
+    def _weights_to_u8(self) -> bool:
+        """onnxruntime's AVX2 precision mode (int8 QDQ weights made uint8): asked for with the
+        config entry ``session.x64quantprecision=1`` and in effect where its u8 x s8 products
+        saturate, which refrt reproduces with ``emulate_avx2_u8s8``."""
+        return (self._options.config_entries.get("session.x64quantprecision") == "1"
+                and bool(self._options.emulate_avx2_u8s8))
+
+    @property
+    def optimized_model(self):
+        """The graph refrt runs: :attr:`model`, or at ``ORT_ENABLE_EXTENDED`` and above on a QDQ
+        model the model after onnxruntime's QDQ fusions (:mod:`refrt.optimize.qdq`), which is what
+        ``SessionOptions.optimized_model_filepath`` saves. refrt's own bit-identical fusions are
+        not graph rewrites and do not show here."""
+        if self._qdq is None:
+            return self.model
+        return _with_blobs(self._qdq.model, self._blobs)
+
     @property
     def model(self):
         """The loaded ModelProto (external data resolved). Large weights are read apart from
         the proto at load time; they are put back into it on the first access."""
         if self._blobs:
-            full = ModelProto()
-            full.CopyFrom(self._model)
-            for t in full.graph.initializer:
-                raw = self._blobs.get(t.name)
-                if raw is not None:
-                    t.raw_data = raw.tobytes()
-            self._model, self._blobs = full, {}
+            self._model = _with_blobs(self._model, self._blobs)
+            if self._qdq is not None:
+                self._qdq.model = _with_blobs(self._qdq.model, self._blobs)
+            self._blobs = {}
         return self._model
 
     # ---- hooks (tracing, intermediate capture, the debugger)
@@ -447,6 +481,28 @@ def _check_versions(model) -> None:
         if registry.is_default_domain(o.domain) and o.version > newest:
             raise ModelError(f"the model imports opset {o.version} of the default domain; refrt "
                              f"(with onnx {onnx.__version__}) knows opsets up to {newest}")
+
+
+def _with_blobs(model, blobs: dict):
+    """``model`` with the weights read apart from it put back (a copy; ``model`` if none)."""
+    if not blobs:
+        return model
+    full = ModelProto()
+    full.CopyFrom(model)
+    for t in full.graph.initializer:
+        raw = blobs.get(t.name)
+        if raw is not None:
+            t.raw_data = raw.tobytes()
+    return full
+
+
+def _save(model, path: str) -> None:
+    import onnx
+
+    try:
+        onnx.save(model, path)
+    except OSError as e:
+        raise ModelError(f"cannot write the optimized model to {path!r}: {e.strerror}") from e
 
 
 def _describe(vi) -> str:

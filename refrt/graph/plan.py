@@ -192,7 +192,7 @@ def build_plan(graph, pctx: PlanContext, outer_scope: frozenset = frozenset(),
                                  f"produced by any node, nor a graph input or initializer "
                                  f"(missing initializer?)")
 
-    order = _toposort(nodes, reads, producer)
+    order = toposort(nodes, reads, producer)
 
     output_names = [o.name for o in graph.output]
     for name in output_names:
@@ -248,7 +248,7 @@ def _liveness(step_reads: list, step_outputs: list, keep: set) -> tuple[list[tup
     return [tuple(f) for f in free_lists], set(last_use)
 
 
-def _toposort(nodes, reads, producer) -> list[int]:
+def toposort(nodes, reads, producer) -> list[int]:
     """Kahn's algorithm; ties keep the file order. A cycle is an error naming its nodes."""
     n = len(nodes)
     indeg = [0] * n

@@ -66,8 +66,8 @@ def test_session_options_refuse_unknown_attributes_and_warn_about_ignored_ones()
     with pytest.raises(TypeError, match="unknown session option"):
         refrt.SessionOptions(num_threads=2)
     so.enable_mem_pattern = False          # onnxruntime's, not implemented by refrt
-    so.optimized_model_filepath = "opt.onnx"
-    with pytest.warns(RuntimeWarning, match="enable_mem_pattern=False, optimized_model_filepath='opt.onnx'"):
+    so.use_deterministic_compute = True
+    with pytest.warns(RuntimeWarning, match="enable_mem_pattern=False, use_deterministic_compute=True"):
         refrt.InferenceSession(add_chain(), so)
     ort = pytest.importorskip("onnxruntime")
     o = ort.SessionOptions()               # onnxruntime's own object: its enums are read as ints
