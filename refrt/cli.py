@@ -257,7 +257,9 @@ def _compare_with_ort(args, sess, feeds, names, outputs) -> dict:
     from . import host
 
     try:
-        ort_out = _ort_session(sess.model.SerializeToString()).run(None, feeds)
+        # the graph refrt ran (a QDQ model after onnxruntime's QDQ fusions), optimizations off:
+        # onnxruntime runs the same ops
+        ort_out = _ort_session(sess.optimized_model.SerializeToString()).run(None, feeds)
     except RefrtError:
         raise
     except Exception as e:   # onnxruntime's own refusal, whatever its exception type
@@ -265,7 +267,7 @@ def _compare_with_ort(args, sess, feeds, names, outputs) -> dict:
     result = {"compare_ort": {n: compare(a, b) for n, a, b in zip(names, outputs, ort_out)}}
     if all(c.get("equal") for c in result["compare_ort"].values()):
         return result
-    gemm_ops = sorted({node.op_type for node in sess.model.graph.node} & host.U8S8_GEMM_OPS)
+    gemm_ops = sorted({node.op_type for node in sess.optimized_model.graph.node} & host.U8S8_GEMM_OPS)
     if not gemm_ops or args.emulate_avx2_u8s8 or not host.ort_u8s8_saturates():
         return result
     info = host.info()

@@ -9,7 +9,14 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["MainGraphHook", "capture_refrt", "main_graph_index"]
+__all__ = ["AS_WRITTEN", "MainGraphHook", "capture_refrt", "main_graph_index"]
+
+# The debugger looks at the model as written: every one of its nodes runs and has its outputs.
+# ORT_ENABLE_BASIC keeps every node (refrt's bit-identical fusions are off while hooks watch);
+# above it onnxruntime's QDQ fusions would replace DequantizeLinear -> op -> QuantizeLinear
+# units by single quantized ops. What those fusions change is measured by comparing against
+# "onnxruntime-optimized" instead.
+AS_WRITTEN = {"graph_optimization_level": 1}
 
 
 def main_graph_index(model) -> dict:
@@ -41,7 +48,7 @@ def capture_refrt(model, feeds: dict, **options) -> dict:
     from ..session import InferenceSession
 
     values = {}
-    sess = InferenceSession(model, **options)
+    sess = InferenceSession(model, **{**AS_WRITTEN, **options})
     sess.add_hook(MainGraphHook(model, lambda i, node, name, value, inputs: values.__setitem__(
         name, value.copy() if isinstance(value, np.ndarray) else value)).on_node)
     sess.run(None, feeds)

@@ -277,8 +277,9 @@ def compare(model, feeds: dict | None = None, against: str = "onnxruntime", *, a
         return result
     from ..feeds import random_feed
     from ..session import InferenceSession
+    from .capture import AS_WRITTEN
 
-    options = {"numerics": numerics, "emulate_avx2_u8s8": emulate_avx2_u8s8}
+    options = {"numerics": numerics, "emulate_avx2_u8s8": emulate_avx2_u8s8, **AS_WRITTEN}
     sess = InferenceSession(model, **options)
     proto = sess.model
     if feeds is None:

@@ -129,12 +129,14 @@ def reduce_model(model, feeds: dict, against: str = "onnxruntime", *, target: st
     starts) on which refrt still differs from ``against``; saved to ``out`` with its test data
     when given."""
     from ..session import InferenceSession
+    from .capture import AS_WRITTEN
     from .compare import compare
 
-    options = {"numerics": numerics, "emulate_avx2_u8s8": emulate_avx2_u8s8}
+    options = {"numerics": numerics, "emulate_avx2_u8s8": emulate_avx2_u8s8, **AS_WRITTEN}
     proto = InferenceSession(model, **options).model
     if target is None:
-        result = compare(proto, feeds, against, atol=atol, rtol=rtol, explain=False, **options)
+        result = compare(proto, feeds, against, atol=atol, rtol=rtol, explain=False,
+                         numerics=numerics, emulate_avx2_u8s8=emulate_avx2_u8s8)
         firsts = result.first_divergences
         if not firsts:
             raise ValueError("refrt and the reference agree within tolerance: nothing to reduce")

@@ -249,7 +249,9 @@ def explain(model, node: str, at=None, inputs: dict | None = None, *, output=0,
     Returns an :class:`Explanation`; ``print()`` it for the text. Raises ExplainError for an
     unknown node or an index outside the output, InputError for missing inputs.
     """
-    sess = InferenceSession(model, numerics=numerics, emulate_avx2_u8s8=emulate_avx2_u8s8)
+    from ..debug.capture import AS_WRITTEN
+
+    sess = InferenceSession(model, numerics=numerics, emulate_avx2_u8s8=emulate_avx2_u8s8, **AS_WRITTEN)
     proto = sess.model
     target = find_node(proto, node)
     label = _label(target)
