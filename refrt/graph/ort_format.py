@@ -43,10 +43,13 @@ Model-local functions are not stored: onnxruntime inlines them before it saves.
 ``Graph``: ``initializers`` (``Tensor``), ``node_args`` (``ValueInfo``: the name and type of
 every value the graph uses), ``nodes``, ``inputs`` and ``outputs`` (names; an initializer appears
 in ``inputs`` only when the source model listed it there, as ONNX does), ``sparse_initializers``
-(``SparseTensor``: ``values``, ``indices``, ``dims``), and ``runtime_optimizations``: fusions
+(``SparseTensor``: ``values``, ``indices``, ``dims``; onnxruntime narrows the indices to the
+smallest integer type that holds them, the reader widens them back to the int64 ONNX requires),
+and ``runtime_optimizations``: fusions
 that onnxruntime may apply when it loads the model (``--optimization_style Runtime``). The graph
 itself is complete without them, so they are ignored here (refrt runs the graph as stored). A
-graph has no name in this format.
+graph has no name in this format; ONNX requires one, so the reader names the main graph
+``main_graph`` and each subgraph after its attribute (``then_branch``, ``body``, ...).
 
 ``Node``: ``name``, ``doc_string``, ``domain``, ``since_version``, ``index`` (nodes are stored
 in no particular order; this reader sorts them by index, refrt's planner orders them
@@ -120,10 +123,13 @@ FIELDS = {
 
 FIELD_IDS = {kind: {name: i for i, name in enumerate(names)} for kind, names in FIELDS.items()}
 
+MAIN_GRAPH_NAME = "main_graph"                     # the format stores no graph names
 NO_MODEL_VERSION = 2**63 - 1                        # what onnxruntime writes for "not set"
 NODE_FUSED = 1                                      # NodeType: Primitive = 0, Fused = 1
 TYPE_INFO_KINDS = {1: "TensorTypeAndShape", 2: "SequenceType", 3: "MapType"}
 DIM_VALUE, DIM_PARAM = 1, 2                         # DimensionValueType (0 = unknown)
+SPARSE_INDEX_TYPES = {TensorProto.INT8: "i1", TensorProto.INT16: "<i2", TensorProto.INT32: "<i4",
+                      TensorProto.UINT8: "u1", TensorProto.UINT16: "<u2", TensorProto.UINT32: "<u4"}
 MAX_NESTING = 64                                    # subgraphs within subgraphs, types in types
 
 # Each byte of the file is read about once when converting a model onnxruntime wrote. A damaged
@@ -334,9 +340,10 @@ class _Converter:
         proto.graph.doc_string = m.text("graph_doc_string")
         return proto
 
-    def graph(self, g: _Table, out: GraphProto, depth: int) -> None:
+    def graph(self, g: _Table, out: GraphProto, depth: int, name: str = MAIN_GRAPH_NAME) -> None:
         if depth > MAX_NESTING:
             self.r.fail(g.where, f"subgraphs are nested more than {MAX_NESTING} deep")
+        out.name = name
         main = depth == 0
         for t in g.tables("initializers", "Tensor"):
             self.tensor(t, out.initializer.add(), as_blob=main)
@@ -453,7 +460,7 @@ class _Converter:
         elif kind == A.TENSOR:
             self.tensor(self._required(a, "t", "Tensor"), out.t)
         elif kind == A.GRAPH:
-            self.graph(self._required(a, "g", "Graph"), out.g, depth + 1)
+            self.graph(self._required(a, "g", "Graph"), out.g, depth + 1, out.name)
         elif kind == A.FLOATS:
             out.floats.extend(a.array("floats", "<f4").tolist())
         elif kind == A.INTS:
@@ -464,8 +471,8 @@ class _Converter:
             for t in a.tables("tensors", "Tensor"):
                 self.tensor(t, out.tensors.add())
         else:
-            for g in a.tables("graphs", "Graph"):
-                self.graph(g, out.graphs.add(), depth + 1)
+            for i, g in enumerate(a.tables("graphs", "Graph")):
+                self.graph(g, out.graphs.add(), depth + 1, f"{out.name}_{i}")
 
     def _required(self, t: _Table, field: str, kind: str) -> _Table:
         value = t.table(field, kind)
@@ -503,5 +510,15 @@ class _Converter:
 
     def sparse_tensor(self, sp: _Table, out) -> None:
         self.tensor(self._required(sp, "values", "Tensor"), out.values)
-        self.tensor(self._required(sp, "indices", "Tensor"), out.indices)
+        indices = self._required(sp, "indices", "Tensor")
+        self.tensor(indices, out.indices)
         out.dims.extend(sp.array("dims", "<i8").tolist())
+        # onnxruntime stores indices in the narrowest integer type that holds them; ONNX wants int64
+        narrow = SPARSE_INDEX_TYPES.get(out.indices.data_type)
+        if narrow is not None:
+            raw = out.indices.raw_data
+            if len(raw) % np.dtype(narrow).itemsize:
+                self.r.fail(indices.where, f"{len(raw)} bytes of {narrow} indices")
+            wide = np.frombuffer(raw, narrow).astype("<i8")
+            out.indices.data_type = TensorProto.INT64
+            out.indices.raw_data = wide.tobytes()
