@@ -41,15 +41,16 @@ The ORT schema (``onnxruntime/core/flatbuffers/schema/ort.fbs``), the parts read
 Model-local functions are not stored: onnxruntime inlines them before it saves.
 
 ``Graph``: ``initializers`` (``Tensor``), ``node_args`` (``ValueInfo``: the name and type of
-every value the graph uses), ``nodes``, ``inputs`` and ``outputs`` (names; an initializer appears
-in ``inputs`` only when the source model listed it there, as ONNX does), ``sparse_initializers``
-(``SparseTensor``: ``values``, ``indices``, ``dims``; onnxruntime narrows the indices to the
-smallest integer type that holds them, the reader widens them back to the int64 ONNX requires),
-and ``runtime_optimizations``: fusions
-that onnxruntime may apply when it loads the model (``--optimization_style Runtime``). The graph
-itself is complete without them, so they are ignored here (refrt runs the graph as stored). A
-graph has no name in this format; ONNX requires one, so the reader names the main graph
-``main_graph`` and each subgraph after its attribute (``then_branch``, ``body``, ...).
+every value the graph uses; those of graph inputs and outputs give their declared types, those of
+node outputs become the graph's ``value_info``), ``nodes``, ``inputs`` and ``outputs`` (names; an
+initializer appears in ``inputs`` only when the source model listed it there, as in ONNX),
+``sparse_initializers`` (``SparseTensor``: ``values``, ``indices``, ``dims``; onnxruntime narrows
+the indices to the smallest integer type that holds them, the reader widens them back to the
+int64 ONNX requires), and ``runtime_optimizations``: fusions that onnxruntime may apply when it
+loads the model (``--optimization_style Runtime``). The graph is complete without them, so they
+are ignored here: refrt runs the graph as stored. A graph has no name in this format; ONNX
+requires one, so the reader names the main graph ``main_graph`` and each subgraph after its
+attribute (``then_branch``, ``body``, ...).
 
 ``Node``: ``name``, ``doc_string``, ``domain``, ``since_version``, ``index`` (nodes are stored
 in no particular order; this reader sorts them by index, refrt's planner orders them
@@ -66,7 +67,8 @@ bodies of If, Loop and Scan), ``floats``, ``ints``, ``strings``, ``tensors``, ``
 ``Tensor``: ``name``, ``doc_string``, ``dims`` (int64), ``data_type`` (ONNX's TensorProto data
 type numbers), ``raw_data`` (the elements' little-endian bytes, as ONNX's ``raw_data``),
 ``string_data`` for string tensors, and ``external_data_offset``: data kept in a separate file
-(onnxruntime writes that for training checkpoints, not models; refused here).
+(used by onnxruntime's training checkpoints; its model converter does not write it; refused
+here).
 
 ``ValueInfo``: ``name``, ``doc_string``, ``type`` (``TypeInfo``: ``denotation`` and a union of
 ``TensorTypeAndShape`` (``elem_type``, ``shape``), ``SequenceType`` (``elem_type``) and
@@ -74,11 +76,13 @@ type numbers), ``raw_data`` (the elements' little-endian bytes, as ONNX's ``raw_
 (``value``: a ``DimensionValue`` with ``dim_type`` unknown / value / param, ``dim_value``,
 ``dim_param``; ``denotation``). An absent shape means an unknown rank.
 
-Format versions: onnxruntime 1.32 writes version ``"6"`` and loads 1 to 6; so does this reader
-(the schema only ever gained fields, and the ones read here kept their ids). A newer version
-is refused with a ModelError naming it. A damaged file (wrong identifier, a reference outside
-the file, a string that is not UTF-8 where a name is expected) is a ModelError naming the file
-and the place, e.g. ``Model.graph.nodes[3].inputs[1]``.
+Format versions: onnxruntime 1.32 writes version ``"6"`` and accepts 1 to 6; so does this reader
+(the schema only ever gained fields, and the ones read here kept their ids; only version 6 files
+are tested). A newer version is refused with a ModelError naming it. A damaged file (wrong
+identifier, a reference outside the file, a string that is not UTF-8 where a name is expected,
+subgraphs nested absurdly deep, references that share data so much that a small file would
+unfold without end) is a ModelError naming the file and the place, e.g.
+``InferenceSession.model.graph.nodes[3].inputs[1]``.
 """
 
 from __future__ import annotations
