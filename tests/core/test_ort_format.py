@@ -339,9 +339,9 @@ def test_default_optimizations_run_or_are_refused_clearly(converted, name):
     and agrees with onnxruntime on the same file; otherwise the session is refused with an
     UnsupportedOpError naming one of the missing operators."""
     path = converted["default"][name]
-    used = {(d, v, op) for d, v, op in converted["default_ops"]
-            if op in {n.op_type for n in _all_nodes(onnx_ops_of(path))}}
-    missing = {(d, op) for d, v, op in used if registry.lookup(op, d, v) is None}
+    in_model = {(n.domain or "ai.onnx", n.op_type) for n in _all_nodes(onnx_ops_of(path))}
+    missing = {(d, op) for d, v, op in converted["default_ops"]
+               if (d, op) in in_model and registry.lookup(op, d, v) is None}
     if missing:
         with pytest.raises(UnsupportedOpError) as e:
             refrt.InferenceSession(path)
