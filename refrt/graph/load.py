@@ -1,6 +1,8 @@
 """Loading a model: a path, bytes or a ModelProto -> the proto, its folder and its weights.
 
-A large file's weights are read straight into arrays beside the protobuf (:mod:`refrt.protowire`);
+ONNX models are protobuf; ORT format models (``.ort`` files, FlatBuffers with the identifier
+``ORTM`` at bytes 4..8) are read by :mod:`refrt.graph.ort_format` into the same ModelProto. A
+large file's weights are read straight into arrays beside the protobuf (:mod:`refrt.protowire`);
 external data is read from files inside the model's folder only, and every name is checked to
 be text.
 """
@@ -17,6 +19,7 @@ from onnx import ModelProto, TensorProto
 
 from .. import protowire
 from ..errors import ModelError
+from .ort_format import is_ort_format, read_ort_model
 
 
 def load_model(model) -> tuple[ModelProto, str | None, dict[str, np.ndarray]]:
@@ -25,17 +28,29 @@ def load_model(model) -> tuple[ModelProto, str | None, dict[str, np.ndarray]]:
     The third item maps main-graph initializer names to their raw bytes (uint8 arrays) when
     they were read apart from the protobuf (see :mod:`refrt.protowire`): in the returned proto
     those initializers have no data, and :func:`refrt.graph.plan.build_plan` takes them from
-    this dict. External data is loaded the same way."""
+    this dict. External data is loaded the same way.
+
+    A path ending in ``.ort``, or a file or bytes with ORT's file identifier, is read as an
+    ORT format model (see :mod:`refrt.graph.ort_format`)."""
     base_dir, blobs = None, {}
     if isinstance(model, ModelProto):
         proto = model
     elif isinstance(model, (bytes, bytearray, memoryview)):
-        proto = _parse(bytes(model), "the model bytes")
+        data = bytes(model)
+        if is_ort_format(data):
+            proto, _ = read_ort_model(data, "the model bytes")
+        else:
+            proto = _parse(data, "the model bytes")
     elif isinstance(model, (str, os.PathLike)):
         path = os.fspath(model)
         try:
             with open(path, "rb") as f:
-                proto, blobs = _read_model_file(f, repr(path))
+                if os.fsdecode(path).lower().endswith(".ort") or is_ort_format(f.read(8)):
+                    f.seek(0)
+                    proto, blobs = read_ort_model(f.read(), repr(path),
+                                                  blob_min_bytes=protowire.MIN_SPLIT_BYTES)
+                else:
+                    proto, blobs = _read_model_file(f, repr(path))
         except OSError as e:
             raise ModelError(f"cannot read model file {path!r}: {e.strerror}") from e
         base_dir = os.path.dirname(os.path.abspath(path))
