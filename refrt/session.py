@@ -13,6 +13,7 @@ from onnx import ModelProto
 from . import executor, registry
 from .errors import InputError, ModelError
 from .graph import PlanContext, build_plan, load_model, opset_map
+from .graph.load import is_ort_model
 from .ops._kernels import TWINS
 from .types import check_value, shape_of, type_string
 
@@ -255,7 +256,8 @@ class InferenceSession:
         self._model = model
         self._blobs = blobs     # weights read apart from the proto; see the model property
         self._qdq = None        # onnxruntime's QDQ fusions applied (level >= EXTENDED); see optimized_model
-        if int(self._options.graph_optimization_level) >= GraphOptimizationLevel.ORT_ENABLE_EXTENDED:
+        if (int(self._options.graph_optimization_level) >= GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+                and not is_ort_model(path_or_bytes)):    # .ort files are run as stored, as onnxruntime does
             from .optimize import qdq
 
             if qdq.has_qdq(model):

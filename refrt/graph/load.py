@@ -37,7 +37,7 @@ def load_model(model) -> tuple[ModelProto, str | None, dict[str, np.ndarray]]:
         proto = model
     elif isinstance(model, (bytes, bytearray, memoryview)):
         data = bytes(model)
-        if is_ort_format(data):
+        if is_ort_model(data):
             proto, _ = read_ort_model(data, "the model bytes")
         else:
             proto = _parse(data, "the model bytes")
@@ -45,7 +45,7 @@ def load_model(model) -> tuple[ModelProto, str | None, dict[str, np.ndarray]]:
         path = os.fspath(model)
         try:
             with open(path, "rb") as f:
-                if os.fsdecode(path).lower().endswith(".ort") or is_ort_format(f.read(8)):
+                if _ort_file(path, f):
                     f.seek(0)
                     proto, blobs = read_ort_model(f.read(), repr(path),
                                                   blob_min_bytes=protowire.MIN_SPLIT_BYTES)
@@ -66,6 +66,26 @@ def load_model(model) -> tuple[ModelProto, str | None, dict[str, np.ndarray]]:
             proto = copy
         _load_external_data(proto, base_dir, blobs)
     return proto, base_dir, blobs
+
+
+def is_ort_model(model) -> bool:
+    """Whether ``model`` (a path, bytes or ModelProto) is an ORT format model: a path ending in
+    ``.ort``, or a file or bytes with ORT's file identifier. onnxruntime applies no graph
+    optimizations to those when it loads them (they were optimized when converted), and neither
+    does refrt."""
+    if isinstance(model, (bytes, bytearray, memoryview)):
+        return is_ort_format(bytes(model[:8]))
+    if isinstance(model, (str, os.PathLike)):
+        try:
+            with open(os.fspath(model), "rb") as f:
+                return _ort_file(os.fspath(model), f)
+        except OSError:
+            return False
+    return False
+
+
+def _ort_file(path, f) -> bool:
+    return os.fsdecode(path).lower().endswith(".ort") or is_ort_format(f.read(8))
 
 
 SPLIT_MIN_FILE_BYTES = 1 << 20   # smaller files are parsed whole

@@ -431,3 +431,34 @@ def test_optimized_model_is_the_graph_run_and_is_saved_where_asked(tmp_path):
     assert sess.model.SerializeToString() == model.SerializeToString()
     off = refrt.InferenceSession(model, graph_optimization_level=refrt.GraphOptimizationLevel.ORT_ENABLE_BASIC)
     assert off.optimized_model is off.model
+
+
+def test_ort_format_models_run_as_stored_like_onnxruntime(tmp_path):
+    """onnxruntime applies no graph optimizations to a .ort file when it loads it (they were
+    applied, or not, when it was converted); refrt neither: a QDQ model converted with
+    optimizations disabled keeps its unfused results in both."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("onnxruntime.tools.convert_onnx_models_to_ort")
+    model = _quantized(models.mobilenet_like(), _image_feeds("image", [2, 3, 32, 32], 4, 0), tmp_path)
+    src = tmp_path / "src"
+    src.mkdir()
+    onnx.save(model, src / "mnet.onnx")
+    env = dict(os.environ, ORT_CONVERT_ONNX_MODELS_TO_ORT_OPTIMIZATION_LEVEL="disable")
+    subprocess.run([sys.executable, "-m", "onnxruntime.tools.convert_onnx_models_to_ort", str(src),
+                    "--output_dir", str(tmp_path / "out"), "--optimization_style", "Fixed"],
+                   env=env, check=True, capture_output=True, timeout=600)
+    (path,) = (tmp_path / "out").glob("*.ort")
+    sess = refrt.InferenceSession(str(path))
+    assert not any(n.op_type == "QLinearConv" for n in sess.optimized_model.graph.node)
+    theirs = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    fused = refrt.InferenceSession(model)
+    differs = False
+    for f in _image_feeds("image", [2, 3, 32, 32], 4, 1):
+        got = sess.run(None, f)
+        for a, b in zip(got, theirs.run(None, f)):
+            np.testing.assert_array_equal(a, b)
+        differs |= not all(np.array_equal(a, b) for a, b in zip(got, fused.run(None, f)))
+    assert differs       # the .onnx at the default level is fused, and that shows
