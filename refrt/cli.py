@@ -10,7 +10,8 @@
     refrt reduce MODEL --against REF --out SMALL.onnx   the smallest subgraph that still differs
     refrt host [--json]     this CPU, the kernels refrt picks, onnxruntime's int8 GEMM here
     refrt explain MODEL --node NAME [--at I,J,...]   one output element, step by step
-    refrt ops-config MODEL... [--types]   onnxruntime's required_operators.config for the models
+    refrt ops-config MODEL... [--types] [--level disable|extended]
+                                        onnxruntime's required_operators.config for the models
 
 Every command prints refrt's errors as one line and exits with 1 (2 for a usage error).
 """
@@ -403,7 +404,7 @@ def _quantize_main(argv) -> int:
 def cmd_ops_config(args) -> int:
     from .optimize.ops_config import required_operators_config
 
-    text = required_operators_config(args.models, types=args.types)
+    text = required_operators_config(args.models, types=args.types, level=args.level)
     if args.output:
         with open(args.output, "w", encoding="utf-8") as f:
             f.write(text)
@@ -452,6 +453,11 @@ def build_parser() -> argparse.ArgumentParser:
     oc.add_argument("models", nargs="+", metavar="MODEL")
     oc.add_argument("--types", action="store_true",
                     help="add the element types per op (onnxruntime's --enable_type_reduction)")
+    oc.add_argument("--level", choices=("disable", "extended"), default="disable",
+                    help="disable: the models' ops as written (onnxruntime's tool with "
+                         "ORT_CONVERT_ONNX_MODELS_TO_ORT_OPTIMIZATION_LEVEL=disable; default); "
+                         "extended: after onnxruntime's QDQ fusions, the graph a refrt session "
+                         "runs at its default level")
     oc.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
     oc.set_defaults(func=cmd_ops_config)
     q = sub.add_parser("quantize", help="quantize a float model (dynamic or static)",

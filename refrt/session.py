@@ -248,11 +248,6 @@ class InferenceSession:
                        else "model_loading_array", started)
             started = prof.now()
         _check_versions(model)
-        if self._required is not None:
-            from .graph import required_ops
-
-            config = required_ops.as_config(self._required)
-            registry.load_families(required_ops.check_model(model, config))
         self._model = model
         self._blobs = blobs     # weights read apart from the proto; see the model property
         self._qdq = None        # onnxruntime's QDQ fusions applied (level >= EXTENDED); see optimized_model
@@ -263,6 +258,8 @@ class InferenceSession:
             if qdq.has_qdq(model):
                 self._qdq = qdq.fuse_qdq(model, blobs, weights_to_u8=self._weights_to_u8())
                 model = self._qdq.model
+        if self._required is not None:     # checked on the graph that runs
+            self._check_required(model)
         self._hooks: list = []
         self._split = executor.NO_HOOKS
         if not model.opset_import:
@@ -318,6 +315,22 @@ class InferenceSession:
 
     def get_session_options(self) -> SessionOptions:
         return self._options
+
+    def _check_required(self, model) -> None:
+        from .errors import OperatorNotInConfigError, TypeNotInConfigError
+        from .graph import required_ops
+
+        config = required_ops.as_config(self._required)
+        try:
+            registry.load_families(required_ops.check_model(model, config))
+        except OperatorNotInConfigError as e:
+            if self._qdq is not None and not isinstance(e, TypeNotInConfigError):
+                raise OperatorNotInConfigError(
+                    e.node, e.op_type, e.domain, e.opset, e.since, config=e.config,
+                    message=f"{e} (at this graph_optimization_level the session runs the QDQ model "
+                            f"after onnxruntime's QDQ fusions: make the config with `refrt ops-config "
+                            f"--level extended`, or run at ORT_ENABLE_BASIC)") from None
+            raise
 
     def _weights_to_u8(self) -> bool:
         """onnxruntime's AVX2 precision mode (int8 QDQ weights made uint8): asked for with the

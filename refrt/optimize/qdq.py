@@ -15,7 +15,8 @@ then runs the same ops onnxruntime runs, on the same inputs.
 The passes, in onnxruntime's order, each named after the onnxruntime transformer it mirrors
 (``onnxruntime/core/optimizer/qdq_transformer``):
 
-0. ``ReluQuantFusion`` and ``ClipQuantFusion`` (level-1 rewrite rules): a Relu read only by a Q
+0. ``EliminateIdentity``, ``ReluQuantFusion`` and ``ClipQuantFusion`` (level-1 rewrite rules): an
+   Identity goes (its readers read its input); a Relu read only by a Q
    whose zero point is the type's minimum, or a Clip read only by a Q whose range lies within
    the Clip's (to float32 epsilon), is removed: Q clamps as much.
 1. ``EnsureUniqueDQForNodeUnit`` (level 1): a DQ read by several nodes is duplicated, one DQ per
@@ -629,6 +630,33 @@ for _rule in RULES:
 
 # ---- the passes ------------------------------------------------------------------------------
 
+def _eliminate_identity(g: _Graph) -> None:
+    """Level-1 rewrite rule EliminateIdentity: an Identity's readers read its input instead; one
+    that gives a graph output hands that name to the node producing its input, when nothing else
+    reads that value and it is not a graph output itself. The same values, one node fewer."""
+    for i, node in enumerate(g.nodes):
+        if node is None or node.op_type != "Identity" or node.domain not in ("", "ai.onnx"):
+            continue
+        src, out = node.input[0], node.output[0]
+        readers = g.users(out)
+        if out not in g.graph_outputs:
+            if any(slot < 0 for _, slot in readers):
+                continue          # read inside a subgraph: renaming there is not done
+            for k, slot in readers:
+                g.nodes[k].input[slot] = src
+        else:
+            p = g.producer(src)
+            if readers or p is None or src in g.graph_outputs or len(g.users(src)) != 1:
+                continue
+            producer = g.nodes[p]
+            producer.output[list(producer.output).index(src)] = out
+            if src in g.types:
+                g.types[out] = g.types[src]
+        g.nodes[i] = None
+        g.counts["Identity removed"] += 1
+        g.changed()
+
+
 def _relu_clip_before_q(g: _Graph) -> None:
     """Level-1 rewrite rules ReluQuantFusion and ClipQuantFusion: a Relu or Clip whose only reader
     is a QuantizeLinear that clamps as much is removed (the Q reads the Relu's or Clip's input)."""
@@ -846,6 +874,7 @@ def fuse_qdq(model: onnx.ModelProto, blobs: dict | None = None,
         if _is(n, Q_OP) and n.output[0] not in types:
             types[n.output[0]] = _q_type(g, n)
     _toposort(g)
+    _eliminate_identity(g)
     _relu_clip_before_q(g)
     _unique_dqs(g)
     if not INT8_ACTIVATIONS_ALLOWED:

@@ -37,15 +37,15 @@ def _lines(text: str) -> list[str]:
     return [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
 
 
-def ort_config(paths, tmp_path, types: bool) -> list[str]:
+def ort_config(paths, tmp_path, types: bool, level: str = "disable") -> list[str]:
     """The lines onnxruntime's convert_onnx_models_to_ort writes for ``paths``, optimizations
-    disabled."""
+    disabled (or at ``level``)."""
     src = tmp_path / "ort_in"
     src.mkdir(exist_ok=True)
     for p in paths:
         shutil.copy(p, src)
     out = tmp_path / "ort_out"
-    env = dict(os.environ, ORT_CONVERT_ONNX_MODELS_TO_ORT_OPTIMIZATION_LEVEL="disable")
+    env = dict(os.environ, ORT_CONVERT_ONNX_MODELS_TO_ORT_OPTIMIZATION_LEVEL=level)
     cmd = [sys.executable, "-m", "onnxruntime.tools.convert_onnx_models_to_ort", str(src),
            "--output_dir", str(out), "--optimization_style", "Fixed"]
     if types:
@@ -149,6 +149,42 @@ def test_config_matches_onnxruntime_tool(model_files, tmp_path, names, types):
     assert _lines(required_operators_config(paths, types=types)) == ort_config(paths, tmp_path, types)
 
 
+EXTENDED_CASES = [["digits_QDQ"], ["mobilenet_QDQ"], ["digits_QDQ", "mobilenet_QDQ", "digits_QOperator"]]
+
+
+@needs_tool
+@pytest.mark.parametrize("types", [False, True], ids=["ops", "types"])
+@pytest.mark.parametrize("names", EXTENDED_CASES, ids=["digits_QDQ", "mobilenet_QDQ", "merged"])
+def test_config_at_extended_matches_onnxruntime_tool_on_qdq_models(model_files, tmp_path, names, types):
+    """At ``extended`` the QDQ units are onnxruntime's quantized ops (QLinearConv, QGemm, ...), in
+    refrt's config as in onnxruntime's tool at its extended level."""
+    paths = [model_files[n] for n in names]
+    ours = _lines(required_operators_config(paths, types=types, level="extended"))
+    assert ours == ort_config(paths, tmp_path, types, level="extended")
+    assert any("QLinearConv" in ln for ln in ours) and ours != _lines(required_operators_config(paths))
+
+
+def test_restricted_session_checks_the_graph_it_runs(model_files, tmp_path):
+    """A QDQ model at the default level runs after the QDQ fusions: its config is the extended
+    one; the config of the model as written fits a session at ORT_ENABLE_BASIC."""
+    path = model_files["mobilenet_QDQ"]
+    extended, plain = tmp_path / "extended.config", tmp_path / "disable.config"
+    extended.write_text(required_operators_config(path, types=True, level="extended"))
+    plain.write_text(required_operators_config(path, types=True))
+    free = refrt.InferenceSession(path)
+    feeds = {"image": np.random.default_rng(0).standard_normal([1, 3, 32, 32]).astype(np.float32)}
+    restricted = refrt.InferenceSession(path, required_operators=str(extended))
+    for a, b in zip(free.run(None, feeds), restricted.run(None, feeds)):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(OperatorNotInConfigError, match="--level extended"):
+        refrt.InferenceSession(path, required_operators=str(plain))
+    basic = refrt.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    as_written = refrt.InferenceSession(path, required_operators=str(plain), graph_optimization_level=basic)
+    for a, b in zip(refrt.InferenceSession(path, graph_optimization_level=basic).run(None, feeds),
+                    as_written.run(None, feeds)):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_config_format(model_files):
     text = required_operators_config(model_files["ifloop"], types=True)
     lines = _lines(text)
@@ -232,6 +268,15 @@ def test_cli_ops_config_and_restricted_run(tmp_path, capsys):
     config.write_text(text.replace("Relu", "Sigmoid"))
     assert cli_main(["run", DIGITS, "--random-inputs", "--required-operators", str(config)]) == 1
     assert "Relu" in capsys.readouterr().err
+
+
+def test_cli_ops_config_level(model_files, capsys):
+    path = model_files["digits_QDQ"]
+    assert cli_main(["ops-config", path, "--level", "extended"]) == 0
+    text = capsys.readouterr().out
+    assert "at level extended" in text
+    assert _lines(text) == _lines(required_operators_config(path, level="extended"))
+    assert "QLinearConv" in text and ";Conv" not in text
 
 
 def test_restricted_session_imports_only_needed_families(tmp_path):
