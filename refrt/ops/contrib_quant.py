@@ -150,6 +150,45 @@ def _a_is_span_scalar(a_shape, b_shape, out_shape):
     return False
 
 
+def _pair_table(fn, dt, *params) -> np.ndarray:
+    """table[(a << 8) | b] = fn(a, b) over every pair of 8-bit codes (as bytes): an element-wise
+    op of two 8-bit tensors has only 65536 possible results. ``fn`` gets the codes of A and B as
+    float32-convertible arrays of shape [256, 1] and [1, 256] and the per-tensor ``params``."""
+    codes = np.arange(256, dtype=np.uint8).view(dt)
+    return np.ascontiguousarray(fn(codes[:, None], codes[None, :], *params)).reshape(-1)
+
+
+_PAIR_TABLES: dict = {}
+
+
+def _by_pairs(a, b, shape, fn, *params):
+    """fn(a, b, *params) broadcast to ``shape``, looked up per pair of codes once a table (built
+    once per set of parameters, 64 KiB) costs less than the arithmetic: the same bits."""
+    if a.size + b.size < (1 << 16):
+        return np.broadcast_to(fn(a, b, *params), shape)
+    key = (fn, a.dtype.str, *(float(p) for p in params))
+    table = _PAIR_TABLES.get(key)
+    if table is None:
+        if len(_PAIR_TABLES) >= 256:
+            _PAIR_TABLES.clear()
+        table = _PAIR_TABLES[key] = _pair_table(fn, a.dtype, *params)
+    index = np.left_shift(a.view(np.uint8), 8, dtype=np.uint16) | b.view(np.uint8)
+    return table[np.broadcast_to(index, shape)]
+
+
+def _add_codes(a, b, ra, rb, fixed, zc, a_first):
+    """QLinearAdd's float32 arithmetic on codes a, b (see qlinear_add)."""
+    af, bf = np.asarray(a).astype(_F32), np.asarray(b).astype(_F32)
+    v = fma32(bf, rb, fma32(af, ra, fixed)) if a_first else fma32(af, ra, fma32(bf, rb, fixed))
+    return _requantize_float(v, zc, np.asarray(a).dtype)
+
+
+def _mul_codes(a, b, za, zb, ratio, zc):
+    """QLinearMul's arithmetic on codes a, b (see qlinear_mul)."""
+    prod = (np.asarray(a).astype(np.int32) - np.int32(za)) * (np.asarray(b).astype(np.int32) - np.int32(zb))
+    return _requantize_float(prod.astype(_F32) * _F32(ratio) + _F32(zc), zc, np.asarray(a).dtype)
+
+
 @op("QLinearAdd", domain=MS)
 def qlinear_add(A, A_scale, A_zero_point=None, B=None, B_scale=None, B_zero_point=None,
                 C_scale=None, C_zero_point=None):
@@ -167,14 +206,12 @@ def qlinear_add(A, A_scale, A_zero_point=None, B=None, B_scale=None, B_zero_poin
     a, b, dt, (sa, sb, sc), (za, zb, zc), shape = _qlinear_binary_params(
         A, A_scale, A_zero_point, B, B_scale, B_zero_point, C_scale, C_zero_point, "QLinearAdd")
     ra, rb = sa / sc, sb / sc
-    af, bf = a.astype(_F32), b.astype(_F32)
-    if _a_is_span_scalar(a.shape, b.shape, shape):
+    a_first = _a_is_span_scalar(a.shape, b.shape, shape)
+    if a_first:
         fixed = zc - fma32(rb, zb, ra * za)
-        v = fma32(bf, rb, fma32(af, ra, fixed))
     else:
         fixed = zc - fma32(ra, za, rb * zb)
-        v = fma32(af, ra, fma32(bf, rb, fixed))
-    return _requantize_float(np.broadcast_to(v, shape), zc, dt)
+    return _by_pairs(a, b, shape, _add_codes, ra, rb, fixed, zc, a_first)
 
 
 @op("QLinearMul", domain=MS)
@@ -189,9 +226,7 @@ def qlinear_mul(A, A_scale, A_zero_point=None, B=None, B_scale=None, B_zero_poin
         raise ValueError("QLinearMul: B, B_scale and C_scale are required")
     a, b, dt, (sa, sb, sc), (za, zb, zc), shape = _qlinear_binary_params(
         A, A_scale, A_zero_point, B, B_scale, B_zero_point, C_scale, C_zero_point, "QLinearMul")
-    ratio = sa * sb / sc
-    prod = (a.astype(np.int32) - np.int32(za)) * (b.astype(np.int32) - np.int32(zb))
-    return _requantize_float(prod.astype(_F32) * ratio + zc, zc, dt)
+    return _by_pairs(a, b, shape, _mul_codes, za, zb, sa * sb / sc, zc)
 
 
 # ---------------------------------------------------------------- MLAS activations, lookup tables

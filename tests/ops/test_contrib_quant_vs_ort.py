@@ -139,6 +139,22 @@ def test_qlinear_add_mul_bit_exact(op_type, seed):
     check_exact(op_type, [a, d.scale(), d.zp(dt), b, d.scale(), d.zp(dt), d.scale(), None])
 
 
+LARGE_SHAPES = [((300, 300), (300, 300)), ((1, 300), (400, 300)), ((400, 300), (1,)),
+                ((2, 1, 256, 128), (2, 3, 256, 128))]
+
+
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("op_type", ["QLinearAdd", "QLinearMul"])
+def test_qlinear_add_mul_on_large_tensors_bit_exact(op_type, seed):
+    """Large enough that refrt looks the results up in a table of the 65536 pairs of codes."""
+    d = Draw(100 + seed)
+    dt = DTYPES[seed % 2]
+    a_shape, b_shape = LARGE_SHAPES[seed % len(LARGE_SHAPES)]
+    a, b = d.codes(a_shape, dt), d.codes(b_shape, dt)
+    check_exact(op_type, [a, d.scale(), d.zp(dt), b, d.scale(), d.zp(dt), d.scale(), d.zp(dt)])
+    check_exact(op_type, [b, d.scale(), d.zp(dt), a, d.scale(), d.zp(dt), d.scale(), d.zp(dt)])
+
+
 @pytest.mark.parametrize("seed", range(16))
 def test_qlinear_lookup_ops_bit_exact(seed):
     d = Draw(seed)
