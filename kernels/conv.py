@@ -75,7 +75,15 @@ def _geometry(in_spatial, kernel_shape, pads, strides, dilations):
 
 
 def _gather_index(in_spatial, kernel_shape, pads, strides, dilations, out_spatial):
-    """int64 [L, KK]: flat input position read by output position l at kernel offset r, -1 in padding."""
+    """int64 [L, KK]: flat input position read by output position l at kernel offset r, -1 in
+    padding. (Kept per geometry, read-only: a session's convolutions ask for the same ones on
+    every run.)"""
+    return _gather_index_cached(*(tuple(int(v) for v in a) for a in (
+        in_spatial, kernel_shape, pads, strides, dilations, out_spatial)))
+
+
+@functools.lru_cache(maxsize=64)
+def _gather_index_cached(in_spatial, kernel_shape, pads, strides, dilations, out_spatial):
     nd = len(in_spatial)
     flat = np.zeros(tuple(out_spatial) + tuple(kernel_shape), dtype=np.int64)
     valid = np.ones(flat.shape, dtype=bool)
@@ -90,7 +98,9 @@ def _gather_index(in_spatial, kernel_shape, pads, strides, dilations, out_spatia
         valid &= (coord >= 0) & (coord < in_spatial[d])
         flat += coord * int(in_strides[d])
     flat[~valid] = -1
-    return flat.reshape(int(np.prod(out_spatial)), int(np.prod(kernel_shape)))
+    flat = flat.reshape(int(np.prod(out_spatial)), int(np.prod(kernel_shape)))
+    flat.setflags(write=False)
+    return flat
 
 
 @njit(cache=True, parallel=True)
@@ -294,12 +304,17 @@ def conv_int8(x, w, x_zp=0, w_zp=0, group=1, pads=None, strides=None, dilations=
     # patches of a batch of images stay under _PATCH_BYTES
     per_batch = max(1, min(n, _PATCH_BYTES // max(1, n_l * kg)))
     y3 = y.reshape(n, m, n_l)
+    # a pointwise convolution (1x1 kernel, stride 1, no padding) reads each position once, in
+    # order: its patches are the channels-last image itself
+    pointwise = (group == 1 and all(k == 1 for k in kernel_shape) and all(st == 1 for st in strides)
+                 and not any(pads))
     for i0 in range(0, n, per_batch):
         nb = min(per_batch, n - i0)
-        patches = np.empty((nb * n_l, kg), dtype=x.dtype)
         xt = np.ascontiguousarray(x3[i0:i0 + nb].transpose(0, 2, 1))   # channels last
+        patches = xt.reshape(nb * n_l, kg) if pointwise else np.empty((nb * n_l, kg), dtype=x.dtype)
         for g in range(group):
-            _im2row_kernel(xt, 0, index, x.dtype.type(xz), g * cg, cg, patches)
+            if not pointwise:
+                _im2row_kernel(xt, 0, index, x.dtype.type(xz), g * cg, cg, patches)
             yt = gemm_int8(patches, packed[g], xz, wz[g * mg:(g + 1) * mg])   # [nb * L, Mg]
             y3[i0:i0 + nb, g * mg:(g + 1) * mg] = yt.reshape(nb, n_l, mg).transpose(0, 2, 1)
     return y
