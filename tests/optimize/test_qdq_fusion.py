@@ -349,8 +349,11 @@ class _Reader:
         return next(self.it, None)
 
 
-def _quantized(model, calib, tmp_path, **kw):
-    from onnxruntime.quantization import QuantFormat, quantize_static
+def _quantized(model, calib, tmp_path, tool="onnxruntime", **kw):
+    if tool == "refrt":
+        from refrt.quantization import QuantFormat, quantize_static
+    else:
+        from onnxruntime.quantization import QuantFormat, quantize_static
 
     src, out = tmp_path / "float.onnx", tmp_path / "qdq.onnx"
     onnx.save(model, src)
@@ -371,17 +374,22 @@ QUANT_SETTINGS = {
 }
 
 
-def _settings(name):
-    from onnxruntime.quantization import QuantType
+def _settings(name, tool="onnxruntime"):
+    if tool == "refrt":
+        from refrt.quantization import QuantType
+    else:
+        from onnxruntime.quantization import QuantType
 
     return {k: (getattr(QuantType, v) if k.endswith("_type") else v)
             for k, v in QUANT_SETTINGS[name].items()}
 
 
+@pytest.mark.parametrize("tool", ["onnxruntime", "refrt"])
 @pytest.mark.parametrize("setting", list(QUANT_SETTINGS))
-def test_mobilenet_style_qdq_model_matches_onnxruntimes_default_level(setting, tmp_path):
+def test_mobilenet_style_qdq_model_matches_onnxruntimes_default_level(setting, tool, tmp_path):
+    """Quantized by onnxruntime's quantize_static or refrt's (which writes the same bytes)."""
     model = _quantized(models.mobilenet_like(), _image_feeds("image", [2, 3, 32, 32], 4, 0),
-                       tmp_path, **_settings(setting))
+                       tmp_path, tool, **_settings(setting, tool))
     feeds = _image_feeds("image", [2, 3, 32, 32], 4, 1)
     counts = check_against_ort(model, tmp_path, feeds=feeds)
     assert counts["QLinearConv"] >= 8
@@ -405,7 +413,7 @@ def test_digits_and_bert_style_qdq_models_match_onnxruntime(setting, tmp_path):
     shape = [4] + [d.dim_value for d in digits.graph.input[0].type.tensor_type.shape.dim][1:]
     rng = np.random.default_rng(0)
     calib = [{name: rng.random(shape).astype(np.float32)} for _ in range(3)]
-    model = _quantized(digits, calib, tmp_path, **_settings(setting))
+    model = _quantized(digits, calib, tmp_path, "onnxruntime", **_settings(setting))
     counts = check_against_ort(model, tmp_path,
                                feeds=[{name: rng.random(shape).astype(np.float32)} for _ in range(3)])
     assert counts["QLinearConv"] == 2 and counts["com.microsoft.QGemm"] == 2
@@ -413,7 +421,7 @@ def test_digits_and_bert_style_qdq_models_match_onnxruntime(setting, tmp_path):
     bert_dir = tmp_path / "bert"
     bert_dir.mkdir()
     model = _quantized(models.bert_encoder(), [models.bert_feeds(seed=s) for s in range(3)],
-                       bert_dir, **_settings(setting))
+                       bert_dir, "refrt", **_settings(setting, "refrt"))     # refrt's quantizer here
     # onnxruntime's level-1 QDQ propagation adds a Q/DQ pair refrt does not (the same values):
     # compare the other ops and the outputs
     feeds = [models.bert_feeds(seed=s) for s in range(10, 13)]
