@@ -28,13 +28,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..kernels.fma import fma32
 from ..registry import op
 from . import elementwise as _ew
 from ._common import compute_dtype, f32, ort_threads, pool_window, window_taps
 from ._kernels import K, sized_product
 from .conv import conv_sum
-from .nn import _mlas_float, _mlas_matmul, _mlas_packed
+from .nn import _mlas_float, _mlas_matmul, _mlas_packed, sgemm_scaled
 from .nn import gemm as _onnx_gemm
 from .quant import int8_operand
 from .quant import qlinear_conv as _onnx_qlinear_conv
@@ -179,29 +178,6 @@ def fused_gemm(a, b, c=None, *, activation=None, activation_alpha=None, activati
 # ---------------------------------------------------------------- FusedMatMul
 
 
-def _scaled_blocks(a_mk, b_kn, alpha, trans_a, packed, threads, batch):
-    """alpha * A @ B for stacks a_mk [S, M, K], b_kn [S, K, N] as MLAS's general SGEMM kernel
-    computes it with alpha: per thread's columns, K in blocks (MLAS's stride rule), each block a
-    fresh chain of fused multiply-adds; the first block times alpha (rounded), each later one
-    added as fma(block, alpha, C)."""
-    s, m, k = a_mk.shape
-    n = b_kn.shape[2]
-    out = np.empty((s, m, n), _F32)
-    a_f = np.float32(alpha)
-    for n0, n1 in K.sgemm_column_segments(m, n, k, threads, batch):
-        stride = K.sgemm_k_stride(n1 - n0, k, trans_a, packed)
-        c = None
-        for k0 in range(0, k, stride):
-            block = sized_product(s * m * (n1 - n0) * min(stride, k - k0), K.batched_matmul_f32,
-                                  a_mk[:, :, k0:k0 + stride], b_kn[:, k0:k0 + stride, n0:n1])
-            if c is None:
-                c = block * a_f if alpha != 1.0 else block
-            else:
-                c = fma32(block, a_f, c) if alpha != 1.0 else c + block
-        out[:, :, n0:n1] = c
-    return out
-
-
 def _mlas_fused_matmul(a2, b2, alpha, trans_a, trans_b, flat, packed, ctx):
     """onnxruntime's MatMul<float> with alpha and transposes (``MatMulComputeHelper``, then
     ``MlasGemmBatch``) on 2-D+ operands (a 1-D one already promoted). ``flat``: onnxruntime
@@ -239,7 +215,8 @@ def _mlas_fused_matmul(a2, b2, alpha, trans_a, trans_b, flat, packed, ctx):
         y = np.stack([K.sgemm(x, w, trans_a=trans_a, trans_b=trans_b, threads=threads, batch=nb)
                       for x, w in zip(a_raw, b_raw)])
     else:
-        y = _scaled_blocks(rows, bb, alpha, trans_a, packed, threads, nb)
+        y = sgemm_scaled(rows, bb, alpha, trans_a=trans_a, packed=packed, threads=threads,
+                         batch=nb)
     return y.reshape(tuple(batch_shape) + (m, n))
 
 
