@@ -262,4 +262,11 @@ FAMILIES = {('ai.onnx', 'Abs'): ('refrt.ops.elementwise',),
  ('com.microsoft', 'QuickGelu'): ('refrt.ops.contrib',),
  ('com.microsoft', 'RotaryEmbedding'): ('refrt.ops.contrib',),
  ('com.microsoft', 'SkipLayerNormalization'): ('refrt.ops.contrib',),
- ('com.microsoft', 'SkipSimplifiedLayerNormalization'): ('refrt.ops.contrib',)}
+ ('com.microsoft', 'SkipSimplifiedLayerNormalization'): ('refrt.ops.contrib',),
+ ('com.microsoft.nchwc', 'AveragePool'): ('refrt.ops.contrib_nchwc',),
+ ('com.microsoft.nchwc', 'Conv'): ('refrt.ops.contrib_nchwc',),
+ ('com.microsoft.nchwc', 'GlobalAveragePool'): ('refrt.ops.contrib_nchwc',),
+ ('com.microsoft.nchwc', 'GlobalMaxPool'): ('refrt.ops.contrib_nchwc',),
+ ('com.microsoft.nchwc', 'MaxPool'): ('refrt.ops.contrib_nchwc',),
+ ('com.microsoft.nchwc', 'ReorderInput'): ('refrt.ops.contrib_nchwc',),
+ ('com.microsoft.nchwc', 'ReorderOutput'): ('refrt.ops.contrib_nchwc',)}
