@@ -318,3 +318,37 @@ def test_bad_input_is_a_node_error_naming_the_node(op_type, inputs, attrs, messa
     with pytest.raises(NodeError, match=message) as e:
         refrt_run(op_type, forms[inputs], attrs)
     assert e.value.op_type == op_type and e.value.node_name in str(e.value)
+
+
+# ---------------------------------------------------------------- other modes
+
+
+def test_twin_kernels_give_the_same_bits():
+    """The NumPy twins (SessionOptions.kernels = "twins") run the same arithmetic."""
+    x, w, b, attrs, rng = conv_case(4, seed=30)
+    y, _ = run_both("FusedConv", [x, w], attrs, const=(1,))
+    z = rng.standard_normal(y.shape).astype(F)
+    a, bm = rng.standard_normal((2, 4, 8, 300)).astype(F), rng.standard_normal((2, 4, 300, 8)).astype(F)
+    for op_type, inputs, attributes in [("FusedConv", [x, w, b, z], dict(attrs, activation="Relu")),
+                                        ("FusedMatMul", [a, bm], {"alpha": 0.3})]:
+        model, feeds = one_node(op_type, inputs, attributes)
+        options = refrt.SessionOptions()
+        options.kernels = "twins"
+        twins = refrt_like_ort(model, sess_options=options).run(None, feeds)[0]
+        assert_same_bits(twins, refrt_like_ort(model).run(None, feeds)[0])
+
+
+def test_spec_numerics_computes_the_formula():
+    """numerics="spec": NumPy's products, the same formulas (close to onnxruntime)."""
+    x, w, b, attrs, rng = conv_case(0, seed=31)
+    y, _ = run_both("FusedConv", [x, w], attrs, const=(1,))
+    z = rng.standard_normal(y.shape).astype(F)
+    a, bm = rng.standard_normal((3, 40)).astype(F), rng.standard_normal((50, 40)).astype(F)
+    for op_type, inputs, attributes in [
+            ("FusedConv", [x, w, b, z], dict(attrs, activation="Sigmoid")),
+            ("FusedGemm", [a, bm, b[:1]], {"activation": "Tanh", "transB": 1, "alpha": 0.5}),
+            ("FusedMatMul", [a, bm], {"alpha": 0.3, "transB": 1})]:
+        model, feeds = one_node(op_type, inputs, attributes)
+        ours = refrt.InferenceSession(model, numerics="spec").run(None, feeds)[0]
+        np.testing.assert_allclose(ours, ort_session(model).run(None, feeds)[0], rtol=1e-5,
+                                   atol=1e-5)
