@@ -42,7 +42,8 @@ TRANSCENDENTAL_OPS = {"Sigmoid", "Tanh", "Exp", "Log", "Erf", "Gelu", "FastGelu"
                       "Softplus", "Sin", "Cos", "Tan", "Asin", "Acos", "Atan", "Sinh", "Cosh", "Asinh",
                       "Acosh", "Atanh", "Pow", "Elu", "Selu", "Celu", "Mish", "Softmax", "LogSoftmax",
                       "HardSwish", "Swish"}
-ACCUMULATING_OPS = {"MatMul", "Gemm", "Conv", "ConvTranspose", "ReduceSum", "ReduceMean", "ReduceSumSquare",
+ACCUMULATING_OPS = {"MatMul", "Gemm", "Conv", "FusedMatMul", "FusedGemm", "FusedConv",
+                    "ConvTranspose", "ReduceSum", "ReduceMean", "ReduceSumSquare",
                     "ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceProd",
                     "GlobalAveragePool", "AveragePool", "LpPool", "GlobalLpPool", "LayerNormalization",
                     "SkipLayerNormalization", "SimplifiedLayerNormalization", "InstanceNormalization",

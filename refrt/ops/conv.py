@@ -166,6 +166,71 @@ def _packed_conv(x, wg, win, segments):
     return out
 
 
+def _mlas_conv_into(x, wg, win, group, threads, init):
+    """``_mlas_conv`` with the output starting from ``init`` (N, G, Mg, P) instead of 0: MLAS's
+    convolution with beta = 1, as onnxruntime runs a Conv whose output buffer already holds
+    the sum of a fused Add (com.microsoft FusedConv's input Z). Each thread's segment of each
+    (image, group) product is an SGEMM whose K blocks (or, for a single filter, the M = 1
+    kernel's groups of products) are added to the init in turn, so Z enters before the first
+    block -- not after the product, which rounds differently once K spans several blocks."""
+    n = x.shape[0]
+    g, mg, k = wg.shape
+    p = int(np.prod(win.out))
+    out = np.array(init, dtype=np.float32, copy=True)
+    if out.size == 0 or k == 0:
+        return out
+    direct = (all(s == 1 for s in win.strides) and not any(win.pads_begin) and not any(win.pads_end)
+              and int(np.prod(win.kernel)) == 1)
+    cols = x.reshape(n, g, k, p) if direct else _conv_columns(x, win, group)
+    if len(win.kernel) > 3:       # onnxruntime: im2col and one threaded SGEMM per (image, group)
+        segments = [(p0, p1, 0) for p0, p1 in K.sgemm_column_segments(mg, p, k, threads)]
+    else:
+        segments = _segments(n, g, mg, p, k, direct, threads)
+    for i in range(n):
+        for j in range(g):
+            for p0, p1, _ in segments:
+                out[i, j, :, p0:p1] = K.sgemm(wg[j], cols[i, j, :, p0:p1], out[i, j, :, p0:p1])
+    return out
+
+
+def conv_sum(x, w, b=None, z=None, *, auto_pad="NOTSET", dilations=None, group=1,
+             kernel_shape=None, pads=None, strides=None, ctx=None, name="Conv"):
+    """Conv's Y, plus ``z`` (of Y's shape) when given: ``z`` + the product + B, in onnxruntime's
+    order (the product accumulated into z, then B added). The body of Conv and of
+    com.microsoft FusedConv (before its activation)."""
+    _check_conv_inputs(x, w, group, name)
+    n, c = x.shape[:2]
+    m = w.shape[0]
+    if c % group or m % group or w.shape[1] * group != c:
+        raise ValueError(f"{name}: X has {c} channels and W shape {list(w.shape)}; with group="
+                         f"{group}, W must be (M, C/group, ...) with M and C divisible by group")
+    kernel = _kernel_shape(w, kernel_shape, name)
+    win = window_geometry(x.shape[2:], kernel, strides, dilations, pads, auto_pad)
+    if b is not None and (b.ndim != 1 or b.shape[0] != m):
+        raise ValueError(f"{name}: B must be 1-D with one value per output channel ({m}), got "
+                         f"shape {list(b.shape)}")
+    if z is not None and z.shape != (n, m) + win.out:
+        raise ValueError(f"{name}: Z (the fused sum) must have the output's shape "
+                         f"{[n, m, *win.out]}, got {list(z.shape)}")
+    ct = compute_dtype(x.dtype)
+    wg = w.astype(ct, copy=False).reshape(group, m // group, -1)     # (G, Mg, Cg*K)
+    if x.dtype == np.float32 and w.dtype == np.float32 and (ctx is None or ctx.numerics != "spec"):
+        if z is None:
+            y = _mlas_conv(x, wg, win, group, ort_threads(ctx))
+        else:
+            init = z.astype(np.float32, copy=False).reshape(n, group, m // group, -1)
+            y = _mlas_conv_into(x, wg, win, group, ort_threads(ctx), init)
+        y = y.reshape((n, m) + win.out)
+    else:
+        cols = _conv_columns(x.astype(ct, copy=False), win, group)   # (N, G, Cg*K, P)
+        y = np.matmul(wg, cols).reshape((n, m) + win.out)
+        if z is not None:
+            y += z.astype(ct, copy=False)
+    if b is not None:
+        y += b.astype(ct, copy=False).reshape((m,) + (1,) * len(kernel))
+    return y.astype(x.dtype, copy=False)
+
+
 @op("Conv", since=(1, 11, 22))
 def conv(x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None,
          pads=None, strides=None, ctx=None):
@@ -173,24 +238,8 @@ def conv(x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1, kernel_sha
 
     float32 in the default numerics multiplies in onnxruntime's (MLAS's) order, then adds B
     (``_mlas_conv``); "spec" numerics: NumPy's matmul."""
-    _check_conv_inputs(x, w, group, "Conv")
-    n, c = x.shape[:2]
-    m = w.shape[0]
-    if c % group or m % group or w.shape[1] * group != c:
-        raise ValueError(f"Conv: X has {c} channels and W shape {list(w.shape)}; with group="
-                         f"{group}, W must be (M, C/group, ...) with M and C divisible by group")
-    kernel = _kernel_shape(w, kernel_shape, "Conv")
-    win = window_geometry(x.shape[2:], kernel, strides, dilations, pads, auto_pad)
-    ct = compute_dtype(x.dtype)
-    wg = w.astype(ct, copy=False).reshape(group, m // group, -1)     # (G, Mg, Cg*K)
-    if x.dtype == np.float32 and w.dtype == np.float32 and (ctx is None or ctx.numerics != "spec"):
-        y = _mlas_conv(x, wg, win, group, ort_threads(ctx)).reshape((n, m) + win.out)
-    else:
-        cols = _conv_columns(x.astype(ct, copy=False), win, group)   # (N, G, Cg*K, P)
-        y = np.matmul(wg, cols).reshape((n, m) + win.out)
-    if b is not None:
-        y += b.astype(ct, copy=False).reshape((m,) + (1,) * len(kernel))
-    return y.astype(x.dtype, copy=False)
+    return conv_sum(x, w, b, auto_pad=auto_pad, dilations=dilations, group=group,
+                    kernel_shape=kernel_shape, pads=pads, strides=strides, ctx=ctx)
 
 
 def _transpose_geometry(in_shape, kernel, strides, dilations, pads, output_padding, output_shape,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..kernels.fma import fma32
 from ..registry import op
 from ._common import compute_dtype, np_dtype, once_per_session, ort_threads
 from ._kernels import K, sized_product
@@ -29,9 +30,10 @@ def gemm(a, b, c=None, *, alpha=1.0, beta=1.0, broadcast=0, transA=0, transB=0, 
     """Y = alpha * A' @ B' + beta * C, A' = A.T if transA, B' = B.T if transB, C broadcast
     to (M, N) (the version 1 and 6 ``broadcast`` flag only allowed what broadcasting allows).
 
-    float32 with alpha = 1 in the default numerics runs onnxruntime's order (``kernels/sgemm.py``):
-    Y starts as beta * C, then MLAS's SGEMM adds the product into it, K blocked as MLAS blocks
-    it (B counts as packed when it is a constant, as onnxruntime packs it)."""
+    float32 in the default numerics runs onnxruntime's order (``kernels/sgemm.py``): Y starts as
+    beta * C, then MLAS's SGEMM adds the product into it, K blocked as MLAS blocks it (B counts
+    as packed when it is a constant, as onnxruntime packs it); with alpha != 1 each K block's
+    sum is scaled as MLAS's kernel does it (``sgemm_scaled``)."""
     if a.ndim != 2 or b.ndim != 2:
         raise ValueError(f"Gemm: A and B must be 2-D, got shapes {list(a.shape)} and "
                          f"{list(b.shape)}")
@@ -49,20 +51,56 @@ def gemm(a, b, c=None, *, alpha=1.0, beta=1.0, broadcast=0, transA=0, transB=0, 
         except ValueError:
             raise ValueError(f"Gemm: C of shape {list(c.shape)} does not broadcast to "
                              f"{list(out_shape)}") from None
-    if _mlas_float(a, b, ctx) and alpha == 1.0:
+    if _mlas_float(a, b, ctx):
         init = None if c_ is None else (c_ if beta == 1.0 else c_ * ct.type(beta))
-        if ctx is not None and ctx.is_constant(1):   # packed once, as onnxruntime packs it
+        packed = ctx is not None and ctx.is_constant(1)   # onnxruntime packs a constant B
+        if alpha == 1.0 and packed:
             return sized_product(a_.shape[0] * a_.shape[1] * b_.shape[1], K.matmul_packed_f32,
                                  np.ascontiguousarray(a_), _mlas_packed(ctx, b, bool(transB)),
                                  k_block=K.SGEMM_PACKED_STRIDE_K, init=init)
-        return K.sgemm(a, b, init, trans_a=bool(transA), trans_b=bool(transB),
-                       threads=ort_threads(ctx))
+        if alpha == 1.0 and (init is None or beta == 1.0):
+            return K.sgemm(a, b, init, trans_a=bool(transA), trans_b=bool(transB),
+                           threads=ort_threads(ctx))
+        # MLAS's M = 1 and N = 1 kernels take only alpha = 1 and beta = 0 or 1
+        return sgemm_scaled(a_[None], b_[None], alpha, None if init is None else init[None],
+                            trans_a=bool(transA), packed=packed, threads=ort_threads(ctx))[0]
     y = np.matmul(a_, b_)
     if alpha != 1.0:
         y = y * ct.type(alpha) if ct.kind == "f" else y * alpha
     if c_ is not None:
         y = y + (c_ * ct.type(beta) if ct.kind == "f" else c_ * beta)
     return np.asarray(y).astype(a.dtype, copy=False)
+
+
+def sgemm_scaled(a_mk, b_kn, alpha, init=None, *, trans_a=False, packed=False, threads=1,
+                 batch=1):
+    """alpha * A @ B (+ init) for float32 stacks a_mk [S, M, K] and b_kn [S, K, N] as MLAS's
+    general SGEMM kernel computes it (never its M = 1 / N = 1 kernels, which onnxruntime takes
+    only for alpha = 1 and beta = 0 or 1): per thread's columns, K in blocks (MLAS's stride rule;
+    ``trans_a``: A is given transposed, ``packed``: B was packed, K blocks of 256), each block a
+    fresh chain of fused multiply-adds from 0; the first block stored as block * alpha, or, when
+    the output holds ``init`` (beta * C, [S, M, N] or broadcastable), every block added as
+    fma(block, alpha, C). ``batch``: how many products share the threads. -> [S, M, N]."""
+    s, m, k = a_mk.shape
+    n = b_kn.shape[2]
+    out = np.zeros((s, m, n), np.float32)
+    if init is not None:
+        out[...] = init
+    if out.size == 0 or k == 0:
+        return out
+    scale = np.float32(alpha)
+    for n0, n1 in K.sgemm_column_segments(m, n, k, threads, batch):
+        stride = K.sgemm_k_stride(n1 - n0, k, trans_a, packed)
+        c = None if init is None else out[:, :, n0:n1]
+        for k0 in range(0, k, stride):
+            block = sized_product(s * m * (n1 - n0) * min(stride, k - k0), K.batched_matmul_f32,
+                                  a_mk[:, :, k0:k0 + stride], b_kn[:, k0:k0 + stride, n0:n1])
+            if alpha == 1.0:
+                c = block if c is None else c + block
+            else:
+                c = block * scale if c is None else fma32(block, scale, c)
+        out[:, :, n0:n1] = c
+    return out
 
 
 def _mlas_float(a, b, ctx) -> bool:

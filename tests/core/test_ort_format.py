@@ -7,9 +7,10 @@ model with If/Loop subgraphs, string, int64 and sparse tensors:
 
 * with onnxruntime's optimizations disabled, refrt's outputs on the ``.ort`` equal its outputs on
   the source ``.onnx`` exactly, and agree with onnxruntime running the ``.ort`` itself;
-* with onnxruntime's default optimizations (level "all"), a model whose converted graph uses only
-  operators refrt implements runs and agrees with onnxruntime; one with a fused com.microsoft
-  operator refrt lacks (FusedConv, ...) is refused with refrt's usual UnsupportedOpError;
+* with onnxruntime's default optimizations (level "all"), every converted model runs (its fused
+  com.microsoft operators included: FusedConv, FusedGemm, FusedMatMul, QLinearConv, ...) and
+  gives onnxruntime's outputs on the same file bit for bit; an operator refrt lacks (a
+  hand-written com.microsoft node) is refused with refrt's usual UnsupportedOpError;
 * damaged files (truncated, another identifier, a future format version, offsets out of range,
   crafted sharing) are ModelErrors naming the file, never IndexError or a hang.
 """
@@ -333,39 +334,49 @@ def test_cli_runs_an_ort_file(converted, capsys):
 
 @needs_tool
 @pytest.mark.parametrize("name", NAMES)
-def test_default_optimizations_run_or_are_refused_clearly(converted, name):
-    """onnxruntime's default level writes fused com.microsoft operators. Where refrt implements
-    every operator the converted model uses (by onnxruntime's own config of the file), it runs
-    and agrees with onnxruntime on the same file; otherwise the session is refused with an
-    UnsupportedOpError naming one of the missing operators."""
+def test_default_optimizations_run_like_onnxruntime(converted, name):
+    """onnxruntime's default level writes fused com.microsoft operators (FusedConv, FusedGemm,
+    FusedMatMul, channels-last QLinearConv, NhwcMaxPool, QGemm, DynamicQuantizeMatMul, ...).
+    refrt implements every operator each converted file uses (by onnxruntime's own config of
+    the files), runs the file as stored and gives onnxruntime's outputs on it bit for bit."""
     path = converted["default"][name]
     in_model = {(n.domain or "ai.onnx", n.op_type) for n in _all_nodes(onnx_ops_of(path))}
     missing = {(d, op) for d, v, op in converted["default_ops"]
                if (d, op) in in_model and registry.lookup(op, d, v) is None}
-    if missing:
-        with pytest.raises(UnsupportedOpError) as e:
-            refrt.InferenceSession(path)
-        assert (e.value.domain, e.value.op_type) in missing
-        assert e.value.op_type in str(e.value) and e.value.domain in str(e.value)
-        return
-    feeds = _feeds(name)
-    assert_agree_with_ort(refrt_like_ort(path).run(None, feeds), _ort_run(path, feeds))
+    assert not missing
+    for variant in (0, 1):
+        feeds = _feeds(name, variant)
+        assert_identical(refrt_like_ort(path).run(None, feeds), _ort_run(path, feeds))
 
 
 @needs_tool
 def test_default_optimizations_fuse_into_contrib_ops(converted):
-    """What the parametrized test above covers: the digits CNN gets com.microsoft FusedConv,
-    which refrt lacks; the dynamic quantization gets com.microsoft DynamicQuantizeMatMul, which
-    refrt runs."""
+    """What the parametrized test above covers: the digits CNN gets com.microsoft FusedConv and
+    FusedGemm, its quantizations channels-last QLinearConv and NhwcMaxPool, the BERT-style
+    encoder FusedMatMul, the dynamic quantization DynamicQuantizeMatMul; refrt runs them all."""
     ops = {(d, op) for d, _, op in converted["default_ops"]}
-    assert ("com.microsoft", "FusedConv") in ops and ("com.microsoft", "DynamicQuantizeMatMul") in ops
-    with pytest.raises(UnsupportedOpError, match="com.microsoft.FusedConv"):
-        refrt.InferenceSession(converted["default"]["digits"])
-    nodes = onnx_ops_of(converted["default"]["digits_dyn"])
-    assert "DynamicQuantizeMatMul" in {n.op_type for n in nodes}
-    feeds = _feeds("digits_dyn")
-    assert_agree_with_ort(refrt_like_ort(converted["default"]["digits_dyn"]).run(None, feeds),
-                          _ort_run(converted["default"]["digits_dyn"], feeds))
+    for op_type in ("FusedConv", "FusedGemm", "FusedMatMul", "QLinearConv", "NhwcMaxPool",
+                    "DynamicQuantizeMatMul"):
+        assert ("com.microsoft", op_type) in ops, op_type
+    nodes = {n.op_type: n for n in onnx_ops_of(converted["default"]["digits"])}
+    assert nodes["FusedConv"].domain == "com.microsoft"
+    assert {a.name: a.s for a in nodes["FusedConv"].attribute}["activation"] == b"Relu"
+    feeds = _feeds("digits")
+    assert_identical(refrt_like_ort(converted["default"]["digits"]).run(None, feeds),
+                     _ort_run(converted["default"]["digits"], feeds))
+
+
+def test_an_operator_refrt_lacks_is_refused_clearly():
+    """A com.microsoft node refrt has no implementation of (written here: onnxruntime's
+    converter only writes operators its kernels have) is refused when the session is built,
+    with UnsupportedOpError naming the operator, its domain and the node."""
+    w = _Writer()
+    node = w.node("NoSuchFusedOp", ["x"], ["y"], domain="com.microsoft")
+    data = w.finish(w.graph([node], inputs=["x"]), opsets={"": 17, "com.microsoft": 1})
+    with pytest.raises(UnsupportedOpError) as e:
+        refrt.InferenceSession(data)
+    assert (e.value.domain, e.value.op_type) == ("com.microsoft", "NoSuchFusedOp")
+    assert "com.microsoft.NoSuchFusedOp" in str(e.value) and "y" in str(e.value)
 
 
 def onnx_ops_of(path):
@@ -491,12 +502,15 @@ class _Writer:
             self.b.PrependUOffsetTRelative(o)
         return self.b.EndVector()
 
-    def node(self, op_type, inputs, outputs, index=0, fused=False, attributes=()):
+    def node(self, op_type, inputs, outputs, index=0, fused=False, attributes=(), domain=""):
         N = self.fbs.Node
         op, ins, outs = self.b.CreateString(op_type), self.strings(inputs), self.strings(outputs)
         attrs = self.tables(list(attributes))
+        dom = self.b.CreateString(domain) if domain else None
         N.Start(self.b)
         N.AddOpType(self.b, op)
+        if dom is not None:
+            N.AddDomain(self.b, dom)
         N.AddIndex(self.b, index)
         N.AddInputs(self.b, ins)
         N.AddOutputs(self.b, outs)
@@ -540,13 +554,16 @@ class _Writer:
         G.AddOutputs(self.b, outs)
         return G.End(self.b)
 
-    def finish(self, graph, version="6") -> bytes:
+    def finish(self, graph, version="6", opsets=None) -> bytes:
         fbs, b = self.fbs, self.b
-        domain = b.CreateString("")
-        fbs.OperatorSetId.Start(b)
-        fbs.OperatorSetId.AddDomain(b, domain)
-        fbs.OperatorSetId.AddVersion(b, 17)
-        opsets = self.tables([fbs.OperatorSetId.End(b)])
+        ids = []
+        for name, number in (opsets or {"": 17}).items():
+            domain = b.CreateString(name)
+            fbs.OperatorSetId.Start(b)
+            fbs.OperatorSetId.AddDomain(b, domain)
+            fbs.OperatorSetId.AddVersion(b, number)
+            ids.append(fbs.OperatorSetId.End(b))
+        opsets = self.tables(ids)
         fbs.Model.Start(b)
         fbs.Model.AddIrVersion(b, 8)
         fbs.Model.AddOpsetImport(b, opsets)
