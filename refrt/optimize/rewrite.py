@@ -47,6 +47,13 @@ def attr(node, name: str, default=None):
     return default
 
 
+def other_input(node, name: str) -> str | None:
+    """The input of a two-input node that is not ``name`` (None unless exactly one is)."""
+    if len(node.input) != 2 or (node.input[0] == name) == (node.input[1] == name):
+        return None
+    return node.input[1] if node.input[0] == name else node.input[0]
+
+
 def _subgraph_reads(node) -> set:
     """Names read inside a node's subgraphs (If/Loop/Scan bodies), nested ones included."""
     names: set = set()
@@ -190,6 +197,15 @@ class Graph:
         if v is not None and v.size == 1 and abs(float(v.reshape(-1)[0]) - expected) < delta:
             return i
         return -1
+
+    def axes(self, node) -> list | None:
+        """The axes of a ReduceMean/Unsqueeze/...: its attribute (older opsets) or its constant
+        input 1 (newer ones); None when neither gives them."""
+        axes = attr(node, "axes")
+        if axes is None and len(node.input) > 1:
+            value = self.constant(node.input[1])
+            axes = None if value is None else value.reshape(-1).tolist()
+        return None if axes is None else list(axes)
 
     def add_initializer(self, name: str, value: np.ndarray) -> str:
         self.inits[name] = numpy_helper.from_array(value, name)

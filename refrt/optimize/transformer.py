@@ -25,6 +25,7 @@ docstring draws the pattern and names the onnxruntime fusion it mirrors:
  4  LayerNormalization            ``FusionLayerNormalization``
  5  Gelu, FastGelu                ``FusionGelu``, ``FusionFastGelu``
  6  Reshape shapes                ``FusionReshape``: Concat(Shape dims, N, H) -> [0, 0, N, H]
+                                  (``transformer_attention.py``, where the heads are read)
  7  SkipLayerNormalization        ``FusionSkipLayerNormalization``
  8  Attention                     ``FusionAttention`` (``transformer_attention.py``)
  9  EmbedLayerNormalization       ``FusionEmbedLayerNormalization`` (ditto)
@@ -72,7 +73,7 @@ import onnx
 from onnx import helper
 
 from ..errors import ModelError, RefrtError
-from .rewrite import Graph, Shapes, attr, is_op
+from .rewrite import Graph, Shapes, attr, is_op, other_input
 
 SUPPORTED_MODEL_TYPES = ("bert",)
 
@@ -138,13 +139,6 @@ class Run:
             self.notes.append(text)
 
 
-def _other_input(node, name: str) -> str | None:
-    """The input of a two-input node that is not ``name`` (None unless exactly one is)."""
-    if len(node.input) != 2 or (node.input[0] == name) == (node.input[1] == name):
-        return None
-    return node.input[1] if node.input[0] == name else node.input[0]
-
-
 def _sole_reader(g: Graph, name: str, op_type: str):
     """The one node reading ``name`` when it runs ``op_type``, else None."""
     readers = g.readers(name)
@@ -195,7 +189,6 @@ def fold_constants(r: Run) -> None:
 
     Not folded, as in onnxruntime: random ops, DequantizeLinear (a QDQ weight keeps its node),
     nodes with subgraphs, and nodes giving a graph output."""
-    from ..graph.fold import KEPT, NONDETERMINISTIC
     from ..session import run
 
     g = r.g
@@ -203,15 +196,9 @@ def fold_constants(r: Run) -> None:
     static: dict | None = None
     folded, shape_values = [], {}
     for node in g.toposorted():
-        if (node.domain not in ("", "ai.onnx") or node.op_type in NONDETERMINISTIC
-                or node.op_type in KEPT or any(a.type in (onnx.AttributeProto.GRAPH,
-                                                          onnx.AttributeProto.GRAPHS)
-                                               for a in node.attribute)
-                or any(g.is_output(o) for o in node.output)):
+        if not _foldable(g, node):
             continue
-        if all(x in known for x in node.input if x):
-            folded.append(node)
-        elif node.op_type in ("Shape", "Size"):
+        if node.op_type in ("Shape", "Size") and not all(x in known for x in node.input if x):
             if static is None:
                 static = _static_shapes(g)
             dims = static.get(node.input[0])
@@ -222,32 +209,46 @@ def fold_constants(r: Run) -> None:
             else:
                 start, end = attr(node, "start", 0), attr(node, "end", len(dims))
                 shape_values[node.output[0]] = np.array(dims[slice(start, end)], np.int64)
-            folded.append(node)
-        else:
+        elif not all(x in known for x in node.input if x):
             continue
+        folded.append(node)
         known.update(o for o in node.output if o)
     ids = {id(n) for n in folded}
     needed = [o for n in folded for o in n.output
               if o and any(id(x) not in ids for x in g.readers(o))]
+    body = [n for n in folded if n.output[0] not in shape_values]
+    to_run = [name for name in needed if name not in shape_values]
+    values = dict(shape_values)
+    if to_run:
+        reads = {x for n in body for x in n.input if x} - {o for n in body for o in n.output}
+        inits = [g.inits[x] for x in sorted(reads) if x in g.inits]
+        inits += [onnx.numpy_helper.from_array(v, k) for k, v in shape_values.items() if k in reads]
+        sub = helper.make_graph(body, "constants", [], [helper.make_empty_tensor_value_info(n)
+                                                        for n in to_run], inits)
+        sub_model = helper.make_model(sub, opset_imports=list(g.model.opset_import))
+        sub_model.ir_version = g.model.ir_version
+        try:
+            values.update(zip(to_run, run(sub_model, {}, to_run)))
+        except Exception as e:   # the nodes stay: a run of the optimized model reports the error
+            r.note(f"constant folding skipped: {e}")
+            return
     if not needed:
         return
-    body = [n for n in folded if n.output[0] not in shape_values]
-    reads = {x for n in body for x in n.input if x} - {o for n in body for o in n.output}
-    inits = [g.inits[x] for x in sorted(reads) if x in g.inits]
-    inits += [onnx.numpy_helper.from_array(v, k) for k, v in shape_values.items()]
-    sub = helper.make_graph(body, "constants", [], [helper.make_empty_tensor_value_info(n)
-                                                    for n in needed], inits)
-    sub_model = helper.make_model(sub, opset_imports=list(g.model.opset_import))
-    sub_model.ir_version = g.model.ir_version
-    try:
-        values = run(sub_model, {}, needed) if body else [shape_values[n] for n in needed]
-    except Exception as e:   # the nodes stay: the run of the optimized model reports the error
-        r.note(f"constant folding skipped: {e}")
-        return
-    for name, value in zip(needed, values):
-        g.add_initializer(name, np.asarray(value))
+    for name in needed:
+        g.add_initializer(name, np.asarray(values[name]))
     g.remove(folded)
     r.counts["constants folded"] += len(folded)
+
+
+def _foldable(g: Graph, node) -> bool:
+    """An ONNX op that gives the same result every run (no random op, no DequantizeLinear: a QDQ
+    weight keeps its node in onnxruntime), has no subgraph, and gives no graph output."""
+    from ..graph.fold import KEPT, NONDETERMINISTIC
+
+    return (node.domain in ("", "ai.onnx") and node.op_type not in NONDETERMINISTIC
+            and node.op_type not in KEPT and not any(g.is_output(o) for o in node.output)
+            and not any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+                        for a in node.attribute))
 
 
 def _static_shapes(g: Graph) -> dict:
@@ -308,7 +309,7 @@ def fuse_layer_norm(r: Run, mean) -> None:
     if not add or not is_op(add[0], "Add"):
         return
     add = add[0]
-    gamma, beta = _other_input(mul, div.output[0]), _other_input(add, mul.output[0])
+    gamma, beta = other_input(mul, div.output[0]), other_input(add, mul.output[0])
     if not (_vector(g, gamma) and _vector(g, beta)):
         return
     nodes = [mean, *subs, sqrt, add_eps, mean_sq, power, div, mul, add]
@@ -323,13 +324,8 @@ def fuse_layer_norm(r: Run, mean) -> None:
 def _last_axis_mean(r: Run, mean) -> bool:
     """A ReduceMean over the last axis only, keeping it (axes an attribute, or from opset 18 an
     input)."""
-    if attr(mean, "keepdims", 1) != 1:
-        return False
-    axes = attr(mean, "axes")
-    if axes is None and len(mean.input) > 1:
-        value = r.g.constant(mean.input[1])
-        axes = None if value is None else value.reshape(-1).tolist()
-    if axes is None or len(axes) != 1:
+    axes = r.g.axes(mean)
+    if attr(mean, "keepdims", 1) != 1 or axes is None or len(axes) != 1:
         return False
     if axes[0] == -1:
         return True
@@ -470,7 +466,7 @@ def _fast_gelu_hf(g: Graph, tanh, add, mul, pre):
     scaled, _ = (g.match_parent(inner, "Mul", exclude=[root] if root else ())
                  if inner is not None else (None, None))
     k = g.find_constant(scaled, 0.0447, delta=0.0001) if scaled is not None else -1
-    if k < 0 or _other_input(inner, scaled.output[0]) != x:    # refrt: x + 0.0447 x^3
+    if k < 0 or other_input(inner, scaled.output[0]) != x:    # refrt: x + 0.0447 x^3
         return None
     power, _ = g.match_parent(scaled, "Pow", 1 - k)
     if power is None or g.find_constant(power, 3.0) < 0 or power.input[0] != x:
@@ -497,51 +493,6 @@ def _fast_gelu_pytorch(g: Graph, tanh, add, mul, pre):
     if square is None or list(square.input) != [x, x]:
         return None
     return x, [square, cube, scaled, inner, pre, tanh, add, mul, half]
-
-
-# ---- 6: Reshape shapes from the input's own dims -----------------------------------------------
-
-def fuse_reshape_shape(r: Run, reshape) -> None:
-    """onnxruntime's ``FusionReshape``, its main case: a Reshape whose shape is built from the
-    reshaped value's own first two dims and constants::
-
-        x -> Shape -> Gather(0) -> Unsqueeze --+
-        x -> Shape -> Gather(1) -> Unsqueeze --+--> Concat -> Reshape(x, .)
-                         constant N, constant H --+
-
-    gets the constant shape [0, 0, N, H] (0: keep that dim of x), which is also where the
-    Attention rule reads the number of heads. (onnxruntime adds a Constant node; refrt an
-    initializer.)"""
-    g = r.g
-    concat = g.parent(reshape, 1)
-    if not is_op(concat, "Concat") or not 3 <= len(concat.input) <= 4:
-        return
-    shape = []
-    for i in (0, 1):
-        up = g.path(concat, [("Unsqueeze", i), ("Gather", 0), ("Shape", 0)])
-        index = g.constant(up[1].input[1]) if up else None
-        if up is None or index is None or index.size != 1 or int(index.reshape(-1)[0]) != i \
-                or up[2].input[0] != reshape.input[0] or not _unsqueeze_axes(g, up[0], [0]):
-            return
-        shape.append(0)
-    for name in concat.input[2:]:
-        value = g.constant(name)
-        if value is None:
-            return
-        shape += value.reshape(-1).tolist()
-    name = g.add_initializer(g.fresh_name("constant_shape"), np.array(shape, np.int64))
-    reshape.input[1] = name
-    g.changed()
-    r.counts["Reshape shape"] += 1
-
-
-def _unsqueeze_axes(g: Graph, node, axes: list) -> bool:
-    """An Unsqueeze (attribute axes before opset 13, input after) inserting exactly ``axes``."""
-    value = attr(node, "axes")
-    if value is None and len(node.input) > 1:
-        c = g.constant(node.input[1])
-        value = None if c is None else c.reshape(-1).tolist()
-    return value is not None and list(value) == axes
 
 
 # ---- 7: SkipLayerNormalization -----------------------------------------------------------------
@@ -701,15 +652,15 @@ def optimize_model(model, model_type: str = "bert", num_heads: int = 0,
     ``num_heads``/``hidden_size`` 0: detected from the graph where onnxruntime detects them (a
     constant Reshape shape [0, 0, heads, head_size] on the query); where they cannot be, Attention
     is not fused and a note says so."""
-    from .transformer_attention import fuse_attention, fuse_embed_layer
+    from .transformer_attention import fuse_attention, fuse_embed_layer, fuse_reshape_shape
 
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise OptimizeError(f"unknown model type {model_type!r}: refrt's transformer optimizer "
                             f"supports {', '.join(SUPPORTED_MODEL_TYPES)}")
     if num_heads < 0 or hidden_size < 0 or (num_heads == 0) != (hidden_size == 0) \
             or (num_heads and hidden_size % num_heads):
-        raise OptimizeError(f"num_heads={num_heads}, hidden_size={hidden_size}: give both (hidden_size "
-                            "a multiple of num_heads) or neither (0: detect them)")
+        raise OptimizeError(f"num_heads={num_heads}, hidden_size={hidden_size}: give both "
+                            "(hidden_size a multiple of num_heads) or neither (0: detect them)")
     if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
         model = _load(model)
     if not isinstance(model, onnx.ModelProto) or not model.HasField("graph"):

@@ -1,5 +1,6 @@
 """onnxruntime's Attention and EmbedLayerNormalization fusions: passes 8 and 9 of the transformer
-optimizer (``transformer.py``), the two rules that replace the most nodes.
+optimizer (``transformer.py``), the two rules that replace the most nodes; and pass 6, which
+gives the query Reshape the constant shape Attention reads the number of heads from.
 
 They work as a pair. Attention needs the attention mask as a *mask index* (how many tokens of
 each row are real, the rest being padding at the end: onnxruntime's ``MaskIndexEnd``, its default
@@ -25,10 +26,46 @@ from dataclasses import dataclass
 import numpy as np
 from onnx import TensorProto
 
-from .rewrite import Graph, attr, is_op
+from .rewrite import Graph, attr, is_op, other_input
 
 DEFAULT_MASK_FILTER = -10000.0
 HEADS_PERM, KEYS_PERM = [0, 2, 1, 3], [0, 2, 3, 1]
+
+
+# ---- 6: Reshape shapes from the input's own dims (where Attention reads the heads) --------
+
+def fuse_reshape_shape(r, reshape) -> None:
+    """onnxruntime's ``FusionReshape``, its main case: a Reshape whose shape is built from the
+    reshaped value's own first two dims and constants::
+
+        x -> Shape -> Gather(0) -> Unsqueeze --+
+        x -> Shape -> Gather(1) -> Unsqueeze --+--> Concat -> Reshape(x, .)
+                         constant N, constant H --+
+
+    gets the constant shape [0, 0, N, H] (0: keep that dim of x), which is also where the
+    Attention rule reads the number of heads. (onnxruntime adds a Constant node; refrt an
+    initializer.)"""
+    g = r.g
+    concat = g.parent(reshape, 1)
+    if not is_op(concat, "Concat") or not 3 <= len(concat.input) <= 4:
+        return
+    shape = []
+    for i in (0, 1):
+        up = g.path(concat, [("Unsqueeze", i), ("Gather", 0), ("Shape", 0)])
+        index = g.constant(up[1].input[1]) if up else None
+        if up is None or index is None or index.size != 1 or int(index.reshape(-1)[0]) != i \
+                or up[2].input[0] != reshape.input[0] or g.axes(up[0]) != [0]:
+            return
+        shape.append(0)
+    for name in concat.input[2:]:
+        value = g.constant(name)
+        if value is None:
+            return
+        shape += value.reshape(-1).tolist()
+    name = g.add_initializer(g.fresh_name("constant_shape"), np.array(shape, np.int64))
+    reshape.input[1] = name
+    g.changed()
+    r.counts["Reshape shape"] += 1
 
 
 # ---- 8: Attention ------------------------------------------------------------------------------
@@ -174,17 +211,9 @@ def _mask(g: Graph, add):
     if value is None or value.size != 1 or float(value.reshape(-1)[0]) >= 0:
         return None, None
     outer, inner = found[-2], found[-1]
-    if g.find_constant(found[1], 1.0) != 0 or not (_axes(g, inner) == [1] and _axes(g, outer) == [2]):
+    if g.find_constant(found[1], 1.0) != 0 or not (g.axes(inner) == [1] and g.axes(outer) == [2]):
         return None, None     # refrt: 1 - mask, and mask [B, S] -> [B, 1, 1, S]
     return inner.input[0], float(value.reshape(-1)[0])
-
-
-def _axes(g: Graph, unsqueeze) -> list | None:
-    axes = attr(unsqueeze, "axes")
-    if axes is None and len(unsqueeze.input) > 1:
-        value = g.constant(unsqueeze.input[1])
-        axes = None if value is None else value.reshape(-1).tolist()
-    return None if axes is None else list(axes)
 
 
 def _heads_and_hidden(r, reshape_q) -> tuple[int, int]:
@@ -218,7 +247,7 @@ def _packed_weights(r, q, k, v, heads):
     weights and vector biases (onnxruntime's ``create_attention_node``), else None."""
     g = r.g
     weights = [g.constant(path[-1].input[1]) for path in (q, k, v)]
-    biases = [g.constant(_other(path[-2], path[-1].output[0])) for path in (q, k, v)]
+    biases = [g.constant(other_input(path[-2], path[-1].output[0])) for path in (q, k, v)]
     if any(w is None or w.ndim != 2 for w in weights) or any(b is None or b.ndim != 1
                                                              for b in biases):
         return None
@@ -238,10 +267,6 @@ def _packed_weights(r, q, k, v, heads):
     dtype = weights[0].dtype
     return (np.concatenate(weights, axis=1).astype(dtype), np.concatenate(biases).astype(dtype),
             sizes, head_size)
-
-
-def _other(node, name: str) -> str:
-    return node.input[1] if node.input[0] == name else node.input[0]
 
 
 def _scale(g: Graph, scaling, head_size: int) -> float | None:
@@ -436,7 +461,7 @@ def _positions_count_up(g: Graph, gather, ids: str) -> bool:
                 or not np.array_equal(table[0], np.arange(table.shape[1])) \
                 or not _equals(g, piece.input[1], [0]) or not _equals(g, piece.input[3], [1]) \
                 or not (len(piece.input) == 4 or _equals(g, piece.input[4], [1])) \
-                or _axes(g, unsqueeze) != [0]:
+                or g.axes(unsqueeze) != [0]:
             return False
         n = g.parent(unsqueeze, 0)
         if is_op(n, "Add"):
