@@ -55,14 +55,15 @@ def other_input(node, name: str) -> str | None:
 
 
 def _subgraph_reads(node) -> set:
-    """Names read inside a node's subgraphs (If/Loop/Scan bodies), nested ones included."""
+    """Names a node's subgraphs (If/Loop/Scan bodies) read from the graph around them."""
+    from ..graph import free_names
+
     names: set = set()
     for a in node.attribute:
-        for g in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
-            for n in g.node:
-                names.update(x for x in n.input if x)
-                names |= _subgraph_reads(n)
-            names.update(o.name for o in g.output)
+        if a.type == onnx.AttributeProto.GRAPH:
+            names |= free_names(a.g)
+        elif a.type == onnx.AttributeProto.GRAPHS:
+            names = names.union(*(free_names(g) for g in a.graphs))
     return names
 
 

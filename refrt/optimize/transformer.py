@@ -353,15 +353,22 @@ def fuse_gelu(r: Run, erf) -> None:
     mul = _sole_reader(g, add.output[0], "Mul")
     if mul is None:
         return
-    for spelling in (_gelu_pytorch, _gelu_keras, _gelu_tensorflow):
-        found = spelling(g, erf, add, mul)
+    _first_spelling(r, "Gelu", (_gelu_pytorch, _gelu_keras, _gelu_tensorflow), erf, add, mul)
+
+
+def _first_spelling(r: Run, op_type: str, spellings, *found_so_far) -> None:
+    """The first of ``spellings`` that matches (each returns x and the matched nodes, the last
+    giving the result) is replaced by ``op_type(x)``, when nothing else reads inside it."""
+    g = r.g
+    for spelling in spellings:
+        found = spelling(g, *found_so_far)
         if found is not None:
             x, nodes = found
             out = nodes[-1].output[0]
             if g.safe_to_remove(nodes, keep=[out]):
                 g.remove(nodes)
-                g.node("Gelu", [x], [out], g.fresh_name("Gelu"), ms=True)
-                r.counts["Gelu"] += 1
+                g.node(op_type, [x], [out], g.fresh_name(op_type), ms=True)
+                r.counts[op_type] += 1
             return
 
 
@@ -435,16 +442,7 @@ def fuse_fast_gelu(r: Run, tanh) -> None:
     pre, _ = g.match_parent(tanh, "Mul", 0)
     if mul is None or pre is None:
         return
-    for spelling in (_fast_gelu_hf, _fast_gelu_pytorch):
-        found = spelling(g, tanh, add, mul, pre)
-        if found is not None:
-            x, nodes = found
-            out = nodes[-1].output[0]
-            if g.safe_to_remove(nodes, keep=[out]):
-                g.remove(nodes)
-                g.node("FastGelu", [x], [out], g.fresh_name("FastGelu"), ms=True)
-                r.counts["FastGelu"] += 1
-            return
+    _first_spelling(r, "FastGelu", (_fast_gelu_hf, _fast_gelu_pytorch), tanh, add, mul, pre)
 
 
 def _tanh_argument(g: Graph, pre, delta: float):

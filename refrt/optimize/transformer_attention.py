@@ -286,11 +286,16 @@ def _int32(r, name: str) -> str:
     vi = g.inputs.get(name)
     if vi is not None and vi.type.tensor_type.elem_type == TensorProto.INT32:
         return name
+    p = g.producer(name)
+    source = p.input[0] if is_op(p, "Cast") else name
     out = f"{name}_int32"
-    if g.producer(out) is None:
-        p = g.producer(name)
-        source = p.input[0] if is_op(p, "Cast") else name
-        g.node("Cast", [source], [out], g.fresh_name("CastToInt32"), to=TensorProto.INT32)
+    made = g.producer(out)
+    if made is not None and is_op(made, "Cast") and made.input[0] == source \
+            and attr(made, "to") == TensorProto.INT32:
+        return out
+    if made is not None or out in g.inputs or out in g.inits:
+        out = g.fresh_name(out)
+    g.node("Cast", [source], [out], g.fresh_name("CastToInt32"), to=TensorProto.INT32)
     return out
 
 
@@ -369,15 +374,20 @@ def _two_gathers(g: Graph, node):
     return (a, b) if is_op(a, "Gather") and is_op(b, "Gather") else None
 
 
+def _gathers_into_attention(r, norm, add, distilbert: bool):
+    """(word Gather, position Gather, Attention or None) when ``add`` sums two Gathers and the
+    layer norm's output goes to attention; else None."""
+    two = _two_gathers(r.g, add)
+    ok, attention = _feeds_attention(r.g, norm, distilbert) if two else (False, None)
+    return (*two, attention) if ok else None
+
+
 def _explicit_positions(r, norm, add, segment):
     g = r.g
-    two = _two_gathers(g, add)
-    if two is None:
+    found = _gathers_into_attention(r, norm, add, distilbert=False)
+    if found is None or not _tables_fit(r, found[0], None, found[1]):
         return None
-    word, position = two
-    ok, attention = _feeds_attention(g, norm, distilbert=False)
-    if not ok or not _tables_fit(r, word, None, position):
-        return None
+    word, position, attention = found
     if is_op(norm, "SkipLayerNormalization"):
         needs_sum = len(norm.output) > 3 and bool(norm.output[3])
         sum_from = (norm, 3)
@@ -392,13 +402,11 @@ def _explicit_positions(r, norm, add, segment):
 
 
 def _distilbert(r, norm, add):
-    g = r.g
-    two = _two_gathers(g, add)
-    if two is None:
+    found = _gathers_into_attention(r, norm, add, distilbert=True)
+    if found is None:
         return None
-    word, position = two
-    ok, attention = _feeds_attention(g, norm, distilbert=True)
-    if not ok or not _positions_count_up(g, position, word.input[1]) \
+    word, position, attention = found
+    if not _positions_count_up(r.g, position, word.input[1]) \
             or not _tables_fit(r, word, None, position):
         return None
     return Embedding(word.input[1], word, position, attention=attention)
