@@ -232,7 +232,7 @@ def fold_constants(r: Run) -> None:
         except Exception as e:   # the nodes stay: a run of the optimized model reports the error
             r.note(f"constant folding skipped: {e}")
             return
-    if not needed:
+    if not needed or not all(isinstance(values[n], np.ndarray) for n in needed):
         return
     for name in needed:
         g.add_initializer(name, np.asarray(values[name]))
@@ -241,14 +241,23 @@ def fold_constants(r: Run) -> None:
 
 
 def _foldable(g: Graph, node) -> bool:
-    """An ONNX op that gives the same result every run (no random op, no DequantizeLinear: a QDQ
-    weight keeps its node in onnxruntime), has no subgraph, and gives no graph output."""
+    """An ONNX op that gives tensors (no sequence or optional), the same every run (no random
+    op, no DequantizeLinear: a QDQ weight keeps its node in onnxruntime), has no subgraph, and
+    gives no graph output."""
     from ..graph.fold import KEPT, NONDETERMINISTIC
 
-    return (node.domain in ("", "ai.onnx") and node.op_type not in NONDETERMINISTIC
-            and node.op_type not in KEPT and not any(g.is_output(o) for o in node.output)
-            and not any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
-                        for a in node.attribute))
+    if (node.domain not in ("", "ai.onnx") or node.op_type in NONDETERMINISTIC
+            or node.op_type in KEPT or any(g.is_output(o) for o in node.output)
+            or any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+                   for a in node.attribute)):
+        return False
+    try:
+        schema = onnx.defs.get_schema(node.op_type, g.opset, "")
+    except onnx.defs.SchemaError:
+        return False
+    allowed = {c.type_param_str: c.allowed_type_strs for c in schema.type_constraints}
+    return all(t.startswith("tensor(") for o in schema.outputs
+               for t in allowed.get(o.type_str, [o.type_str]))
 
 
 def _static_shapes(g: Graph) -> dict:

@@ -236,6 +236,17 @@ def test_identity_and_constant_folding():
     assert "constants folded" not in res.fusions
 
 
+def test_constant_sequences_are_not_folded():
+    """SequenceEmpty has no inputs, but a sequence is no initializer: it stays a node."""
+    p = Pattern()
+    p.nodes.append(h.make_node("SequenceEmpty", [], ["s"], dtype=T.FLOAT))
+    p.op("ConcatFromSequence", p.op("SequenceInsert", "s", "x"), out="y", axis=0)
+    model = p.model()
+    res = optimize_model(model)
+    assert ops(res.model) == ops(model) and not res.fusions
+    assert_same_outputs(model, res.model, feeds_for(model))
+
+
 def test_useless_cast_goes():
     p = Pattern()
     p.op("Relu", p.op("Cast", p.op("Neg", "x"), to=T.FLOAT), out="y")
