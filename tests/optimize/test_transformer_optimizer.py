@@ -525,6 +525,41 @@ def test_encoder_without_num_heads_as_onnxruntime(tmp_path):
     assert res.nodes_after == 68 and any("num_heads" in n for n in res.notes)
 
 
+def shapes_from_own_dims(model):
+    """``model`` (bert_encoder) with each Reshape's shape built as older PyTorch exports build
+    it: Concat(Unsqueeze(Gather(Shape(x), 0)), Unsqueeze(Gather(Shape(x), 1)), constants)."""
+    g = model.graph
+    made_by = {o: n for n in g.node for o in n.output}
+    p = Pattern()
+    for n in g.node:
+        if n.name in ("heads_shape", "merged_shape", "batch_seq", "hidden_shape"):
+            continue
+        if n.op_type == "Reshape":
+            x = n.input[0]
+            dims = [p.op("Unsqueeze", p.op("Gather", p.op("Shape", x), p.c(i, np.int64), axis=0),
+                         p.c([0], np.int64)) for i in (0, 1)]
+            tail = ([4], [16]) if made_by[n.input[1]].name == "heads_shape" else ([64],)
+            shape = p.op("Concat", *dims, *(p.c(t, np.int64) for t in tail), axis=0)
+            n = h.make_node("Reshape", [x, shape], list(n.output), name=n.name)
+        p.nodes.append(n)
+    g.ClearField("node")
+    g.node.extend(p.nodes)
+    g.initializer.extend(p.inits)
+    onnx.checker.check_model(model)
+    return model
+
+
+def test_encoder_heads_from_the_graph_as_onnxruntime(tmp_path):
+    """With Reshape shapes built from the input's own dims, the Reshape rule turns them into
+    constants [0, 0, 4, 16] and both optimizers find the heads without being told."""
+    model = shapes_from_own_dims(exporter_patterns(bert_encoder(layers=2, hidden=64, heads=4)))
+    res = optimize_model(model)
+    theirs = ort_optimize_bert(model, tmp_path, "own_dims", num_heads=0, hidden_size=0)
+    assert ops(res.model) == ops(theirs) and res.fusions["Attention"] == 2
+    assert (res.nodes_before, res.nodes_after) == (140, 23) and not res.notes
+    assert_same_outputs(model, res.model, bert_feeds(batch=3, seq=16), ort_too=True)
+
+
 def test_optimized_encoder_quantizes_to_qattention(tmp_path):
     """onnxruntime's quantize_dynamic turns refrt's optimized encoder into QAttention and
     QEmbedLayerNormalization, as it does onnxruntime's optimized one (the same ops), and refrt
