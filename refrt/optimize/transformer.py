@@ -55,8 +55,9 @@ Not mirrored (onnxruntime fuses more there; refrt leaves the nodes as they are):
 spellings with Casts inside (mixed precision), the TensorFlow LayerNorm spelling, QuickGelu and
 the two FastGelu spellings of TensorFlow and Megatron, SimplifiedLayerNormalization (RMSNorm),
 rotary embeddings, MultiHeadAttention, Attention with past state or a relative position bias
-(DistilBERT's Where masks, ``path3``/``path4``), ALBERT's Einsum, the SDPA spelling, FusionShape,
-and the QOrdered* ops of quantized models.
+(DistilBERT's Where masks, ``path3``/``path4``), a query scaled before its MatMul, ALBERT's
+Einsum, the SDPA spelling, FusionReshape's -1 forms, FusionShape, and the QOrdered* ops of
+quantized models.
 
 Shapes come from running the model (``rewrite.Shapes``) where onnxruntime uses symbolic shape
 inference; a model refrt cannot run keeps its Add + LayerNormalization pairs and embeddings
@@ -124,11 +125,11 @@ class Run:
         self.notes: list = []
         self.masks: dict = {}          # 2-D attention mask -> its mask index (Attention input 3)
         self._shapes = None
-        self._source = graph.model
+        self.source = graph.model     # the model whose runs give the shapes
 
     def shapes(self) -> Shapes:
         if self._shapes is None:
-            self._shapes = Shapes.observe(self._source)
+            self._shapes = Shapes.observe(self.source)
             if not self._shapes:
                 self.note(self._shapes.error + " (SkipLayerNormalization, EmbedLayerNormalization "
                           "and the rules that compare shapes are skipped)")
@@ -654,7 +655,7 @@ def _each(r: Run, op_types, rule) -> None:
 def optimize_model(model, model_type: str = "bert", num_heads: int = 0,
                    hidden_size: int = 0) -> OptimizeResult:
     """onnxruntime's ``optimize_model(model, model_type="bert", num_heads, hidden_size)`` done by
-    refrt: ``model`` (a ModelProto or a path; not modified) -> :class:`OptimizeResult`.
+    refrt: ``model`` (a ModelProto, its bytes or its path; not modified) -> :class:`OptimizeResult`.
 
     ``num_heads``/``hidden_size`` 0: detected from the graph where onnxruntime detects them (a
     constant Reshape shape [0, 0, heads, head_size] on the query); where they cannot be, Attention
@@ -669,7 +670,7 @@ def optimize_model(model, model_type: str = "bert", num_heads: int = 0,
         raise OptimizeError(f"num_heads={num_heads}, hidden_size={hidden_size}: give both "
                             "(hidden_size a multiple of num_heads) or neither (0: detect them)")
     if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
-        model = _load(model)
+        model = _load(model)     # a path, or the serialized model
     if not isinstance(model, onnx.ModelProto) or not model.HasField("graph"):
         raise ModelError("optimize_model needs an ONNX ModelProto with a graph, or its path")
     g = Graph(model)
@@ -677,7 +678,7 @@ def optimize_model(model, model_type: str = "bert", num_heads: int = 0,
     before = len(g.nodes)
     remove_identity(r)
     fold_constants(r)
-    r._source = g.to_model()            # the shapes are observed on the graph as it is now
+    r.source = g.to_model()             # the shapes are observed on the graph as it is now
     remove_useless_casts(r)
     _each(r, ["ReduceMean"], fuse_layer_norm)
     _each(r, ["Erf"], fuse_gelu)
@@ -700,7 +701,7 @@ def optimize_model(model, model_type: str = "bert", num_heads: int = 0,
 
 def _load(path) -> onnx.ModelProto:
     try:
-        return onnx.load(path)
+        return onnx.load_from_string(path) if isinstance(path, bytes) else onnx.load(path)
     except OSError as e:
         raise ModelError(f"cannot read model file {path!r}: {e.strerror or e}") from e
     except Exception as e:

@@ -623,6 +623,12 @@ def test_not_a_model(tmp_path):
     path.write_bytes(b"not a model at all")
     with pytest.raises(refrt.ModelError):
         optimize_model(str(path))
+    with pytest.raises(refrt.ModelError):
+        optimize_model(tmp_path / "missing.onnx")
+    with pytest.raises(refrt.ModelError):
+        optimize_model(42)
+    model = gelu_pattern("pytorch")
+    assert ops(optimize_model(model.SerializeToString()).model)["Gelu"] == 1
 
 
 # ---- the command line ---------------------------------------------------------------------
