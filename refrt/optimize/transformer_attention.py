@@ -385,7 +385,7 @@ def _gathers_into_attention(r, norm, add, distilbert: bool):
 def _explicit_positions(r, norm, add, segment):
     g = r.g
     found = _gathers_into_attention(r, norm, add, distilbert=False)
-    if found is None or not _tables_fit(r, found[0], None, found[1]):
+    if found is None or not _tables_fit(r, found[0], segment, found[1]):   # refrt: segment too
         return None
     word, position, attention = found
     if is_op(norm, "SkipLayerNormalization"):
