@@ -466,6 +466,30 @@ def test_embed_layer_bert_positions(tmp_path):
     same_counts_as_ort(model, res.model, tmp_path, "embed_bert")
 
 
+def test_embed_layer_distilbert_positions(tmp_path):
+    """DistilBERT's embeddings: positions Range(0, S, 1) expanded to the ids' shape, no token
+    types; the layer norm read as by an unfused attention block of DistilBERT's export (three
+    MatMuls, the residual Add, a Shape)."""
+    hidden = 8
+    p = Pattern(inputs=[h.make_tensor_value_info("ids", T.INT64, ["batch", "seq"])])
+    shape = p.op("Shape", "ids")
+    count = p.op("Range", p.c(0, np.int64), p.op("Gather", shape, p.c(1, np.int64), axis=0),
+                 p.c(1, np.int64))
+    positions = p.op("Expand", p.op("Unsqueeze", count, p.c([0], np.int64)), shape)
+    e = p.op("Add", p.op("Gather", p.w(20, hidden), "ids"), p.op("Gather", p.w(16, hidden), positions))
+    ln = p.op("LayerNormalization", e, p.c(np.ones(hidden)), p.c(np.zeros(hidden)), epsilon=1e-12)
+    q, k, v = (p.op("MatMul", ln, p.w(hidden, hidden)) for _ in range(3))
+    size = p.op("Cast", p.op("ReduceSum", p.op("Shape", ln), keepdims=0), to=T.FLOAT)
+    p.op("Add", p.op("Add", p.op("Add", q, k), v), p.op("Add", p.op("Add", ln, p.w(hidden)), size),
+         out="y")
+    model = p.model()
+    res = optimize_model(model)
+    assert ops(res.model)["EmbedLayerNormalization"] == 1 and "Range" not in ops(res.model)
+    feeds = {"ids": RNG.integers(0, 20, (2, 5))}
+    assert_same_outputs(model, res.model, feeds, ort_too=True)
+    same_counts_as_ort(model, res.model, tmp_path, "embed_distilbert")
+
+
 def test_embed_layer_shares_the_mask_index():
     """bert_encoder in PyTorch's spelling, one layer: EmbedLayerNormalization takes the int32
     mask, the Attention reads its mask index, and the ReduceSum is gone."""
