@@ -476,7 +476,8 @@ def test_embed_layer_distilbert_positions(tmp_path):
     count = p.op("Range", p.c(0, np.int64), p.op("Gather", shape, p.c(1, np.int64), axis=0),
                  p.c(1, np.int64))
     positions = p.op("Expand", p.op("Unsqueeze", count, p.c([0], np.int64)), shape)
-    e = p.op("Add", p.op("Gather", p.w(20, hidden), "ids"), p.op("Gather", p.w(16, hidden), positions))
+    e = p.op("Add", p.op("Gather", p.w(20, hidden), "ids"),
+             p.op("Gather", p.w(16, hidden), positions))
     ln = p.op("LayerNormalization", e, p.c(np.ones(hidden)), p.c(np.zeros(hidden)), epsilon=1e-12)
     q, k, v = (p.op("MatMul", ln, p.w(hidden, hidden)) for _ in range(3))
     size = p.op("Cast", p.op("ReduceSum", p.op("Shape", ln), keepdims=0), to=T.FLOAT)
