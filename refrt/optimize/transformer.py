@@ -125,11 +125,13 @@ class Run:
         self.notes: list = []
         self.masks: dict = {}          # 2-D attention mask -> its mask index (Attention input 3)
         self._shapes = None
-        self.source = graph.model     # the model whose runs give the shapes
 
     def shapes(self) -> Shapes:
+        """The shapes of the model's values, observed on the model as given: rewrites keep the
+        names of the values they do not remove (a folded constant, the output an Identity gave
+        now given by its input's producer), so the model as given has them all."""
         if self._shapes is None:
-            self._shapes = Shapes.observe(self.source)
+            self._shapes = Shapes.observe(self.g.model)
             if not self._shapes:
                 self.note(self._shapes.error + " (SkipLayerNormalization, EmbedLayerNormalization "
                           "and the rules that compare shapes are skipped)")
@@ -262,11 +264,12 @@ def _foldable(g: Graph, node) -> bool:
 
 
 def _static_shapes(g: Graph) -> dict:
-    """Value name -> dims, for the values whose shape ONNX shape inference knows in full."""
+    """Value name -> dims, for the values whose shape ONNX shape inference knows in full (in the
+    model as given, which has every name the rewrites keep)."""
     from ..quantization.model import infer_shapes
 
     try:
-        model = infer_shapes(g.to_model())
+        model = infer_shapes(g.model)
     except Exception:        # inference refuses some graphs: then no shape is known statically
         return {}
     shapes = {}
@@ -678,7 +681,6 @@ def optimize_model(model, model_type: str = "bert", num_heads: int = 0,
     before = len(g.nodes)
     remove_identity(r)
     fold_constants(r)
-    r.source = g.to_model()             # the shapes are observed on the graph as it is now
     remove_useless_casts(r)
     _each(r, ["ReduceMean"], fuse_layer_norm)
     _each(r, ["Erf"], fuse_gelu)
