@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
 MS = "com.microsoft"
 STANDARD_DOMAINS = ("", "ai.onnx", MS)
@@ -451,10 +451,3 @@ def _feeds(model):
             feeds[run][vi.name] = value
     return feeds, ""
 
-
-def is_int32(shapes: Shapes, graph: Graph, name: str) -> bool:
-    """``name`` is an int32 value (a graph input declared so, or seen so in the runs)."""
-    vi = graph.inputs.get(name)
-    if vi is not None:
-        return vi.type.tensor_type.elem_type == TensorProto.INT32
-    return shapes.dtype(name) == np.int32
