@@ -22,7 +22,7 @@ __version__ = "0.1.0"
 _LAZY = {"InferenceSession": "session", "SessionOptions": "session", "RunOptions": "session",
          "GraphOptimizationLevel": "session",
          "NodeArg": "session", "ModelMetadata": "session", "run": "session",
-         "explain": "explainer"}
+         "explain": "explainer", "optimize_model": "optimize.transformer"}
 
 
 def __getattr__(name):
@@ -52,4 +52,4 @@ def get_device() -> str:
 __all__ = ["InferenceSession", "SessionOptions", "RunOptions", "GraphOptimizationLevel", "NodeArg",
            "ModelMetadata", "run", "errors", "RefrtError", "ModelError", "InputError",
            "NodeError", "UnsupportedOpError", "get_available_providers", "get_device",
-           "tune_process", "explain"]
+           "tune_process", "explain", "optimize_model"]

@@ -12,6 +12,8 @@
     refrt explain MODEL --node NAME [--at I,J,...]   one output element, step by step
     refrt ops-config MODEL... [--types] [--level disable|extended]
                                         onnxruntime's required_operators.config for the models
+    refrt optimize MODEL OUT [--model-type bert] [--num-heads N --hidden-size H] [--json]
+                                        onnxruntime's transformer fusions (refrt.optimize_model)
 
 Every command prints refrt's errors as one line and exits with 1 (2 for a usage error).
 """
@@ -413,6 +415,32 @@ def cmd_ops_config(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- refrt optimize
+
+def cmd_optimize(args) -> int:
+    import onnx
+
+    from .optimize.transformer import optimize_model
+
+    result = optimize_model(args.model, model_type=args.model_type, num_heads=args.num_heads,
+                            hidden_size=args.hidden_size)
+    model = result.model
+    if model.ByteSize() > (2 << 30) - 1:      # protobuf's limit: the weights go beside the file
+        onnx.save_model(model, args.output, save_as_external_data=True,
+                        location=os.path.basename(args.output) + ".data")
+    else:
+        onnx.save_model(model, args.output)
+    if args.json:
+        print(json.dumps({"model": args.model, "output": args.output,
+                          "nodes_before": result.nodes_before, "nodes_after": result.nodes_after,
+                          "fusions": dict(result.fusions), "fused_ops": result.fused_op_counts(),
+                          "notes": result.notes}, indent=2))
+        return 0
+    print(f"{os.path.basename(args.model)} -> {args.output}")
+    print(result.summary())
+    return 0
+
+
 # ---------------------------------------------------------------- entry point
 
 def build_parser() -> argparse.ArgumentParser:
@@ -460,6 +488,18 @@ def build_parser() -> argparse.ArgumentParser:
                          "runs at its default level")
     oc.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
     oc.set_defaults(func=cmd_ops_config)
+    op = sub.add_parser("optimize", help="onnxruntime's transformer fusions (Attention, "
+                        "SkipLayerNormalization, ...) on a BERT-style model")
+    op.add_argument("model", metavar="MODEL")
+    op.add_argument("output", metavar="OUT", help="where the optimized model is written")
+    op.add_argument("--model-type", default="bert",
+                    help="the model family (onnxruntime's --model_type); supported: bert")
+    op.add_argument("--num-heads", type=int, default=0,
+                    help="attention heads (default 0: detect them from the graph)")
+    op.add_argument("--hidden-size", type=int, default=0,
+                    help="hidden size (default 0: detect it from the graph)")
+    op.add_argument("--json", action="store_true")
+    op.set_defaults(func=cmd_optimize)
     q = sub.add_parser("quantize", help="quantize a float model (dynamic or static)",
                        add_help=False)
     q.add_argument("args", nargs=argparse.REMAINDER)

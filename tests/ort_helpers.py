@@ -152,7 +152,7 @@ def exporter_patterns(model):
     return model
 
 
-def ort_optimize_bert(model, tmp_path, name):
+def ort_optimize_bert(model, tmp_path, name, num_heads=4, hidden_size=64):
     """onnxruntime.transformers.optimizer.optimize_model at opt_level=1: onnxruntime's basic graph
     optimizations first (done here directly: optimize_model imports torch for that step), then
     the BERT fusions."""
@@ -169,6 +169,6 @@ def ort_optimize_bert(model, tmp_path, name):
     so.log_severity_level = 3
     ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"],
                          disabled_optimizers=["ConstantSharing"])
-    optimized = optimize_model(str(basic), model_type="bert", num_heads=4, hidden_size=64,
-                               opt_level=0)
+    optimized = optimize_model(str(basic), model_type="bert", num_heads=num_heads,
+                               hidden_size=hidden_size, opt_level=0)
     return optimized.model
