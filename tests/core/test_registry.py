@@ -97,3 +97,22 @@ def test_every_op_states_its_formula():
     """The docstring of every registered op gives its formula (the code is the textbook)."""
     bare = sorted({impl.qualname for impl in IMPLS if not (impl.fn.__doc__ or "").strip()})
     assert not bare, f"ops without a docstring: {bare}"
+
+
+def test_every_subpackage_is_packaged():
+    """pyproject.toml lists refrt's packages by name: a subpackage missing there works in the
+    editable checkout and is absent from an installed copy."""
+    import os
+
+    import pytest
+
+    import refrt
+
+    tomllib = pytest.importorskip("tomllib")      # Python 3.11+
+
+    root = os.path.dirname(refrt.__file__)
+    with open(os.path.join(os.path.dirname(root), "pyproject.toml"), "rb") as f:
+        listed = set(tomllib.load(f)["tool"]["setuptools"]["packages"])
+    found = {"refrt." + d for d in os.listdir(root)
+             if os.path.isfile(os.path.join(root, d, "__init__.py"))}
+    assert found - listed == set()
