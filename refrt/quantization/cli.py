@@ -46,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8, help="samples per calibration batch")
     p.add_argument("--exclude", nargs="+", default=[], metavar="NODE",
                    help="node names to leave in float")
+    p.add_argument("--default-tensor-type", choices=("float", "float16"),
+                   help="the element type to assume where shape inference finds none (outputs of "
+                        "com.microsoft ops such as an optimized transformer's Attention); "
+                        "onnxruntime's extra option DefaultTensorType")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     p.add_argument("--report", metavar="FILE.html",
                    help="write an HTML report: the summary and, per quantized activation, its "
@@ -80,12 +84,19 @@ def main(argv=None) -> int:
 
 def quantize_from_args(args):
     """Quantize as the parsed command line (:func:`build_parser`) says; -> the Summary."""
+    from onnx import TensorProto
+
     from .quantize import quantize_dynamic, quantize_static
+    extra = {}
+    if getattr(args, "default_tensor_type", None):
+        extra["DefaultTensorType"] = {"float": TensorProto.FLOAT,
+                                      "float16": TensorProto.FLOAT16}[args.default_tensor_type]
     if args.mode == "dynamic":
         if args.calib_data:
             print("note: --calib-data is not used by dynamic quantization", file=sys.stderr)
         return quantize_dynamic(args.input, args.output, nodes_to_exclude=args.exclude,
-                                per_channel=args.per_channel, report=getattr(args, "report", None))
+                                per_channel=args.per_channel, report=getattr(args, "report", None),
+                                extra_options=extra)
     if not args.calib_data:
         raise ValueError("static quantization needs --calib-data FILE.npz|DIR")
     model = load(args.input, load_external_data=False)
@@ -97,7 +108,8 @@ def quantize_from_args(args):
               "entropy": CalibrationMethod.Entropy}[args.calibrate]
     return quantize_static(args.input, args.output, reader, quant_format=fmt,
                            per_channel=args.per_channel, calibrate_method=method,
-                           nodes_to_exclude=args.exclude, report=getattr(args, "report", None))
+                           nodes_to_exclude=args.exclude, report=getattr(args, "report", None),
+                           extra_options=extra)
 
 
 def calibration_reader(path: str, inputs: list[str], key: str | None = None,

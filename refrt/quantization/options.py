@@ -158,6 +158,7 @@ class Options:
     calib_max_intermediate_outputs: int | None = None  # CalibMaxIntermediateOutputs
     calib_percentile: float = 99.999              # CalibPercentile
     calib_runtime: str = "refrt"                  # CalibRuntime (refrt only): or "onnxruntime"
+    default_tensor_type: int | None = None        # DefaultTensorType
 
 
 #: onnxruntime key -> (Options field, meaning)
@@ -195,12 +196,14 @@ EXTRA_OPTIONS = {
     "CalibPercentile": ("calib_percentile", "Percentile: the percentile kept"),
     "CalibRuntime": ("calib_runtime", "refrt only: run the float model in 'refrt' (default) or "
                                       "'onnxruntime' during calibration"),
+    "DefaultTensorType": ("default_tensor_type",
+                          "element type (TensorProto code) of a tensor shape inference gives none, "
+                          "e.g. an output of a com.microsoft op; usually TensorProto.FLOAT"),
 }
 
 #: onnxruntime keys refrt does not implement, with the value that means "off".
 UNSUPPORTED_OPTIONS = {
     "EnableSubgraph": False, "SmoothQuant": False, "BlockSize": 0, "CalibStridedMinMax": None,
-    "DefaultTensorType": None,
 }
 
 

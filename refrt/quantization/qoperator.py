@@ -130,9 +130,13 @@ class OperatorQuantizer(QuantizerBase):
             return self.initializers[name].data_type
         elem = M.elem_type(self.value_types.get(name))
         if not elem:
+            if self.options.default_tensor_type:       # onnxruntime's DefaultTensorType
+                return int(self.options.default_tensor_type)
             raise RuntimeError(f"unable to find the element type of tensor {name!r}: shape "
                                f"inference failed for it (an operator of an unknown domain, or "
-                               f"a model that is already quantized?)")
+                               f"a model that is already quantized?); the extra option "
+                               f"DefaultTensorType (e.g. TensorProto.FLOAT; refrt quantize "
+                               f"--default-tensor-type float) names the type to assume")
         return elem
 
     def output_params(self, name: str, use_scale=None, use_zero_point=None):

@@ -104,8 +104,6 @@ def test_every_subpackage_is_packaged():
     editable checkout and is absent from an installed copy."""
     import os
 
-    import pytest
-
     import refrt
 
     tomllib = pytest.importorskip("tomllib")      # Python 3.11+

@@ -552,6 +552,21 @@ def test_cli_dynamic_static_and_json(tmp_path, capsys):
     assert summary["mode"] == "static QOperator" and summary["op_types"]["Conv"]["quantized"] == 2
 
 
+def test_cli_default_tensor_type_quantizes_an_optimized_transformer(tmp_path, capsys):
+    from refrt.testing.models import bert_encoder
+
+    from ort_helpers import exporter_patterns
+
+    src, out = tmp_path / "opt.onnx", tmp_path / "int8.onnx"
+    onnx.save(refrt.optimize_model(exporter_patterns(bert_encoder()), num_heads=4,
+                                   hidden_size=64).model, src)
+    assert cli_main(["quantize", str(src), str(out), "--mode", "dynamic"]) == 1
+    assert "--default-tensor-type" in capsys.readouterr().err
+    assert cli_main(["quantize", str(src), str(out), "--mode", "dynamic",
+                     "--default-tensor-type", "float"]) == 0
+    assert "QAttention x2" in capsys.readouterr().out
+
+
 def test_cli_reads_a_folder_of_batches_and_reports_errors(tmp_path, capsys):
     calib = np.load(os.path.join(DATA, "digits_test.npz"))["calib"]
     folder = tmp_path / "batches"

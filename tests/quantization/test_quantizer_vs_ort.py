@@ -106,6 +106,27 @@ def assert_same_model(path_ort, path_refrt):
 
 # ---------------------------------------------------------------- same ranges -> same model
 
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_dynamic_model_of_an_optimized_transformer_is_identical(tmp_path, per_channel):
+    """refrt's optimizer, then each tool's quantize_dynamic with DefaultTensorType (the types of
+    com.microsoft ops' outputs are unknown to shape inference): QAttention and
+    QEmbedLayerNormalization, the same model from both."""
+    from ort_helpers import exporter_patterns
+
+    fused = refrt.optimize_model(exporter_patterns(bert_encoder()), model_type="bert",
+                                 num_heads=4, hidden_size=64).model
+    extra = {"DefaultTensorType": T.FLOAT}
+    oq.quantize_dynamic(copy.deepcopy(fused), str(tmp_path / "ort.onnx"), per_channel=per_channel,
+                        extra_options=extra)
+    rq.quantize_dynamic(fused, tmp_path / "refrt.onnx", per_channel=per_channel,
+                        extra_options=extra)
+    assert_same_model(tmp_path / "ort.onnx", tmp_path / "refrt.onnx")
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "refrt.onnx")).graph.node}
+    assert {"QAttention", "QEmbedLayerNormalization"} <= ops
+    with pytest.raises(RuntimeError, match="DefaultTensorType"):
+        rq.quantize_dynamic(fused, tmp_path / "no_default.onnx")
+
+
 @pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("per_channel", [False, True])
 def test_dynamic_model_is_identical(tmp_path, name, per_channel):
