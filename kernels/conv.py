@@ -37,6 +37,8 @@ __all__ = ["im2col_int8", "conv_int8", "conv_output_shape", "pack_weights"]
 
 _INT8_TYPES = (np.dtype(np.uint8), np.dtype(np.int8))
 _DIRECT_MAX_K = 64  # groups whose reduction length is at most this use the direct kernel
+# ungrouped reductions at most this long run as float32 products, exactly (see _float_exact)
+_FLOAT_EXACT_MAX_K = 64
 _PATCH_BYTES = 32 << 20  # patches built at a time (several images per GEMM while they fit)
 
 
@@ -297,6 +299,9 @@ def conv_int8(x, w, x_zp=0, w_zp=0, group=1, pads=None, strides=None, dilations=
 
     if packed is not None and (len(packed) != group or any(p.shape != (kg, mg) for p in packed)):
         raise ValueError(f"packed weights do not match w {w.shape} with group {group}")
+    if group == 1 and kg <= _FLOAT_EXACT_MAX_K:
+        _float_exact(x, w2, xz, wz, kernel_shape, pads, strides, dilations, out_spatial, y)
+        return y
     index = _gather_index(x.shape[2:], kernel_shape, pads, strides, dilations, out_spatial)
     if packed is None:
         packed = pack_weights(w, group)
@@ -318,6 +323,35 @@ def conv_int8(x, w, x_zp=0, w_zp=0, group=1, pads=None, strides=None, dilations=
             yt = gemm_int8(patches, packed[g], xz, wz[g * mg:(g + 1) * mg])   # [nb * L, Mg]
             y3[i0:i0 + nb, g * mg:(g + 1) * mg] = yt.reshape(nb, n_l, mg).transpose(0, 2, 1)
     return y
+
+
+def _float_exact(x, w2, xz, wz, kernel_shape, pads, strides, dilations, out_spatial, y):
+    """An ungrouped convolution with a short reduction (K = C * prod(kernel) <= 64) as float32
+    products, one image at a time: y[n] = (w - w_zp) [M, K] @ (cols_n - x_zp) [K, L].
+
+    Exact: each factor is an integer of magnitude at most 255, so each product is at most 65025
+    and each partial sum of K <= 258 of them stays below 2**24 -- a float32 holds every one
+    exactly, whatever the order of summation. For so short a reduction float32 BLAS outruns the
+    int8 kernels, whose tiles (64 bytes of K on AMX) would be mostly padding, and a pointwise
+    convolution reads its images in place (no channels-last copy)."""
+    n, c = x.shape[:2]
+    m, kg = w2.shape
+    wf = w2.astype(np.float32) - wz.astype(np.float32)[:, None]
+    pointwise = (all(k == 1 for k in kernel_shape) and all(st == 1 for st in strides)
+                 and not any(pads))
+    x3 = x.reshape(n, c, -1)
+    y3 = y.reshape(n, m, -1)
+    index = None if pointwise else _gather_index(x.shape[2:], kernel_shape, pads, strides,
+                                                 dilations, out_spatial)
+    cols = None if pointwise else np.empty((kg, y3.shape[2]), dtype=x.dtype)
+    for i in range(n):
+        if pointwise:
+            colsf = x3[i].astype(np.float32)
+        else:
+            _im2col_kernel(x3[i], index, x.dtype.type(xz), cols)
+            colsf = cols.astype(np.float32)
+        colsf -= np.float32(xz)
+        y3[i] = wf @ colsf          # integers below 2**24: the conversion to int32 is exact
 
 
 # --------------------------------------------------------------------------- AVX2 u8 x s8 emulation

@@ -36,6 +36,7 @@ from .vec import (
 )
 
 __all__ = [
+    "pair_lookup",
     "quantize_linear",
     "dequantize_linear",
     "dynamic_quantize_linear",
@@ -336,6 +337,42 @@ def requantize(acc, multiplier, y_zp=0, qmin=None, qmax=None, out_dtype=np.uint8
         zp3 = np.array(np.broadcast_to(zp.astype(np.int64).reshape(-1), (rows,))).reshape(1, -1, 1)
         _requantize_kernel(acc3, mult3, zp3, qmin, qmax, _x_view(out, axis, per_tensor))
     return out
+
+
+# --------------------------------------------------------------------------- 8-bit pairs
+
+
+@njit(cache=True, parallel=True)
+def _pair_lookup_kernel(a, b, table, out):
+    """out[i] = table[a[i] * 256 + b[i]] over flat uint8 arrays."""
+    for i in prange(out.shape[0]):
+        out[i] = table[np.int64(a[i]) * 256 + np.int64(b[i])]
+
+
+@njit(cache=True)
+def _pair_lookup_serial(a, b, table, out):
+    """``_pair_lookup_kernel`` on one thread."""
+    for i in range(out.shape[0]):
+        out[i] = table[np.int64(a[i]) * 256 + np.int64(b[i])]
+
+
+def pair_lookup(a, b, table) -> np.ndarray:
+    """``table[a * 256 + b]`` for 8-bit tensors a and b (their bytes, broadcast together) and a
+    table of 65536 entries: an element-wise op of two 8-bit tensors has only that many results
+    (QLinearAdd, QLinearMul). Returns an array of the broadcast shape and the table's dtype."""
+    table = np.ascontiguousarray(table)
+    if table.shape != (65536,):
+        raise ValueError(f"the table must have 65536 entries, got shape {table.shape}")
+    a, b = (np.asarray(v) for v in (a, b))
+    if a.dtype.itemsize != 1 or b.dtype.itemsize != 1:
+        raise TypeError(f"a and b must be 8-bit, got {a.dtype} and {b.dtype}")
+    shape = np.broadcast_shapes(a.shape, b.shape)
+    a8, b8 = (np.ascontiguousarray(np.broadcast_to(v.view(np.uint8), shape)).reshape(-1)
+              for v in (a, b))
+    out = np.empty(a8.shape[0], dtype=table.dtype)
+    kernel = _pair_lookup_kernel if out.size >= _PARALLEL_QUANTIZE else _pair_lookup_serial
+    kernel(a8, b8, table, out)
+    return out.reshape(shape)
 
 
 # --------------------------------------------------------------------------- dynamic quantization

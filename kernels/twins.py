@@ -15,6 +15,7 @@ __all__ = [
     "gemm_u8s8_avx2_saturating_twin",
     "im2col_int8_twin",
     "conv_int8_twin",
+    "pair_lookup_twin",
     "quantize_linear_twin",
     "dequantize_linear_twin",
     "requantize_twin",
@@ -161,6 +162,12 @@ def scale_bias_int32_twin(c, scale, bias=None):
     """Cast int32 -> float32, multiply by scale, add bias: three float32 NumPy steps."""
     y = np.asarray(c).astype(np.float32) * np.asarray(scale, np.float32)
     return y if bias is None else (y + np.asarray(bias, np.float32)).astype(np.float32)
+
+
+def pair_lookup_twin(a, b, table):
+    """table[a * 256 + b] over the bytes of a and b, broadcast."""
+    a8, b8 = np.asarray(a).view(np.uint8), np.asarray(b).view(np.uint8)
+    return np.asarray(table)[a8.astype(np.int64) * 256 + b8.astype(np.int64)]
 
 
 def dynamic_quantize_linear_twin(x, mode="ort"):

@@ -38,6 +38,7 @@ KERNELS = {
     "requantize": ("quantize.requantize", "requantize_twin"),
     "requantize_multiplier": ("quantize.requantize_multiplier", None),
     "scale_bias_int32": ("quantize.scale_bias_int32", "scale_bias_int32_twin"),
+    "pair_lookup": ("quantize.pair_lookup", "pair_lookup_twin"),
     # integer GEMM (kernels/gemm.py)
     "pack_b": ("gemm.pack_b", "pack_b_twin"),
     "gemm_int8": ("gemm.gemm_int8", "gemm_int8_twin"),

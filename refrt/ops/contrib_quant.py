@@ -172,8 +172,7 @@ def _by_pairs(a, b, shape, fn, *params):
         if len(_PAIR_TABLES) >= 256:
             _PAIR_TABLES.clear()
         table = _PAIR_TABLES[key] = _pair_table(fn, a.dtype, *params)
-    index = np.left_shift(a.view(np.uint8), 8, dtype=np.uint16) | b.view(np.uint8)
-    return table[np.broadcast_to(index, shape)]
+    return K.pair_lookup(a, b, table)
 
 
 def _add_codes(a, b, ra, rb, fixed, zc, a_first):
@@ -386,7 +385,7 @@ def _global_average_codes(x3, x_scale, x_zp, y_scale, y_zp):
     if n >= 1 << 24 or not (2.0 ** -32 <= mult < 256.0):
         raise ValueError(f"QLinearGlobalAveragePool: parameters out of onnxruntime's range "
                          f"(image size {n}, x_scale / (y_scale * size) = {float(mult)})")
-    acc = (x3.astype(np.int64).sum(axis=1) - int(x_zp) * n).astype(np.int32)
+    acc = (x3.sum(axis=1, dtype=np.int64) - int(x_zp) * n).astype(np.int32)
     return K.requantize(acc, mult, y_zp, out_dtype=x3.dtype, axis=0)
 
 

@@ -59,9 +59,16 @@ def make_conv_case(c):
 @given(conv_cases)
 def test_conv_int8_matches_twin(case):
     x, w, x_zp, w_zp, group, pads, strides, dil = make_conv_case(case)
-    got = K.conv_int8(x, w, x_zp, w_zp, group, pads, strides, dil)
     expected = T.conv_int8_twin(x, w, x_zp, w_zp, group, pads, strides, dil)
-    assert got.dtype == np.int32 and got.shape == expected.shape and np.array_equal(got, expected)
+    conv = importlib.import_module(K.__name__ + ".conv")
+    short = conv._FLOAT_EXACT_MAX_K
+    try:    # short reductions both ways: in float32 (the default) and on the int8 GEMM
+        for conv._FLOAT_EXACT_MAX_K in (short, 0):
+            got = K.conv_int8(x, w, x_zp, w_zp, group, pads, strides, dil)
+            assert got.dtype == np.int32 and got.shape == expected.shape
+            assert np.array_equal(got, expected)
+    finally:
+        conv._FLOAT_EXACT_MAX_K = short
 
 
 @pytest.mark.parametrize("group, w_shape", [(1, (6, 4, 3, 2)), (2, (6, 2, 6, 6))])  # GEMM paths
@@ -70,6 +77,7 @@ def test_conv_int8_images_batched_into_one_gemm(monkeypatch, patch_bytes, group,
     # one image per GEMM, a few per GEMM with a remainder, all at once: the same numbers
     conv = importlib.import_module(K.__name__ + ".conv")
     monkeypatch.setattr(conv, "_PATCH_BYTES", patch_bytes)
+    monkeypatch.setattr(conv, "_FLOAT_EXACT_MAX_K", 0)      # the GEMM path, not float32
     rng = np.random.default_rng(11)
     x = rng.integers(0, 256, (7, 4, 7, 6)).astype(np.uint8)
     w = rng.integers(-128, 128, w_shape).astype(np.int8)
@@ -79,6 +87,20 @@ def test_conv_int8_images_batched_into_one_gemm(monkeypatch, patch_bytes, group,
     assert np.array_equal(K.conv_int8(*args, packed=conv.pack_weights(w, group)), expected)
     with pytest.raises(ValueError, match="packed weights"):
         K.conv_int8(*args, packed=conv.pack_weights(w, 3 - group))
+
+
+def test_conv_int8_short_reductions_exact_at_the_extremes():
+    """The float32 path at the bound of its exactness: every product 255 * 255 (uint8 x with
+    zero point 0 against int8 w = -128 with zero point 127), K = 64."""
+    x = np.full((2, 64, 3, 3), 255, np.uint8)
+    w = np.full((3, 64, 1, 1), -128, np.int8)
+    got = K.conv_int8(x, w, 0, 127)
+    assert np.array_equal(got, T.conv_int8_twin(x, w, 0, 127))
+    assert got[0, 0, 0, 0] == 64 * 255 * -255
+    x3 = np.full((1, 7, 5, 5), 0, np.uint8)      # 3x3 taps, padding read as the zero point 255
+    w3 = np.full((2, 7, 3, 3), 127, np.int8)
+    args = (x3, w3, 255, -128, 1, [1, 1, 1, 1], [1, 1], [1, 1])
+    assert np.array_equal(K.conv_int8(*args), T.conv_int8_twin(*args))
 
 
 @SETTINGS

@@ -218,3 +218,20 @@ def test_quantize_linear_matches_onnxruntime(ort_quantize, a, c, b, dtype, per_a
     zp = rng.integers(info.min, info.max, size=pshape, endpoint=True).astype(dtype)
     (expected,) = ort_quantize[dtype, per_axis].run(None, {"x": x, "s": scale, "z": zp})
     assert same_bits(K.quantize_linear(x, scale, zp, axis=1), expected)
+
+
+@pytest.mark.parametrize("a_shape, b_shape", [((7,), (7,)), ((3, 1, 5), (1, 4, 1)), ((), (6,)),
+                                              ((600, 500), (600, 500)), ((4, 16, 80, 80), (4, 16, 1, 1)),
+                                              ((0, 3), (1, 3))])
+def test_pair_lookup_matches_twin(a_shape, b_shape):
+    """Serial (small) and threaded (at least 2**18 results) lookups, broadcast both ways."""
+    rng = np.random.default_rng(5)
+    table = rng.integers(-128, 128, 65536).astype(np.int8)
+    a = rng.integers(0, 256, a_shape).astype(np.uint8)
+    b = rng.integers(-128, 128, b_shape).astype(np.int8)
+    for x, y in ((a, b), (b, a)):
+        got = K.pair_lookup(x, y, table)
+        want = T.pair_lookup_twin(x, y, table)
+        assert got.dtype == np.int8 and got.shape == want.shape and np.array_equal(got, want)
+    with pytest.raises(ValueError, match="65536"):
+        K.pair_lookup(a, b, table[:10])
