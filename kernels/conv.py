@@ -39,6 +39,7 @@ _INT8_TYPES = (np.dtype(np.uint8), np.dtype(np.int8))
 _DIRECT_MAX_K = 64  # groups whose reduction length is at most this use the direct kernel
 # ungrouped reductions at most this long run as float32 products, exactly (see _float_exact)
 _FLOAT_EXACT_MAX_K = 64
+_FLOAT_BATCH_BYTES = 2 << 20
 _PATCH_BYTES = 32 << 20  # patches built at a time (several images per GEMM while they fit)
 
 
@@ -327,7 +328,7 @@ def conv_int8(x, w, x_zp=0, w_zp=0, group=1, pads=None, strides=None, dilations=
 
 def _float_exact(x, w2, xz, wz, kernel_shape, pads, strides, dilations, out_spatial, y):
     """An ungrouped convolution with a short reduction (K = C * prod(kernel) <= 64) as float32
-    products, one image at a time: y[n] = (w - w_zp) [M, K] @ (cols_n - x_zp) [K, L].
+    products: y[n] = (w - w_zp) [M, K] @ (cols_n - x_zp) [K, L], several images per call.
 
     Exact: each factor is an integer of magnitude at most 255, so each product is at most 65025
     and each partial sum of K <= 258 of them stays below 2**24 -- a float32 holds every one
@@ -341,17 +342,22 @@ def _float_exact(x, w2, xz, wz, kernel_shape, pads, strides, dilations, out_spat
                  and not any(pads))
     x3 = x.reshape(n, c, -1)
     y3 = y.reshape(n, m, -1)
+    n_l = y3.shape[2]
     index = None if pointwise else _gather_index(x.shape[2:], kernel_shape, pads, strides,
                                                  dilations, out_spatial)
-    cols = None if pointwise else np.empty((kg, y3.shape[2]), dtype=x.dtype)
-    for i in range(n):
+    # small images go several to a call (one kernel launch, one batched product for them all);
+    # the float columns of a batch stay near the caches' size
+    per_batch = max(1, min(n, _FLOAT_BATCH_BYTES // max(1, 4 * n_l * kg)))
+    for i0 in range(0, n, per_batch):
+        nb = min(per_batch, n - i0)
         if pointwise:
-            colsf = x3[i].astype(np.float32)
-        else:
-            _im2col_kernel(x3[i], index, x.dtype.type(xz), cols)
-            colsf = cols.astype(np.float32)
+            colsf = x3[i0:i0 + nb].astype(np.float32)
+        else:       # the images' columns in one call: image j's rows are j*K ... j*K + K - 1
+            cols = np.empty((nb * kg, n_l), dtype=x.dtype)
+            _im2col_kernel(x3[i0:i0 + nb].reshape(nb * c, -1), index, x.dtype.type(xz), cols)
+            colsf = cols.reshape(nb, kg, n_l).astype(np.float32)
         colsf -= np.float32(xz)
-        y3[i] = wf @ colsf          # integers below 2**24: the conversion to int32 is exact
+        y3[i0:i0 + nb] = np.matmul(wf, colsf)   # integers below 2**24: exact as int32
 
 
 # --------------------------------------------------------------------------- AVX2 u8 x s8 emulation
