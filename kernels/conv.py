@@ -340,9 +340,9 @@ def _float_exact(x, w2, xz, wz, kernel_shape, pads, strides, dilations, out_spat
     wf = w2.astype(np.float32) - wz.astype(np.float32)[:, None]
     pointwise = (all(k == 1 for k in kernel_shape) and all(st == 1 for st in strides)
                  and not any(pads))
-    x3 = x.reshape(n, c, -1)
-    y3 = y.reshape(n, m, -1)
-    n_l = y3.shape[2]
+    n_l = int(np.prod(out_spatial))
+    x3 = x.reshape(n, c, int(np.prod(x.shape[2:])))       # explicit: n may be 0
+    y3 = y.reshape(n, m, n_l)
     index = None if pointwise else _gather_index(x.shape[2:], kernel_shape, pads, strides,
                                                  dilations, out_spatial)
     # small images go several to a call (one kernel launch, one batched product for them all);
@@ -354,7 +354,8 @@ def _float_exact(x, w2, xz, wz, kernel_shape, pads, strides, dilations, out_spat
             colsf = x3[i0:i0 + nb].astype(np.float32)
         else:       # the images' columns in one call: image j's rows are j*K ... j*K + K - 1
             cols = np.empty((nb * kg, n_l), dtype=x.dtype)
-            _im2col_kernel(x3[i0:i0 + nb].reshape(nb * c, -1), index, x.dtype.type(xz), cols)
+            _im2col_kernel(x3[i0:i0 + nb].reshape(nb * c, x3.shape[2]), index, x.dtype.type(xz),
+                           cols)
             colsf = cols.reshape(nb, kg, n_l).astype(np.float32)
         colsf -= np.float32(xz)
         y3[i0:i0 + nb] = np.matmul(wf, colsf)   # integers below 2**24: exact as int32
