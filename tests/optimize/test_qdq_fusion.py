@@ -451,6 +451,16 @@ def test_optimized_model_is_the_graph_run_and_is_saved_where_asked(tmp_path):
     assert sess.model.SerializeToString() == model.SerializeToString()
     off = refrt.InferenceSession(model, graph_optimization_level=refrt.GraphOptimizationLevel.ORT_ENABLE_BASIC)
     assert off.optimized_model is off.model
+    # onnxruntime's own enum values and SessionOptions mean the same levels
+    levels = ort.GraphOptimizationLevel
+    for level, fused in ((levels.ORT_ENABLE_EXTENDED, True), (levels.ORT_ENABLE_BASIC, False),
+                         (levels.ORT_ENABLE_ALL, True), (levels.ORT_DISABLE_ALL, False)):
+        so = ort.SessionOptions()
+        so.graph_optimization_level = level
+        for sess in (refrt.InferenceSession(model, so),
+                     refrt.InferenceSession(model, graph_optimization_level=level)):
+            ops = {n.op_type for n in sess.optimized_model.graph.node}
+            assert ("QLinearConv" in ops) == fused, (level, ops)
 
 
 def test_ort_format_models_run_as_stored_like_onnxruntime(tmp_path):
