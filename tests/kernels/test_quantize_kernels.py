@@ -153,6 +153,19 @@ def test_quantize_layout_validation():
     assert y.tolist() == [2, 4]
 
 
+@pytest.mark.parametrize("shape, axis", [((2, 24, 3000), 1), ((400, 700), -1), ((5, 3, 7), 1)])
+def test_requantize_threaded_and_serial_paths_match_twin(shape, axis):
+    """Outputs above and below the size where the requantization runs on two threads."""
+    rng = np.random.default_rng(3)
+    acc = rng.integers(-200000, 200000, size=shape).astype(np.int32)
+    n = shape[axis]
+    mult = rng.choice(np.array([0.5, 1e-3, 3e-5], np.float32), size=n)
+    y_zp = rng.integers(0, 255, size=n, endpoint=True).astype(np.uint8)
+    for m, z in ((mult, y_zp), (mult[:1], y_zp[:1])):
+        got = K.requantize(acc, m, z, out_dtype=np.uint8, axis=axis)
+        assert same_bits(got, T.requantize_twin(acc, m, z, out_dtype=np.uint8, axis=axis))
+
+
 def test_requantize_multiplier_is_float32_in_ort_order():
     m = K.requantize_multiplier(np.float32(0.1), np.array([0.3, 0.7], np.float32), np.float32(0.9))
     expected = np.float32(0.1) * np.array([0.3, 0.7], np.float32) / np.float32(0.9)
