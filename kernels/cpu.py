@@ -66,6 +66,18 @@ def compiles_for_host() -> bool:
     return not (os.environ.get("NUMBA_CPU_NAME") or os.environ.get("NUMBA_CPU_FEATURES"))
 
 
+def compiles_with_avx2() -> bool:
+    """Does Numba emit AVX2 code in this process? For this host, if it has AVX2; for a CPU named
+    in NUMBA_CPU_NAME, if that CPU has it (NUMBA_CPU_FEATURES, when not empty, decides)."""
+    feats = os.environ.get("NUMBA_CPU_FEATURES")
+    if feats:
+        return "+avx2" in feats.split(",")
+    name = os.environ.get("NUMBA_CPU_NAME")
+    if name and name != "host":
+        return name in AVX2_CPU_NAMES
+    return "avx2" in features()[1]
+
+
 @functools.cache
 def runnable_int8_kernels() -> tuple[str, ...]:
     """The int8 GEMM kernels this process can execute, fastest first ("portable" always)."""

@@ -6,7 +6,9 @@
 #    (REFRT_INT8_KERNEL=amx|vnni|avx2|portable; the default one ran in the full suite);
 # 2. the kernel and int8 operator tests with Numba compiling for the CPU classes below this one:
 #    Haswell (AVX2, no AVX-512: the avx2 kernel, float32 MatMul on the BLAS) where this CPU has
-#    more than AVX2, and baseline x86-64 (no AVX2: the portable kernels) always.
+#    more than AVX2, and baseline x86-64 (no AVX2: the portable kernels) always. NUMBA_CPU_FEATURES
+#    is set, empty, beside NUMBA_CPU_NAME: with the name alone Numba keeps this CPU's features and
+#    still emits AVX-512 code; empty, LLVM takes the named CPU's own features.
 #
 # onnxruntime's side of a saturating (AVX2) CPU runs under qemu-x86_64 -cpu Haswell inside the
 # suite itself where this CPU's onnxruntime is exact (tests/ort_helpers.py).
@@ -32,10 +34,10 @@ done
 if [ "$CLASS" != "AVX2" ] && [ "$CLASS" != "x86-64_without_AVX2" ] \
         && $PY -c 'import sys; from refrt.kernels import cpu; sys.exit("avx2" not in cpu.features()[1])'; then
     echo "== kernels compiled for Haswell (NUMBA_CPU_NAME=haswell: AVX2 without AVX-512)"
-    NUMBA_CPU_NAME=haswell $PY -m pytest -q -p no:cacheprovider "${KERNEL_TESTS[@]}" || status=1
+    NUMBA_CPU_NAME=haswell NUMBA_CPU_FEATURES= $PY -m pytest -q -p no:cacheprovider "${KERNEL_TESTS[@]}" || status=1
 fi
 if [ "$(uname -m)" = x86_64 ]; then
     echo "== kernels compiled for baseline x86-64 (NUMBA_CPU_NAME=x86-64: no AVX2, the portable kernels)"
-    NUMBA_CPU_NAME=x86-64 $PY -m pytest -q -p no:cacheprovider "${KERNEL_TESTS[@]}" || status=1
+    NUMBA_CPU_NAME=x86-64 NUMBA_CPU_FEATURES= $PY -m pytest -q -p no:cacheprovider "${KERNEL_TESTS[@]}" || status=1
 fi
 exit $status
