@@ -31,6 +31,7 @@ RESULTS = ROOT / "bench" / "RESULTS.md"
 # Order of the sections in RESULTS.md (key, title).
 SECTIONS = [
     ("gemm", "1. int8 GEMM"),
+    ("avx2_yardstick", "1b. The AVX2 int8 GEMM on this CPU, against fixed yardsticks"),
     ("conv", "2. Integer convolution"),
     ("quantize", "3. Quantize / Dequantize / DynamicQuantizeLinear"),
     ("end_to_end", "4. End to end"),
