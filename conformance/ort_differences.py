@@ -137,6 +137,11 @@ TRIAGE = {
         "definition gives either, depending on how the complex products are written."),
     "STFT:nan_semantics": (
         "spec silent", "as DFT: NaN in a frame spreads to every bin in onnxruntime."),
+    "com.microsoft.MultiHeadAttention:nan_semantics": (
+        "spec silent", "an infinite key makes a query's scores all -inf: onnxruntime's softmax "
+        "computes 0/0 and returns NaN; refrt's attention softmax gives such a row zeros (as "
+        "ONNX Attention-23 defines for fully masked rows), in both numerics modes. onnxruntime's "
+        "documentation of the contrib op does not say."),
     "ScatterND:nan_semantics": (
         "spec silent", "`reduction=max` with NaN in the updates: onnxruntime's std::max drops "
         "the NaN, refrt (np.maximum) keeps it, as ReduceMax does."),
