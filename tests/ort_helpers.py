@@ -62,7 +62,8 @@ import onnxruntime as ort
 
 data = np.load(sys.argv[1])
 so = ort.SessionOptions()
-so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+level = sys.argv[3] if len(sys.argv) > 3 else "ORT_DISABLE_ALL"
+so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
 results = {}
 for i in range(int(data["count"])):
     sess = ort.InferenceSession(data[f"model{i}"].tobytes(), so, providers=["CPUExecutionProvider"])
@@ -74,9 +75,10 @@ np.savez(sys.argv[2], **results)
 '''
 
 
-def run_models_avx2(runs, tmp_path, prefix, timeout=300):
+def run_models_avx2(runs, tmp_path, prefix, timeout=300, level="ORT_DISABLE_ALL"):
     """Run each (ModelProto, feeds dict) of ``runs`` in onnxruntime behind ``prefix`` (from
-    ``avx2_ort_prefix``); return one list of outputs per run."""
+    ``avx2_ort_prefix``), at graph optimization ``level`` (a GraphOptimizationLevel name); return
+    one list of outputs per run."""
     arrays = {"count": np.array(len(runs))}
     for i, (model, feeds) in enumerate(runs):
         arrays[f"model{i}"] = np.frombuffer(model.SerializeToString(), dtype=np.uint8)
@@ -85,7 +87,7 @@ def run_models_avx2(runs, tmp_path, prefix, timeout=300):
     np.savez(tmp_path / "ort_in.npz", **arrays)
     (tmp_path / "run_models.py").write_text(_RUN_MODELS_SCRIPT)
     command = prefix + [sys.executable, str(tmp_path / "run_models.py"), str(tmp_path / "ort_in.npz"),
-                        str(tmp_path / "ort_out.npz")]
+                        str(tmp_path / "ort_out.npz"), level]
     proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         raise RuntimeError(f"onnxruntime subprocess failed: {proc.stderr[-2000:]}")

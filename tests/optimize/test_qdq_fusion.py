@@ -407,6 +407,33 @@ def test_mobilenet_style_qdq_model_matches_onnxruntimes_default_level(setting, t
             np.testing.assert_array_equal(got, exp)
 
 
+def test_fused_qdq_models_match_an_avx2_onnxruntime(tmp_path):
+    """On an AVX2 CPU onnxruntime's QLinearConv/QGemm saturate their u8 x s8 products; at its
+    default level (where the QDQ units become those ops) refrt with emulate_avx2_u8s8 gives its
+    results bit for bit. onnxruntime runs natively where this CPU is such a CPU, else under
+    qemu-x86_64 -cpu Haswell."""
+    from ort_helpers import avx2_ort_prefix, run_models_avx2
+
+    prefix, why = avx2_ort_prefix()
+    if prefix is None:
+        pytest.skip(why)
+    runs, sessions = [], []
+    for setting in ("s8s8", "u8s8 per channel"):
+        folder = tmp_path / setting.replace(" ", "_")
+        folder.mkdir()
+        model = _quantized(models.mobilenet_like(), _image_feeds("image", [2, 3, 32, 32], 4, 0),
+                           folder, **_settings(setting))
+        sess = refrt.InferenceSession(model, emulate_avx2_u8s8=True)
+        assert "QLinearConv" in {n.op_type for n in sess.optimized_model.graph.node}
+        for f in _image_feeds("image", [2, 3, 32, 32], 3, 1):
+            runs.append((model, f))
+            sessions.append(sess)
+    theirs = run_models_avx2(runs, tmp_path, prefix, timeout=900, level="ORT_ENABLE_ALL")
+    for (model, f), sess, outs in zip(runs, sessions, theirs):
+        for got, exp in zip(sess.run(None, f), outs):
+            np.testing.assert_array_equal(got, exp)
+
+
 @pytest.mark.parametrize("tool", ["onnxruntime", "refrt"])
 @pytest.mark.parametrize("setting", ["s8s8", "u8s8 per channel"])
 def test_digits_and_bert_style_qdq_models_match_onnxruntime(setting, tool, tmp_path):
