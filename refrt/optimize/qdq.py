@@ -70,13 +70,13 @@ are.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
-from ..registry import tensor_to_array
+from .rewrite import Graph, attr, is_op, subgraph_reads
 
 MS = "com.microsoft"
 Q_OP, DQ_OP = "QuantizeLinear", "DequantizeLinear"
@@ -89,105 +89,51 @@ TYPE_RANGE = {INT8: (-128, 127), UINT8: (0, 255), TensorProto.INT16: (-32768, 32
 INT8_ACTIVATIONS_ALLOWED = False
 
 
-@dataclass
-class _Graph:
-    """The main graph as a list of nodes that rewrites edit in place (a removed node is None)."""
-    nodes: list
-    inits: dict                  # name -> TensorProto
-    blobs: dict                  # name -> raw bytes read beside the proto
-    graph_inputs: set
-    graph_outputs: set
-    types: dict                  # value name -> element type, where known
-    new_inits: list = field(default_factory=list)
-    retyped: set = field(default_factory=set)
-    since: object = None         # node -> the since-version of its op at the model's opset
-    counts: Counter = field(default_factory=Counter)
-    _users: dict | None = None
-    _producer: dict | None = None
-    _serial: int = 0
+class _Graph(Graph):
+    """The main graph opened for rewriting (:class:`refrt.optimize.rewrite.Graph`), with what
+    the QDQ passes also keep: element types of values, counts of the replacements made, and the
+    values whose type a pass changed (their value_info goes)."""
 
-    # ---- structure
-    def changed(self) -> None:
-        self._users = self._producer = None
+    def __init__(self, model: onnx.ModelProto, blobs: dict | None, since):
+        super().__init__(model, blobs)
+        self.since = since           # node -> the since-version of its op at the model's opset
+        self.counts: Counter = Counter()
+        self.retyped: set = set()
+        self._serial = 0
+        g = model.graph
+        self.types = {t.name: t.data_type for t in g.initializer}
+        for vi in list(g.input) + list(g.value_info) + list(g.output):
+            if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type:
+                self.types.setdefault(vi.name, vi.type.tensor_type.elem_type)
 
-    def _index(self) -> None:
-        users, producer = {}, {}
-        for i, n in enumerate(self.nodes):
-            if n is None:
-                continue
-            for slot, name in enumerate(n.input):
-                if name:
-                    users.setdefault(name, []).append((i, slot))
-            for name in _implicit_inputs(n):
-                users.setdefault(name, []).append((i, -1))
-            for name in n.output:
-                if name:
-                    producer[name] = i
-        self._users, self._producer = users, producer
-
-    def users(self, name: str) -> list:
-        """(node index, input slot) of every reader of ``name``; slot -1: read inside a subgraph."""
-        if self._users is None:
-            self._index()
-        return self._users.get(name, [])
-
-    def producer(self, name: str) -> int | None:
-        if self._producer is None:
-            self._index()
-        return self._producer.get(name)
+    def edges(self, name: str) -> list:
+        """(node, input slot) of every read of ``name``, onnxruntime's edges: a node reading it
+        twice counts twice; slot -1: read inside the node's subgraphs."""
+        out = []
+        for n in self.readers(name):
+            out += [(n, i) for i, x in enumerate(n.input) if x == name]
+            if name in subgraph_reads(n):
+                out.append((n, -1))
+        return out
 
     def fresh(self, base: str) -> str:
         self._serial += 1
         return f"{base}/qdq_{self._serial}"
 
-    # ---- constants
-    def constant(self, name: str) -> np.ndarray | None:
-        """The value of a constant initializer (one no graph input overrides), else None."""
-        t = self.inits.get(name)
-        if t is None or name in self.graph_inputs:
-            return None
-        return tensor_to_array(t, self.blobs.get(name))
-
     def add_initializer(self, name: str, value: np.ndarray) -> str:
-        t = numpy_helper.from_array(value, name)
-        self.inits[name] = t
-        self.new_inits.append(t)
-        self.types[name] = t.data_type
+        super().add_initializer(name, value)
+        self.types[name] = self.inits[name].data_type
         return name
 
     def zero_point(self, elem_type: int) -> str:
         """A shared scalar zero point 0 of ``elem_type`` (onnxruntime's SetOptionalZeroPoint)."""
         name = f"qdq_optional_zero_point_{TensorProto.DataType.Name(elem_type).lower()}"
         if name not in self.inits:
-            self.add_initializer(name, np.zeros((), onnx.helper.tensor_dtype_to_np_dtype(elem_type)))
+            self.add_initializer(name, np.zeros((), helper.tensor_dtype_to_np_dtype(elem_type)))
         return name
 
 
-def _implicit_inputs(node) -> set:
-    """Names a node's subgraphs read from the enclosing scope (over-approximated: every name read
-    inside, whether or not the subgraph defines it, is enough to keep a value alive)."""
-    names: set = set()
-    for a in node.attribute:
-        for g in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
-            for n in g.node:
-                names.update(x for x in n.input if x)
-                names |= _implicit_inputs(n)
-            names.update(o.name for o in g.output)
-    return names
-
-
 # ---- the pieces of a node unit ---------------------------------------------------------------
-
-def _is(node, op_type: str) -> bool:
-    return node is not None and node.op_type == op_type and node.domain in ("", "ai.onnx", MS)
-
-
-def _attr(node, name: str, default=None):
-    for a in node.attribute:
-        if a.name == name:
-            return helper.get_attribute_value(a)
-    return default
-
 
 def _scalar(g: _Graph, name: str) -> np.ndarray | None:
     """A constant scalar (rank 0, or rank 1 of one element), else None."""
@@ -207,7 +153,7 @@ def _q_type(g: _Graph, q) -> int:
     """A Q's output type: its zero point's, else ``output_dtype``, else uint8."""
     if len(q.input) > 2 and q.input[2] and q.input[2] in g.types:
         return g.types[q.input[2]]
-    return _attr(q, "output_dtype", 0) or UINT8
+    return attr(q, "output_dtype", 0) or UINT8
 
 
 def _same_qparams(g: _Graph, q, dq) -> bool:
@@ -226,32 +172,32 @@ def _positive_scale(g: _Graph, node) -> bool:
     return s is not None and float(s.reshape(())) > 0
 
 
-def _dq_parents(g: _Graph, i: int) -> list:
-    """The DQ nodes feeding node ``i``, in input-slot order (onnxruntime's FindParentsByType)."""
+def _dq_parents(g: _Graph, node) -> list:
+    """The DQ nodes feeding ``node``, in input-slot order (onnxruntime's FindParentsByType)."""
     out = []
-    for name in g.nodes[i].input:
+    for name in node.input:
         p = g.producer(name) if name else None
-        if p is not None and _is(g.nodes[p], DQ_OP) and p not in out:
+        if is_op(p, DQ_OP) and not any(p is d for d in out):
             out.append(p)
     return out
 
 
-def _q_children(g: _Graph, i: int) -> list:
-    """The Q nodes reading node ``i``'s outputs, in output order (FindChildrenByType)."""
+def _q_children(g: _Graph, node) -> list:
+    """The Q nodes reading ``node``'s outputs, in output order (FindChildrenByType)."""
     out = []
-    for name in g.nodes[i].output:
-        for j, slot in g.users(name):
-            if slot >= 0 and _is(g.nodes[j], Q_OP) and j not in out:
-                out.append(j)
+    for name in node.output:
+        for r, slot in g.edges(name):
+            if slot >= 0 and is_op(r, Q_OP) and not any(r is q for q in out):
+                out.append(r)
     return out
 
 
-def _edges_out(g: _Graph, i: int) -> int:
-    return sum(len(g.users(name)) for name in g.nodes[i].output if name)
+def _edges_out(g: _Graph, node) -> int:
+    return sum(len(g.edges(name)) for name in node.output if name)
 
 
-def _makes_graph_output(g: _Graph, i: int) -> bool:
-    return any(name in g.graph_outputs for name in g.nodes[i].output)
+def _makes_graph_output(g: _Graph, node) -> bool:
+    return any(g.is_output(name) for name in node.output)
 
 
 def _clip_made_redundant(g: _Graph, clip, q) -> bool:
@@ -266,7 +212,7 @@ def _clip_made_redundant(g: _Graph, clip, q) -> bool:
         lo, hi = TYPE_RANGE[g.types[q.input[2]]]
         zp = int(zp.reshape(()))
     else:
-        lo, hi = TYPE_RANGE.get(_attr(q, "output_dtype", 0) or UINT8, (None, None))
+        lo, hi = TYPE_RANGE.get(attr(q, "output_dtype", 0) or UINT8, (None, None))
         zp = 0
         if lo is None:
             return False
@@ -295,8 +241,8 @@ def _to_int32(v) -> int:
 
 def _clip_bounds(g: _Graph, clip):
     f32 = np.finfo(np.float32)
-    if not clip.input[1:] and (_attr(clip, "min") is not None or _attr(clip, "max") is not None):
-        return _attr(clip, "min", float(f32.min)), _attr(clip, "max", float(f32.max))
+    if not clip.input[1:] and (attr(clip, "min") is not None or attr(clip, "max") is not None):
+        return attr(clip, "min", float(f32.min)), attr(clip, "max", float(f32.max))
     bounds = []
     for k, default in ((1, f32.min), (2, f32.max)):
         name = clip.input[k] if len(clip.input) > k else ""
@@ -313,25 +259,24 @@ def _clip_bounds(g: _Graph, clip):
 @dataclass
 class Unit:
     """A selected node unit: the target, its DQ and Q nodes and a redundant Relu/Clip."""
-    target: int
+    target: onnx.NodeProto
     dqs: list
     qs: list
-    clip: int | None = None
+    clip: onnx.NodeProto | None = None
 
 
-def _unit(g: _Graph, i: int) -> Unit | None:
+def _unit(g: _Graph, node) -> Unit | None:
     """onnxruntime's GetQDQSelection: the DQ parents, the redundant clip and the Q children."""
     clip = None
-    if _edges_out(g, i) == 1:
-        (j, _slot), = [u for name in g.nodes[i].output if name for u in g.users(name)]
-        nxt = g.nodes[j]
+    if _edges_out(g, node) == 1:
+        (nxt, _slot), = [e for name in node.output if name for e in g.edges(name)]
         if (nxt.op_type in ("Relu", "Clip") and nxt.domain in ("", "ai.onnx")
-                and _edges_out(g, j) == 1 and not _makes_graph_output(g, j)):
-            clip = j
-    qs = _q_children(g, clip if clip is not None else i)
-    if clip is not None and (len(qs) != 1 or not _clip_made_redundant(g, g.nodes[clip], g.nodes[qs[0]])):
+                and _edges_out(g, nxt) == 1 and not _makes_graph_output(g, nxt)):
+            clip = nxt
+    qs = _q_children(g, clip if clip is not None else node)
+    if clip is not None and (len(qs) != 1 or not _clip_made_redundant(g, clip, qs[0])):
         return None
-    return Unit(i, _dq_parents(g, i), qs, clip)
+    return Unit(node, _dq_parents(g, node), qs, clip)
 
 
 def _group_ok(g: _Graph, u: Unit) -> bool:
@@ -339,16 +284,16 @@ def _group_ok(g: _Graph, u: Unit) -> bool:
     for d in u.dqs:
         if _makes_graph_output(g, d):
             return False
-        readers = [j for name in g.nodes[d].output for j, _ in g.users(name)]
-        if readers != [u.target]:
+        reads = [r for name in d.output for r, _ in g.edges(name)]
+        if len(reads) != 1 or reads[0] is not u.target:
             return False
     if u.qs:
         source = u.clip if u.clip is not None else u.target
-        for name in g.nodes[source].output:
-            kinds = {_is(g.nodes[j], Q_OP) for j, slot in g.users(name)}
+        for name in source.output:
+            kinds = {is_op(r, Q_OP) for r, _ in g.edges(name)}
             if len(kinds) > 1:
                 return False
-            if kinds == {True} and name in g.graph_outputs:
+            if kinds == {True} and g.is_output(name):
                 return False
     return True
 
@@ -356,19 +301,19 @@ def _group_ok(g: _Graph, u: Unit) -> bool:
 def _check_qdq(g: _Graph, u: Unit, num_dq: int = -1, empty_q_ok: bool = False) -> bool:
     """onnxruntime's CheckQDQNodes: the unit's shape (DQ count, one Q per output, no other
     reader of the target's outputs, no graph output)."""
-    target = g.nodes[u.target]
     if num_dq == -1:
-        num_dq = sum(1 for x in target.input if x)
+        num_dq = sum(1 for x in u.target.input if x)
     if num_dq != len(u.dqs) or not _group_ok(g, u):
         return False
     if not u.qs:
         return empty_q_ok
-    outputs = sum(1 for x in target.output if x)
-    return outputs == len(u.qs) == _edges_out(g, u.target) and not _makes_graph_output(g, u.target)
+    outputs = sum(1 for x in u.target.output if x)
+    return (outputs == len(u.qs) == _edges_out(g, u.target)
+            and not _makes_graph_output(g, u.target))
 
 
 def _types(g: _Graph, u: Unit) -> tuple[list, list]:
-    return ([_dq_type(g, g.nodes[d]) for d in u.dqs], [_q_type(g, g.nodes[q]) for q in u.qs])
+    return [_dq_type(g, d) for d in u.dqs], [_q_type(g, q) for q in u.qs]
 
 
 # ---- selectors: one per family of rules ------------------------------------------------------
@@ -380,9 +325,9 @@ def _select_drop(g, u, allow16=True, positive_scale=False):
     (t_in,), (t_out,) = _types(g, u)
     if t_in is None or t_in != t_out or (not allow16 and t_in in BITS16) or t_in in BITS4:
         return False
-    if g.nodes[u.target].input[0] != g.nodes[u.dqs[0]].output[0]:
+    if u.target.input[0] != u.dqs[0].output[0]:
         return False
-    q, dq = g.nodes[u.qs[0]], g.nodes[u.dqs[0]]
+    q, dq = u.qs[0], u.dqs[0]
     if positive_scale and not _positive_scale(g, q):
         return False
     return _same_qparams(g, q, dq)
@@ -392,18 +337,18 @@ def _select_split(g, u):
     """DQ -> Split -> one Q per output, each with the DQ's scale and zero point (SplitSelector)."""
     if u.clip is not None or not _check_qdq(g, u, 1):
         return False
-    dq = g.nodes[u.dqs[0]]
+    dq = u.dqs[0]
     t_in = _dq_type(g, dq)
     if t_in is None or t_in in BITS4:
         return False
-    return all(_q_type(g, g.nodes[q]) == t_in and _same_qparams(g, g.nodes[q], dq) for q in u.qs)
+    return all(_q_type(g, q) == t_in and _same_qparams(g, q, dq) for q in u.qs)
 
 
 def _select_drop_dq(g, u):
     """DQ -> ArgMax (DropDQNodesSelector): the DQ's zero point must be given."""
     if u.clip is not None or len(u.dqs) != 1 or not _group_ok(g, u):
         return False
-    dq = g.nodes[u.dqs[0]]
+    dq = u.dqs[0]
     t_in = _dq_type(g, dq)
     if t_in is None or t_in in BITS16 or t_in in BITS4:
         return False
@@ -446,7 +391,7 @@ def _select_matmul(g, u):
         return False
     if not u.qs:
         return True            # MatMulIntegerToFloat
-    return _check_qdq(g, u) and t_a == _q_type(g, g.nodes[u.qs[0]])
+    return _check_qdq(g, u) and t_a == _q_type(g, u.qs[0])
 
 
 def _select_gemm(g, u):
@@ -463,7 +408,7 @@ def _select_gemm(g, u):
         return False
     if len(ins) < 3:
         return True
-    return _attr(g.nodes[u.target], "beta", 1.0) == 1.0 and ins[2] == INT32
+    return attr(u.target, "beta", 1.0) == 1.0 and ins[2] == INT32
 
 
 # ---- actions ---------------------------------------------------------------------------------
@@ -471,11 +416,10 @@ def _select_gemm(g, u):
 def _with_zero_points(g: _Graph, u: Unit) -> None:
     """onnxruntime's SetOptionalZeroPoint: a DQ or Q of the unit without a zero point gets an
     explicit one (int8 for a DQ of int8 values, else uint8)."""
-    for k in u.dqs + u.qs:
-        n = g.nodes[k]
+    for n in u.dqs + u.qs:
         if len(n.input) > 2 and n.input[2]:
             continue
-        signed = _is(n, DQ_OP) and g.types.get(n.input[0]) == INT8
+        signed = is_op(n, DQ_OP) and g.types.get(n.input[0]) == INT8
         zp = g.zero_point(INT8 if signed else UINT8)
         while len(n.input) < 3:
             n.input.append("")
@@ -484,15 +428,11 @@ def _with_zero_points(g: _Graph, u: Unit) -> None:
 
 def _replace(g: _Graph, u: Unit, op_type: str, domain: str, inputs: list, outputs: list,
              attributes: list) -> None:
-    """Put the new node in the target's place (and name); remove the unit's other nodes."""
-    target = g.nodes[u.target]
-    node = helper.make_node(op_type, inputs, outputs, name=target.name, domain=domain)
+    """Remove the unit's nodes; the new node takes the target's name."""
+    g.remove(u.dqs + u.qs + [u.target] + ([u.clip] if u.clip is not None else []))
+    node = g.node(op_type, inputs, outputs, name=u.target.name, ms=domain == MS)
     node.attribute.extend(attributes)
-    for k in u.dqs + u.qs + ([u.clip] if u.clip is not None else []):
-        g.nodes[k] = None
-    g.nodes[u.target] = node
     g.counts[f"{domain + '.' if domain else ''}{op_type}"] += 1
-    g.changed()
 
 
 def _qparams(node) -> list:
@@ -500,29 +440,29 @@ def _qparams(node) -> list:
 
 
 def _act_drop(g, u):
-    target, q, dq = g.nodes[u.target], g.nodes[u.qs[0]], g.nodes[u.dqs[0]]
+    target, q, dq = u.target, u.qs[0], u.dqs[0]
     inputs = [dq.input[0], *target.input[1:]]
     outputs = [q.output[0], *target.output[1:]]
     _replace(g, u, target.op_type, target.domain, inputs, outputs, list(target.attribute))
 
 
 def _act_split(g, u):
-    target, dq = g.nodes[u.target], g.nodes[u.dqs[0]]
-    by_name = {g.nodes[q].input[0]: g.nodes[q].output[0] for q in u.qs}
+    target, dq = u.target, u.dqs[0]
+    by_name = {q.input[0]: q.output[0] for q in u.qs}
     inputs = [dq.input[0], *target.input[1:2]]
     _replace(g, u, "Split", target.domain, inputs, [by_name[o] for o in target.output],
              list(target.attribute))
 
 
 def _act_drop_dq(g, u):
-    target, dq = g.nodes[u.target], g.nodes[u.dqs[0]]
+    target, dq = u.target, u.dqs[0]
     _replace(g, u, target.op_type, target.domain, [dq.input[0], *target.input[1:]],
              list(target.output), list(target.attribute))
 
 
 def _act_unary(g, u):
     _with_zero_points(g, u)
-    target, q, dq = g.nodes[u.target], g.nodes[u.qs[0]], g.nodes[u.dqs[0]]
+    target, q, dq = u.target, u.qs[0], u.dqs[0]
     attrs = list(target.attribute)
     if target.op_type == "Softmax":
         attrs.append(helper.make_attribute("opset", g.since(target)))
@@ -532,45 +472,45 @@ def _act_unary(g, u):
 
 def _act_binary(g, u):
     _with_zero_points(g, u)
-    target, q = g.nodes[u.target], g.nodes[u.qs[0]]
-    a, b = (g.nodes[d] for d in u.dqs)
+    target, q = u.target, u.qs[0]
+    a, b = u.dqs
     _replace(g, u, "QLinear" + target.op_type, MS, [*a.input[:3], *b.input[:3], *_qparams(q)],
              list(q.output), list(target.attribute))
 
 
 def _act_concat(g, u):
     _with_zero_points(g, u)
-    target, q = g.nodes[u.target], g.nodes[u.qs[0]]
+    target, q = u.target, u.qs[0]
     inputs = _qparams(q)
     for d in u.dqs:
-        inputs += list(g.nodes[d].input[:3])
+        inputs += list(d.input[:3])
     _replace(g, u, "QLinearConcat", MS, inputs, list(q.output), list(target.attribute))
 
 
 def _act_where(g, u):
     _with_zero_points(g, u)
-    target, q = g.nodes[u.target], g.nodes[u.qs[0]]
-    x, y = (g.nodes[d] for d in u.dqs)
+    target, q = u.target, u.qs[0]
+    x, y = u.dqs
     _replace(g, u, "QLinearWhere", MS, [target.input[0], *x.input[:3], *y.input[:3], *_qparams(q)],
              list(q.output), list(target.attribute))
 
 
 def _act_conv(g, u):
     _with_zero_points(g, u)
-    target, q = g.nodes[u.target], g.nodes[u.qs[0]]
-    x, w = g.nodes[u.dqs[0]], g.nodes[u.dqs[1]]
+    target, q = u.target, u.qs[0]
+    x, w = u.dqs[0], u.dqs[1]
     inputs = [*x.input[:3], *w.input[:3], *_qparams(q)]
     if len(u.dqs) > 2:
-        inputs.append(g.nodes[u.dqs[2]].input[0])
+        inputs.append(u.dqs[2].input[0])
     _replace(g, u, "QLinearConv", "", inputs, list(q.output), list(target.attribute))
 
 
 def _act_matmul(g, u):
     _with_zero_points(g, u)
-    target = g.nodes[u.target]
-    a, b = (g.nodes[d] for d in u.dqs)
+    target = u.target
+    a, b = u.dqs
     if u.qs:
-        q = g.nodes[u.qs[0]]
+        q = u.qs[0]
         _replace(g, u, "QLinearMatMul", "", [*a.input[:3], *b.input[:3], *_qparams(q)],
                  list(q.output), [])
     else:
@@ -580,13 +520,13 @@ def _act_matmul(g, u):
 
 def _act_gemm(g, u):
     _with_zero_points(g, u)
-    target = g.nodes[u.target]
-    a, b = (g.nodes[d] for d in u.dqs[:2])
+    target = u.target
+    a, b = u.dqs[:2]
     inputs = [*a.input[:3], *b.input[:3]]
-    bias = g.nodes[u.dqs[2]].input[0] if len(u.dqs) > 2 else ""
+    bias = u.dqs[2].input[0] if len(u.dqs) > 2 else ""
     attrs = [a for a in target.attribute if a.name != "beta"]
     if u.qs:
-        q = g.nodes[u.qs[0]]
+        q = u.qs[0]
         _replace(g, u, "QGemm", MS, [*inputs, bias, *_qparams(q)], list(q.output), attrs)
     else:
         _replace(g, u, "QGemm", MS, [*inputs, bias], list(target.output), attrs)
@@ -632,43 +572,33 @@ for _rule in RULES:
 
 def _eliminate_identity(g: _Graph) -> None:
     """Level-1 rewrite rule EliminateIdentity: an Identity's readers read its input instead; one
-    that gives a graph output hands that name to the node producing its input, when nothing else
-    reads that value and it is not a graph output itself. The same values, one node fewer."""
-    for i, node in enumerate(g.nodes):
-        if node is None or node.op_type != "Identity" or node.domain not in ("", "ai.onnx"):
+    that gives a graph output (and has no reader) hands that name to the node producing its
+    input, when nothing else reads that value and it is not a graph output itself. The same
+    values, one node fewer."""
+    for node in list(g.nodes):
+        if node.op_type != "Identity" or node.domain not in ("", "ai.onnx"):
             continue
         src, out = node.input[0], node.output[0]
-        readers = g.users(out)
-        if out not in g.graph_outputs:
-            if any(slot < 0 for _, slot in readers):
-                continue          # read inside a subgraph: renaming there is not done
-            for k, slot in readers:
-                g.nodes[k].input[slot] = src
-        else:
-            p = g.producer(src)
-            if readers or p is None or src in g.graph_outputs or len(g.users(src)) != 1:
-                continue
-            producer = g.nodes[p]
-            producer.output[list(producer.output).index(src)] = out
-            if src in g.types:
-                g.types[out] = g.types[src]
-        g.nodes[i] = None
-        g.counts["Identity removed"] += 1
-        g.changed()
+        if g.is_output(out) and g.readers(out):
+            continue
+        if src in g.types:
+            g.types.setdefault(out, g.types[src])
+        if g.bypass(node):
+            g.counts["Identity removed"] += 1
 
 
 def _relu_clip_before_q(g: _Graph) -> None:
     """Level-1 rewrite rules ReluQuantFusion and ClipQuantFusion: a Relu or Clip whose only reader
     is a QuantizeLinear that clamps as much is removed (the Q reads the Relu's or Clip's input)."""
     f32 = np.float32
-    for i, node in enumerate(g.nodes):
-        if node is None or node.domain not in ("", "ai.onnx") or node.op_type not in ("Relu", "Clip"):
+    for node in list(g.nodes):
+        if node.domain not in ("", "ai.onnx") or node.op_type not in ("Relu", "Clip"):
             continue
-        readers = g.users(node.output[0])
-        if len(readers) != 1 or readers[0][1] != 0 or node.output[0] in g.graph_outputs:
+        reads = g.edges(node.output[0])
+        if len(reads) != 1 or reads[0][1] != 0 or g.is_output(node.output[0]):
             continue
-        q = g.nodes[readers[0][0]]
-        if not _is(q, Q_OP) or q.domain not in ("", "ai.onnx") or len(q.input) != 3:
+        q = reads[0][0]
+        if not is_op(q, Q_OP) or q.domain not in ("", "ai.onnx") or len(q.input) != 3:
             continue
         zp = g.constant(q.input[2])
         if zp is None or zp.size != 1 or zp.dtype not in (np.int8, np.uint8):
@@ -690,23 +620,19 @@ def _relu_clip_before_q(g: _Graph) -> None:
             if eps < f32(bounds[0]) - lower or eps < upper - f32(bounds[1]):
                 continue
         q.input[0] = node.input[0]
-        g.nodes[i] = None
+        g.remove([node])
         g.counts[f"{node.op_type} before Q removed"] += 1
-        g.changed()
 
 
 def _unique_dqs(g: _Graph) -> None:
     """EnsureUniqueDQForNodeUnit: one DQ per reading input (subgraph reads keep the original)."""
-    for i in range(len(g.nodes)):
-        dq = g.nodes[i]
-        if not _is(dq, DQ_OP):
+    for dq in [n for n in g.nodes if is_op(n, DQ_OP)]:
+        reads = g.edges(dq.output[0])
+        explicit = [(r, slot) for r, slot in reads if slot >= 0]
+        keep_original = len(explicit) < len(reads) or g.is_output(dq.output[0])
+        if not explicit or (len(reads) == 1 and not keep_original):
             continue
-        readers = g.users(dq.output[0])
-        explicit = [(j, s) for j, s in readers if s >= 0]
-        keep_original = len(explicit) < len(readers) or dq.output[0] in g.graph_outputs
-        if not explicit or (len(readers) == 1 and not keep_original):
-            continue
-        for j, slot in explicit[0 if keep_original else 1:]:
+        for r, slot in explicit[0 if keep_original else 1:]:
             name = g.fresh(dq.output[0] + "/duplicated")
             copy = onnx.NodeProto()
             copy.CopyFrom(dq)
@@ -714,25 +640,25 @@ def _unique_dqs(g: _Graph) -> None:
             copy.output[0] = name
             g.types[name] = g.types.get(dq.output[0])
             g.nodes.append(copy)
-            g.nodes[j].input[slot] = name
+            r.input[slot] = name
         g.changed()
-    _toposort(g)
+    g.toposort()
 
 
 def _s8_to_u8(g: _Graph, weights_to_u8: bool) -> None:
     """QDQS8ToU8Transformer: int8 Q -> DQ pairs to uint8, and with ``weights_to_u8`` the DQs of
     constant int8 weights."""
-    for i in range(len(g.nodes)):
-        node = g.nodes[i]
-        if _is(node, Q_OP):
-            readers = g.users(node.output[0])
-            if len(readers) == 1 and node.output[0] not in g.graph_outputs:
-                j = readers[0][0]
-                if readers[0][1] >= 0 and _is(g.nodes[j], DQ_OP):
-                    _pair_to_u8(g, node, g.nodes[j])
+    for node in list(g.nodes):
+        if is_op(node, Q_OP):
+            reads = g.edges(node.output[0])
+            if len(reads) == 1 and not g.is_output(node.output[0]):
+                r, slot = reads[0]
+                if slot >= 0 and is_op(r, DQ_OP):
+                    _pair_to_u8(g, node, r)
             continue
-        if weights_to_u8 and _is(node, DQ_OP) and not any(_is(g.nodes[j], t) for j, _ in g.users(node.name)
-                                        for t in ("MatMul", "Conv", "Gemm")):
+        # onnxruntime looks the DQ's readers up under the node's *name*, not its output's
+        if weights_to_u8 and is_op(node, DQ_OP) and not any(
+                is_op(r, t) for r in g.readers(node.name) for t in ("MatMul", "Conv", "Gemm")):
             _weight_to_u8(g, node)
 
 
@@ -747,6 +673,7 @@ def _pair_to_u8(g: _Graph, q, dq) -> None:
     zp = g.add_initializer(g.fresh("qdq_s8_to_u8_zp"),
                            np.array(int(qz.reshape(())) + 128, np.uint8))
     q.input[2] = dq.input[2] = zp
+    g.changed()
     g.types[q.output[0]] = UINT8
     g.retyped.add(q.output[0])
     g.counts["QDQS8ToU8 pair"] += 1
@@ -775,15 +702,15 @@ def _weight_to_u8(g: _Graph, dq) -> None:
 
 
 def _selector_actions(g: _Graph) -> None:
-    """QDQSelectorActionTransformer: each node in topological order against its op's rules."""
-    for i in range(len(g.nodes)):
-        node = g.nodes[i]
-        if node is None or node.domain not in ("", "ai.onnx"):
+    """QDQSelectorActionTransformer: each node in topological order against its op's rules (the
+    nodes a replacement adds are not visited)."""
+    for node in list(g.nodes):
+        if not g.alive(node) or node.domain not in ("", "ai.onnx"):
             continue
         for rule in _BY_OP.get(node.op_type, ()):
             if rule.since and g.since(node) not in rule.since:
                 continue
-            u = _unit(g, i)
+            u = _unit(g, node)
             if u is not None and rule.select(g, u):
                 rule.action(g, u)
                 break
@@ -793,42 +720,26 @@ def _final_cleanup(g: _Graph) -> None:
     """QDQFinalCleanupTransformer: DQ -> Q with equal scale and zero point is the identity on
     8-bit values; the pair goes, its readers read the DQ's input (a graph output gets an
     Identity)."""
-    for i in range(len(g.nodes)):
-        dq = g.nodes[i]
-        if not _is(dq, DQ_OP) or dq.output[0] in g.graph_outputs:
+    for dq in list(g.nodes):
+        if not g.alive(dq) or not is_op(dq, DQ_OP) or g.is_output(dq.output[0]):
             continue
-        readers = g.users(dq.output[0])
-        if len(readers) != 1 or readers[0][1] < 0:
+        reads = g.edges(dq.output[0])
+        if len(reads) != 1 or reads[0][1] < 0:
             continue
-        j = readers[0][0]
-        q = g.nodes[j]
-        if not _is(q, Q_OP) or not _same_qparams(g, q, dq):
+        q = reads[0][0]
+        if not is_op(q, Q_OP) or not _same_qparams(g, q, dq):
             continue
-        out, later = q.output[0], g.users(q.output[0])
-        if out in g.graph_outputs:
+        out, later = q.output[0], g.edges(q.output[0])
+        if g.is_output(out):
             if later:
                 continue
-            g.nodes[j] = helper.make_node("Identity", [dq.input[0]], [out], name=q.name)
+            g.node("Identity", [dq.input[0]], [out], name=q.name)
         elif any(slot < 0 for _, slot in later):
             continue          # read inside a subgraph: renaming there is not done
         else:
-            for k, slot in later:
-                g.nodes[k].input[slot] = dq.input[0]
-            g.nodes[j] = None
-        g.nodes[i] = None
+            g.rename_input(out, dq.input[0])
+        g.remove([dq, q])
         g.counts["DQ -> Q removed"] += 1
-        g.changed()
-
-
-def _toposort(g: _Graph) -> None:
-    """The live nodes in topological order (Kahn's, ties in list order: the planner's own)."""
-    from ..graph.plan import toposort
-
-    live = [n for n in g.nodes if n is not None]
-    producer = {o: k for k, n in enumerate(live) for o in n.output if o}
-    reads = [[x for x in list(n.input) + sorted(_implicit_inputs(n)) if x] for n in live]
-    g.nodes = [live[k] for k in toposort(live, reads, producer)]
-    g.changed()
 
 
 # ---- entry point -----------------------------------------------------------------------------
@@ -852,28 +763,13 @@ def fuse_qdq(model: onnx.ModelProto, blobs: dict | None = None,
     weights into uint8, as onnxruntime does only in its AVX2 precision mode (session config
     ``session.x64quantprecision=1`` on a CPU whose u8 x s8 products saturate)."""
     from ..graph.required_ops import since_version
-    from ..registry import canonical_domain
 
-    graph = model.graph
-    opsets = {canonical_domain(o.domain): o.version for o in model.opset_import}
-    types = {t.name: t.data_type for t in graph.initializer}
-    for vi in list(graph.input) + list(graph.value_info) + list(graph.output):
-        if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type:
-            types.setdefault(vi.name, vi.type.tensor_type.elem_type)
-    nodes = []
-    for n in graph.node:
-        c = onnx.NodeProto()
-        c.CopyFrom(n)
-        nodes.append(c)
-    g = _Graph(nodes=nodes, inits={t.name: t for t in graph.initializer}, blobs=blobs or {},
-               graph_inputs={vi.name for vi in graph.input},
-               graph_outputs={vi.name for vi in graph.output}, types=types)
-    opset = opsets.get("ai.onnx", 0)
-    g.since = lambda n: since_version(n.op_type, n.domain, opset)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    g = _Graph(model, blobs, lambda n: since_version(n.op_type, n.domain, opset))
     for n in g.nodes:       # a Q's output type is its zero point's
-        if _is(n, Q_OP) and n.output[0] not in types:
-            types[n.output[0]] = _q_type(g, n)
-    _toposort(g)
+        if is_op(n, Q_OP) and n.output[0] not in g.types:
+            g.types[n.output[0]] = _q_type(g, n)
+    g.toposort()
     _eliminate_identity(g)
     _relu_clip_before_q(g)
     _unique_dqs(g)
@@ -881,16 +777,10 @@ def fuse_qdq(model: onnx.ModelProto, blobs: dict | None = None,
         _s8_to_u8(g, weights_to_u8)
     _selector_actions(g)
     _final_cleanup(g)
+    g.toposort()
 
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    del out.graph.node[:]
-    out.graph.node.extend(n for n in g.nodes if n is not None)
-    out.graph.initializer.extend(g.new_inits)
+    out = g.to_model()
     keep = [vi for vi in out.graph.value_info if vi.name not in g.retyped]
     del out.graph.value_info[:]
     out.graph.value_info.extend(keep)
-    if any(n.domain == MS for n in out.graph.node) and "com.microsoft" not in opsets:
-        out.opset_import.append(helper.make_opsetid(MS, 1))
     return Result(out, g.counts)
-

@@ -31,6 +31,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from ..registry import tensor_to_array
+
 MS = "com.microsoft"
 STANDARD_DOMAINS = ("", "ai.onnx", MS)
 
@@ -54,7 +56,7 @@ def other_input(node, name: str) -> str | None:
     return node.input[1] if node.input[0] == name else node.input[0]
 
 
-def _subgraph_reads(node) -> set:
+def subgraph_reads(node) -> set:
     """Names a node's subgraphs (If/Loop/Scan bodies) read from the graph around them."""
     from ..graph import free_names
 
@@ -70,8 +72,9 @@ def _subgraph_reads(node) -> set:
 class Graph:
     """The main graph of a model, as a list of nodes that rules edit in place."""
 
-    def __init__(self, model: onnx.ModelProto):
+    def __init__(self, model: onnx.ModelProto, blobs: dict | None = None):
         self.model = model
+        self.blobs = blobs or {}     # initializers' bytes read beside the proto (load_model)
         g = model.graph
         self.nodes = []
         for n in g.node:
@@ -97,7 +100,7 @@ class Graph:
             for name in n.output:
                 if name:
                     producer[name] = n
-            for name in list(n.input) + sorted(_subgraph_reads(n)):
+            for name in list(n.input) + sorted(subgraph_reads(n)):
                 if name:
                     readers.setdefault(name, [])
                     if not any(r is n for r in readers[name]):
@@ -179,7 +182,7 @@ class Graph:
         if not name or name in self.inputs or name not in self.inits:
             return None
         if name not in self._values:
-            self._values[name] = numpy_helper.to_array(self.inits[name])
+            self._values[name] = tensor_to_array(self.inits[name], self.blobs.get(name))
         return self._values[name]
 
     def constant_input(self, node):
@@ -269,7 +272,7 @@ class Graph:
         graph output, the node producing its input gives that output in its place, if nothing
         else reads the input and it is no graph input or output itself. False: kept."""
         src, out = node.input[0], node.output[0]
-        if any(_subgraph_reads(r) & {out} for r in self.readers(out)):
+        if any(subgraph_reads(r) & {out} for r in self.readers(out)):
             return False              # read inside a subgraph: renaming there is not done
         if not self.is_output(out):
             self.rename_input(out, src)
@@ -292,7 +295,7 @@ class Graph:
             if any(o in needed for o in n.output if o):
                 keep.append(n)
                 needed.update(x for x in n.input if x)
-                needed |= _subgraph_reads(n)
+                needed |= subgraph_reads(n)
         removed = len(self.nodes) - len(keep)
         ids = {id(n) for n in keep}
         self.nodes = [n for n in self.nodes if id(n) in ids]
@@ -306,7 +309,7 @@ class Graph:
         from ..graph.plan import toposort
 
         producer = {o: k for k, n in enumerate(self.nodes) for o in n.output if o}
-        reads = [[x for x in list(n.input) + sorted(_subgraph_reads(n)) if x] for n in self.nodes]
+        reads = [[x for x in list(n.input) + sorted(subgraph_reads(n)) if x] for n in self.nodes]
         return [self.nodes[k] for k in toposort(self.nodes, reads, producer)]
 
     def toposort(self) -> None:
