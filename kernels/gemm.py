@@ -14,8 +14,8 @@ one this CPU can run (``default_kernel()``):
 * "vnni" (``vnni.py``): register tiles of 8 rows x 32 columns built on ``vpdpbusd``, which adds
   four u8 x s8 byte products straight into each int32 lane.  Needs AVX512-VNNI.  About 4-8x the
   portable kernel (bench/RESULTS.md).
-* "avx2" (``avx2.py``): register tiles of 4 rows x 24 columns built on ``vpmaddwd`` over
-  int16-widened operands.  Needs AVX2.
+* "avx2" (``avx2.py``): register tiles of 6 rows x 16 columns built on ``vpmaddwd`` over
+  int16-widened operands (B kept as bytes, widened as loaded).  Needs AVX2.
 * "portable" (below): int16 dot products that LLVM vectorizes to ``vpmaddwd`` on any x86-64.
 
 The portable kernel:
@@ -291,8 +291,8 @@ def gemm_int8(a, b, a_zp=0, b_zp=0, kernel="auto") -> np.ndarray:
     kernel: "amx" (``tdpbusd`` tile products, needs AMX-INT8), "vnni" (``vpdpbusd`` register
     tiles, needs AVX512-VNNI), "avx2" (``vpmaddwd`` register tiles, needs AVX2), "portable"
     (int16 dot products that LLVM vectorizes on any x86-64), or "auto" (``default_kernel()``,
-    except that fewer than 16 rows of A run the VNNI kernel on an AMX CPU, and a single row the
-    portable one on an AVX2 CPU, which are faster there).  Every kernel gives the same exact
+    except that fewer than 16 rows of A run the VNNI kernel on an AMX CPU, which is faster
+    there).  Every kernel gives the same exact
     result.
     """
     return _run(_choose(kernel, a), a, b, a_zp, b_zp)
@@ -312,57 +312,70 @@ class ScaledGemm:
     to call (a session's dynamically quantized MatMul), with everything about B prepared once:
     its column terms, zero points and bias as the panel kernels take them. A call then passes
     only what changes -- A, A's zero point (one for all rows) and the scale -- straight to the
-    VNNI or AMX kernel, the same kernels and terms as ``gemm_int8_scaled``, so the same bits.
+    AMX, VNNI or AVX2 kernel, the same kernels and terms as ``gemm_int8_scaled``, so the same bits.
 
-    Covers uint8 A [M, K] whose C-contiguous rows are already as wide as B's packed K (K a
-    multiple of 64 on AMX, of 4 on VNNI) on CPUs whose default kernel is "amx" or "vnni"; a call
-    returns None for anything else and the caller takes ``gemm_int8_scaled``."""
+    Covers uint8 A [M, K], C-contiguous, on CPUs whose default kernel is "amx", "vnni" or "avx2"
+    (on AMX and VNNI the rows must already be as wide as B's packed K: a multiple of 64 on AMX,
+    of 4 on VNNI; the AVX2 kernel widens A to int16 rows itself); a call returns None for
+    anything else and the caller takes ``gemm_int8_scaled``."""
+
+    _KERNELS = ("amx", "vnni", "avx2")
 
     @staticmethod
     def runs_here() -> bool:
-        """True where the default kernel is one the prepared GEMM drives ("amx" or "vnni")."""
-        return default_kernel() in ("amx", "vnni")
+        """True where the default kernel is one the prepared GEMM drives ("amx", "vnni", "avx2")."""
+        return default_kernel() in ScaledGemm._KERNELS
 
     def __init__(self, b: PackedB, b_zp=0, bias=None):
         from . import vnni
 
         self.kernel = default_kernel()
-        self.n = b.n
-        if self.kernel not in ("amx", "vnni"):
+        self.n, self.k = b.n, b.k
+        if self.kernel not in self._KERNELS:
             return
-        vb = self.vb = b.vnni
+        vb = self.vb = b.avx2 if self.kernel == "avx2" else b.vnni
+        shift = 0 if self.kernel == "avx2" else vb.shift
         bz = _zero_point_vector(b_zp, b.n, "b_zp", "one per column of b")
-        self.row_sums = bool(vb.shift) or bool(bz.any())   # only multiplied by B's zero points
+        self.row_sums = bool(shift) or bool(np.count_nonzero(bz))   # only multiplied by B's zero points
         none = np.zeros(0, dtype=np.int64)
-        _, self.colterm, _, self.bzp = vnni.zero_point_terms(vb, b.k, none, none, bz, vb.shift)
+        _, self.colterm, _, self.bzp = vnni.zero_point_terms(vb, b.k, none, none, bz, shift)
         _, self.bias = vnni.epilogue_vectors(vb, 1.0, bias)
         self.has_bias = bias is not None
 
     def __call__(self, a, a_zp, scale) -> np.ndarray | None:
         """float32 [M, N] = float32((a - a_zp) @ (B - b_zp)) * scale (+ bias), or None (see the
         class). ``a_zp`` an integer, ``scale`` float32 with one element or N."""
-        if self.kernel not in ("amx", "vnni"):
+        if self.kernel not in self._KERNELS:
             return None
-        from . import amx, vnni
+        from . import amx, avx2, vnni
 
         vb = self.vb
-        if a.dtype != np.uint8 or a.ndim != 2 or a.shape[1] != vb.kpad or not a.flags.c_contiguous:
+        width = self.k if self.kernel == "avx2" else vb.kpad
+        if a.dtype != np.uint8 or a.ndim != 2 or a.shape[1] != width or not a.flags.c_contiguous:
             return None
         m = a.shape[0]
         if m == 0:
             return np.empty((0, self.n), np.float32)
         rowsum = np.zeros(m, dtype=np.int64)
-        if self.row_sums:
-            vnni._row_sums(a, rowsum)
+        if self.kernel == "avx2":
+            a_op = np.empty((m, vb.kpad), dtype=np.int16)
+            avx2.widen_rows(a, a_op, rowsum)
+            kern, steps = avx2.gemm_s16_avx2_f32, vb.kpad // 2
+        else:
+            a_op = a
+            if self.row_sums:
+                vnni._row_sums(a, rowsum)
+            kern = (amx.gemm_u8s8_amx_f32 if self.kernel == "amx" and m >= _AMX_MIN_ROWS
+                    else vnni.gemm_u8s8_vnni_f32)
+            steps = vb.kpad // vnni.KGROUP
         s = np.asarray(scale, dtype=np.float32).reshape(-1)
         if s.size == 1:
             scale_vec = np.full(vb.npad, s[0], dtype=np.float32)
         else:
             scale_vec, _ = vnni.epilogue_vectors(vb, s, None)
-        kern = amx.gemm_u8s8_amx_f32 if self.kernel == "amx" and m >= _AMX_MIN_ROWS else vnni.gemm_u8s8_vnni_f32
         out = np.empty(m * vb.npad, dtype=np.float32)
-        kern(a.reshape(-1), vb.kpad, m, vb.panels, vb.npad // vnni.NR, vb.kpad // vnni.KGROUP,
-             rowsum.astype(np.int32), self.colterm, np.full(m, a_zp, dtype=np.int32), self.bzp,
+        kern(a_op.reshape(-1), vb.kpad, m, vb.panels, vb.npad // (avx2.NR if self.kernel == "avx2" else vnni.NR),
+             steps, rowsum.astype(np.int32), self.colterm, np.full(m, a_zp, dtype=np.int32), self.bzp,
              _NO_C, vb.npad, scale_vec, self.bias, self.has_bias, out)
         return vnni.finish(out, m, vb)
 
@@ -378,8 +391,6 @@ def _choose(kernel, a):
         rows = np.shape(a)[0] if np.ndim(a) == 2 else _AMX_MIN_ROWS
         if kernel == "amx" and rows < _AMX_MIN_ROWS:
             kernel = "vnni"
-        if kernel == "avx2" and rows < 2:
-            kernel = "portable"   # one row: the dot-product kernel measured faster (bench/gemm.py)
     from .cpu import KernelUnavailable, runnable_int8_kernels
 
     if kernel not in runnable_int8_kernels():

@@ -12,7 +12,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-__all__ = ["element_pointers", "store_tile", "add_tile", "prefetch_bytes"]
+__all__ = ["element_pointers", "store_tile", "add_tile", "outlined", "loop_not_unrolled", "prefetch_bytes"]
 
 
 def element_pointers(context, builder, signature, args, positions) -> list:
@@ -35,15 +35,58 @@ def store_tile(builder, c_base, ldc, accs) -> None:
 
 
 def add_tile(builder, c_base, ldc, accs) -> None:
-    """As ``store_tile``, but each accumulator is added to what the element holds (one float
-    addition, c + acc) and the sum stored."""
+    """As ``store_tile``, but each accumulator is added to what the element holds (one addition,
+    c + acc: float for float vectors, wrapping for integer ones) and the sum stored."""
     for r, row_accs in enumerate(accs):
         row = builder.gep(c_base, [builder.mul(ldc, ir.Constant(ldc.type, r))])
         for v, acc in enumerate(row_accs):
             value = builder.load(acc)
             ptr = builder.bitcast(builder.gep(row, [ir.Constant(ldc.type, value.type.count * v)]),
                                   value.type.as_pointer())
-            builder.store(builder.fadd(builder.load(ptr, align=4), value), ptr, align=4)
+            add = builder.add if isinstance(value.type.element, ir.IntType) else builder.fadd
+            builder.store(add(builder.load(ptr, align=4), value), ptr, align=4)
+
+
+def outlined(module, name: str, arg_types: list, build) -> ir.Function:
+    """A void function ``name`` of ``module`` taking ``arg_types``, its body written by
+    ``build(builder, args)`` the first time it is asked for: a register tile's loop kept out of
+    the function that calls it (``noinline``), so that LLVM allocates its registers on its own --
+    inlined into a caller with several such loops, one of them spilled accumulators."""
+    try:
+        return module.get_global(name)
+    except KeyError:
+        pass
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), arg_types), name)
+    fn.linkage = "internal"
+    fn.attributes.add("noinline")
+    builder = ir.IRBuilder(fn.append_basic_block("entry"))
+    build(builder, fn.args)
+    builder.ret_void()
+    return fn
+
+
+def loop_not_unrolled(builder, count, body) -> None:
+    """``for i in range(count): body(builder, i)`` as a loop LLVM is told not to unroll
+    (``llvm.loop.unroll.disable``): unrolled twice, a register tile's adds were reassociated
+    across the two copies, which took registers the accumulators needed (spills in the loop)."""
+    module = builder.module
+    disable = module.add_metadata([ir.MetaDataString(module, "llvm.loop.unroll.disable")])
+    loop_id = module.add_metadata([None, disable])
+    loop_id.operands = (loop_id, disable)          # a loop id refers to itself first
+    entry = builder.block
+    head = builder.append_basic_block("tile.loop")
+    done = builder.append_basic_block("tile.done")
+    zero = ir.Constant(count.type, 0)
+    builder.cbranch(builder.icmp_signed(">", count, zero), head, done)
+    builder.position_at_end(head)
+    i = builder.phi(count.type)
+    i.add_incoming(zero, entry)
+    body(builder, i)
+    nxt = builder.add(i, ir.Constant(count.type, 1))
+    i.add_incoming(nxt, builder.block)
+    back = builder.cbranch(builder.icmp_signed("<", nxt, count), head, done)
+    back.set_metadata("llvm.loop", loop_id)
+    builder.position_at_end(done)
 
 
 @intrinsic

@@ -297,7 +297,7 @@ def gemm_int8_scaled_twin(a, b, a_zp=0, b_zp=0, scale=1.0, bias=None, kernel="au
 
 
 class ScaledGemmTwin:
-    """``gemm.ScaledGemm`` prepares B for the VNNI/AMX kernels; a twin has nothing to prepare, so
+    """``gemm.ScaledGemm`` prepares B for the AMX, VNNI and AVX2 kernels; a twin has nothing to prepare, so
     ``runs_here`` says no and the caller takes ``gemm_int8_scaled`` (the same bits)."""
 
     @staticmethod

@@ -169,7 +169,7 @@ def zero_point_terms(b, k: int, rowsum, a_zp, b_zp, shift: int = 0) -> tuple:
     ``colsum - K * b_zp`` and b_zp (+ ``shift``) padded to ``b.npad``, all reduced to int32 --
     the fold works modulo 2**32 like the int32 result.  For B's zero points all 0 and no shift
     (symmetric int8 weights) B's terms are the column sums, kept with the packed B."""
-    if shift == 0 and not np.any(b_zp):
+    if shift == 0 and not np.count_nonzero(b_zp):   # (np.any is ~3x slower on int64)
         if b.zero_terms is None:
             b.zero_terms = (b.colsum.astype(np.int32), np.zeros(b.npad, dtype=np.int32))
         colterm32, bzp32 = b.zero_terms

@@ -108,13 +108,13 @@ def test_fused_chain_runs_the_prepared_gemm(w_dtype, w_zp, per_column):
     m = chain_model(128, 80, w, np.array(w_zp, w_dtype), scale, rng.standard_normal(80).astype(np.float32),
                     heads=2)
     fused, plain = sessions(m)
-    for rows in (40, 3, 0):     # AMX rows, VNNI rows (below one AMX tile), none
+    for rows in (40, 3, 1, 0):     # AMX rows, VNNI rows (below one AMX tile), one, none
         x = rng.standard_normal((rows, 128)).astype(np.float32)
         for a, b in zip(fused.run(None, {"x": x}), plain.run(None, {"x": x})):
             assert same_bits(a, b)
     ctxs = [s.kwargs["ctx"] for s in fused._plan.steps if s.node.op_type == "MatMulInteger"]
-    uses_vnni = refrt.kernels.gemm.default_kernel() in ("amx", "vnni")
-    assert all((("scaled_gemm",) in c.cache) == uses_vnni for c in ctxs)
+    prepared = refrt.kernels.gemm.default_kernel() in ("amx", "vnni", "avx2")
+    assert all((("scaled_gemm",) in c.cache) == prepared for c in ctxs)
 
 
 def test_no_fusion_where_an_intermediate_is_observable():

@@ -79,12 +79,14 @@ def test_gemm_int8_scaled_matches_twin(kernel, case, per_column, bias, seed):
 
 
 @pytest.mark.parametrize("kernel", GEMM_KERNELS)
-@pytest.mark.parametrize("m", [1, 2, 3, 4, 7, 8, 9, 15, 16, 17, 31, 32, 33, 47, 48, 64, 79])
+@pytest.mark.parametrize("m", [1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 15, 16, 17, 31, 32, 33, 47, 48, 64, 79])
 def test_gemm_int8_row_tiles_and_column_panels(kernel, m):
-    # every row-tile decomposition (AMX 32, 16; VNNI 8, 4, 2, 1), column counts around the
-    # 32-wide panels, K around the 64-byte AMX tile rows
+    # every row-tile decomposition (AMX 32, 16; VNNI 8, 4, 2, 1; AVX2 6, 4, 2, 1), column counts
+    # around the 32- and 16-wide panels, K around the 64-byte AMX tile rows and the AVX2 kernel's
+    # 512-k blocks
     rng = np.random.default_rng(m)
-    for n, k in [(31, 5), (32, 64), (33, 130), (96, 3), (1, 1), (40, 63), (17, 65), (64, 192)]:
+    for n, k in [(31, 5), (32, 64), (33, 130), (96, 3), (1, 1), (40, 63), (17, 65), (64, 192), (15, 1025),
+                 (16, 512), (5, 514)]:
         a = rng.integers(0, 256, (m, k)).astype(np.uint8)
         b = rng.integers(-128, 128, (k, n)).astype(np.int8)
         assert np.array_equal(K.gemm_int8(a, b, 7, -3, kernel=kernel), T.gemm_int8_twin(a, b, 7, -3))
@@ -144,9 +146,10 @@ def test_scale_bias_int32_matches_twin(m, n, per_column, bias, seed):
                     reason="this CPU has no AVX2 (or Numba compiles for a CPU without it)")
 def test_avx2_kernel_is_vpmaddwd_register_tiles():
     counts = importlib.import_module(K.__name__ + ".avx2")._instructions()
-    # 4-row tile x 3 vectors: 12 pair products in the 4-row loop body, plus the 2- and 1-row
-    # tiles; on a VNNI CPU LLVM may merge a product and its add into vpdpwssd
-    assert counts["vpmaddwd"] + counts["vpdpwssd"] >= 12 + 6 + 3
+    # 6-row tile x 2 vectors: 12 pair products in the 6-row loop body, plus the 4-, 2- and 1-row
+    # tiles, each once storing and once adding to C; on a VNNI CPU LLVM may merge a product and
+    # its add into vpdpwssd
+    assert counts["vpmaddwd"] + counts["vpdpwssd"] >= 2 * (12 + 8 + 4 + 2)
     assert counts["vpdpbusd"] == 0
 
 
