@@ -159,27 +159,34 @@ def gemm(a, b: Avx2B, a_zp, b_zp, epilogue=None) -> np.ndarray:
     m, k = a.shape
     a16 = np.empty((m, b.kpad), dtype=np.int16)
     rowsum = np.empty(m, dtype=np.int64)
-    widen_rows(a, a16, rowsum)
+    vnni.widen_rows(a, a16, rowsum)
     terms = vnni.zero_point_terms(b, k, rowsum, a_zp, b_zp)
     return vnni.run_panels(gemm_s16_avx2, gemm_s16_avx2_f32, a16, m, b, b.npad // NR, b.kpad // 2,
                            terms, epilogue)
 
 
 @njit(cache=True)
-def widen_rows(a, out, rowsum):
-    """out[i, :K] = a[i, :] as int16, zeros up to out's width; rowsum[i] = sum of a[i] (one
-    thread: this pass over A is shorter than waking the pool)."""
-    m, k = a.shape
-    width = out.shape[1]
-    for i in range(m):
-        s = 0
-        for j in range(k):
-            v = a[i, j]
-            out[i, j] = v
-            s += v
-        for j in range(k, width):
-            out[i, j] = 0
-        rowsum[i] = s
+def _tile(rows, add, a16, a_off, lda, bp, b_off, pairs, c, c_off, ldc):
+    """One tile of ``rows`` (6, 4, 2 or 1) rows: stored to C, or added to it (``add``)."""
+    if rows == 6:
+        if add:
+            _add6(a16, a_off, lda, bp, b_off, pairs, c, c_off, ldc)
+        else:
+            _tile6(a16, a_off, lda, bp, b_off, pairs, c, c_off, ldc)
+    elif rows == 4:
+        if add:
+            _add4(a16, a_off, lda, bp, b_off, pairs, c, c_off, ldc)
+        else:
+            _tile4(a16, a_off, lda, bp, b_off, pairs, c, c_off, ldc)
+    elif rows == 2:
+        if add:
+            _add2(a16, a_off, lda, bp, b_off, pairs, c, c_off, ldc)
+        else:
+            _tile2(a16, a_off, lda, bp, b_off, pairs, c, c_off, ldc)
+    elif add:
+        _add1(a16, a_off, lda, bp, b_off, pairs, c, c_off, ldc)
+    else:
+        _tile1(a16, a_off, lda, bp, b_off, pairs, c, c_off, ldc)
 
 
 @njit(cache=True)
@@ -190,32 +197,14 @@ def panel_rows(a16, lda, m, bp, b_off, pairs, c, ldc, j0):
     for p0 in range(0, pairs, step):
         n_p = min(step, pairs - p0)
         boff = b_off + p0 * NR * 2
-        aoff = 2 * p0
         i = 0
-        if p0 == 0:
-            while i + 6 <= m:
-                _tile6(a16, i * lda + aoff, lda, bp, boff, n_p, c, i * ldc + j0, ldc)
-                i += 6
-            if i + 4 <= m:
-                _tile4(a16, i * lda + aoff, lda, bp, boff, n_p, c, i * ldc + j0, ldc)
-                i += 4
-            if i + 2 <= m:
-                _tile2(a16, i * lda + aoff, lda, bp, boff, n_p, c, i * ldc + j0, ldc)
-                i += 2
-            if i < m:
-                _tile1(a16, i * lda + aoff, lda, bp, boff, n_p, c, i * ldc + j0, ldc)
-        else:
-            while i + 6 <= m:
-                _add6(a16, i * lda + aoff, lda, bp, boff, n_p, c, i * ldc + j0, ldc)
-                i += 6
-            if i + 4 <= m:
-                _add4(a16, i * lda + aoff, lda, bp, boff, n_p, c, i * ldc + j0, ldc)
-                i += 4
-            if i + 2 <= m:
-                _add2(a16, i * lda + aoff, lda, bp, boff, n_p, c, i * ldc + j0, ldc)
-                i += 2
-            if i < m:
-                _add1(a16, i * lda + aoff, lda, bp, boff, n_p, c, i * ldc + j0, ldc)
+        while i + 6 <= m:
+            _tile(6, p0 > 0, a16, i * lda + 2 * p0, lda, bp, boff, n_p, c, i * ldc + j0, ldc)
+            i += 6
+        for rows in (4, 2, 1):
+            if i + rows <= m:
+                _tile(rows, p0 > 0, a16, i * lda + 2 * p0, lda, bp, boff, n_p, c, i * ldc + j0, ldc)
+                i += rows
 
 
 @njit(cache=True, parallel=True)

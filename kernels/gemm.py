@@ -359,7 +359,7 @@ class ScaledGemm:
         rowsum = np.zeros(m, dtype=np.int64)
         if self.kernel == "avx2":
             a_op = np.empty((m, vb.kpad), dtype=np.int16)
-            avx2.widen_rows(a, a_op, rowsum)
+            vnni.widen_rows(a, a_op, rowsum)
             kern, steps = avx2.gemm_s16_avx2_f32, vb.kpad // 2
         else:
             a_op = a

@@ -201,7 +201,8 @@ def run_panels(kernel, kernel_f32, a_op, m: int, b, n_panels: int, steps: int, t
 @njit(cache=True)
 def _pad_rows(a, flip, out, rowsum):
     """out[i, :K] = a[i, :] ^ flip, zeros up to out's width; rowsum[i] = sum of out[i].
-    (One thread: waking the pool costs more than this pass over A takes.)"""
+    (One thread: waking the pool costs more than this pass over A takes.)  With flip 0 and an
+    int16 ``out``: A widened to int16 rows (``widen_rows``, the AVX2 kernel's operand)."""
     m, k = a.shape
     width = out.shape[1]
     for i in range(m):
@@ -213,6 +214,12 @@ def _pad_rows(a, flip, out, rowsum):
         for j in range(k, width):
             out[i, j] = 0
         rowsum[i] = s
+
+
+def widen_rows(a, out, rowsum) -> None:
+    """out[i, :K] = a[i, :] (uint8 or int8 into a wider integer type), zeros up to out's width;
+    rowsum[i] = sum of a[i]."""
+    _pad_rows(a, 0, out, rowsum)
 
 
 @njit(cache=True)
