@@ -112,10 +112,51 @@ def _rows_function(width: int, accumulate: bool = False):
     return rows, t8
 
 
-_rows32, _t32_8 = _rows_function(32)
-_rows16, _ = _rows_function(16)
-_rows32_add, _ = _rows_function(32, accumulate=True)
-_rows16_add, _ = _rows_function(16, accumulate=True)
+def _rows_function_ymm(width: int, accumulate: bool = False):
+    """``_rows_function`` for CPUs with 16 vector registers of 8 floats (AVX2): each 16-column
+    half of the block in row tiles of 6, 4, 2 and 1 (6 rows x 16 columns: 12 ymm accumulators,
+    2 for B's row and the broadcast). The 8 x 32 tile would need 32 accumulators there: LLVM
+    spilled them to the stack and a BERT-base MatMul ran at ~8 GFLOPS. Every output is the same
+    chain of fused multiply-adds, so the same bits."""
+    t6, t4, t2, t1 = (_tile_intrinsic(mr, 1, accumulate) for mr in (6, 4, 2, 1))
+
+    @njit(inline="always")
+    def rows(a, ao, lda, b, bo, ldb, k, c, co, ldc, i0, i1):
+        for j in range(0, width, 16):
+            i = i0
+            while i + 6 <= i1:
+                t6(a, ao + i * lda, lda, b, bo + j, ldb, k, c, co + i * ldc + j, ldc)
+                i += 6
+            if i + 4 <= i1:
+                t4(a, ao + i * lda, lda, b, bo + j, ldb, k, c, co + i * ldc + j, ldc)
+                i += 4
+            if i + 2 <= i1:
+                t2(a, ao + i * lda, lda, b, bo + j, ldb, k, c, co + i * ldc + j, ldc)
+                i += 2
+            if i < i1:
+                t1(a, ao + i * lda, lda, b, bo + j, ldb, k, c, co + i * ldc + j, ldc)
+
+    return rows
+
+
+def _zmm_registers() -> bool:
+    """True where Numba compiles for this CPU and it has AVX-512 (32 vector registers of 16
+    floats)."""
+    from .cpu import compiles_for_host, features
+
+    return compiles_for_host() and "avx512f" in features()[1]
+
+
+if _zmm_registers():
+    _rows32, _t32_8 = _rows_function(32)
+    _rows16, _ = _rows_function(16)
+    _rows32_add, _ = _rows_function(32, accumulate=True)
+    _rows16_add, _ = _rows_function(16, accumulate=True)
+else:
+    _rows32, _t32_8 = _rows_function_ymm(32), _rows_function(32)[1]
+    _rows16 = _rows_function_ymm(16)
+    _rows32_add = _rows_function_ymm(32, accumulate=True)
+    _rows16_add = _rows_function_ymm(16, accumulate=True)
 
 
 @njit(inline="always")
