@@ -109,7 +109,7 @@ def _rows_function(width: int, accumulate: bool = False):
         if i < i1:
             t1(a, ao + i * lda, lda, b, bo, ldb, k, c, co + i * ldc, ldc)
 
-    return rows, t8
+    return rows
 
 
 def _rows_function_ymm(width: int, accumulate: bool = False):
@@ -148,15 +148,17 @@ def _zmm_registers() -> bool:
 
 
 if _zmm_registers():
-    _rows32, _t32_8 = _rows_function(32)
-    _rows16, _ = _rows_function(16)
-    _rows32_add, _ = _rows_function(32, accumulate=True)
-    _rows16_add, _ = _rows_function(16, accumulate=True)
+    _rows32 = _rows_function(32)
+    _rows16 = _rows_function(16)
+    _rows32_add = _rows_function(32, accumulate=True)
+    _rows16_add = _rows_function(16, accumulate=True)
+    _MB = 8    # rows per task block of a stack's product: one 8 x 32 tile
 else:
-    _rows32, _t32_8 = _rows_function_ymm(32), _rows_function(32)[1]
+    _rows32 = _rows_function_ymm(32)
     _rows16 = _rows_function_ymm(16)
     _rows32_add = _rows_function_ymm(32, accumulate=True)
     _rows16_add = _rows_function_ymm(16, accumulate=True)
+    _MB = 6    # two 6 x 16 tiles
 
 
 @njit(inline="always")
@@ -185,9 +187,9 @@ def _column_tail(a, ao, lda, b, bo, ldb, c, co, ldc, ncols, k, j0, i0, i1, accum
 def _bmm_kernel(a, a_offs, lda, b, b_offs, ldb, c, nb, m, n, k):
     """c[t] = A_t @ B_t for t < nb, c a flat C-order stack [nb, m, n]; A_t's row i starts at
     a[a_offs[t] + i * lda], B_t's row kk at b[b_offs[t] + kk * ldb] (rows contiguous: strided
-    views such as attention's transposed heads are read in place). One task per (matrix, 8-row
-    block, 32-column block), then the row and column tails, one task per matrix."""
-    mt, nt = m // 8, n // 32
+    views such as attention's transposed heads are read in place). One task per (matrix, block
+    of ``_MB`` rows, 32-column block), then the row and column tails, one task per matrix."""
+    mt, nt = m // _MB, n // 32
     full = nt * 32
     if m <= 32 and nt >= 8:
         # few rows, many columns: one task per (matrix, 32-column block) takes all the rows, so
@@ -202,13 +204,13 @@ def _bmm_kernel(a, a_offs, lda, b, b_offs, ldb, c, nb, m, n, k):
     for task in prange(nb * mt * nt):
         t = task // (mt * nt)
         rest = task - t * mt * nt
-        i = (rest // nt) * 8
+        i = (rest // nt) * _MB
         j = (rest - (rest // nt) * nt) * 32
-        _t32_8(a, a_offs[t] + i * lda, lda, b, b_offs[t] + j, ldb, k, c, t * m * n + i * n + j, n)
+        _rows32(a, a_offs[t], lda, b, b_offs[t] + j, ldb, k, c, t * m * n + j, n, i, i + _MB)
     for t in prange(nb):
         ao, bo, co = a_offs[t], b_offs[t], t * m * n
-        for j in range(0, full, 32):          # rows below the last full 8-row block
-            _rows32(a, ao, lda, b, bo + j, ldb, k, c, co + j, n, mt * 8, m)
+        for j in range(0, full, 32):          # rows below the last full block
+            _rows32(a, ao, lda, b, bo + j, ldb, k, c, co + j, n, mt * _MB, m)
         _column_tail(a, ao, lda, b, bo, ldb, c, co, n, n, k, full, 0, m)
 
 
