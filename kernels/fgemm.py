@@ -29,6 +29,7 @@ The tiles hold 16 accumulators of 16 floats, which fit AVX-512's 32 vector regis
 
 from __future__ import annotations
 
+import os
 from typing import NamedTuple
 
 import numpy as np
@@ -291,6 +292,16 @@ def packed_available() -> bool:
     from .cpu import float_matmul
 
     return float_matmul() == "packed"
+
+
+def tiles_available() -> bool:
+    """True where the register tiles fit this CPU's vector registers: the 8 x 32 tiles where
+    ``packed_available()``, the 6 x 16 ymm tiles where Numba compiles for a CPU with AVX2 (unless
+    ``REFRT_FLOAT_MATMUL=blas``). The convolutions of the default numerics use them there; the
+    MatMul of the spec numerics only where ``packed_available()`` (elsewhere the BLAS is faster)."""
+    from .cpu import FLOAT_ENV, compiles_with_avx2
+
+    return packed_available() or (compiles_with_avx2() and os.environ.get(FLOAT_ENV) != "blas")
 
 
 def pack_b_f32(b: np.ndarray) -> PackedF32:

@@ -73,6 +73,7 @@ KERNELS = {
     "m1_groups": ("sgemm.m1_groups", "m1_groups_twin"),
     "depthwise_m1_2d": ("sgemm.depthwise_m1_2d", "depthwise_m1_2d_twin"),
     "float_packed_available": ("fgemm.packed_available", None),
+    "float_tiles_available": ("fgemm.tiles_available", None),
     "pack_b_f32": ("fgemm.pack_b_f32", "pack_b_f32_twin"),
     "matmul_packed_f32": ("fgemm.matmul_packed_f32", "matmul_packed_f32_twin"),
     "im2col_panels": ("fgemm.im2col_panels", "im2col_panels_twin"),

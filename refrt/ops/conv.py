@@ -82,7 +82,10 @@ def _mlas_conv(x, wg, win, group, threads):
                               win.kernel, win.strides, win.dilations, win.out,
                               K.sgemm_k_stride(p, k), (pt, pl, pb, pr))
         return y.reshape(n, g, 1, p)
-    if mg > 1 and p > 1 and len(win.kernel) <= 2 and K.float_packed_available():
+    # the register tiles: everywhere they fit the vector registers, except that with 16 of them
+    # (AVX2) a pointwise convolution measured faster as MLAS's own SGEMM below (bench/conv.py)
+    tiles = K.float_packed_available() or (K.float_tiles_available() and not direct)
+    if mg > 1 and p > 1 and len(win.kernel) <= 2 and tiles:
         segments = _segments(n, g, mg, p, k, direct, threads)
         if direct and all(s >= k for _, _, s in segments):
             # a pointwise convolution whose products are one chain of fused multiply-adds each:
