@@ -131,45 +131,58 @@ def _m1(a, b, init):
 def _m1_transposed_b(a, bt, init):
     """SgemmKernelM1TransposeB: c[n] = a [K] . bt[n, :] (``a`` may be a stack [S, K]: then c is
     [S, N]); 8 lanes of rounded products per output, combined by the output's place in MLAS's
-    blocks of 4, 2 and 1 outputs."""
+    blocks of 4, 2 and 1 outputs (``_m1_transposed_b_kernel``; ``twins.m1_transposed_b_twin`` is
+    the same in NumPy)."""
     n, k = bt.shape
     a = np.asarray(a, _F)
     lead = a.shape[:-1]
-    full = k - k % 8
-    lanes = np.zeros(lead + (n, 8), _F)
-    for i in range(0, full, 8):
-        lanes = lanes + a[..., None, i:i + 8] * bt[:, i:i + 8]
-    if full < k:
-        tail = np.zeros(lead + (n, 8), _F)
-        tail[..., :k - full] = a[..., None, full:] * bt[:, full:]
-        lanes = lanes + tail
-    l0, l1, l2, l3, l4, l5, l6, l7 = (lanes[..., j] for j in range(8))
-    four = (((l0 + l1) + l2) + l3) + (((l4 + l5) + l6) + l7)
-    two = ((l0 + l2) + (l4 + l6)) + ((l1 + l3) + (l5 + l7))
-    one = ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7))
-    out = four.copy()
-    rest = n - n % 4
-    if n % 4 >= 2:
-        out[..., rest:rest + 2] = two[..., rest:rest + 2]
-        rest += 2
-    if n % 2:
-        out[..., rest] = one[..., rest]
+    a2 = np.ascontiguousarray(a.reshape(-1, k))
+    out = np.empty((a2.shape[0], n), _F)
+    _m1_transposed_b_kernel(a2, np.ascontiguousarray(bt, _F), out)
+    out = out.reshape(lead + (n,))
     if init is not None:
         out = out + np.asarray(init, _F)
     return out
 
 
+@njit(cache=True)
+def _m1_transposed_b_kernel(a, bt, out):
+    """out[s, n] for ``_m1_transposed_b``: lane j of output n sums the rounded products
+    a[s, i] * bt[n, i] of i = j (mod 8) in order; the 8 lanes are then added in the order of the
+    output's place (the last 2 or 1 outputs past a multiple of 4 pair the lanes otherwise)."""
+    rows, k = a.shape
+    n = bt.shape[0]
+    rest4 = n - n % 4
+    lanes = np.empty(8, np.float32)
+    for s in range(rows):
+        for c in range(n):
+            for j in range(8):
+                lanes[j] = np.float32(0.0)
+            for i in range(k):
+                lanes[i % 8] = lanes[i % 8] + a[s, i] * bt[c, i]
+            l0, l1, l2, l3 = lanes[0], lanes[1], lanes[2], lanes[3]
+            l4, l5, l6, l7 = lanes[4], lanes[5], lanes[6], lanes[7]
+            if c < rest4:
+                v = (((l0 + l1) + l2) + l3) + (((l4 + l5) + l6) + l7)
+            elif n % 4 >= 2 and c < rest4 + 2:
+                v = ((l0 + l2) + (l4 + l6)) + ((l1 + l3) + (l5 + l7))
+            else:
+                v = ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7))
+            out[s, c] = v
+
+
 def sgemm(a, b, init=None, *, trans_a: bool = False, trans_b: bool = False, packed: bool = False,
-          threads: int = 1, batch: int = 1, block_product=None) -> np.ndarray:
+          threads: int = 1, batch: int = 1, block_product=None, m1_transposed_b=None) -> np.ndarray:
     """float32 C [M, N] = op(a) @ op(b) (+ ``init``, the bias C already holds: MLAS's beta = 1) as
     onnxruntime's MLAS computes it: ``a`` is [M, K] ([K, M] with ``trans_a``), ``b`` [K, N]
     ([N, K] with ``trans_b``); ``packed``: B was packed ahead of time (a constant weight);
     ``threads``: onnxruntime's intra-op thread count; ``batch``: how many products of this size
     the call computes together (a batched MatMul), which changes how threads are shared.
     ``block_product``: what multiplies one K block (default ``fgemm.batched_matmul_f32``; the
-    twin passes its NumPy twin)."""
+    twin passes its NumPy twin; ``m1_transposed_b`` likewise for ``_m1_transposed_b``)."""
     if block_product is None:
         from .fgemm import batched_matmul_f32 as block_product
+    m1t = m1_transposed_b or _m1_transposed_b
     a = np.asarray(a, _F)
     b = np.asarray(b, _F)
     a_mk = a.T if trans_a else a
@@ -186,12 +199,12 @@ def sgemm(a, b, init=None, *, trans_a: bool = False, trans_b: bool = False, pack
         if m == 1 and not trans_a:
             row = a_mk[0]
             c0 = None if init is None else init[0]
-            c = _m1_transposed_b(row, b, c0) if trans_b else _m1(row, b_kn, c0)
+            c = m1t(row, b, c0) if trans_b else _m1(row, b_kn, c0)
             return c.reshape(1, n)
         if n == 1 and not trans_b:
             col = b_kn[:, 0]
             c0 = None if init is None else init[:, 0]
-            c = _m1(col, a, c0) if trans_a else _m1_transposed_b(col, a, c0)
+            c = _m1(col, a, c0) if trans_a else m1t(col, a, c0)
             return c.reshape(m, 1)
     out = np.empty((m, n), _F)
     for n0, n1 in column_segments(m, n, k, threads, batch):
@@ -245,7 +258,7 @@ def conv_gemm(w, cols, stride_k: int, block_product=None) -> np.ndarray:
     return c if stack else c[0]
 
 
-def sgemm_stack(a, b, *, threads: int = 1, block_product=None) -> np.ndarray:
+def sgemm_stack(a, b, *, threads: int = 1, block_product=None, m1_transposed_b=None) -> np.ndarray:
     """``sgemm(a, b_s)`` for each matrix b_s of a stack b [S, K, N] sharing A [M, K] (one product
     per image of a convolution), computed together: -> [S, M, N], the same bits."""
     if block_product is None:
@@ -259,7 +272,7 @@ def sgemm_stack(a, b, *, threads: int = 1, block_product=None) -> np.ndarray:
     if m == 1:
         return _m1(a[0], np.moveaxis(b, 1, 0), None)[:, None, :]
     if n == 1:
-        return _m1_transposed_b(b[:, :, 0], a, None)[:, :, None]
+        return (m1_transposed_b or _m1_transposed_b)(b[:, :, 0], a, None)[:, :, None]
     out = np.empty((s_, m, n), _F)
     for n0, n1 in column_segments(m, n, k, threads):
         out[:, :, n0:n1] = _k_blocked(a, b[:, :, n0:n1], k_stride(n1 - n0, k), None, block_product)

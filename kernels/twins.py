@@ -565,12 +565,43 @@ __all__ += ["pack_b_twin", "gemm_int8_scaled_twin", "ScaledGemmTwin", "pack_conv
             "add_layer_norm_rows_twin", "scale_add_softmax_rows_twin"]
 
 
+def m1_transposed_b_twin(a, bt, init):
+    """``sgemm._m1_transposed_b`` (MLAS's SgemmKernelM1TransposeB) in NumPy: c[n] = a [K] .
+    bt[n, :] (a may be a stack [S, K]), 8 lanes of rounded products per output, combined by the
+    output's place in MLAS's blocks of 4, 2 and 1 outputs."""
+    n, k = bt.shape
+    a = np.asarray(a, np.float32)
+    lead = a.shape[:-1]
+    full = k - k % 8
+    lanes = np.zeros(lead + (n, 8), np.float32)
+    for i in range(0, full, 8):
+        lanes = lanes + a[..., None, i:i + 8] * bt[:, i:i + 8]
+    if full < k:
+        tail = np.zeros(lead + (n, 8), np.float32)
+        tail[..., :k - full] = a[..., None, full:] * bt[:, full:]
+        lanes = lanes + tail
+    l0, l1, l2, l3, l4, l5, l6, l7 = (lanes[..., j] for j in range(8))
+    four = (((l0 + l1) + l2) + l3) + (((l4 + l5) + l6) + l7)
+    two = ((l0 + l2) + (l4 + l6)) + ((l1 + l3) + (l5 + l7))
+    one = ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7))
+    out = four.copy()
+    rest = n - n % 4
+    if n % 4 >= 2:
+        out[..., rest:rest + 2] = two[..., rest:rest + 2]
+        rest += 2
+    if n % 2:
+        out[..., rest] = one[..., rest]
+    if init is not None:
+        out = out + np.asarray(init, np.float32)
+    return out
+
+
 def sgemm_twin(a, b, init=None, **kw):
     """``sgemm.sgemm`` (MLAS's float32 GEMM order) with each K block's chain of fused
     multiply-adds computed by ``batched_matmul_f32_twin``."""
     from .sgemm import sgemm
 
-    return sgemm(a, b, init, block_product=batched_matmul_f32_twin, **kw)
+    return sgemm(a, b, init, block_product=batched_matmul_f32_twin, m1_transposed_b=m1_transposed_b_twin, **kw)
 
 
 def conv_gemm_twin(w, cols, stride_k):
@@ -608,10 +639,11 @@ def sgemm_stack_twin(a, b, threads=1):
     ``batched_matmul_f32_twin``."""
     from .sgemm import sgemm_stack
 
-    return sgemm_stack(a, b, threads=threads, block_product=batched_matmul_f32_twin)
+    return sgemm_stack(a, b, threads=threads, block_product=batched_matmul_f32_twin,
+                       m1_transposed_b=m1_transposed_b_twin)
 
 
-__all__ += ["sgemm_twin", "conv_gemm_twin", "m1_groups_twin", "depthwise_m1_2d_twin",
+__all__ += ["m1_transposed_b_twin", "sgemm_twin", "conv_gemm_twin", "m1_groups_twin", "depthwise_m1_2d_twin",
             "sgemm_stack_twin"]
 
 
@@ -766,14 +798,12 @@ __all__ += ["sgemm_twin", "conv_gemm_twin", "m1_groups_twin"]
 
 def _rnn_gemm_twin(a, b_kn, b_nk, c, plan, accumulate):
     """``recurrent._gemm``: c (+)= a @ B over the plan's pieces (rows, columns, K block; K block
-    0: the M = 1 transposed-B kernel ``sgemm._m1_transposed_b``), in place."""
-    from .sgemm import _m1_transposed_b
-
+    0: the M = 1 transposed-B kernel, ``m1_transposed_b_twin``), in place."""
     kdim = a.shape[1]
     for r0, r1, n0, n1, stride in np.asarray(plan).tolist():
         init = c[r0:r1, n0:n1].copy() if accumulate else None
         if stride == 0:
-            c[r0, n0:n1] = _m1_transposed_b(a[r0], b_nk[n0:n1], None if init is None else init[0])
+            c[r0, n0:n1] = m1_transposed_b_twin(a[r0], b_nk[n0:n1], None if init is None else init[0])
             continue
         out = init
         for k0 in range(0, kdim, stride):

@@ -46,6 +46,9 @@ def _kernel_shape(w, kernel_shape, name):
 def _conv_columns(x, win, group):
     """X (N, C, *in) -> columns (N, group, C/group * prod(kernel), prod(out)) for ``W @ cols``."""
     n, c = x.shape[:2]
+    if (len(win.kernel) and max(win.kernel) == 1 and max(win.strides) == 1 and not any(win.pads_begin)
+            and not any(win.pads_end)):
+        return x.reshape(n, group, c // group, int(np.prod(win.out)))   # 1 x 1: X's own layout
     windows = sliding_windows(x, win, 0)                       # (N, C, *out, *kernel)
     n_sp = len(win.kernel)
     # (N, C, *out, *kernel) -> (N, C, *kernel, *out): each column is one output position
@@ -102,19 +105,21 @@ def _mlas_conv(x, wg, win, group, threads):
     if mg == 1 and not direct:
         y = K.m1_groups(np.tile(wg[:, 0], (n, 1)), cols.reshape(n * g, k, p), K.sgemm_k_stride(p, k))
         return y.reshape(n, g, 1, p)
+    macs = n * mg * p * k    # of one group: small products run on the calling thread alone
     for j in range(g):
         if direct or mg > p:
             # one SGEMM per image (MlasGemm), the images' products computed together; a
             # pointwise convolution of several images or groups gives each (image, group)
             # to one thread, its SGEMM unsplit
-            out[:, j] = K.sgemm_stack(wg[j], cols[:, j], threads=1 if direct and n * g > 1 else threads)
+            out[:, j] = sized_product(macs, K.sgemm_stack, wg[j], cols[:, j],
+                                      threads=1 if direct and n * g > 1 else threads)
         elif n * g > 1:
             # several images or groups: each image's segment is all of its outputs
-            out[:, j] = K.conv_gemm(wg[j], cols[:, j], K.sgemm_k_stride(p, k))
+            out[:, j] = sized_product(macs, K.conv_gemm, wg[j], cols[:, j], K.sgemm_k_stride(p, k))
         else:
             for p0, p1 in K.conv_segments(mg, p, k, threads):
-                out[0, j, :, p0:p1] = K.conv_gemm(wg[j], cols[0, j, :, p0:p1],
-                                                  K.sgemm_k_stride(p1 - p0, k))
+                out[0, j, :, p0:p1] = sized_product(macs, K.conv_gemm, wg[j], cols[0, j, :, p0:p1],
+                                                    K.sgemm_k_stride(p1 - p0, k))
     return out
 
 
@@ -296,7 +301,7 @@ def _transpose_geometry(in_shape, kernel, strides, dilations, pads, output_paddi
 @op("ConvTranspose", since=(1, 11, 22))
 def conv_transpose(x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1,
                    kernel_shape=None, output_padding=None, output_shape=None, pads=None,
-                   strides=None):
+                   strides=None, ctx=None):
     """Y[n, m, i * s - pb + k * d] += sum_{c in group(m)} X[n, c, i] * W[c, m, k], then + B[m]"""
     _check_conv_inputs(x, w, group, "ConvTranspose")
     n, c = x.shape[:2]
@@ -312,7 +317,14 @@ def conv_transpose(x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1,
     p_size = int(np.prod(x.shape[2:]))
     xg = x.astype(ct, copy=False).reshape(n, group, c // group, p_size)      # (N, G, Cg, P)
     wg = w.astype(ct, copy=False).reshape(group, c // group, -1)             # (G, Cg, Mg*K)
-    cols = np.matmul(wg.transpose(0, 2, 1), xg)                              # (N, G, Mg*K, P)
+    if x.dtype == np.float32 and w.dtype == np.float32 and (ctx is None or ctx.numerics != "spec"):
+        # onnxruntime: one SGEMM W_g^T @ X_g per (image, group), in MLAS's order
+        cols = np.empty((n, group, wg.shape[2], p_size), np.float32)
+        for i in range(n):
+            for j in range(group):
+                cols[i, j] = K.sgemm(wg[j], xg[i, j], trans_a=True, threads=ort_threads(ctx))
+    else:
+        cols = np.matmul(wg.transpose(0, 2, 1), xg)                          # (N, G, Mg*K, P)
     cols = cols.reshape((n, m) + tuple(kernel) + tuple(x.shape[2:]))
     y = add_windows(cols, win, image)
     if b is not None:

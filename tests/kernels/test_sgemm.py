@@ -114,6 +114,21 @@ def test_sgemm_matches_its_twin_and_its_block_sums(m, k, n):
                                        + (0 if c0 is None else c0), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_m1_transposed_b_kernel_matches_its_numpy_twin(seed):
+    # MLAS's M = 1 transposed-B order (8 lanes, outputs in blocks of 4, 2, 1) compiled and in NumPy
+    rng = np.random.default_rng(seed)
+    for _ in range(20):
+        s, n, k = (int(v) for v in (rng.integers(1, 4), rng.integers(1, 40), rng.integers(1, 300)))
+        a = (rng.standard_normal((s, k)) * 10.0 ** rng.integers(-3, 3)).astype(F)
+        bt = rng.standard_normal((n, k)).astype(F)
+        init = rng.standard_normal((s, n)).astype(F) if rng.random() < 0.5 else None
+        for x in (a, a[0]):
+            got = SG._m1_transposed_b(x, bt, None if x.ndim == 1 else init)
+            want = T.m1_transposed_b_twin(x, bt, None if x.ndim == 1 else init)
+            assert got.shape == want.shape and np.array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
 def test_ort_threads_default_is_the_physical_core_count():
     from refrt.ops._common import ort_threads
 
