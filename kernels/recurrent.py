@@ -46,7 +46,7 @@ from numba import njit
 from . import vec as V
 from .activations import _LOGISTIC, _LOGISTIC_Q, _TANH, _TANH_Q
 from .mathf import fma
-from .sgemm import PACKED_STRIDE_K, column_segments, k_stride
+from .sgemm import PACKED_STRIDE_K, column_segments, k_stride, m1_value
 from .vec import LANES
 
 __all__ = ["gemm_plan", "lstm_layer", "gru_layer", "rnn_layer", "GRU_TANH", "GRU_TANH_Q",
@@ -89,29 +89,15 @@ def _gemm(a, a_off, lda, b_kn, ldb, b_nk, c, c_off, ldc, plan, accumulate):
     B^T [N, K]); ``accumulate``: C holds the first addend (beta = 1), else the first K block is
     stored. Each output's K block is a chain of fused multiply-adds, 16 columns per vector."""
     kdim = b_nk.shape[1]
-    lanes = np.empty(8, _F)
     zero = V.splat(_F(0.0))
     for p in range(plan.shape[0]):
         r0, r1, n0, n1, stride = plan[p, 0], plan[p, 1], plan[p, 2], plan[p, 3], plan[p, 4]
         if stride == 0:          # SgemmKernelM1TransposeB: one row, 8 lanes per output
-            count = n1 - n0
-            full4 = count - count % 4
             ar = a_off + r0 * lda
             cr = c_off + r0 * ldc
+            row = a[ar:ar + kdim]
             for n in range(n0, n1):
-                for j in range(8):
-                    lanes[j] = _F(0.0)
-                for kk in range(kdim):
-                    lanes[kk % 8] = lanes[kk % 8] + a[ar + kk] * b_nk[n, kk]
-                l0, l1, l2, l3 = lanes[0], lanes[1], lanes[2], lanes[3]
-                l4, l5, l6, l7 = lanes[4], lanes[5], lanes[6], lanes[7]
-                q = n - n0
-                if q < full4:
-                    v = (((l0 + l1) + l2) + l3) + (((l4 + l5) + l6) + l7)
-                elif count % 4 >= 2 and q < full4 + 2:
-                    v = ((l0 + l2) + (l4 + l6)) + ((l1 + l3) + (l5 + l7))
-                else:
-                    v = ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7))
+                v = m1_value(row, b_nk[n], n - n0, n1 - n0)
                 c[cr + n] = v + c[cr + n] if accumulate else v
             continue
         for r in range(r0, r1):

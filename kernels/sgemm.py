@@ -147,28 +147,55 @@ def _m1_transposed_b(a, bt, init):
 
 @njit(cache=True)
 def _m1_transposed_b_kernel(a, bt, out):
-    """out[s, n] for ``_m1_transposed_b``: lane j of output n sums the rounded products
-    a[s, i] * bt[n, i] of i = j (mod 8) in order; the 8 lanes are then added in the order of the
-    output's place (the last 2 or 1 outputs past a multiple of 4 pair the lanes otherwise)."""
-    rows, k = a.shape
+    """out[s, n] for ``_m1_transposed_b`` (``m1_value`` of each row of a and of bt)."""
+    rows = a.shape[0]
     n = bt.shape[0]
-    rest4 = n - n % 4
-    lanes = np.empty(8, np.float32)
     for s in range(rows):
         for c in range(n):
-            for j in range(8):
-                lanes[j] = np.float32(0.0)
-            for i in range(k):
-                lanes[i % 8] = lanes[i % 8] + a[s, i] * bt[c, i]
-            l0, l1, l2, l3 = lanes[0], lanes[1], lanes[2], lanes[3]
-            l4, l5, l6, l7 = lanes[4], lanes[5], lanes[6], lanes[7]
-            if c < rest4:
-                v = (((l0 + l1) + l2) + l3) + (((l4 + l5) + l6) + l7)
-            elif n % 4 >= 2 and c < rest4 + 2:
-                v = ((l0 + l2) + (l4 + l6)) + ((l1 + l3) + (l5 + l7))
-            else:
-                v = ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7))
-            out[s, c] = v
+            out[s, c] = m1_value(a[s], bt[c], c, n)
+
+
+@njit(cache=True, inline="always")
+def m1_value(a, b, q, count):
+    """One output of SgemmKernelM1TransposeB, a [K] . b [K]: lane j sums the rounded products
+    a[i] * b[i] of i = j (mod 8) in order (eight independent chains, vectorizable); the lanes
+    are then added in the order of the output's place q among ``count`` outputs (MLAS's blocks
+    of 4, 2 and 1: past the last multiple of 4, a pair and a single output pair them
+    otherwise)."""
+    k = a.shape[0]
+    l0 = l1 = l2 = l3 = l4 = l5 = l6 = l7 = np.float32(0.0)
+    i = 0
+    while i + 8 <= k:
+        l0 = l0 + a[i] * b[i]
+        l1 = l1 + a[i + 1] * b[i + 1]
+        l2 = l2 + a[i + 2] * b[i + 2]
+        l3 = l3 + a[i + 3] * b[i + 3]
+        l4 = l4 + a[i + 4] * b[i + 4]
+        l5 = l5 + a[i + 5] * b[i + 5]
+        l6 = l6 + a[i + 6] * b[i + 6]
+        l7 = l7 + a[i + 7] * b[i + 7]
+        i += 8
+    r = k - i          # the tail: lanes past it keep their sums (adding 0 changes nothing)
+    if r > 0:
+        l0 = l0 + a[i] * b[i]
+    if r > 1:
+        l1 = l1 + a[i + 1] * b[i + 1]
+    if r > 2:
+        l2 = l2 + a[i + 2] * b[i + 2]
+    if r > 3:
+        l3 = l3 + a[i + 3] * b[i + 3]
+    if r > 4:
+        l4 = l4 + a[i + 4] * b[i + 4]
+    if r > 5:
+        l5 = l5 + a[i + 5] * b[i + 5]
+    if r > 6:
+        l6 = l6 + a[i + 6] * b[i + 6]
+    full4 = count - count % 4
+    if q < full4:
+        return (((l0 + l1) + l2) + l3) + (((l4 + l5) + l6) + l7)
+    if count % 4 >= 2 and q < full4 + 2:
+        return ((l0 + l2) + (l4 + l6)) + ((l1 + l3) + (l5 + l7))
+    return ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7))
 
 
 def sgemm(a, b, init=None, *, trans_a: bool = False, trans_b: bool = False, packed: bool = False,
