@@ -85,6 +85,7 @@ def replay_model(name: str, model, feeds: dict, stats: dict) -> None:
     """Replay every main-graph node of ``model`` on onnxruntime's values; add to ``stats``."""
     from refrt.debug.references import reference_values
     from refrt.debug.replay import ReplayError, replay_node
+    from refrt.host import ort_matching_options
 
     ref = reference_values(model, feeds, "onnxruntime")
     values = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
@@ -100,7 +101,7 @@ def replay_model(name: str, model, feeds: dict, stats: dict) -> None:
         s.nodes += 1
         s.models.add(name)
         try:
-            got = replay_node(model, node, inputs, numerics="ort")
+            got = replay_node(model, node, inputs, numerics="ort", **ort_matching_options())
         except ReplayError as e:
             s.differing.append((name, _label(node), float("inf"), f"replay failed: {e}"))
             s.worst = float("inf")

@@ -33,6 +33,16 @@ def refrt_like_ort(model, **options):
     return refrt.InferenceSession(model, **{**host.ort_matching_options(), **options})
 
 
+def refrt_like_ort_unoptimized(model, **options):
+    """``refrt_like_ort`` with graph optimizations off, to compare with ``ort_session``: at its
+    default level refrt fuses QDQ node units as onnxruntime does at its own default level, and
+    where onnxruntime's u8 x s8 GEMM saturates (AVX2 without VNNI) the fused integer kernels
+    saturate like onnxruntime's, while the unfused DequantizeLinear -> float op -> QuantizeLinear
+    of a session without optimizations does not."""
+    return refrt_like_ort(model, graph_optimization_level=refrt.GraphOptimizationLevel.ORT_DISABLE_ALL,
+                          **options)
+
+
 def ort_session(model):
     """onnxruntime CPU session for a ModelProto, graph optimizations off."""
     import onnxruntime as ort

@@ -33,7 +33,7 @@ import refrt
 import refrt.quantization as rq
 from refrt.testing.models import bert_encoder, bert_feeds
 
-from ort_helpers import refrt_like_ort
+from ort_helpers import refrt_like_ort_unoptimized
 
 ort = pytest.importorskip("onnxruntime")
 oq = pytest.importorskip("onnxruntime.quantization")
@@ -439,8 +439,8 @@ def _ort_run(path, feeds):
 
 
 def _refrt_run(path, feeds):
-    try:
-        return refrt_like_ort(str(path)).run(None, feeds)
+    try:     # as _ort_run: no optimizations
+        return refrt_like_ort_unoptimized(str(path)).run(None, feeds)
     except refrt.errors.UnsupportedOpError as e:
         pytest.skip(f"refrt cannot run {e.domain}.{e.op_type} yet (the quantized model needs it)")
 
