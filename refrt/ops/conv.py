@@ -318,11 +318,16 @@ def conv_transpose(x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1,
     xg = x.astype(ct, copy=False).reshape(n, group, c // group, p_size)      # (N, G, Cg, P)
     wg = w.astype(ct, copy=False).reshape(group, c // group, -1)             # (G, Cg, Mg*K)
     if x.dtype == np.float32 and w.dtype == np.float32 and (ctx is None or ctx.numerics != "spec"):
-        # onnxruntime: one SGEMM W_g^T @ X_g per (image, group), in MLAS's order
+        # onnxruntime: one SGEMM W_g^T @ X_g per (image, group), in MLAS's order; a constant W
+        # (more than one row and column per group) is transposed once when the session is
+        # built and multiplied as it is, any other W is passed transposed (MLAS blocks K
+        # differently for the two)
+        pre_t = ctx is not None and ctx.is_constant(1) and wg.shape[1] > 1 and wg.shape[2] > 1
         cols = np.empty((n, group, wg.shape[2], p_size), np.float32)
-        for i in range(n):
-            for j in range(group):
-                cols[i, j] = K.sgemm(wg[j], xg[i, j], trans_a=True, threads=ort_threads(ctx))
+        for j in range(group):
+            a = np.ascontiguousarray(wg[j].T) if pre_t else wg[j]
+            for i in range(n):
+                cols[i, j] = K.sgemm(a, xg[i, j], trans_a=not pre_t, threads=ort_threads(ctx))
     else:
         cols = np.matmul(wg.transpose(0, 2, 1), xg)                          # (N, G, Mg*K, P)
     cols = cols.reshape((n, m) + tuple(kernel) + tuple(x.shape[2:]))
