@@ -29,7 +29,7 @@ from onnx import TensorProto
 
 from ..registry import op
 from ._common import normalize_axis, np_dtype, once_per_session, onnx_elem_type, window_geometry
-from ._kernels import K, sized_threads
+from ._kernels import K, sized_product, sized_threads
 from .elementwise import cast_array
 
 # ---------------------------------------------------------------- quantized types
@@ -426,9 +426,11 @@ def matmul_integer(a, b, a_zp=None, b_zp=None, ctx=None, b_input=1, epilogue=Non
         # one GEMM: every matrix of A against the same B; rows keep their zero points
         rows = a2.reshape(int(np.prod(a2.shape[:-1])), k)   # explicit: k or m may be 0
         row_zp = np.broadcast_to(azr, a2.shape[:-1]).reshape(-1) if azr.ndim else azr
+        macs = rows.shape[0] * k * n     # small products on the calling thread alone
         if epilogue is not None and gemm is K.gemm_int8 and not (a_vec or b_vec):
-            return K.gemm_int8_scaled(rows, packs[0], row_zp, bzr, *epilogue).reshape(batch + (m, n))
-        y = gemm(rows, packs[0], row_zp, bzr).reshape(batch + (m, n))
+            return sized_product(macs, K.gemm_int8_scaled, rows, packs[0], row_zp, bzr,
+                                 *epilogue).reshape(batch + (m, n))
+        y = sized_product(macs, gemm, rows, packs[0], row_zp, bzr).reshape(batch + (m, n))
     else:
         y = np.empty(batch + (m, n), dtype=np.int32)
         a_b = np.broadcast_to(a2, batch + (m, k))
@@ -436,8 +438,8 @@ def matmul_integer(a, b, a_zp=None, b_zp=None, ctx=None, b_input=1, epilogue=Non
         az_b = np.broadcast_to(azr, batch + (m,)) if azr.ndim else None
         bz_b = np.broadcast_to(bzr, batch + (n,)) if bzr.ndim else None
         for idx in np.ndindex(*batch):
-            y[idx] = gemm(np.ascontiguousarray(a_b[idx]), packs[b_index[idx]],
-                          azr if az_b is None else az_b[idx], bzr if bz_b is None else bz_b[idx])
+            y[idx] = sized_product(m * k * n, gemm, np.ascontiguousarray(a_b[idx]), packs[b_index[idx]],
+                                   azr if az_b is None else az_b[idx], bzr if bz_b is None else bz_b[idx])
     if a_vec:
         y = y[..., 0, :]
     if b_vec:
@@ -475,7 +477,8 @@ def matmul_integer_scaled(a, b, a_zp, b_zp, scale, bias, *, ctx):
     if plan is None:
         return None
     rows = a.reshape(-1, a.shape[-1])
-    y = plan(rows, 0 if a_zp is None else int(a_zp.reshape(-1)[0]), scale)
+    y = sized_product(rows.size * b.shape[1], plan, rows, 0 if a_zp is None else int(a_zp.reshape(-1)[0]),
+                      scale)
     return None if y is None else y.reshape(a.shape[:-1] + (b.shape[1],))
 
 
