@@ -22,14 +22,17 @@ a horizontal sum.  The tile here keeps a block of C in registers instead:
 
 6 rows x 2 vectors = 12 accumulators, plus 2 B vectors, the broadcast and the product before
 it is added: all 16 ymm registers and no more.  (A 4 x 24 tile needs 17: LLVM then spilled
-accumulators to the stack inside the loop and the kernel ran at ~65 % of this one.)
+accumulators to the stack inside the loop and the kernel ran at ~65 % of this one.)  Each
+tile's loop is a function of its own that LLVM neither inlines nor unrolls
+(``irgen.outlined``, ``irgen.loop_not_unrolled``): inlined into the panel loop, or unrolled,
+its additions were reassociated across iterations and accumulators spilled again.
 
 Packing (``pack_b``): B [K, N] keeps its bytes (uint8 or int8) in panels ``[N/16][Kp/2][16][2]``
 (K padded to even, N to a multiple of 16): for each pair of k, the two values of a column side
 by side -- the operand layout of ``vpmaddwd`` once each byte is widened (``vpmovsxbw`` or
 ``vpmovzxbw`` as it is loaded), half the memory traffic of int16 panels.  K is walked in blocks
-of ``KC`` so that one block of a panel (16 KiB of int16 products' worth, 16 KiB of bytes) stays
-in L1 while every row tile passes over it; the tiles of a later block add to C.  A is widened to
+of ``KC`` so that one block of a panel (512 k x 16 columns: 8 KiB of bytes) stays in L1 while
+every row tile passes over it; the tiles of a later block add to C.  A is widened to
 int16 rows per call.  Zero points are folded in per panel exactly as in ``vnni.py``
 (``fold_zero_points``), and an ``epilogue`` adds the float epilogue of ``vnni.fold_and_scale``;
 ``vnni.run_panels`` drives both.
