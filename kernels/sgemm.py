@@ -233,11 +233,29 @@ def sgemm(a, b, init=None, *, trans_a: bool = False, trans_b: bool = False, pack
             c0 = None if init is None else init[:, 0]
             c = _m1(col, a, c0) if trans_a else m1t(col, a, c0)
             return c.reshape(m, 1)
+    ranges = _blocked_alike(column_segments(m, n, k, threads, batch), k, trans_a, packed)
+    if len(ranges) == 1:
+        return _k_blocked(a_mk, b_kn[None], ranges[0][2], None if init is None else init,
+                          block_product)[0]
     out = np.empty((m, n), _F)
-    for n0, n1 in column_segments(m, n, k, threads, batch):
-        stride = k_stride(n1 - n0, k, trans_a, packed)
+    for n0, n1, stride in ranges:
         out[:, n0:n1] = _k_blocked(a_mk, b_kn[None, :, n0:n1], stride,
                                    None if init is None else init[:, n0:n1], block_product)[0]
+    return out
+
+
+def _blocked_alike(segments, k: int, trans_a: bool = False, packed: bool = False) -> list:
+    """MLAS's thread segments [(n0, n1)] of one product as [(n0, n1, K block size)], neighbours
+    with the same K block size merged: their columns are computed alike (each a chain of fused
+    multiply-adds per K block, the blocks added in turn), so one call computes them together,
+    with the same bits and without a call and a copy per segment."""
+    out = []
+    for n0, n1 in segments:
+        stride = k_stride(n1 - n0, k, trans_a, packed)
+        if out and out[-1][2] == stride and out[-1][1] == n0:
+            out[-1] = (out[-1][0], n1, stride)
+        else:
+            out.append((n0, n1, stride))
     return out
 
 
@@ -300,9 +318,12 @@ def sgemm_stack(a, b, *, threads: int = 1, block_product=None, m1_transposed_b=N
         return _m1(a[0], np.moveaxis(b, 1, 0), None)[:, None, :]
     if n == 1:
         return (m1_transposed_b or _m1_transposed_b)(b[:, :, 0], a, None)[:, :, None]
+    ranges = _blocked_alike(column_segments(m, n, k, threads), k)
+    if len(ranges) == 1:
+        return _k_blocked(a, b, ranges[0][2], None, block_product)
     out = np.empty((s_, m, n), _F)
-    for n0, n1 in column_segments(m, n, k, threads):
-        out[:, :, n0:n1] = _k_blocked(a, b[:, :, n0:n1], k_stride(n1 - n0, k), None, block_product)
+    for n0, n1, stride in ranges:
+        out[:, :, n0:n1] = _k_blocked(a, b[:, :, n0:n1], stride, None, block_product)
     return out
 
 

@@ -58,7 +58,21 @@ def _conv_columns(x, win, group):
 
 
 def _mlas_conv(x, wg, win, group, threads):
-    """The products W_g @ columns in onnxruntime's order (MLAS's convolution) -> (N, G, Mg, P):
+    """The products W_g @ columns in onnxruntime's order (MLAS's convolution) -> (N, G, Mg, P)
+    (``_mlas_conv_plan`` decides how, once per shape)."""
+    return _mlas_conv_plan(x.shape, wg.shape, win, threads)(x, wg)
+
+
+def _pointwise(win) -> bool:
+    """A 1 x 1 kernel with unit strides and no padding: the columns are X itself."""
+    return (all(s == 1 for s in win.strides) and not any(win.pads_begin) and not any(win.pads_end)
+            and int(np.prod(win.kernel)) == 1)
+
+
+def _mlas_conv_plan(x_shape, wg_shape, win, threads):
+    """How ``_mlas_conv`` multiplies X of ``x_shape`` by W_g of ``wg_shape`` (G, Mg, K) over the
+    window ``win``: a function (x, wg) -> (N, G, Mg, P), settled once per shape (a session keeps
+    it in the node's cache, ``conv_sum``), in onnxruntime's order:
 
     * a 1 x 1 kernel with unit strides and no padding, or more filters than outputs: one SGEMM
       per (image, group) (``sgemm``), its columns shared between threads -- except for a 1 x 1
@@ -67,60 +81,84 @@ def _mlas_conv(x, wg, win, group, threads):
     * otherwise the outputs are shared between threads (for a single image and group) and K is
       multiplied in slices whose size follows SGEMM's rule for the thread's outputs; each output
       a chain of fused multiply-adds per slice, the slices added in turn (``conv_gemm``); a
-      single filter per group (depthwise) runs MLAS's M = 1 kernel."""
-    n = x.shape[0]
-    g, mg, k = wg.shape
+      single filter per group (depthwise) runs MLAS's M = 1 kernel.
+
+    The kernels are looked up (``K``) when the function runs, not when it is planned."""
+    n = x_shape[0]
+    g, mg, k = wg_shape
     p = int(np.prod(win.out))
-    direct = (all(s == 1 for s in win.strides) and not any(win.pads_begin) and not any(win.pads_end)
-              and int(np.prod(win.kernel)) == 1)
-    out = np.empty((n, g, mg, p), np.float32)
-    if out.size == 0 or k == 0:
-        out[...] = 0
-        return out
+    direct = _pointwise(win)
+    if n * g * mg * p == 0 or k == 0:
+        return lambda x, wg: np.zeros((n, g, mg, p), np.float32)
     if mg == 1 and not direct and len(win.kernel) == 2 and k == int(np.prod(win.kernel)):
         # depthwise 2-D: MLAS's M = 1 kernel on the taps, read from the input (the padding as
         # zeros), every (image, channel) plane in one call
         (pt, pl), (pb, pr) = win.pads_begin, win.pads_end
-        y = K.depthwise_m1_2d(x.reshape((n * g,) + x.shape[2:]), np.tile(wg[:, 0], (n, 1)),
-                              win.kernel, win.strides, win.dilations, win.out,
-                              K.sgemm_k_stride(p, k), (pt, pl, pb, pr))
-        return y.reshape(n, g, 1, p)
+        stride_k, planes = K.sgemm_k_stride(p, k), (n * g,) + tuple(x_shape[2:])
+
+        def depthwise(x, wg):
+            taps = wg[:, 0] if n == 1 else np.tile(wg[:, 0], (n, 1))
+            y = K.depthwise_m1_2d(x.reshape(planes), taps, win.kernel, win.strides,
+                                  win.dilations, win.out, stride_k, (pt, pl, pb, pr))
+            return y.reshape(n, g, 1, p)
+        return depthwise
+    macs = n * mg * p * k    # of one group: small products run on the calling thread alone
     # the register tiles: everywhere they fit the vector registers, except that with 16 of them
     # (AVX2) a pointwise convolution measured faster as MLAS's own SGEMM below (bench/conv.py)
     tiles = K.float_packed_available() or (K.float_tiles_available() and not direct)
     if mg > 1 and p > 1 and len(win.kernel) <= 2 and tiles:
         segments = _segments(n, g, mg, p, k, direct, threads)
-        if direct and all(s >= k for _, _, s in segments):
-            # a pointwise convolution whose products are one chain of fused multiply-adds each:
-            # the images are the B matrices of one stack product, read in place
-            xs = x.reshape(n, g, k, p)
-            macs = n * mg * p * k
-            if g == 1:
-                return sized_product(macs, K.batched_matmul_f32, wg[0][None], xs[:, 0])[:, None]
+        if not (direct and all(s >= k for _, _, s in segments)):
+            return lambda x, wg: _packed_conv(x, wg, win, segments)
+        # a pointwise convolution whose products are one chain of fused multiply-adds each:
+        # the images are the B matrices of one stack product, read in place
+        if g == 1:
+            return lambda x, wg: sized_product(macs, K.batched_matmul_f32, wg[0][None],
+                                               x.reshape(n, k, p))[:, None]
+
+        def pointwise_groups(x, wg):
+            xs, out = x.reshape(n, g, k, p), np.empty((n, g, mg, p), np.float32)
             for j in range(g):
                 out[:, j] = sized_product(macs // g, K.batched_matmul_f32, wg[j][None], xs[:, j])
             return out
-        return _packed_conv(x, wg, win, segments)
-    cols = _conv_columns(x, win, group)                                      # (N, G, K, P)
+        return pointwise_groups
     if mg == 1 and not direct:
-        y = K.m1_groups(np.tile(wg[:, 0], (n, 1)), cols.reshape(n * g, k, p), K.sgemm_k_stride(p, k))
-        return y.reshape(n, g, 1, p)
-    macs = n * mg * p * k    # of one group: small products run on the calling thread alone
-    for j in range(g):
-        if direct or mg > p:
-            # one SGEMM per image (MlasGemm), the images' products computed together; a
-            # pointwise convolution of several images or groups gives each (image, group)
-            # to one thread, its SGEMM unsplit
-            out[:, j] = sized_product(macs, K.sgemm_stack, wg[j], cols[:, j],
-                                      threads=1 if direct and n * g > 1 else threads)
-        elif n * g > 1:
-            # several images or groups: each image's segment is all of its outputs
-            out[:, j] = sized_product(macs, K.conv_gemm, wg[j], cols[:, j], K.sgemm_k_stride(p, k))
-        else:
-            for p0, p1 in K.conv_segments(mg, p, k, threads):
-                out[0, j, :, p0:p1] = sized_product(macs, K.conv_gemm, wg[j], cols[0, j, :, p0:p1],
-                                                    K.sgemm_k_stride(p1 - p0, k))
-    return out
+        stride_k = K.sgemm_k_stride(p, k)
+        return lambda x, wg: K.m1_groups(np.tile(wg[:, 0], (n, 1)), _conv_columns(x, win, g).reshape(
+            n * g, k, p), stride_k).reshape(n, g, 1, p)
+    if direct or mg > p:
+        # one SGEMM per image (MlasGemm), the images' products computed together; a pointwise
+        # convolution of several images or groups gives each (image, group) to one thread, its
+        # SGEMM unsplit
+        t = 1 if direct and n * g > 1 else threads
+        if g == 1:
+            return lambda x, wg: sized_product(macs, K.sgemm_stack, wg[0], _conv_columns(x, win, 1)[:, 0],
+                                               threads=t)[:, None]
+        return _per_group(n, g, mg, p, win, lambda w, cols: sized_product(macs, K.sgemm_stack, w, cols,
+                                                                           threads=t))
+    if n * g > 1:
+        # several images or groups: each image's segment is all of its outputs
+        stride_k = K.sgemm_k_stride(p, k)
+        return _per_group(n, g, mg, p, win, lambda w, cols: sized_product(macs, K.conv_gemm, w, cols,
+                                                                           stride_k))
+    segments = [(p0, p1, K.sgemm_k_stride(p1 - p0, k)) for p0, p1 in K.conv_segments(mg, p, k, threads)]
+
+    def segmented(x, wg):
+        cols, out = _conv_columns(x, win, 1), np.empty((1, 1, mg, p), np.float32)
+        for p0, p1, stride_k in segments:
+            out[0, 0, :, p0:p1] = sized_product(macs, K.conv_gemm, wg[0], cols[0, 0, :, p0:p1], stride_k)
+        return out
+    return segmented
+
+
+def _per_group(n, g, mg, p, win, product):
+    """(x, wg) -> (N, G, Mg, P) with ``product(W_g, columns of every image)`` per group."""
+    def run(x, wg):
+        cols, out = _conv_columns(x, win, g), np.empty((n, g, mg, p), np.float32)
+        for j in range(g):
+            out[:, j] = product(wg[j], cols[:, j])
+        return out
+    return run
 
 
 def _segments(n, g, mg, p, k, direct, threads):
@@ -187,8 +225,7 @@ def _mlas_conv_into(x, wg, win, group, threads, init):
     out = np.array(init, dtype=np.float32, copy=True)
     if out.size == 0 or k == 0:
         return out
-    direct = (all(s == 1 for s in win.strides) and not any(win.pads_begin) and not any(win.pads_end)
-              and int(np.prod(win.kernel)) == 1)
+    direct = _pointwise(win)
     cols = x.reshape(n, g, k, p) if direct else _conv_columns(x, win, group)
     if len(win.kernel) > 3:       # onnxruntime: im2col and one threaded SGEMM per (image, group)
         segments = [(p0, p1, 0) for p0, p1 in K.sgemm_column_segments(mg, p, k, threads)]
@@ -205,7 +242,41 @@ def conv_sum(x, w, b=None, z=None, *, auto_pad="NOTSET", dilations=None, group=1
              kernel_shape=None, pads=None, strides=None, ctx=None, name="Conv"):
     """Conv's Y, plus ``z`` (of Y's shape) when given: ``z`` + the product + B, in onnxruntime's
     order (the product accumulated into z, then B added). The body of Conv and of
-    com.microsoft FusedConv (before its activation)."""
+    com.microsoft FusedConv (before its activation).
+
+    In a session the checks, the window and the product's plan are settled once per input
+    shape and kept in the node's cache (``ctx.cache["conv"]``): a node run again on the same
+    shapes goes straight to its kernels."""
+    key = (x.shape, x.dtype, w.shape, w.dtype, None if b is None else b.shape,
+           None if z is None else z.shape)
+    hit = ctx.cache.get("conv") if ctx is not None else None
+    if hit is not None and hit[0] == key:
+        _, win, ct, product = hit
+    else:
+        win, ct, product = _conv_plan(x, w, b, z, auto_pad, dilations, group, kernel_shape, pads,
+                                      strides, ctx, name)
+        if ctx is not None:
+            ctx.cache["conv"] = (key, win, ct, product)
+    n, m = x.shape[0], w.shape[0]
+    wg = w.astype(ct, copy=False).reshape(group, m // group, -1)     # (G, Mg, Cg*K)
+    if product is not None:
+        y = product(x, wg).reshape((n, m) + win.out)
+    elif x.dtype == np.float32 and w.dtype == np.float32 and (ctx is None or ctx.numerics != "spec"):
+        init = z.astype(np.float32, copy=False).reshape(n, group, m // group, -1)
+        y = _mlas_conv_into(x, wg, win, group, ort_threads(ctx), init).reshape((n, m) + win.out)
+    else:
+        cols = _conv_columns(x.astype(ct, copy=False), win, group)   # (N, G, Cg*K, P)
+        y = np.matmul(wg, cols).reshape((n, m) + win.out)
+        if z is not None:
+            y += z.astype(ct, copy=False)
+    if b is not None:
+        y += b.astype(ct, copy=False).reshape((m,) + (1,) * len(win.kernel))
+    return y.astype(x.dtype, copy=False)
+
+
+def _conv_plan(x, w, b, z, auto_pad, dilations, group, kernel_shape, pads, strides, ctx, name):
+    """``conv_sum``'s checks of its inputs' shapes, and what depends on nothing else: (the
+    window, the compute dtype, the float32 product's plan ``_mlas_conv_plan`` or None)."""
     _check_conv_inputs(x, w, group, name)
     n, c = x.shape[:2]
     m = w.shape[0]
@@ -220,23 +291,12 @@ def conv_sum(x, w, b=None, z=None, *, auto_pad="NOTSET", dilations=None, group=1
     if z is not None and z.shape != (n, m) + win.out:
         raise ValueError(f"{name}: Z (the fused sum) must have the output's shape "
                          f"{[n, m, *win.out]}, got {list(z.shape)}")
-    ct = compute_dtype(x.dtype)
-    wg = w.astype(ct, copy=False).reshape(group, m // group, -1)     # (G, Mg, Cg*K)
-    if x.dtype == np.float32 and w.dtype == np.float32 and (ctx is None or ctx.numerics != "spec"):
-        if z is None:
-            y = _mlas_conv(x, wg, win, group, ort_threads(ctx))
-        else:
-            init = z.astype(np.float32, copy=False).reshape(n, group, m // group, -1)
-            y = _mlas_conv_into(x, wg, win, group, ort_threads(ctx), init)
-        y = y.reshape((n, m) + win.out)
-    else:
-        cols = _conv_columns(x.astype(ct, copy=False), win, group)   # (N, G, Cg*K, P)
-        y = np.matmul(wg, cols).reshape((n, m) + win.out)
-        if z is not None:
-            y += z.astype(ct, copy=False)
-    if b is not None:
-        y += b.astype(ct, copy=False).reshape((m,) + (1,) * len(kernel))
-    return y.astype(x.dtype, copy=False)
+    product = None
+    if (x.dtype == np.float32 and w.dtype == np.float32 and z is None
+            and (ctx is None or ctx.numerics != "spec")):
+        k = (c // group) * int(np.prod(kernel))
+        product = _mlas_conv_plan(x.shape, (group, m // group, k), win, ort_threads(ctx))
+    return win, compute_dtype(x.dtype), product
 
 
 @op("Conv", since=(1, 11, 22))

@@ -237,6 +237,26 @@ def test_conv_group_mismatch_is_a_clear_error():
         call("Conv", rnd(1, 3, 5, 5), rnd(4, 1, 3, 3), group=2)
 
 
+@pytest.mark.parametrize("kernel,group,attrs", [
+    (3, 1, {"pads": [1, 1, 1, 1]}), (3, 8, {"pads": [1, 1, 1, 1], "strides": [2, 2]}),
+    (1, 1, {}), (1, 2, {})], ids=["3x3", "depthwise", "pointwise", "pointwise-groups"])
+def test_conv_session_keeps_one_plan_per_shape(kernel, group, attrs):
+    # a session settles a Conv's window and product once per input shape (the node's cache):
+    # runs on changing shapes, and back, must each give what a fresh call computes
+    w, b = rnd(8, 8 // group, kernel, kernel), rnd(8)
+    node = helper.make_node("Conv", ["x", "w", "b"], ["y"], group=group, **attrs)
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["n", 8, "h", "w"])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
+        [onnx.numpy_helper.from_array(w, "w"), onnx.numpy_helper.from_array(b, "b")])
+    sess = refrt.InferenceSession(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    for shape in [(1, 8, 12, 12), (2, 8, 9, 7), (1, 8, 1, 1), (1, 8, 12, 12), (3, 8, 5, 16)]:
+        x = rnd(*shape)
+        got = sess.run(None, {"x": x})[0]
+        want = call("Conv", x, w, b, group=group, kernel_shape=[kernel, kernel], **attrs)
+        assert got.shape == want.shape and np.array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
 def test_group_norm_18_takes_one_scale_per_group():
     x = rnd(2, 4, 3)
     g18 = call("GroupNormalization", x, np.array([2, 3], np.float32),
