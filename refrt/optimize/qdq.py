@@ -764,6 +764,11 @@ def fuse_qdq(model: onnx.ModelProto, blobs: dict | None = None,
     ``session.x64quantprecision=1`` on a CPU whose u8 x s8 products saturate)."""
     from ..graph.required_ops import since_version
 
+    if any((is_op(n, Q_OP) or is_op(n, DQ_OP)) and (len(n.input) < 2 or not n.input[1] or not n.output)
+           for n in model.graph.node):
+        # a Q or DQ without its scale (or output) is malformed: left as it is, for the planner
+        # to name the node at fault
+        return Result(model, Counter())
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     g = _Graph(model, blobs, lambda n: since_version(n.op_type, n.domain, opset))
     for n in g.nodes:       # a Q's output type is its zero point's

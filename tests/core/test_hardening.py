@@ -342,3 +342,22 @@ def test_a_model_nested_too_deep_is_a_model_error():
     model = _varint(1 << 3) + _varint(8) + _field(7, graph) + _field(8, _field(2, b"") + _varint(2 << 3) + _varint(17))
     with pytest.raises(ModelError):
         refrt.InferenceSession(model)
+
+
+@pytest.mark.parametrize("tail", ["Relu", "Clip"])
+def test_a_q_without_its_scale_is_a_model_error_naming_the_node(tail):
+    # the QDQ fusion at session creation read the scale of the Q after a DQ -> Conv -> Relu unit
+    # without checking it was there (an IndexError, found by the mutation fuzzer): now the
+    # planner names the node at fault
+    s, zp = numpy_helper.from_array(np.float32(0.1), "s"), numpy_helper.from_array(np.uint8(128), "zp")
+    w = numpy_helper.from_array(np.full((2, 1, 1, 1), 3, np.uint8), "w")
+    nodes = [helper.make_node("DequantizeLinear", ["x", "s", "zp"], ["xf"]),
+             helper.make_node("DequantizeLinear", ["w", "s", "zp"], ["wf"]),
+             helper.make_node("Conv", ["xf", "wf"], ["c"]),
+             helper.make_node(tail, ["c"], ["r"]),
+             helper.make_node("QuantizeLinear", ["r"], ["q"], name="broken")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", T.UINT8, [1, 1, 2, 2])],
+                          [helper.make_tensor_value_info("q", T.UINT8, None)], [s, zp, w])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(ModelError, match="broken"):
+        refrt.InferenceSession(model.SerializeToString())
