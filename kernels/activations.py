@@ -22,7 +22,7 @@ from . import vec as V
 from .fma import fma32
 from .mathf import bits_of, float_of, fma, wrap_int32
 
-__all__ = ["mlas_logistic", "mlas_tanh", "logistic_f32", "tanh_f32", "exp_f32", "log_f32"]
+__all__ = ["mlas_logistic", "mlas_tanh", "logistic_f32", "tanh_f32", "exp_f32", "log_f32", "clamp_f32"]
 
 _F32 = np.float32
 
@@ -112,12 +112,18 @@ def _kernel(which, x, out):
             V.store_first(out, i, end - i, _apply(which, V.load_first(x, i, end - i, _ZERO)))
 
 
+# The kernels again without the parallel region, for arrays of a few tasks: entering a parallel
+# region costs about 3 µs even on one thread, as much as the work on 1024 elements.
+_FEW = 4 * _BLOCK
+_kernel_serial = njit(cache=True)(_kernel.py_func)
+
+
 def _run(which: int, x) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     flat = np.ascontiguousarray(x).reshape(-1)
     out = np.empty_like(flat)
     if flat.size:
-        _kernel(which, flat, out)
+        (_kernel_serial if flat.size <= _FEW else _kernel)(which, flat, out)
     return out.reshape(x.shape)
 
 
@@ -129,6 +135,41 @@ def logistic_f32(x) -> np.ndarray:
 def tanh_f32(x) -> np.ndarray:
     """onnxruntime's float32 Tanh, element-wise, as a new float32 array of x's shape."""
     return _run(1, x)
+
+
+# --------------------------------------------------------------------------- clamps
+
+@njit(cache=True, parallel=True)
+def _clamp_kernel(x, out, lo, hi, scale, shift, affine):
+    """out = x (or the rounded x * scale, then + shift, rounded) raised to lo where below it,
+    then lowered to hi where above it; NaN and values equal to a bound (-0 against 0) kept."""
+    n = x.shape[0]
+    for b in prange((n + _BLOCK - 1) // _BLOCK):
+        for i in range(b * _BLOCK, min(n, b * _BLOCK + _BLOCK)):
+            v = x[i]
+            if affine:
+                v = v * scale + shift
+            v = lo if v < lo else v
+            out[i] = hi if v > hi else v
+
+
+_clamp_serial = njit(cache=True)(_clamp_kernel.py_func)
+
+
+def clamp_f32(x, lo, hi, scale=None, shift=None) -> np.ndarray:
+    """float32 element-wise min(max(v, lo), hi) as MLAS's activations and onnxruntime's Relu and
+    Clip compute it: a value is replaced only where it is strictly below ``lo`` (then above
+    ``hi``), so NaN passes and -0 stays -0 against a bound of 0 (NumPy's maximum gives +0).
+    With ``scale`` and ``shift``, v = x * scale + shift first (a rounded product, then a rounded
+    sum: HardSigmoid). A new array of x's shape."""
+    x = np.asarray(x, dtype=np.float32)
+    flat = np.ascontiguousarray(x).reshape(-1)
+    out = np.empty_like(flat)
+    if flat.size:
+        affine = scale is not None
+        (_clamp_serial if flat.size <= _FEW else _clamp_kernel)(flat, out, _F32(lo), _F32(hi), _F32(scale if affine else 1),
+                      _F32(shift if affine else 0), affine)
+    return out.reshape(x.shape)
 
 
 # --------------------------------------------------------------------------- exp

@@ -386,6 +386,17 @@ def tanh_f32_twin(x):
     return mlas_tanh(x)
 
 
+def clamp_f32_twin(x, lo, hi, scale=None, shift=None):
+    """float32 min(max(v, lo), hi), a value replaced only where strictly beyond a bound (NaN and
+    -0 against 0 kept); v = x * scale + shift first when given (``activations.clamp_f32``)."""
+    f = np.float32
+    v = np.asarray(x, f)
+    if scale is not None:
+        v = v * f(scale) + f(shift)
+    v = np.where(v < f(lo), f(lo), v)
+    return np.where(v > f(hi), f(hi), v).astype(f)
+
+
 def batched_matmul_f32_twin(a, b):
     """a [..., M, K] @ b [..., K, N] (batch axes broadcast), each output the fused multiply-add
     over k in order from 0: c = fma(a[m, k], b[k, n], c), one rounding per step."""
@@ -561,7 +572,7 @@ def scale_add_softmax_rows_twin(x, c, divide, mask, wide=False):
 __all__ += ["pack_b_twin", "gemm_int8_scaled_twin", "ScaledGemmTwin", "pack_conv_weights_twin",
             "conv_int8_packed_twin", "conv_integer_s8u8_avx2_saturating_twin", "pack_blockwise_b_twin",
             "checked_dynamic_quantize_linear_twin", "gelu_erf_f32_twin", "logistic_f32_twin",
-            "tanh_f32_twin", "batched_matmul_f32_twin", "pack_b_f32_twin", "PlainF32", "matmul_packed_f32_twin",
+            "tanh_f32_twin", "clamp_f32_twin", "batched_matmul_f32_twin", "pack_b_f32_twin", "PlainF32", "matmul_packed_f32_twin",
             "add_layer_norm_rows_twin", "scale_add_softmax_rows_twin"]
 
 

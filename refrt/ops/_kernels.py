@@ -61,6 +61,7 @@ KERNELS = {
     "tanh_f32": ("activations.tanh_f32", "tanh_f32_twin"),
     "exp_f32": ("activations.exp_f32", "exp_f32_twin"),
     "log_f32": ("activations.log_f32", "log_f32_twin"),
+    "clamp_f32": ("activations.clamp_f32", "clamp_f32_twin"),
     # float32 matrix products (kernels/fgemm.py); packed_available asks the CPU, not arithmetic
     "batched_matmul_f32": ("fgemm.batched_matmul_f32", "batched_matmul_f32_twin"),
     "sgemm": ("sgemm.sgemm", "sgemm_twin"),

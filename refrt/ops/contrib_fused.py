@@ -31,7 +31,7 @@ import numpy as np
 from ..registry import op
 from . import elementwise as _ew
 from ._common import compute_dtype, f32, ort_threads, pool_window, window_taps
-from ._kernels import K, sized_product
+from ._kernels import K, sized_product, sized_threads
 from .conv import conv_sum
 from .nn import _mlas_float, _mlas_matmul, _mlas_packed, sgemm_scaled
 from .nn import gemm as _onnx_gemm
@@ -74,6 +74,11 @@ def mlas_activation(y, kind, params, ctx=None):
     if kind is None:
         return y
     zero, one = _F32(0), _F32(1)
+    if y.dtype == np.float32 and kind in ("Relu", "Clip", "HardSigmoid"):
+        # the same comparisons in one pass (kernels.activations.clamp_f32)
+        lo, hi, affine = {"Relu": (zero, np.inf, ()), "Clip": (*params, ()),
+                          "HardSigmoid": (zero, one, params)}[kind]
+        return sized_threads(y.size, K.clamp_f32, y, lo, hi, *affine)
     if kind == "Relu":
         return np.where(zero > y, zero, y)
     if kind == "LeakyRelu":

@@ -561,9 +561,20 @@ def isinf(x, *, detect_negative=1, detect_positive=1):
 
 # ---------------------------------------------------------------- activations
 
+def _ort_f32(x, ctx) -> bool:
+    """float32 in the "ort" numerics (where a kernel computes as onnxruntime does)."""
+    return x.dtype == np.float32 and (ctx is None or ctx.numerics != "spec")
+
+
 @op("Relu", since=(1, 6, 13, 14))
-def relu(x, *, consumed_inputs=None):
-    """Y = max(0, X)"""
+def relu(x, *, consumed_inputs=None, ctx=None):
+    """Y = max(0, X)
+
+    float32 in "ort" numerics: as onnxruntime computes it, X kept unless below 0
+    (``kernels.activations.clamp_f32``: Relu(-0) is -0, NaN stays NaN); otherwise NumPy's
+    maximum (which gives +0 for -0)."""
+    if _ort_f32(x, ctx):
+        return sized_threads(x.size, K.clamp_f32, x, 0, np.inf)
     return _unary(lambda v: np.maximum(v, 0), x)
 
 
@@ -644,8 +655,14 @@ def sigmoid(x, *, consumed_inputs=None, ctx=None):
 
 
 @op("HardSigmoid", since=(1, 6, 22))
-def hard_sigmoid(x, *, alpha=f32(0.2), beta=0.5, consumed_inputs=None):
-    """Y = max(0, min(1, alpha * X + beta))"""
+def hard_sigmoid(x, *, alpha=f32(0.2), beta=0.5, consumed_inputs=None, ctx=None):
+    """Y = max(0, min(1, alpha * X + beta))
+
+    alpha * X and + beta each rounded to float32 (no fused multiply-add), as onnxruntime
+    computes it; float32 in "ort" numerics by ``kernels.activations.clamp_f32`` (a value equal
+    to a bound kept, as there)."""
+    if _ort_f32(x, ctx):
+        return sized_threads(x.size, K.clamp_f32, x, 0, 1, alpha, beta)
     return _unary(lambda v: np.clip(alpha * v + beta, 0, 1), x)
 
 
@@ -743,37 +760,51 @@ def shrink(x, *, bias=0.0, lambd=0.5):
 
 # ---------------------------------------------------------------- Clip
 
-def _clip(x, lo, hi):
-    """min(max(X, lo), hi); a bound of None is absent. With lo > hi every value becomes hi."""
+def _clip(x, lo, hi, ctx=None):
+    """min(max(X, lo), hi); a bound of None is absent. With lo > hi every value becomes hi.
+
+    float32 in "ort" numerics: as onnxruntime computes it, a value replaced only where strictly
+    beyond a bound (``kernels.activations.clamp_f32``: -0 stays -0 against a bound of 0, NaN
+    stays NaN), an absent bound being float32's lowest or largest finite value (so -inf becomes
+    -3.4028235e38 without a min); elsewhere, and for a NaN bound, NumPy's maximum and minimum."""
     dt = compute_dtype(x.dtype)
+    bounds = []
+    for bound, name in ((lo, "min"), (hi, "max")):
+        if bound is not None:
+            bound = np.asarray(bound)
+            if bound.size != 1:
+                raise ValueError(f"Clip's {name} must be a scalar, got shape {bound.shape}")
+            bound = bound.reshape(()).astype(dt)
+        bounds.append(bound)
+    lo, hi = bounds
+    if _ort_f32(x, ctx) and not any(b is not None and np.isnan(b) for b in bounds):
+        top = np.finfo(np.float32).max
+        return sized_threads(x.size, K.clamp_f32, x, -top if lo is None else lo,
+                             top if hi is None else hi)
     y = x.astype(dt)  # a copy even without bounds: the output never aliases the input
-    for bound, fn, name in ((lo, np.maximum, "min"), (hi, np.minimum, "max")):
-        if bound is None:
-            continue
-        bound = np.asarray(bound)
-        if bound.size != 1:
-            raise ValueError(f"Clip's {name} must be a scalar, got shape {bound.shape}")
-        y = fn(y, bound.reshape(()).astype(dt))
+    for bound, fn in ((lo, np.maximum), (hi, np.minimum)):
+        if bound is not None:
+            y = fn(y, bound)
     return _result(y, x.dtype)
 
 
 @op("Clip", since=1)
-def clip_1(x, *, min=None, max=None, consumed_inputs=None):  # noqa: A002
+def clip_1(x, *, min=None, max=None, consumed_inputs=None, ctx=None):  # noqa: A002
     """Y = min(max(X, min), max); an absent bound does not clip"""
-    return _clip(x, min, max)
+    return _clip(x, min, max, ctx)
 
 
 @op("Clip", since=6)
 def clip_6(x, *, min=-float(np.finfo(np.float32).max),  # noqa: A002
-           max=float(np.finfo(np.float32).max)):
+           max=float(np.finfo(np.float32).max), ctx=None):
     """Y = min(max(X, min), max), the bounds being float attributes"""
-    return _clip(x, min, max)
+    return _clip(x, min, max, ctx)
 
 
 @op("Clip", since=(11, 12, 13))
-def clip(x, min=None, max=None):  # noqa: A002
+def clip(x, min=None, max=None, *, ctx=None):  # noqa: A002
     """Y = min(max(X, min), max), the bounds being optional scalar inputs"""
-    return _clip(x, min, max)
+    return _clip(x, min, max, ctx)
 
 
 # ---------------------------------------------------------------- Cast, CastLike, BitCast

@@ -621,6 +621,58 @@ def test_sigmoid_and_tanh_ops_are_onnxruntimes_bits_in_ort_numerics(op):
         assert ours[-8] == 0.0 and 1e-8 < spec[-8] < 1.2e-8
 
 
+# --------------------------------------------------------------------------- Relu, Clip, HardSigmoid
+
+CLAMP_EDGES = np.array([np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0, 1.0, -1.0, 6.0, 6.000001,
+                        -2.5, 2.5, 1e-45, -1e-45, 3e38, -3e38], np.float32)
+
+
+def test_clamp_kernel_matches_its_twin_bit_for_bit():
+    A = importlib.import_module(K.__name__ + ".activations")
+    rng = np.random.default_rng(8)
+    bits = rng.integers(0, 2 ** 32, 50_000, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    for x in (bits, CLAMP_EDGES, (rng.standard_normal(4097) * 4).astype(np.float32), CLAMP_EDGES[:3],
+              np.zeros((2, 0), np.float32)):
+        for args in ((0, np.inf), (-1, 2), (np.float32(-0.0), 6), (0, 1, 0.2, 0.5), (3, -3),
+                     (-np.inf, np.inf, np.float32(1 / 6), 0.5), (np.nan, 1)):
+            got = A.clamp_f32(x, *args)
+            assert got.shape == x.shape and same_bits(got, T.clamp_f32_twin(x, *args)), args
+    x = CLAMP_EDGES.copy()
+    y = A.clamp_f32(x, 0, np.inf)       # a value equal to the bound is kept: Relu(-0) is -0
+    assert np.signbit(y[5]) and np.isnan(y[0]) and y[3] == 0 and same_bits(x, CLAMP_EDGES)
+
+
+@pytest.mark.parametrize("op,attrs,bounds", [
+    ("Relu", {}, ()), ("HardSigmoid", {"alpha": 0.2, "beta": 0.5}, ()),
+    ("HardSigmoid", {"alpha": 1 / 6, "beta": -0.0}, ()), ("Clip", {}, (0.0, 6.0)),
+    ("Clip", {}, (-0.0, 1.0)), ("Clip", {}, (None, 0.0)), ("Clip", {}, (2.0, -2.0))],
+    ids=["relu", "hardsigmoid", "hardsigmoid-neg-zero-beta", "relu6", "clip-neg-zero", "clip-max-only",
+         "clip-min-above-max"])
+def test_relu_clip_hard_sigmoid_are_onnxruntimes_bits(op, attrs, bounds):
+    # onnxruntime keeps a value equal to a bound (Relu(-0) is -0; NumPy's maximum gives +0) and
+    # NaN; refrt's "ort" numerics do the same
+    from onnx import TensorProto, helper, numpy_helper
+
+    from refrt import InferenceSession
+
+    from ort_helpers import ort_session
+
+    rng = np.random.default_rng(9)
+    x = np.concatenate([(rng.standard_normal(300_000) * 4).astype(np.float32), CLAMP_EDGES])
+    names = ["x"] + [n if v is not None else "" for n, v in zip(("lo", "hi"), bounds)]
+    inits = [numpy_helper.from_array(np.array(v, np.float32), n)
+             for n, v in zip(names[1:], bounds) if v is not None]
+    g = helper.make_graph([helper.make_node(op, names, ["y"], **attrs)], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    for part in (x, x[-40:]):           # the parallel kernel and the one for a few elements
+        expected = ort_session(model).run(None, {"x": part})[0]
+        got = InferenceSession(model).run(None, {"x": part})[0]
+        assert same_float_bits(got, expected)
+    assert same_bits(x[-len(CLAMP_EDGES):], CLAMP_EDGES)       # the input is not changed
+
+
 # --------------------------------------------------------------------------- float32 exp (MLAS)
 
 @MLAS_ONLY
