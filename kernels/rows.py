@@ -64,7 +64,7 @@ from .vec import (
 )
 
 __all__ = ["layer_norm_rows", "add_layer_norm_rows", "softmax_rows", "scale_add_softmax_rows",
-           "global_average_rows", "eigen_row_sums", "row_view", "LANES", "MLAS_EXP"]
+           "global_average_rows", "eigen_row_sums", "window_column_sums_2d", "row_view", "LANES", "MLAS_EXP"]
 
 _F = np.float32
 _ONE = _F(1.0)
@@ -492,6 +492,84 @@ def window_sums_2d(x, kernel, strides, dilations, pads_begin, out_shape) -> np.n
     if out.size:
         _window_sums_kernel(x, out, kernel[0], kernel[1], strides[0], strides[1], dilations[0],
                             dilations[1], pads_begin[0], pads_begin[1])
+    return out
+
+
+@njit(inline="always")
+def _column_cells(col, c0, ow, xf, row, i, h, w, j0, sw, inside, first):
+    """col[c0 + b] = (col[c0 + b] +) the cell of row i, column b * sw + j0 of the plane starting
+    at xf[row], for every output b < ow of the row; a cell outside the plane counts as +0 (added,
+    as MLAS adds its padding). ``inside``: the outputs [b0, b1) whose column is in the plane.
+    Flat arrays and offsets: no array views in the loop."""
+    zero = np.float32(0.0)
+    b0, b1 = ow, ow
+    if 0 <= i < h:
+        b0, b1 = inside
+    start = row + i * w + j0
+    # the cells inside as views indexed from 0 (so the loops vectorize, without Numba's check
+    # for negative indices)
+    dst = col[c0 + b0:c0 + b1]
+    for b in range(b0):
+        col[c0 + b] = zero if first else col[c0 + b] + zero
+    if b1 > b0 and sw == 1:
+        _row_into(dst, xf[start + b0:start + b1], first)       # contiguous: vectorized
+    elif b1 > b0:
+        _row_into(dst, xf[start + b0 * sw:start + (b1 - 1) * sw + 1:sw], first)
+    for b in range(b1, ow):
+        col[c0 + b] = zero if first else col[c0 + b] + zero
+
+
+@njit(inline="always")
+def _row_into(dst, src, first):
+    """dst = src (first) or dst += src, element by element."""
+    if first:
+        for b in range(dst.shape[0]):
+            dst[b] = src[b]
+    else:
+        for b in range(dst.shape[0]):
+            dst[b] += src[b]
+
+
+@njit(cache=True, parallel=True)
+def _window_column_sums_kernel(xf, outf, planes, h, w, oh, ow, kh, kw, sh, sw, pt, pl):
+    """outf, flat [planes, OH, OW]: per output row, window column v's cells summed down the
+    kernel's rows into a scratch row (into the output itself for v = 0), then added to the
+    output."""
+    inside = np.empty((kw, 2), np.int64)       # per window column: outputs reading inside
+    for v in range(kw):
+        j0 = v - pl
+        b0 = min(ow, max(0, (-j0 + sw - 1) // sw))
+        inside[v, 0], inside[v, 1] = b0, max(b0, min(ow, (w - j0 + sw - 1) // sw))
+    rows = max(1, min(oh, 4096 // max(1, ow)))        # output rows per task
+    per_plane = (oh + rows - 1) // rows
+    for t in prange(planes * per_plane):
+        p, a0 = t // per_plane, (t % per_plane) * rows
+        col = np.empty(ow, np.float32)
+        for a in range(a0, min(oh, a0 + rows)):
+            o0 = (p * oh + a) * ow
+            for u in range(kh):
+                _column_cells(outf, o0, ow, xf, p * h * w, a * sh - pt + u, h, w, -pl, sw,
+                              (inside[0, 0], inside[0, 1]), u == 0)
+            for v in range(1, kw):
+                for u in range(kh):
+                    _column_cells(col, 0, ow, xf, p * h * w, a * sh - pt + u, h, w, v - pl, sw,
+                                  (inside[v, 0], inside[v, 1]), u == 0)
+                total = outf[o0:o0 + ow]
+                for b in range(ow):
+                    total[b] += col[b]
+
+
+def window_column_sums_2d(x, kernel, strides, pads_begin, out_shape) -> np.ndarray:
+    """Per output position of a 2-D pooling window (no dilation) over float32 x [planes, H, W],
+    the window's sum in the order of MLAS's vectorized pooling kernel: each window column summed
+    down the kernel's rows (from its first cell), then the column sums left to right; cells in
+    the padding count as 0 -> [planes, OH, OW]."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    out = np.empty((x.shape[0],) + tuple(out_shape), np.float32)
+    if out.size:
+        _window_column_sums_kernel(x.reshape(-1), out.reshape(-1), x.shape[0], x.shape[1], x.shape[2],
+                                   out.shape[1], out.shape[2], kernel[0], kernel[1], strides[0],
+                                   strides[1], pads_begin[0], pads_begin[1])
     return out
 
 

@@ -729,6 +729,23 @@ def window_sums_2d_twin(x, kernel, strides, dilations, pads_begin, out_shape):
     return total
 
 
+def window_column_sums_2d_twin(x, kernel, strides, pads_begin, out_shape):
+    """``rows.window_column_sums_2d``: the input zero-padded; per window column v, its taps added
+    down the rows one after the other, then the columns' sums added left to right."""
+    x = np.asarray(x, np.float32)
+    (kh, kw), (sh, sw), (pt, pl), (oh, ow) = kernel, strides, pads_begin, out_shape
+    pb = max(0, (oh - 1) * sh + kh - pt - x.shape[1])
+    pr = max(0, (ow - 1) * sw + kw - pl - x.shape[2])
+    xp = np.pad(x, [(0, 0), (pt, pb), (pl, pr)])
+    total = None
+    for v in range(kw):
+        column = _tap(xp, 0, v, strides, (1, 1), out_shape)
+        for u in range(1, kh):
+            column = column + _tap(xp, u, v, strides, (1, 1), out_shape)
+        total = column if total is None else total + column
+    return np.array(total, np.float32)
+
+
 def eigen_row_sums_twin(x, offsets):
     """``rows.eigen_row_sums``, with NumPy operations over the rows of one alignment at a time."""
     x = np.asarray(x, np.float32)
@@ -766,7 +783,7 @@ def eigen_row_sums_twin(x, offsets):
     return out
 
 
-__all__ += ["global_average_rows_twin", "eigen_row_sums_twin"]
+__all__ += ["global_average_rows_twin", "eigen_row_sums_twin", "window_column_sums_2d_twin"]
 
 
 def log_f32_twin(x):

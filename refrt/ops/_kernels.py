@@ -89,6 +89,7 @@ KERNELS = {
     "softmax_rows": ("rows.softmax_rows", "softmax_rows_twin"),
     "global_average_rows": ("rows.global_average_rows", "global_average_rows_twin"),
     "window_sums_2d": ("rows.window_sums_2d", "window_sums_2d_twin"),
+    "window_column_sums_2d": ("rows.window_column_sums_2d", "window_column_sums_2d_twin"),
     "eigen_row_sums": ("rows.eigen_row_sums", "eigen_row_sums_twin"),
     "scale_add_softmax_rows": ("rows.scale_add_softmax_rows", "scale_add_softmax_rows_twin"),
 }

@@ -102,12 +102,19 @@ def average_pool(x, *, auto_pad="NOTSET", ceil_mode=0, count_include_pad=0, dila
             and not _mlas_window_order(x, win, count_include_pad, ceil_mode, ctx)):
         # onnxruntime's generic loops: each window row by row, the padding skipped
         n, c = x.shape[:2]
-        total = K.window_sums_2d(x.reshape((n * c,) + x.shape[2:]), win.kernel, win.strides,
-                                 win.dilations, win.pads_begin, win.out)
+        total = sized_threads(x.size, K.window_sums_2d, x.reshape((n * c,) + x.shape[2:]), win.kernel,
+                              win.strides, win.dilations, win.pads_begin, win.out)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return total.reshape((n, c) + win.out) / counts.astype(np.float32)
+    mlas_order = _mlas_window_order(x, win, count_include_pad, ceil_mode, ctx)
+    if mlas_order and len(win.kernel) == 2:
+        n, c = x.shape[:2]
+        total = sized_threads(x.size, K.window_column_sums_2d, x.reshape((n * c,) + x.shape[2:]),
+                              win.kernel, win.strides, win.pads_begin, win.out)
         with np.errstate(invalid="ignore", divide="ignore"):
             return total.reshape((n, c) + win.out) / counts.astype(np.float32)
     taps = window_taps(x.astype(ct, copy=False), win, 0)          # (K, N, C, *out), row major
-    if _mlas_window_order(x, win, count_include_pad, ceil_mode, ctx):
+    if mlas_order:
         width = win.kernel[-1]
         columns = _sum_in_order(taps.reshape((len(taps) // width, width) + taps.shape[1:]))
         total = _sum_in_order(columns)                                        # then across

@@ -350,3 +350,16 @@ def test_window_sums_match_their_twin():
         got = SG_ROWS.window_sums_2d(x, kernel, strides, dilations, pads, out)
         assert _same(got, T.window_sums_2d_twin(x, kernel, strides, dilations, pads, out))
     assert not np.signbit(SG_ROWS.window_sums_2d(x, (2, 2), (1, 1), (1, 1), (0, 0), (8, 10))[0, 0, 0])
+
+
+def test_window_column_sums_match_their_twin():
+    # MLAS's order: each window column down the rows from its first cell, then the columns
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((3, 9, 11)).astype(F)
+    x[0, :4, :4] = -0.0
+    for kernel, strides, pads, out in [((3, 3), (1, 1), (1, 1), (9, 11)), ((2, 3), (2, 1), (0, 2), (4, 13)),
+                                       ((4, 4), (3, 3), (2, 2), (5, 5)), ((1, 1), (1, 1), (0, 0), (9, 11)),
+                                       ((3, 3), (2, 2), (0, 0), (5, 6))]:   # the last: a ceil_mode overhang
+        got = SG_ROWS.window_column_sums_2d(x, kernel, strides, pads, out)
+        assert _same(got, T.window_column_sums_2d_twin(x, kernel, strides, pads, out))
+    assert np.signbit(SG_ROWS.window_column_sums_2d(x, (2, 2), (1, 1), (0, 0), (8, 10))[0, 0, 0])
