@@ -37,6 +37,7 @@ SECTIONS = [
     ("end_to_end", "4. End to end"),
     ("dispatch", "5. Per-node dispatch overhead"),
     ("small_models", "5b. Small models with many nodes (speech RNN, Constant nodes)"),
+    ("conv_models", "5c. Conv-heavy models (MobileNet-style, FP32 and static INT8)"),
     ("startup", "6. Start-up"),
     ("restricted", "6b. Restricted sessions (reduced-operator config)"),
     ("float_ops", "7. Float ops in onnxruntime's order (\"ort\" numerics)"),

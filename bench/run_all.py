@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPTS = ["gemm", "avx2_yardstick", "conv", "quantize", "end_to_end", "dispatch", "small_models", "startup", "restricted", "float_ops"]
+SCRIPTS = ["gemm", "avx2_yardstick", "conv", "quantize", "end_to_end", "dispatch", "small_models", "conv_models", "startup", "restricted", "float_ops"]
 
 
 def main(argv=None):
