@@ -63,6 +63,63 @@ def _quantize_value(q, lo, hi, zp, qmin):
 
 # --------------------------------------------------------------------------- quantize
 
+_FLAT_BLOCK = 4096      # elements per task of the per-tensor kernels
+
+
+# Per tensor, with 8- and 16-bit values, the integer steps are done in float32 and exactly (every
+# value involved is an integer below 2^18): float32 <-> int32 conversions vectorize on AVX2,
+# conversions to and from int64 (what the general kernels use) do not.
+
+@njit(inline="always")
+def _quantize_block(xf, s, zf, lo, hi, q0, outf, b):
+    xr = xf[b * _FLAT_BLOCK:(b + 1) * _FLAT_BLOCK]      # views indexed from 0: vectorized
+    yr = outf[b * _FLAT_BLOCK:(b + 1) * _FLAT_BLOCK]
+    for i in range(xr.shape[0]):
+        q = xr[i] / s
+        c = lo if q < lo else q
+        c = hi if c > hi else c
+        v = np.rint(c) + zf                 # an integer in [qmin, qmax], exact
+        yr[i] = np.int32(q0 if q != q else v)
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def _quantize_flat_kernel(xf, s, z, qmin, qmax, outf):
+    """Per tensor: outf = clamp(rint(xf / s), qmin - z, qmax - z) + z, NaN -> qmin, over the flat
+    arrays in blocks of _FLAT_BLOCK (one parallel task each)."""
+    lo, hi = np.float32(qmin - z), np.float32(qmax - z)
+    for b in prange((xf.shape[0] + _FLAT_BLOCK - 1) // _FLAT_BLOCK):
+        _quantize_block(xf, s, np.float32(z), lo, hi, np.float32(qmin), outf, b)
+
+
+@njit(cache=True, error_model="numpy")
+def _quantize_flat_serial(xf, s, z, qmin, qmax, outf):
+    """``_quantize_flat_kernel`` without a parallel region (a few blocks)."""
+    lo, hi = np.float32(qmin - z), np.float32(qmax - z)
+    for b in range((xf.shape[0] + _FLAT_BLOCK - 1) // _FLAT_BLOCK):
+        _quantize_block(xf, s, np.float32(z), lo, hi, np.float32(qmin), outf, b)
+
+
+@njit(inline="always")
+def _dequantize_block(xf, s, zf, outf, b):
+    xr = xf[b * _FLAT_BLOCK:(b + 1) * _FLAT_BLOCK]
+    yr = outf[b * _FLAT_BLOCK:(b + 1) * _FLAT_BLOCK]
+    for i in range(xr.shape[0]):
+        yr[i] = (np.float32(xr[i]) - zf) * s    # the difference of two such integers: exact
+
+
+@njit(cache=True, parallel=True)
+def _dequantize_flat_kernel(xf, s, z, outf):
+    """Per tensor, 8- and 16-bit x: outf = float32(xf - z) * s."""
+    for b in prange((xf.shape[0] + _FLAT_BLOCK - 1) // _FLAT_BLOCK):
+        _dequantize_block(xf, s, np.float32(z), outf, b)
+
+
+@njit(cache=True)
+def _dequantize_flat_serial(xf, s, z, outf):
+    """``_dequantize_flat_kernel`` without a parallel region (a few blocks)."""
+    for b in range((xf.shape[0] + _FLAT_BLOCK - 1) // _FLAT_BLOCK):
+        _dequantize_block(xf, s, np.float32(z), outf, b)
+
 
 @njit(cache=True, parallel=True, error_model="numpy")
 def _quantize_kernel(x3, scale3, zp3, block, qmin, qmax, out3):
@@ -212,7 +269,10 @@ def quantize_linear(x, scale, zp=None, axis=1, qmin=None, qmax=None, out_dtype=N
     scale3, block = _three_d(x.shape, axis, block_size, scale, "scale")
     zp3, _ = _three_d(x.shape, axis, block_size, zp, "zero point")
     out = np.empty(x.shape, dtype=out_dtype)
-    if x.size:
+    if x.size and per_tensor and out_dtype.itemsize <= 2:
+        flat = (_quantize_flat_serial if x.size <= 4 * _FLAT_BLOCK else _quantize_flat_kernel)
+        flat(x.reshape(-1), np.float32(scale.reshape(())), int(zp.reshape(())), qmin, qmax, out.reshape(-1))
+    elif x.size:
         x3 = _x_view(x, axis, per_tensor)
         _quantize_kernel(x3, scale3, zp3, x3.shape[1] if per_tensor else block, qmin, qmax,
                          _x_view(out, axis, per_tensor))
@@ -233,7 +293,10 @@ def dequantize_linear(x, scale, zp=None, axis=1, block_size=0):
     scale3, block = _three_d(x.shape, axis, block_size, scale, "scale")
     zp3, _ = _three_d(x.shape, axis, block_size, zp, "zero point")
     out = np.empty(x.shape, dtype=np.float32)
-    if x.size:
+    if x.size and per_tensor and x.dtype.itemsize <= 2:
+        flat = (_dequantize_flat_serial if x.size <= 4 * _FLAT_BLOCK else _dequantize_flat_kernel)
+        flat(x.reshape(-1), np.float32(scale.reshape(())), int(zp.reshape(())), out.reshape(-1))
+    elif x.size:
         x3 = _x_view(x, axis, per_tensor)
         _dequantize_kernel(x3, scale3, zp3, x3.shape[1] if per_tensor else block,
                            _x_view(out, axis, per_tensor))

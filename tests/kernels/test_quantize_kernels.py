@@ -68,6 +68,24 @@ def test_quantize_linear_matches_twin(case):
     assert same_bits(got, T.quantize_linear_twin(x, scale, zp, axis=axis, block_size=block))
 
 
+@pytest.mark.parametrize("dtype", QTYPES)
+@pytest.mark.parametrize("n", [40_000, 9_999])      # the parallel and the serial per-tensor kernel
+def test_per_tensor_quantize_and_dequantize_match_twins_on_large_tensors(dtype, n):
+    # per tensor the kernels work in float32 (exact for 8- and 16-bit values): every extreme
+    # zero point, ties, specials and values far outside the range
+    rng = np.random.default_rng(n + np.dtype(dtype).itemsize)
+    info = np.iinfo(dtype)
+    x = (rng.standard_normal(n) * 300).astype(np.float32)
+    x[::7] = (rng.integers(-70000, 70000, x[::7].size) + np.float32(0.5)) * np.float32(0.5)
+    x[::13] = rng.choice(SPECIALS, x[::13].size)
+    q = rng.integers(info.min, info.max, size=n, endpoint=True).astype(dtype)
+    for zp in (info.min, info.max, 0, (info.min + info.max) // 2):
+        for scale in (np.float32(0.5), np.float32(3.7), np.float32(1e-3)):
+            zp_ = np.array(zp, dtype)
+            assert same_bits(K.quantize_linear(x, scale, zp_), T.quantize_linear_twin(x, scale, zp_))
+            assert same_bits(K.dequantize_linear(q, scale, zp_), T.dequantize_linear_twin(q, scale, zp_))
+
+
 @SETTINGS
 @given(quant_cases)
 def test_dequantize_linear_matches_twin(case):
