@@ -348,8 +348,15 @@ def _requantize_row(acc3, mult3, zp3, qmin, qmax, out3, oc):
     z = np.int64(zp3[0, c, 0])
     lo = np.float32(qmin - z)
     hi = np.float32(qmax - z)
+    zf, q0 = np.float32(z), np.float32(qmin)
+    ar, yr = acc3[o, c], out3[o, c]         # rows indexed from 0: the loop vectorizes
     for i in range(n_inner):
-        out3[o, c, i] = _quantize_value(np.float32(acc3[o, c, i]) * m, lo, hi, z, qmin)
+        # _quantize_value's steps in float32, exactly (integers below 2^18), whose conversions
+        # to and from int32 vectorize on AVX2 (int64's do not)
+        q = np.float32(ar[i]) * m
+        v = lo if q < lo else q
+        v = np.rint(hi if v > hi else v) + zf
+        yr[i] = np.int32(q0 if q != q else v)
 
 
 @njit(cache=True, parallel=True)
