@@ -12,7 +12,7 @@ _WHERE = {
     "PackedB": "gemm", "gemm_int8": "gemm", "gemm_int8_scaled": "gemm", "gemm_u8s8_avx2_saturating": "gemm", "pack_b": "gemm",
     "dequantize_linear": "quantize", "dynamic_quantize_linear": "quantize",
     "quantize_linear": "quantize", "requantize": "quantize", "requantize_multiplier": "quantize",
-    "scale_bias_int32": "quantize", "pair_lookup": "quantize",
+    "scale_bias_int32": "quantize", "pair_lookup": "quantize", "byte_lookup": "quantize",
 }
 _SUBMODULES = ("conv", "gemm", "quantize", "blockwise", "twins", "vnni", "amx", "avx2", "mathf", "rows", "fgemm", "fma", "irgen", "vec")
 
@@ -44,4 +44,5 @@ __all__ = [
     "requantize_multiplier",
     "scale_bias_int32",
     "pair_lookup",
+    "byte_lookup",
 ]

@@ -16,6 +16,7 @@ __all__ = [
     "im2col_int8_twin",
     "conv_int8_twin",
     "pair_lookup_twin",
+    "byte_lookup_twin",
     "quantize_linear_twin",
     "dequantize_linear_twin",
     "requantize_twin",
@@ -168,6 +169,11 @@ def pair_lookup_twin(a, b, table):
     """table[a * 256 + b] over the bytes of a and b, broadcast."""
     a8, b8 = np.asarray(a).view(np.uint8), np.asarray(b).view(np.uint8)
     return np.asarray(table)[a8.astype(np.int64) * 256 + b8.astype(np.int64)]
+
+
+def byte_lookup_twin(x, table):
+    """table[x] over the bytes of x."""
+    return np.asarray(table)[np.asarray(x).view(np.uint8)]
 
 
 def dynamic_quantize_linear_twin(x, mode="ort"):

@@ -39,6 +39,7 @@ KERNELS = {
     "requantize_multiplier": ("quantize.requantize_multiplier", None),
     "scale_bias_int32": ("quantize.scale_bias_int32", "scale_bias_int32_twin"),
     "pair_lookup": ("quantize.pair_lookup", "pair_lookup_twin"),
+    "byte_lookup": ("quantize.byte_lookup", "byte_lookup_twin"),
     # integer GEMM (kernels/gemm.py)
     "pack_b": ("gemm.pack_b", "pack_b_twin"),
     "gemm_int8": ("gemm.gemm_int8", "gemm_int8_twin"),

@@ -79,7 +79,7 @@ def _lookup_table(fn, x_scale, x_zp, y_scale, y_zp, dtype):
 
 def _apply_table(x, table):
     """table[x] with x read as bytes (int8 codes index by their uint8 bit pattern)."""
-    return table[np.asarray(x, order="C").view(np.uint8)]
+    return K.byte_lookup(x, table)
 
 
 def _requantize_float(v, y_zp, dtype):

@@ -266,3 +266,20 @@ def test_pair_lookup_matches_twin(a_shape, b_shape):
         assert got.dtype == np.int8 and got.shape == want.shape and np.array_equal(got, want)
     with pytest.raises(ValueError, match="65536"):
         K.pair_lookup(a, b, table[:10])
+
+
+@pytest.mark.parametrize("shape", [(3, 5), (2, 16, 96, 96), (0, 4)])
+def test_byte_lookup_matches_twin(shape):
+    """Serial and threaded (at least 2**18 values) lookups of uint8 and int8 codes (by their byte)."""
+    rng = np.random.default_rng(6)
+    for x in (rng.integers(0, 256, shape).astype(np.uint8), rng.integers(-128, 128, shape).astype(np.int8)):
+        for table in (rng.integers(0, 256, 256).astype(np.uint8), rng.integers(-128, 128, 256).astype(np.int8)):
+            got = K.byte_lookup(x, table)
+            want = T.byte_lookup_twin(x, table)
+            assert got.dtype == table.dtype and got.shape == x.shape and np.array_equal(got, want)
+    assert np.array_equal(K.byte_lookup(np.array([-1, 0, 1], np.int8), np.arange(256, dtype=np.uint8)),
+                          [255, 0, 1])
+    with pytest.raises(ValueError, match="256"):
+        K.byte_lookup(x, table[:10])
+    with pytest.raises(TypeError, match="8-bit"):
+        K.byte_lookup(x.astype(np.int16), table)
