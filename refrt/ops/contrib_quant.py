@@ -70,11 +70,27 @@ def _dequantized_codes(scale, zp, dtype):
     return _F32(scale) * (codes - np.int32(zp)).astype(_F32)
 
 
-def _lookup_table(fn, x_scale, x_zp, y_scale, y_zp, dtype):
+_TABLES: dict = {}
+
+
+def _lookup_table(fn, x_scale, x_zp, y_scale, y_zp, dtype, key=None):
     """table[byte] = quantize(fn(dequantize(code)), y_scale, y_zp): onnxruntime's 8-bit
-    lookup table (the quantization is QuantizeLinear's, float32 division)."""
+    lookup table (the quantization is QuantizeLinear's, float32 division). With ``key`` (what
+    names ``fn`` and its parameters) the table is built once per key and quantization
+    parameters: building it runs MLAS's sigmoid in NumPy, hundreds of µs, on every call else."""
+    if key is not None:
+        key = (key, np.dtype(dtype).str, *(float(v) for v in (x_scale, x_zp, y_scale, y_zp)))
+        table = _TABLES.get(key)
+        if table is not None:
+            return table
     y = fn(_dequantized_codes(x_scale, x_zp, dtype))
-    return quantize(y.astype(_F32), y_scale, y_zp, out_dtype=dtype)
+    table = quantize(y.astype(_F32), y_scale, y_zp, out_dtype=dtype)
+    if key is not None:
+        if len(_TABLES) >= 256:
+            _TABLES.clear()
+        table.flags.writeable = False
+        _TABLES[key] = table
+    return table
 
 
 def _apply_table(x, table):
@@ -230,12 +246,13 @@ def qlinear_mul(A, A_scale, A_zero_point=None, B=None, B_scale=None, B_zero_poin
 
 # ---------------------------------------------------------------- MLAS activations, lookup tables
 
-def _lookup_op(x, x_scale, x_zero_point, y_scale, y_zero_point, fn):
+def _lookup_op(x, x_scale, x_zero_point, y_scale, y_zero_point, fn, key):
     x = int8_operand(x, "X")
     table = _lookup_table(fn, per_tensor_scale(x_scale, "X_scale"),
                           per_tensor_zero_point(x_zero_point, x.dtype, "X_zero_point"),
                           per_tensor_scale(y_scale, "Y_scale"),
-                          per_tensor_zero_point(y_zero_point, x.dtype, "Y_zero_point"), x.dtype)
+                          per_tensor_zero_point(y_zero_point, x.dtype, "Y_zero_point"), x.dtype,
+                          key)
     return _apply_table(x, table)
 
 
@@ -247,7 +264,7 @@ def qlinear_sigmoid(X, X_scale, X_zero_point=None, Y_scale=None, Y_zero_point=No
     (:func:`mlas_logistic`) and QuantizeLinear; refrt does the same, bit for bit."""
     if Y_scale is None:
         raise ValueError("QLinearSigmoid: Y_scale is required")
-    return _lookup_op(X, X_scale, X_zero_point, Y_scale, Y_zero_point, mlas_logistic)
+    return _lookup_op(X, X_scale, X_zero_point, Y_scale, Y_zero_point, mlas_logistic, "sigmoid")
 
 
 @op("QLinearLeakyRelu", domain=MS)
@@ -259,7 +276,7 @@ def qlinear_leaky_relu(X, X_scale, X_zero_point=None, Y_scale=None, Y_zero_point
         raise ValueError("QLinearLeakyRelu: Y_scale is required")
     a = _F32(alpha)
     return _lookup_op(X, X_scale, X_zero_point, Y_scale, Y_zero_point,
-                      lambda v: np.where(v >= 0, v, a * v).astype(_F32))
+                      lambda v: np.where(v >= 0, v, a * v).astype(_F32), ("leaky_relu", float(a)))
 
 
 # ---------------------------------------------------------------- QLinearSoftmax
@@ -326,7 +343,8 @@ def qlinear_softmax(X, X_scale, x_zero_point=None, y_scale=None, y_zero_point=No
 
 def _requantize_codes(x, x_scale, x_zp, y_scale, y_zp):
     """Codes of x re-expressed in (y_scale, y_zp) through ORT's identity lookup table."""
-    return _apply_table(x, _lookup_table(lambda v: v, x_scale, x_zp, y_scale, y_zp, x.dtype))
+    return _apply_table(x, _lookup_table(lambda v: v, x_scale, x_zp, y_scale, y_zp, x.dtype,
+                                         "identity"))
 
 
 @op("QLinearConcat", domain=MS)
