@@ -64,7 +64,7 @@ from .vec import (
 )
 
 __all__ = ["layer_norm_rows", "add_layer_norm_rows", "softmax_rows", "scale_add_softmax_rows",
-           "global_average_rows", "eigen_row_sums", "window_column_sums_2d", "row_view", "LANES", "MLAS_EXP"]
+           "global_average_rows", "eigen_row_sums", "window_column_sums_2d", "add_windows_2d", "row_view", "LANES", "MLAS_EXP"]
 
 _F = np.float32
 _ONE = _F(1.0)
@@ -557,6 +557,31 @@ def _window_column_sums_kernel(xf, outf, planes, h, w, oh, ow, kh, kw, sh, sw, p
                 total = outf[o0:o0 + ow]
                 for b in range(ow):
                     total[b] += col[b]
+
+
+@njit(cache=True, parallel=True)
+def _add_windows_kernel(cols, acc, sh, sw, dh, dw):
+    planes, kh, kw, oh, ow = cols.shape
+    for p in prange(planes):
+        for u in range(kh):
+            for v in range(kw):
+                for a in range(oh):
+                    src = cols[p, u, v, a]
+                    dst = acc[p, u * dh + a * sh, v * dw:v * dw + (ow - 1) * sw + 1:sw]
+                    for b in range(ow):
+                        dst[b] += src[b]
+
+
+def add_windows_2d(cols, strides, dilations, full_shape) -> np.ndarray:
+    """col2im for 2-D windows: float32 cols [planes, KH, KW, OH, OW] summed into a zero image
+    [planes, *full_shape] (``full_shape`` covers every window, padding included), tap by tap in
+    row-major order, each tap's values added where the window read them: every cell is 0 plus
+    its taps' values in that order."""
+    cols = np.ascontiguousarray(cols, dtype=np.float32)
+    acc = np.zeros((cols.shape[0],) + tuple(full_shape), np.float32)
+    if acc.size and cols.size:
+        _add_windows_kernel(cols, acc, strides[0], strides[1], dilations[0], dilations[1])
+    return acc
 
 
 def window_column_sums_2d(x, kernel, strides, pads_begin, out_shape) -> np.ndarray:

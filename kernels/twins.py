@@ -752,6 +752,19 @@ def window_column_sums_2d_twin(x, kernel, strides, pads_begin, out_shape):
     return np.array(total, np.float32)
 
 
+def add_windows_2d_twin(cols, strides, dilations, full_shape):
+    """``rows.add_windows_2d``: per tap (u, v) in row-major order, its [OH, OW] values added to
+    the strided view of the zero image that the window read them from."""
+    cols = np.asarray(cols, np.float32)
+    (sh, sw), (dh, dw) = strides, dilations
+    planes, kh, kw, oh, ow = cols.shape
+    acc = np.zeros((planes,) + tuple(full_shape), np.float32)
+    for u in range(kh):
+        for v in range(kw):
+            acc[:, u * dh:u * dh + (oh - 1) * sh + 1:sh, v * dw:v * dw + (ow - 1) * sw + 1:sw] += cols[:, u, v]
+    return acc
+
+
 def eigen_row_sums_twin(x, offsets):
     """``rows.eigen_row_sums``, with NumPy operations over the rows of one alignment at a time."""
     x = np.asarray(x, np.float32)
@@ -789,7 +802,7 @@ def eigen_row_sums_twin(x, offsets):
     return out
 
 
-__all__ += ["global_average_rows_twin", "eigen_row_sums_twin", "window_column_sums_2d_twin"]
+__all__ += ["global_average_rows_twin", "eigen_row_sums_twin", "window_column_sums_2d_twin", "add_windows_2d_twin"]
 
 
 def log_f32_twin(x):

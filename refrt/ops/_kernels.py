@@ -91,6 +91,7 @@ KERNELS = {
     "global_average_rows": ("rows.global_average_rows", "global_average_rows_twin"),
     "window_sums_2d": ("rows.window_sums_2d", "window_sums_2d_twin"),
     "window_column_sums_2d": ("rows.window_column_sums_2d", "window_column_sums_2d_twin"),
+    "add_windows_2d": ("rows.add_windows_2d", "add_windows_2d_twin"),
     "eigen_row_sums": ("rows.eigen_row_sums", "eigen_row_sums_twin"),
     "scale_add_softmax_rows": ("rows.scale_add_softmax_rows", "scale_add_softmax_rows_twin"),
 }

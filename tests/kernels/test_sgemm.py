@@ -352,6 +352,19 @@ def test_window_sums_match_their_twin():
     assert not np.signbit(SG_ROWS.window_sums_2d(x, (2, 2), (1, 1), (1, 1), (0, 0), (8, 10))[0, 0, 0])
 
 
+def test_add_windows_matches_its_twin():
+    # col2im: every cell 0 plus its taps' values, tap by tap in row-major order (overlapping
+    # windows add several values to a cell, in that order)
+    rng = np.random.default_rng(10)
+    for (kh, kw), strides, dilations, (oh, ow) in [((2, 2), (2, 2), (1, 1), (7, 9)), ((3, 3), (1, 1), (1, 1), (6, 5)),
+                                                   ((3, 2), (2, 3), (2, 1), (4, 4)), ((1, 1), (1, 1), (1, 1), (3, 3))]:
+        cols = (rng.standard_normal((3, kh, kw, oh, ow)) * 10.0 ** rng.integers(-3, 4, (3, kh, kw, oh, ow))).astype(F)
+        cols[0, 0] = -0.0
+        full = ((oh - 1) * strides[0] + (kh - 1) * dilations[0] + 1, (ow - 1) * strides[1] + (kw - 1) * dilations[1] + 1)
+        got = SG_ROWS.add_windows_2d(cols, strides, dilations, full)
+        assert _same(got, T.add_windows_2d_twin(cols, strides, dilations, full))
+
+
 def test_window_column_sums_match_their_twin():
     # MLAS's order: each window column down the rows from its first cell, then the columns
     rng = np.random.default_rng(9)
