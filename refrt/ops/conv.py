@@ -385,9 +385,14 @@ def conv_transpose(x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1,
         pre_t = ctx is not None and ctx.is_constant(1) and wg.shape[1] > 1 and wg.shape[2] > 1
         cols = np.empty((n, group, wg.shape[2], p_size), np.float32)
         for j in range(group):
-            a = np.ascontiguousarray(wg[j].T) if pre_t else wg[j]
+            macs = wg.shape[1] * wg.shape[2] * p_size      # of one image: small on one thread
+            if pre_t:       # every image's SGEMM in one call (sgemm_stack: the same bits)
+                cols[:, j] = sized_product(n * macs, K.sgemm_stack, np.ascontiguousarray(wg[j].T),
+                                           xg[:, j], threads=ort_threads(ctx))
+                continue
             for i in range(n):
-                cols[i, j] = K.sgemm(a, xg[i, j], trans_a=not pre_t, threads=ort_threads(ctx))
+                cols[i, j] = sized_product(macs, K.sgemm, wg[j], xg[i, j], trans_a=True,
+                                           threads=ort_threads(ctx))
     else:
         cols = np.matmul(wg.transpose(0, 2, 1), xg)                          # (N, G, Mg*K, P)
     cols = cols.reshape((n, m) + tuple(kernel) + tuple(x.shape[2:]))
