@@ -460,8 +460,9 @@ def depthwise_m1_2d(x, w, kernel, strides, dilations, out_shape, stride_k: int,
         x = padded
     out = np.empty((x.shape[0],) + tuple(out_shape), _F)
     if out.size:
-        _depthwise_kernel(x, w, out, kernel[0], kernel[1], strides[0], strides[1], dilations[0],
-                          dilations[1], max(1, stride_k))
+        _depthwise_kernel(x.reshape(-1), x.shape[1], x.shape[2], w, out.reshape(-1), *out.shape,
+                          kernel[0], kernel[1], strides[0], strides[1], dilations[0], dilations[1],
+                          max(1, stride_k))
     return out
 
 
@@ -477,51 +478,60 @@ def _pad_planes(x, out, top, left):
                 row[q] = src[q]
 
 
+_U = np.uint64     # unsigned indices: no test for negative indices per read, no array views
+
+
 @njit(inline="always")
-def _taps_into(y, s0, s1, s2, s3, w0, w1, w2, w3, count):
-    """y[b] = (rounded products of the first ``count`` (4, 2 or 1) taps, added in order) + y[b]
-    for the row views s0..s3 (the taps' input values, one per output); views indexed from 0 so
-    the loop vectorizes."""
-    if count == 4:
-        for b in range(y.shape[0]):
-            y[b] = (((w0 * s0[b] + w1 * s1[b]) + w2 * s2[b]) + w3 * s3[b]) + y[b]
+def _taps_into(y, yo, n, x, s0, s1, s2, s3, sw, w0, w1, w2, w3, count):
+    """y[yo + b] = (rounded products of the first ``count`` (4, 2 or 1) taps, added in order) +
+    y[yo + b] for b < n, tap t's input for output b at x[s_t + b * sw] (flat arrays: a row's
+    loop vectorizes for sw = 1, and short rows pay no view per tap)."""
+    if sw == 1:
+        if count == 4:
+            for b in range(n):
+                y[_U(yo + b)] = (((w0 * x[_U(s0 + b)] + w1 * x[_U(s1 + b)]) + w2 * x[_U(s2 + b)])
+                                 + w3 * x[_U(s3 + b)]) + y[_U(yo + b)]
+        elif count == 2:
+            for b in range(n):
+                y[_U(yo + b)] = (w0 * x[_U(s0 + b)] + w1 * x[_U(s1 + b)]) + y[_U(yo + b)]
+        else:
+            for b in range(n):
+                y[_U(yo + b)] = w0 * x[_U(s0 + b)] + y[_U(yo + b)]
+    elif count == 4:
+        for b in range(n):
+            y[_U(yo + b)] = (((w0 * x[_U(s0 + b * sw)] + w1 * x[_U(s1 + b * sw)]) + w2 * x[_U(s2 + b * sw)])
+                             + w3 * x[_U(s3 + b * sw)]) + y[_U(yo + b)]
     elif count == 2:
-        for b in range(y.shape[0]):
-            y[b] = (w0 * s0[b] + w1 * s1[b]) + y[b]
+        for b in range(n):
+            y[_U(yo + b)] = (w0 * x[_U(s0 + b * sw)] + w1 * x[_U(s1 + b * sw)]) + y[_U(yo + b)]
     else:
-        for b in range(y.shape[0]):
-            y[b] = w0 * s0[b] + y[b]
+        for b in range(n):
+            y[_U(yo + b)] = w0 * x[_U(s0 + b * sw)] + y[_U(yo + b)]
 
 
 @njit(cache=True, parallel=True)
-def _depthwise_kernel(x, w, out, kh, kw, sh, sw, dh, dw, stride_k):
-    g, oh, ow = out.shape
+def _depthwise_kernel(xf, h, wd, w, outf, g, oh, ow, kh, kw, sh, sw, dh, dw, stride_k):
+    """outf (flat [G, OH, OW]) from xf (flat, zero-padded [G, H, W]), one output row per task:
+    the taps' rounded products in groups of 4, 2 and 1 added to the row, in K slices of
+    ``stride_k`` (MLAS's M = 1 kernel)."""
     k = kh * kw
-    rows = np.empty(k, np.int64)
-    cols = np.empty(k, np.int64)
+    offset = np.empty(k, np.int64)           # tap i's input offset from the window's corner
     for i in range(k):
-        rows[i], cols[i] = (i // kw) * dh, (i % kw) * dw
-    span = (ow - 1) * sw + 1
+        offset[i] = (i // kw) * dh * wd + (i % kw) * dw
     for task in prange(g * oh):
         j, a = task // oh, task % oh
-        y = out[j, a]
-        y[:] = 0
+        yo = (j * oh + a) * ow
+        for b in range(ow):
+            outf[yo + b] = 0
+        corner = j * h * wd + a * sh * wd
         for k0 in range(0, k, stride_k):
             k1 = min(k, k0 + stride_k)
             i = k0
             while i < k1:
                 count = 4 if k1 - i >= 4 else (2 if k1 - i >= 2 else 1)
-                # each tap's inputs for the whole output row as a view of x (contiguous for a
-                # unit stride, so the loop over the row vectorizes); unused taps repeat tap i
+                # unused taps repeat tap i (their products are not added)
                 t1, t2, t3 = i + min(1, count - 1), i + min(2, count - 1), i + min(3, count - 1)
-                w0, w1, w2, w3 = w[j, i], w[j, t1], w[j, t2], w[j, t3]
-                r0, r1 = x[j, a * sh + rows[i]], x[j, a * sh + rows[t1]]
-                r2, r3 = x[j, a * sh + rows[t2]], x[j, a * sh + rows[t3]]
-                c0, c1, c2, c3 = cols[i], cols[t1], cols[t2], cols[t3]
-                if sw == 1:
-                    _taps_into(y, r0[c0:c0 + ow], r1[c1:c1 + ow], r2[c2:c2 + ow], r3[c3:c3 + ow],
-                               w0, w1, w2, w3, count)
-                else:
-                    _taps_into(y, r0[c0:c0 + span:sw], r1[c1:c1 + span:sw],
-                               r2[c2:c2 + span:sw], r3[c3:c3 + span:sw], w0, w1, w2, w3, count)
+                _taps_into(outf, yo, ow, xf, corner + offset[i], corner + offset[t1],
+                           corner + offset[t2], corner + offset[t3], sw,
+                           w[j, i], w[j, t1], w[j, t2], w[j, t3], count)
                 i += count
