@@ -340,26 +340,31 @@ def m1_groups(w, cols, stride_k: int) -> np.ndarray:
 
 @njit(cache=True, parallel=True)
 def _m1_groups_kernel(w, cols, out, stride_k):
+    """out[j, q] = the M = 1 kernel's sum of w[j, i] * cols[j, i, q] over i, in K slices of
+    ``stride_k``: in each slice groups of 4, 2 and 1 rounded products added in order, each
+    group's sum added to the output in turn. Rows at a time (the loop over q vectorizes)."""
     g, k, p = cols.shape
     for j in prange(g):
-        for q in range(p):
-            c = _F(0.0)
-            for k0 in range(0, k, stride_k):
-                k1 = min(k, k0 + stride_k)
-                i = k0
-                while i + 4 <= k1:
-                    t = w[j, i] * cols[j, i, q]
-                    t = t + w[j, i + 1] * cols[j, i + 1, q]
-                    t = t + w[j, i + 2] * cols[j, i + 2, q]
-                    t = t + w[j, i + 3] * cols[j, i + 3, q]
-                    c = t + c
-                    i += 4
-                if k1 - i >= 2:
-                    c = (w[j, i] * cols[j, i, q] + w[j, i + 1] * cols[j, i + 1, q]) + c
-                    i += 2
-                if k1 - i == 1:
-                    c = w[j, i] * cols[j, i, q] + c
-            out[j, q] = c
+        c = out[j]
+        c[:] = 0
+        for k0 in range(0, k, stride_k):
+            k1 = min(k, k0 + stride_k)
+            i = k0
+            while i + 4 <= k1:
+                w0, w1, w2, w3 = w[j, i], w[j, i + 1], w[j, i + 2], w[j, i + 3]
+                r0, r1, r2, r3 = cols[j, i], cols[j, i + 1], cols[j, i + 2], cols[j, i + 3]
+                for q in range(p):
+                    c[q] = (((w0 * r0[q] + w1 * r1[q]) + w2 * r2[q]) + w3 * r3[q]) + c[q]
+                i += 4
+            if k1 - i >= 2:
+                w0, w1, r0, r1 = w[j, i], w[j, i + 1], cols[j, i], cols[j, i + 1]
+                for q in range(p):
+                    c[q] = (w0 * r0[q] + w1 * r1[q]) + c[q]
+                i += 2
+            if k1 - i == 1:
+                w0, r0 = w[j, i], cols[j, i]
+                for q in range(p):
+                    c[q] = w0 * r0[q] + c[q]
 
 
 # ---------------------------------------------------------------- one output element, for explaining
