@@ -117,7 +117,10 @@ def _highest(dtype):
 #   before the aligned start and after the last block one by one. Where a row starts depends on
 #   its place in the buffer (onnxruntime's buffers are 64-byte aligned).
 # * RK: the reduced rows added one after the other.
-# * KRK and the others: an order not reproduced here (NumPy's sum).
+# * KRK: per index of the first kept run, a [1, R] x [R, N] matrix product of a row of ones by
+#   the slice (MLAS's SGEMM on one thread, whose M = 1 kernel adds the rows in groups of 4, 2
+#   and 1, each group's sum added to the output in turn).
+# * the others: an order not reproduced here (NumPy's sum).
 
 def _merged_runs(shape, axes):
     """("KR"-style kinds, sizes) of shape's runs of kept and reduced axes, size-1 axes left out."""
@@ -153,6 +156,12 @@ def ort_float_sum(x, axes):
         for r in rows[1:]:
             total += r
         return total.reshape(out_shape)
+    if kinds == "KRK":
+        # the M = 1 kernel of every slice at once (m1_groups: one group per leading index, one
+        # slice of K)
+        slices = np.ascontiguousarray(x).reshape(sizes)
+        ones = np.ones((sizes[0], sizes[1]), np.float32)
+        return sized_threads(x.size, K.m1_groups, ones, slices, sizes[1]).reshape(out_shape)
     return None
 
 

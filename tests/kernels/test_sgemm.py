@@ -352,6 +352,21 @@ def test_window_sums_match_their_twin():
     assert not np.signbit(SG_ROWS.window_sums_2d(x, (2, 2), (1, 1), (1, 1), (0, 0), (8, 10))[0, 0, 0])
 
 
+@MLAS_ONLY
+@pytest.mark.parametrize("op", ["ReduceSum", "ReduceMean"])
+@pytest.mark.parametrize("shape,axes", [((8, 32, 16, 16), [1]), ((3, 300, 50), [1]), ((4, 17, 33), [-2]),
+                                        ((2, 3, 4, 5), [1, 2]), ((6, 7, 1, 9), [1]), ((2, 1000, 3), [1])])
+def test_reduction_over_middle_axes_is_onnxruntime_bit_for_bit(op, shape, axes):
+    # onnxruntime's KRK reduction: per leading index, a row of ones times the slice (MLAS's
+    # SGEMM with M = 1, the rows in groups of 4, 2 and 1); NumPy's pairwise sum differs
+    rng = np.random.default_rng(len(shape) * 100 + shape[1])
+    x = (rng.standard_normal(shape) * 10.0 ** rng.integers(-3, 4, shape)).astype(F)
+    expected, got = _run_both([helper.make_node(op, ["x"], ["y"], axes=axes, keepdims=1)], {"x": x}, {},
+                              opset=12)     # axes an attribute for both ops
+    assert _same(got, expected)
+    assert not _same(np.sum(x, axis=tuple(axes), keepdims=True, dtype=F), expected) or shape[1] < 8
+
+
 def test_add_windows_matches_its_twin():
     # col2im: every cell 0 plus its taps' values, tap by tap in row-major order (overlapping
     # windows add several values to a cell, in that order)
