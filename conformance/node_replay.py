@@ -39,11 +39,7 @@ DATA = os.path.join(HERE, os.pardir, "refrt", "data")
 BEGIN, END = "<!-- node replay: begin -->", "<!-- node replay: end -->"
 
 # (op_type, model name or "*") -> why refrt's node does not give onnxruntime's bits there.
-EXPECTED: dict = {
-    ("ReduceMean", "*"): "not reproduced: onnxruntime's order for a reduction over middle axes "
-                         "(KRK), which matched none of the orders tried (sequential, Eigen's "
-                         "packets, lanes of 2-16, float64); within float32 rounding",
-}
+EXPECTED: dict = {}
 
 
 @dataclass
