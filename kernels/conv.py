@@ -27,6 +27,7 @@ kernel.
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 from numba import njit, prange
@@ -101,7 +102,7 @@ def _gather_index_cached(in_spatial, kernel_shape, pads, strides, dilations, out
         valid &= (coord >= 0) & (coord < in_spatial[d])
         flat += coord * int(in_strides[d])
     flat[~valid] = -1
-    flat = flat.reshape(int(np.prod(out_spatial)), int(np.prod(kernel_shape)))
+    flat = flat.reshape(math.prod(out_spatial), math.prod(kernel_shape))
     flat.setflags(write=False)
     return flat
 
@@ -283,17 +284,17 @@ def conv_int8(x, w, x_zp=0, w_zp=0, group=1, pads=None, strides=None, dilations=
         raise ValueError(f"w_zp must be an integer scalar or have {m} elements, got shape {wz.shape}")
     wz = np.array(np.broadcast_to(wz.astype(np.int64).reshape(-1), (m,)))  # writable copy
 
-    n_l = int(np.prod(out_spatial))
-    kg = cg * int(np.prod(kernel_shape))
+    n_l = math.prod(out_spatial)
+    kg = cg * math.prod(kernel_shape)
     y = np.empty((n, m) + tuple(out_spatial), dtype=np.int32)
-    x3 = x.reshape(n, c, int(np.prod(x.shape[2:])))       # explicit: n may be 0
+    x3 = x.reshape(n, c, math.prod(x.shape[2:]))       # explicit: n may be 0
     w2 = w.reshape(m, kg)
     if group > 1 and kg <= _DIRECT_MAX_K:
         nd = x.ndim - 2
         padded = _padded(x, [(pads[d], pads[d + nd]) for d in range(nd)], xz)
         origin, tap = _window_offsets(padded.shape[2:], tuple(kernel_shape), tuple(strides),
                                       tuple(dilations), tuple(out_spatial))
-        xp = padded.reshape(n, c, int(np.prod(padded.shape[2:])))
+        xp = padded.reshape(n, c, math.prod(padded.shape[2:]))
         for i in range(n):
             _grouped_direct_kernel(xp[i], origin, tap, np.int64(xz), w2, wz, group, y[i].reshape(m, n_l))
         return y
@@ -340,8 +341,8 @@ def _float_exact(x, w2, xz, wz, kernel_shape, pads, strides, dilations, out_spat
     wf = w2.astype(np.float32) - wz.astype(np.float32)[:, None]
     pointwise = (all(k == 1 for k in kernel_shape) and all(st == 1 for st in strides)
                  and not any(pads))
-    n_l = int(np.prod(out_spatial))
-    x3 = x.reshape(n, c, int(np.prod(x.shape[2:])))       # explicit: n may be 0
+    n_l = math.prod(out_spatial)
+    x3 = x.reshape(n, c, math.prod(x.shape[2:]))       # explicit: n may be 0
     y3 = y.reshape(n, m, n_l)
     index = None if pointwise else _gather_index(x.shape[2:], kernel_shape, pads, strides,
                                                  dilations, out_spatial)
@@ -410,8 +411,8 @@ def conv_u8s8_avx2_saturating(x, w, x_zp=0, w_zp=0, group=1, pads=None, strides=
     kernel_shape, pads, strides, dilations, out_spatial = _geometry(x.shape[2:], w.shape[2:], pads, strides,
                                                                     dilations)
     xz, wz = _scalar_zero_point(x_zp, "x_zp"), _channel_zero_points(w_zp, m)
-    kk = int(np.prod(kernel_shape))
-    n_l = int(np.prod(out_spatial))
+    kk = math.prod(kernel_shape)
+    n_l = math.prod(out_spatial)
     # weights as B [K, Mg] per group with k = r * Cg + c
     w_rc = w.reshape(group, mg, cg, kk).transpose(0, 3, 2, 1).reshape(group, kk * cg, mg)
     y = np.empty((n, m) + tuple(out_spatial), dtype=np.int32)

@@ -19,6 +19,8 @@ The kernels view ``x`` as ``[outer, C, inner]`` around ``axis`` and the scale as
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit, prange
 
@@ -200,8 +202,8 @@ def _three_d(x_shape, axis, block_size, param, name):
                 f"{name} of shape {p.shape} does not match blocks of {block_size} along axis {axis} "
                 f"of an input of shape {tuple(x_shape)} (expected {tuple(expected)})"
             )
-        outer = int(np.prod(x_shape[:axis], dtype=np.int64))
-        inner = int(np.prod(x_shape[axis + 1:], dtype=np.int64))
+        outer = math.prod(x_shape[:axis])
+        inner = math.prod(x_shape[axis + 1:])
         return np.array(p.reshape(outer, expected[axis], inner)), block_size
     if p.size == 1:
         return np.array(p.reshape(1, 1, 1)), 1
@@ -221,8 +223,8 @@ def _x_view(x, axis, per_tensor):
     if per_tensor:
         last = x.shape[-1] if x.ndim > 1 and x.shape[-1] else x.size
         return x.reshape(1, -1, max(last, 1))
-    outer = int(np.prod(x.shape[:axis], dtype=np.int64))
-    inner = int(np.prod(x.shape[axis + 1:], dtype=np.int64))
+    outer = math.prod(x.shape[:axis])
+    inner = math.prod(x.shape[axis + 1:])
     return x.reshape(outer, x.shape[axis], inner)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 from onnx import TensorProto, helper
@@ -225,7 +226,7 @@ def window_taps(x, win, fill):
     n_sp = len(win.kernel)
     kernel_axes = tuple(range(2 + n_sp, 2 + 2 * n_sp))
     taps = np.moveaxis(windows, kernel_axes, tuple(range(n_sp)))
-    taps_count = int(np.prod(windows.shape[2 + n_sp:]))       # explicit: a zero-size batch has no -1
+    taps_count = math.prod(windows.shape[2 + n_sp:])       # explicit: a zero-size batch has no -1
     return taps.reshape((taps_count,) + windows.shape[:2 + n_sp])
 
 
@@ -242,7 +243,7 @@ def add_windows(cols: np.ndarray, win: Window, in_shape) -> np.ndarray:
         # the same additions in the same order, compiled (ConvTranspose's col2im)
         from ._kernels import K, sized_threads
 
-        planes = int(np.prod(lead, dtype=np.int64))
+        planes = math.prod(lead)
         acc = sized_threads(cols.size, K.add_windows_2d, cols.reshape((planes,) + cols.shape[2:]),
                             win.strides, win.dilations, full).reshape(lead + tuple(full))
         crop = tuple(slice(b, b + size) for b, size in zip(win.pads_begin, in_shape))

@@ -12,6 +12,8 @@ onnxruntime does; float32 accumulates in float32.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..registry import op
@@ -48,12 +50,12 @@ def _conv_columns(x, win, group):
     n, c = x.shape[:2]
     if (len(win.kernel) and max(win.kernel) == 1 and max(win.strides) == 1 and not any(win.pads_begin)
             and not any(win.pads_end)):
-        return x.reshape(n, group, c // group, int(np.prod(win.out)))   # 1 x 1: X's own layout
+        return x.reshape(n, group, c // group, math.prod(win.out))   # 1 x 1: X's own layout
     windows = sliding_windows(x, win, 0)                       # (N, C, *out, *kernel)
     n_sp = len(win.kernel)
     # (N, C, *out, *kernel) -> (N, C, *kernel, *out): each column is one output position
     order = (0, 1) + tuple(range(2 + n_sp, 2 + 2 * n_sp)) + tuple(range(2, 2 + n_sp))
-    k_size, p_size = int(np.prod(win.kernel)), int(np.prod(win.out))
+    k_size, p_size = math.prod(win.kernel), math.prod(win.out)
     return windows.transpose(order).reshape(n, group, (c // group) * k_size, p_size)
 
 
@@ -66,7 +68,7 @@ def _mlas_conv(x, wg, win, group, threads):
 def _pointwise(win) -> bool:
     """A 1 x 1 kernel with unit strides and no padding: the columns are X itself."""
     return (all(s == 1 for s in win.strides) and not any(win.pads_begin) and not any(win.pads_end)
-            and int(np.prod(win.kernel)) == 1)
+            and math.prod(win.kernel) == 1)
 
 
 def _mlas_conv_plan(x_shape, wg_shape, win, threads):
@@ -86,11 +88,11 @@ def _mlas_conv_plan(x_shape, wg_shape, win, threads):
     The kernels are looked up (``K``) when the function runs, not when it is planned."""
     n = x_shape[0]
     g, mg, k = wg_shape
-    p = int(np.prod(win.out))
+    p = math.prod(win.out)
     direct = _pointwise(win)
     if n * g * mg * p == 0 or k == 0:
         return lambda x, wg: np.zeros((n, g, mg, p), np.float32)
-    if mg == 1 and not direct and len(win.kernel) == 2 and k == int(np.prod(win.kernel)):
+    if mg == 1 and not direct and len(win.kernel) == 2 and k == math.prod(win.kernel):
         # depthwise 2-D: MLAS's M = 1 kernel on the taps, read from the input (the padding as
         # zeros), every (image, channel) plane in one call
         (pt, pl), (pb, pr) = win.pads_begin, win.pads_end
@@ -221,7 +223,7 @@ def _mlas_conv_into(x, wg, win, group, threads, init):
     block -- not after the product, which rounds differently once K spans several blocks."""
     n = x.shape[0]
     g, mg, k = wg.shape
-    p = int(np.prod(win.out))
+    p = math.prod(win.out)
     out = np.array(init, dtype=np.float32, copy=True)
     if out.size == 0 or k == 0:
         return out
@@ -294,7 +296,7 @@ def _conv_plan(x, w, b, z, auto_pad, dilations, group, kernel_shape, pads, strid
     product = None
     if (x.dtype == np.float32 and w.dtype == np.float32 and z is None
             and (ctx is None or ctx.numerics != "spec")):
-        k = (c // group) * int(np.prod(kernel))
+        k = (c // group) * math.prod(kernel)
         product = _mlas_conv_plan(x.shape, (group, m // group, k), win, ort_threads(ctx))
     return win, compute_dtype(x.dtype), product
 
@@ -374,7 +376,7 @@ def conv_transpose(x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1,
     win, image = _transpose_geometry(x.shape[2:], kernel, strides, dilations, pads,
                                      output_padding, output_shape, auto_pad)
     ct = compute_dtype(x.dtype)
-    p_size = int(np.prod(x.shape[2:]))
+    p_size = math.prod(x.shape[2:])
     xg = x.astype(ct, copy=False).reshape(n, group, c // group, p_size)      # (N, G, Cg, P)
     wg = w.astype(ct, copy=False).reshape(group, c // group, -1)             # (G, Cg, Mg*K)
     if x.dtype == np.float32 and w.dtype == np.float32 and (ctx is None or ctx.numerics != "spec"):
@@ -412,12 +414,12 @@ def col2im(x, image_shape, block_shape, *, dilations=None, pads=None, strides=No
                          f"differ in length")
     if x.ndim != 3:
         raise ValueError(f"Col2Im: input must be (N, C * prod(block_shape), L), got {x.shape}")
-    k_size = int(np.prod(block))
+    k_size = math.prod(block)
     win = window_geometry(image, block, strides, dilations, pads)
     n, ck, length = x.shape
-    if ck % k_size or length != int(np.prod(win.out)):
+    if ck % k_size or length != math.prod(win.out):
         raise ValueError(f"Col2Im: input shape {list(x.shape)} does not fit block_shape "
-                         f"{list(block)} and {int(np.prod(win.out))} blocks")
+                         f"{list(block)} and {math.prod(win.out)} blocks")
     cols = x.reshape((n, ck // k_size) + block + win.out)
     return add_windows(cols, win, image).astype(x.dtype, copy=False)
 
@@ -464,7 +466,7 @@ def deform_conv(x, w, offset, b=None, mask=None, *, dilations=None, group=1, ker
     kernel = _kernel_shape(w, kernel_shape, "DeformConv")
     n_sp = len(kernel)
     win = window_geometry(x.shape[2:], kernel, strides, dilations, pads)
-    k_size, grid = int(np.prod(kernel)), win.out
+    k_size, grid = math.prod(kernel), win.out
     ct = compute_dtype(x.dtype)
     expected = (n, offset_group * k_size * n_sp) + grid
     if offset.shape != expected:

@@ -11,6 +11,8 @@ computes those pads from the undilated kernel and so returns a smaller output.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..registry import op
@@ -39,7 +41,7 @@ def max_pool(x, *, auto_pad="NOTSET", ceil_mode=0, dilations=None, kernel_shape,
     # where each tap reads from inside its (n, c) plane, in the storage order asked for
     n, c = x.shape[:2]
     spatial = x.shape[2:]
-    plane_size = int(np.prod(spatial))
+    plane_size = math.prod(spatial)
     order = "F" if storage_order else "C"
     plane = np.arange(plane_size, dtype=np.int64).reshape((1, 1) + spatial, order=order)
     plane_taps = window_taps(plane, win, -1)                   # (K, 1, 1, *out)
@@ -239,7 +241,7 @@ def max_unpool(x, indices, output_shape=None, *, kernel_shape, pads=None, stride
         if len(shape) != x.ndim:
             raise ValueError(f"MaxUnpool: output_shape {list(shape)} must have rank {x.ndim}")
     scatter_shape = inferred if ctx.numerics == "spec" else shape
-    y = np.zeros(int(np.prod(scatter_shape)), dtype=x.dtype)
+    y = np.zeros(math.prod(scatter_shape), dtype=x.dtype)
     flat_idx = indices.astype(np.int64).ravel()
     if flat_idx.size and (flat_idx.min() < 0 or flat_idx.max() >= y.size):
         raise ValueError(f"MaxUnpool: an index is outside the output of shape "

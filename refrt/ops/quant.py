@@ -23,6 +23,8 @@ helpers ``quantize``, ``dequantize``, ``matmul_integer``, ``conv_integer`` and
 
 from __future__ import annotations
 
+import math
+
 import ml_dtypes
 import numpy as np
 from onnx import TensorProto
@@ -77,7 +79,7 @@ def _type_name(dtype) -> str:
 def _layout(x_shape, scale, zp, axis, block_size, what="scale"):
     """Check scale / zero point against x; return the normalized axis, or None per tensor."""
     s_shape = np.shape(scale)
-    one = int(np.prod(s_shape)) == 1 and (zp is None or np.size(zp) == 1)
+    one = math.prod(s_shape) == 1 and (zp is None or np.size(zp) == 1)
     if zp is not None and np.shape(zp) != s_shape and not (one and not block_size):
         raise ValueError(f"zero point shape {list(np.shape(zp))} differs from {what} shape "
                          f"{list(s_shape)}")
@@ -378,7 +380,7 @@ def packed_matrices(b, ctx, b_input):
     """PackedB for every matrix of b [..., K, N] (batch flattened); packed once per session for
     a constant b (kept in the node's cache)."""
     return once_per_session(ctx, ("packed_b", b_input), [b_input],
-                            lambda: [K.pack_b(m) for m in b.reshape((int(np.prod(b.shape[:-2])),) + b.shape[-2:])],
+                            lambda: [K.pack_b(m) for m in b.reshape((math.prod(b.shape[:-2]),) + b.shape[-2:])],
                             (b.shape, b.dtype.str))
 
 
@@ -424,7 +426,7 @@ def matmul_integer(a, b, a_zp=None, b_zp=None, ctx=None, b_input=1, epilogue=Non
     packs = packed_matrices(b2, ctx, b_input)
     if b2.ndim == 2 and bzr.ndim <= 1 and batch == a2.shape[:-2]:
         # one GEMM: every matrix of A against the same B; rows keep their zero points
-        rows = a2.reshape(int(np.prod(a2.shape[:-1])), k)   # explicit: k or m may be 0
+        rows = a2.reshape(math.prod(a2.shape[:-1]), k)   # explicit: k or m may be 0
         row_zp = np.broadcast_to(azr, a2.shape[:-1]).reshape(-1) if azr.ndim else azr
         macs = rows.shape[0] * k * n     # small products on the calling thread alone
         if epilogue is not None and gemm is K.gemm_int8 and not (a_vec or b_vec):
