@@ -94,12 +94,8 @@ def _quantize_flat_kernel(xf, s, z, qmin, qmax, outf):
         _quantize_block(xf, s, np.float32(z), lo, hi, np.float32(qmin), outf, b)
 
 
-@njit(cache=True, error_model="numpy")
-def _quantize_flat_serial(xf, s, z, qmin, qmax, outf):
-    """``_quantize_flat_kernel`` without a parallel region (a few blocks)."""
-    lo, hi = np.float32(qmin - z), np.float32(qmax - z)
-    for b in range((xf.shape[0] + _FLAT_BLOCK - 1) // _FLAT_BLOCK):
-        _quantize_block(xf, s, np.float32(z), lo, hi, np.float32(qmin), outf, b)
+# the same without a parallel region (a few blocks)
+_quantize_flat_serial = njit(cache=True, error_model="numpy")(_quantize_flat_kernel.py_func)
 
 
 @njit(inline="always")
@@ -117,11 +113,7 @@ def _dequantize_flat_kernel(xf, s, z, outf):
         _dequantize_block(xf, s, np.float32(z), outf, b)
 
 
-@njit(cache=True)
-def _dequantize_flat_serial(xf, s, z, outf):
-    """``_dequantize_flat_kernel`` without a parallel region (a few blocks)."""
-    for b in range((xf.shape[0] + _FLAT_BLOCK - 1) // _FLAT_BLOCK):
-        _dequantize_block(xf, s, np.float32(z), outf, b)
+_dequantize_flat_serial = njit(cache=True)(_dequantize_flat_kernel.py_func)
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
@@ -474,11 +466,7 @@ def _byte_lookup_kernel(x, table, out):
         out[i] = table[x[i]]
 
 
-@njit(cache=True)
-def _byte_lookup_serial(x, table, out):
-    """``_byte_lookup_kernel`` on one thread."""
-    for i in range(out.shape[0]):
-        out[i] = table[x[i]]
+_byte_lookup_serial = njit(cache=True)(_byte_lookup_kernel.py_func)      # on one thread
 
 
 def byte_lookup(x, table) -> np.ndarray:

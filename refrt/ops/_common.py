@@ -8,6 +8,8 @@ import math
 import numpy as np
 from onnx import TensorProto, helper
 
+from ._kernels import K, sized_threads
+
 
 def np_dtype(elem_type: int) -> np.dtype:
     """ONNX TensorProto element type -> NumPy dtype (ml_dtypes for bfloat16, float8, int4, ...)."""
@@ -241,8 +243,6 @@ def add_windows(cols: np.ndarray, win: Window, in_shape) -> np.ndarray:
         raise ValueError(f"negative begin pads {win.pads_begin} are not supported")
     if cols.dtype == np.float32 and len(win.kernel) == 2:
         # the same additions in the same order, compiled (ConvTranspose's col2im)
-        from ._kernels import K, sized_threads
-
         planes = math.prod(lead)
         acc = sized_threads(cols.size, K.add_windows_2d, cols.reshape((planes,) + cols.shape[2:]),
                             win.strides, win.dilations, full).reshape(lead + tuple(full))
